@@ -1,0 +1,98 @@
+"""Who is calling: the verified user id (`sub`) of the request.
+
+Modes (AUTH_MODE):
+- `jwt` (default): `Authorization: Bearer <JWT>` verified in-process against the issuer's JWKS
+  (signature, issuer, audience, expiry; keys cached). Works with any OIDC provider, Cognito included.
+- `cognito`: API Gateway's Cognito user-pool authorizer already verified the token; we read `sub`
+  from the authorizer claims (set COGNITO_USER_POOL_ARN at deploy time).
+- `insecure-dev`: the user id is taken from the `X-Dev-User` header. Only allowed on the `local` stage
+  (settings refuse it elsewhere) and logged loudly.
+Every failure is a 401 JSON error (503 only when the issuer's keys cannot be fetched).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from chalice.app import Request
+
+from .errors import ApiError
+from .observability import logger
+from .settings import Settings, get_settings
+
+DEV_USER_HEADER = "x-dev-user"
+_USER_ID = re.compile(r"^[A-Za-z0-9@._:|+\-]{1,128}$")
+_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
+_warned_insecure = False
+
+
+def _unauthorized(detail: str) -> ApiError:
+    return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+@lru_cache(maxsize=4)
+def _jwks_client(url: str, lifespan: int) -> Any:
+    import jwt  # noqa: PLC0415 - PyJWT + cryptography are only paid for when a token is checked
+
+    return jwt.PyJWKClient(url, cache_jwk_set=True, lifespan=max(lifespan, 1), timeout=5)
+
+
+def _verify_jwt(token: str, settings: Settings) -> str:
+    import jwt  # noqa: PLC0415
+
+    try:
+        signing_key = _jwks_client(settings.jwks_url, settings.jwks_cache_seconds).get_signing_key_from_jwt(
+            token
+        )
+        claims = jwt.decode(
+            token,
+            signing_key.key,
+            algorithms=_ALGORITHMS,
+            audience=settings.oidc_audience,
+            issuer=settings.oidc_issuer,
+            options={"require": ["exp", "sub", "iss", "aud"]},
+            leeway=30,
+        )
+    except jwt.PyJWKClientConnectionError:
+        logger.error("JWKS unreachable", extra={"jwks_url": settings.jwks_url})
+        raise ApiError(503, "auth_unavailable", "Cannot verify tokens right now") from None
+    except jwt.ExpiredSignatureError:
+        raise _unauthorized("Token expired") from None
+    except (jwt.PyJWTError, ValueError, KeyError):
+        raise _unauthorized("Invalid token") from None
+    return _checked_user_id(claims.get("sub"))
+
+
+def _checked_user_id(value: Any) -> str:
+    if not isinstance(value, str) or not _USER_ID.match(value):
+        raise _unauthorized("Token has no usable subject")
+    return value
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("Missing bearer token")
+    return token.strip()
+
+
+def authenticate(request: Request) -> str:
+    """The verified user id of this request, or ApiError 401."""
+    settings = get_settings()
+    if settings.auth_mode == "insecure-dev":
+        global _warned_insecure
+        if not _warned_insecure:
+            logger.warning("INSECURE DEV AUTH IS ON: user ids are taken from the X-Dev-User header. "
+                           "Never use this outside the local stage.")
+            _warned_insecure = True
+        return _checked_user_id(request.headers.get(DEV_USER_HEADER))
+    if settings.auth_mode == "cognito":
+        context = request.context or {}
+        claims = (context.get("authorizer") or {}).get("claims") or {}
+        if not claims:
+            raise _unauthorized("Not authenticated")
+        return _checked_user_id(claims.get("sub"))
+    return _verify_jwt(_bearer(request), settings)

@@ -1,0 +1,31 @@
+"""The one error type the API answers with: JSON `{"detail": ..., "code": ...}` and a status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import ChaliceUnhandledError
+
+
+class ApiError(ChaliceUnhandledError):
+    """An error answered to the caller.
+
+    Subclasses ChaliceUnhandledError so Chalice lets it reach our HTTP middleware, which turns it into
+    a JSON response (see `chalicelib.http`).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: Any,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, "code": self.code}

@@ -1,0 +1,72 @@
+"""HTTP plumbing shared by all routes: JSON error responses, CORS, and the error middleware."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from chalice import CORSConfig, Response
+
+from .errors import ApiError
+from .observability import count, flush_metrics, logger
+
+ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Dev-User"]
+EXPOSED_HEADERS = ["X-Session-Id", "Location", "Retry-After", "X-Request-Id"]
+
+
+def cors_config(origin: str) -> CORSConfig:
+    return CORSConfig(allow_origin=origin, allow_headers=ALLOWED_HEADERS,
+                      expose_headers=EXPOSED_HEADERS, max_age=600)
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    out = {"Content-Type": "application/json"}
+    out.update(headers or {})
+    return Response(body=json.dumps(body), status_code=status, headers=out)
+
+
+def error_response(error: ApiError, cors_origin: str) -> Response:
+    headers = dict(error.headers)
+    headers.setdefault("Access-Control-Allow-Origin", cors_origin)
+    headers.setdefault("Access-Control-Expose-Headers", ",".join(EXPOSED_HEADERS))
+    return json_response(error.status, error.body(), headers)
+
+
+def _normalise_chalice_error(response: Response) -> Response:
+    """Chalice's own errors ({"Code", "Message"}: 415, 405, 500) get our {"detail", "code"} shape."""
+    body = response.body
+    if isinstance(body, str) and body.startswith("{"):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return response
+    if response.status_code >= 400 and isinstance(body, dict) and set(body) == {"Code", "Message"}:
+        code = "internal_error" if response.status_code >= 500 else str(body["Code"])
+        detail = "Internal error" if response.status_code >= 500 else str(body["Message"])
+        response.body = json.dumps({"detail": detail, "code": code})
+        response.headers["Content-Type"] = "application/json"
+    return response
+
+
+def error_middleware(cors_origin: Callable[[], str]) -> Callable[[Any, Callable[[Any], Response]], Response]:
+    def middleware(event: Any, get_response: Callable[[Any], Response]) -> Response:
+        context = getattr(event, "context", None) or {}
+        logger.remove_keys(["user_id"])
+        logger.append_keys(request_id=context.get("requestId"))
+        try:
+            try:
+                response = get_response(event)
+            except ApiError as error:
+                if error.status >= 500:
+                    logger.warning("request failed", extra={"code": error.code, "status": error.status})
+                count("ClientErrors" if error.status < 500 else "ServerErrors", code=error.code)
+                return error_response(error, cors_origin())
+            except Exception:  # noqa: BLE001 - last resort: never leak a stack trace
+                logger.exception("unhandled error")
+                return error_response(ApiError(500, "internal_error", "Internal error"), cors_origin())
+            return _normalise_chalice_error(response)
+        finally:
+            flush_metrics()
+
+    return middleware

@@ -1,0 +1,64 @@
+"""Request and response models of our API (also the source of the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Transport = Literal["daily", "webrtc", "websocket"]
+
+
+class StartRequest(BaseModel):
+    """POST /start. Unknown fields are rejected; the server decides what reaches Pipecat Cloud."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str | None = Field(default=None, min_length=1, max_length=128,
+                              description="Agent name from the allow-list; optional when there is one")
+    transport: Transport | None = Field(default=None, description="Defaults to the agent's first transport")
+    body: dict[str, Any] = Field(default_factory=dict, description="Data for the bot (JSON object)")
+    dailyRoomProperties: dict[str, Any] | None = Field(
+        default=None, description="Only keys the server policy allows")
+    dailyMeetingTokenProperties: dict[str, Any] | None = Field(
+        default=None, description="Only keys the server policy allows")
+
+
+class ErrorResponse(BaseModel):
+    detail: Any
+    code: str
+
+
+class DailyStartResponse(BaseModel):
+    dailyRoom: str
+    dailyToken: str
+    sessionId: str
+
+
+class IceServer(BaseModel):
+    urls: list[str] | str
+    username: str | None = None
+    credential: str | None = None
+
+
+class IceConfig(BaseModel):
+    iceServers: list[IceServer]
+
+
+class WebRTCStartResponse(BaseModel):
+    sessionId: str
+    iceConfig: IceConfig | None = None
+
+
+class WebSocketStartResponse(BaseModel):
+    """Exactly what the websocket transport accepts; the session id is in `X-Session-Id`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wsUrl: str
+    token: str
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    stage: str

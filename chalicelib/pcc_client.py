@@ -1,0 +1,143 @@
+"""HTTP calls to Pipecat Cloud through one pooled httpx client (keep-alive, explicit timeouts).
+
+Every function returns the decoded answer or raises `PccCallError` carrying PCC's status and body
+(or a transport failure). Keys are passed in per call and only ever placed in the Authorization
+header; they never appear in an exception or a log line.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from .observability import logger, timing
+from .settings import get_settings
+
+_client: httpx.Client | None = None
+
+
+class PccCallError(Exception):
+    """PCC answered non-2xx (`status` set) or could not be reached (`status` None, `kind` set)."""
+
+    def __init__(self, status: int | None, body: Any = None, kind: str = "http") -> None:
+        super().__init__(f"PCC call failed: {kind} {status}")
+        self.status = status
+        self.body = body
+        self.kind = kind  # "http" | "timeout" | "unreachable"
+
+    @property
+    def pcc_code(self) -> str | None:
+        return str(self.body.get("code")) if isinstance(self.body, dict) and "code" in self.body else None
+
+    @property
+    def message(self) -> str:
+        if isinstance(self.body, dict):
+            for key in ("error", "message", "detail"):
+                if isinstance(self.body.get(key), str):
+                    return str(self.body[key])
+        return f"Pipecat Cloud answered {self.status}"
+
+
+def http_client() -> httpx.Client:
+    """The module-wide pooled client, created on first use and reused by a warm container."""
+    global _client
+    if _client is None:
+        settings = get_settings()
+        _client = httpx.Client(
+            timeout=httpx.Timeout(
+                connect=settings.pcc_connect_timeout,
+                read=settings.pcc_read_timeout,
+                write=settings.pcc_connect_timeout,
+                pool=settings.pcc_connect_timeout,
+            ),
+            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=30),
+            transport=httpx.HTTPTransport(retries=1),  # retries connection failures only
+        )
+    return _client
+
+
+def reset_http_client() -> None:
+    global _client
+    if _client is not None:
+        _client.close()
+    _client = None
+
+
+def _request(
+    method: str, path: str, key: str, *, json: Any = None, params: dict[str, Any] | None = None
+) -> Any:
+    url = get_settings().pcc_api_url + path
+    started = time.perf_counter()
+    try:
+        response = http_client().request(
+            method, url, json=json, params=params, headers={"Authorization": f"Bearer {key}"}
+        )
+    except httpx.TimeoutException:
+        raise PccCallError(None, kind="timeout") from None
+    except httpx.HTTPError as exc:
+        logger.warning("PCC unreachable", extra={"error_type": type(exc).__name__, "path": path})
+        raise PccCallError(None, kind="unreachable") from None
+    finally:
+        timing("PccLatency", (time.perf_counter() - started) * 1000)
+    if response.is_success:
+        return response.json() if response.content else None
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = {"error": response.text[:500]}
+    raise PccCallError(response.status_code, body)
+
+
+def start(agent: str, payload: dict[str, Any], public_key: str) -> dict[str, Any]:
+    result = _request("POST", f"/v1/public/{quote(agent, safe='')}/start", public_key, json=payload)
+    if not isinstance(result, dict) or "sessionId" not in result:
+        raise PccCallError(502, {"error": "start answer had no sessionId"}, kind="invalid")
+    return result
+
+
+def get_session(agent: str, session_id: str, private_key: str) -> dict[str, Any]:
+    path = f"/v1/agents/{quote(agent, safe='')}/sessions/{quote(session_id, safe='')}"
+    return dict(_request("GET", path, private_key) or {})
+
+
+def stop_session(agent: str, session_id: str, private_key: str) -> dict[str, Any]:
+    path = f"/v1/agents/{quote(agent, safe='')}/sessions/{quote(session_id, safe='')}"
+    return dict(_request("DELETE", path, private_key) or {})
+
+
+def list_sessions(agent: str, private_key: str, **params: Any) -> dict[str, Any]:
+    path = f"/v1/agents/{quote(agent, safe='')}/sessions"
+    return dict(_request("GET", path, private_key, params=params) or {})
+
+
+def proxy(
+    agent: str,
+    session_id: str,
+    bot_path: str,
+    method: str,
+    public_key: str,
+    *,
+    query: list[tuple[str, str]],
+    headers: dict[str, str],
+    body: bytes,
+) -> httpx.Response:
+    """Forward one request to the bot through PCC's session API proxy; returns the raw response."""
+    url = (
+        f"{get_settings().pcc_api_url}/v1/public/{quote(agent, safe='')}"
+        f"/sessions/{quote(session_id, safe='')}/{bot_path}"
+    )
+    out_headers = dict(headers)
+    out_headers["Authorization"] = f"Bearer {public_key}"
+    started = time.perf_counter()
+    try:
+        return http_client().request(method, url, params=query, headers=out_headers, content=body)
+    except httpx.TimeoutException:
+        raise PccCallError(None, kind="timeout") from None
+    except httpx.HTTPError as exc:
+        logger.warning("PCC unreachable", extra={"error_type": type(exc).__name__})
+        raise PccCallError(None, kind="unreachable") from None
+    finally:
+        timing("PccLatency", (time.perf_counter() - started) * 1000)

@@ -1,0 +1,225 @@
+"""DynamoDB data access for session records and per-user active-session slots.
+
+Single-table design (table from infra/template.yaml):
+
+| item              | PK                  | SK                | GSI1PK (user listing)   | GSI1SK                    | GSI2PK (sparse) |
+|-------------------|---------------------|-------------------|-------------------------|---------------------------|-----------------|
+| session record    | SESSION#{sessionId} | META              | USER#{userId}#SESSIONS  | {createdAt}#{sessionId}   | ACTIVE          |
+| user slot counter | USER#{userId}       | ACTIVE_SESSIONS   |                         |                           |                 |
+
+- a user's sessions newest first: Query GSI1 with ScanIndexForward=False;
+- owner check / lookups from webhooks: GetItem on SESSION#{id};
+- reconciliation: Query GSI2 `ACTIVE` (only active records carry GSI2PK).
+The slot counter is changed only with conditional writes, so the per-user cap holds under races.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from .aws import dynamodb_table
+from .settings import get_settings
+
+ACTIVE = "active"
+ENDED = "ended"
+STOPPED = "stopped"
+
+
+def _table() -> Any:
+    return dynamodb_table(get_settings().table_name)
+
+
+def _conditional_failed(exc: Exception) -> bool:
+    response = getattr(exc, "response", None) or {}
+    return bool(response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------ slots
+def reserve_slot(user_id: str, limit: int) -> bool:
+    """Take one of the user's `limit` active-session slots; False when all are taken."""
+    try:
+        _table().update_item(
+            Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
+            UpdateExpression="ADD active :one SET updated_at = :now",
+            ConditionExpression="attribute_not_exists(active) OR active < :limit",
+            ExpressionAttributeValues={":one": 1, ":limit": limit, ":now": now_iso()},
+        )
+        return True
+    except Exception as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+
+
+def release_slot(user_id: str) -> None:
+    """Give a slot back (never below zero)."""
+    try:
+        _table().update_item(
+            Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
+            UpdateExpression="ADD active :minus SET updated_at = :now",
+            ConditionExpression="active > :zero",
+            ExpressionAttributeValues={":minus": -1, ":zero": 0, ":now": now_iso()},
+        )
+    except Exception as exc:
+        if not _conditional_failed(exc):
+            raise
+
+
+def active_slots(user_id: str) -> int:
+    item = _table().get_item(
+        Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"}, ConsistentRead=True
+    ).get("Item")
+    return int(item.get("active", 0)) if item else 0
+
+
+# ---------------------------------------------------------------- records
+def record_session(
+    *,
+    user_id: str,
+    session_id: str,
+    agent: str,
+    transport: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    settings = get_settings()
+    created = now_iso()
+    item: dict[str, Any] = {
+        "PK": f"SESSION#{session_id}",
+        "SK": "META",
+        "GSI1PK": f"USER#{user_id}#SESSIONS",
+        "GSI1SK": f"{created}#{session_id}",
+        "GSI2PK": "ACTIVE",
+        "GSI2SK": created,
+        "type": "session",
+        "session_id": session_id,
+        "user_id": user_id,
+        "agent": agent,
+        "transport": transport,
+        "status": ACTIVE,
+        "created_at": created,
+        "ttl": int(time.time()) + settings.session_ttl_seconds,
+    }
+    if extra:
+        item.update(extra)
+    _table().put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
+    return public_record(item)
+
+
+def public_record(item: dict[str, Any]) -> dict[str, Any]:
+    keep = ("session_id", "agent", "transport", "status", "created_at", "ended_at", "end_reason",
+            "call_id", "provider")
+    plain = _plain(item)
+    return {
+        "sessionId": plain["session_id"],
+        **{_camel(k): plain[k] for k in keep[1:] if k in plain},
+    }
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def get_session(session_id: str) -> dict[str, Any] | None:
+    item = _table().get_item(Key={"PK": f"SESSION#{session_id}", "SK": "META"}).get("Item")
+    return _plain(item) if item else None
+
+
+def mark_ended(session_id: str, user_id: str, status: str, reason: str) -> bool:
+    """active -> ended/stopped, and the user's slot is freed in the same transaction.
+
+    Returns False when the record was not active (already ended: nothing changes).
+    """
+    table = _table()
+    session_update = {
+        "TableName": table.name,
+        "Key": {"PK": f"SESSION#{session_id}", "SK": "META"},
+        "UpdateExpression": "SET #s = :new, ended_at = :now, end_reason = :reason REMOVE GSI2PK, GSI2SK",
+        "ConditionExpression": "#s = :active",
+        "ExpressionAttributeNames": {"#s": "status"},
+        "ExpressionAttributeValues": {":new": status, ":now": now_iso(), ":reason": reason,
+                                      ":active": ACTIVE},
+    }
+    slot_update = {
+        "TableName": table.name,
+        "Key": {"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
+        "UpdateExpression": "ADD active :minus",
+        "ConditionExpression": "active > :zero",
+        "ExpressionAttributeValues": {":minus": -1, ":zero": 0},
+    }
+    client = table.meta.client
+    try:
+        client.transact_write_items(TransactItems=[{"Update": session_update}, {"Update": slot_update}])
+        return True
+    except client.exceptions.TransactionCanceledException as exc:
+        reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+        if reasons and reasons[0] == "ConditionalCheckFailed":
+            return False  # already ended
+        # The counter was already at zero (drift): end the record alone.
+        try:
+            client.update_item(**session_update)
+            return True
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+
+
+def list_user_sessions(
+    user_id: str, *, limit: int, status: str | None = None, start_key: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI1",
+        "KeyConditionExpression": "GSI1PK = :pk",
+        "ExpressionAttributeValues": {":pk": f"USER#{user_id}#SESSIONS"},
+        "ScanIndexForward": False,
+        "Limit": limit,
+    }
+    if status:
+        kwargs["FilterExpression"] = "#s = :status"
+        kwargs["ExpressionAttributeNames"] = {"#s": "status"}
+        kwargs["ExpressionAttributeValues"][":status"] = status
+    items: list[dict[str, Any]] = []
+    while True:
+        if start_key:
+            kwargs["ExclusiveStartKey"] = start_key
+        page = _table().query(**kwargs)
+        items.extend(page.get("Items", []))
+        start_key = page.get("LastEvaluatedKey")
+        if len(items) >= limit or not start_key:
+            break
+        kwargs["Limit"] = limit - len(items)
+    return [public_record(i) for i in items[:limit]], start_key
+
+
+def active_sessions(limit: int = 500) -> list[dict[str, Any]]:
+    """Active records, oldest first (for reconciliation)."""
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI2",
+        "KeyConditionExpression": "GSI2PK = :pk",
+        "ExpressionAttributeValues": {":pk": "ACTIVE"},
+        "ScanIndexForward": True,
+    }
+    while len(items) < limit:
+        page = _table().query(**kwargs)
+        items.extend(page.get("Items", []))
+        if not page.get("LastEvaluatedKey"):
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return [_plain(i) for i in items[:limit]]

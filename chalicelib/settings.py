@@ -1,0 +1,155 @@
+"""All configuration, parsed once from the environment into one pydantic model.
+
+A bad or missing setting fails at start-up with a message naming the environment variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class AgentPolicy(BaseModel):
+    """What the server allows for one Pipecat Cloud agent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transports: list[Literal["daily", "webrtc", "websocket"]] = ["daily", "webrtc", "websocket"]
+    websocket_auth: Literal["token", "none"] = "token"
+    # Keys of dailyRoomProperties / dailyMeetingTokenProperties a user may set (default: none).
+    allowed_room_properties: list[str] = []
+    allowed_token_properties: list[str] = []
+    # Server-fixed properties, always applied (they win over user values).
+    room_properties: dict[str, Any] = {}
+    token_properties: dict[str, Any] = {}
+    # Default ICE servers for SmallWebRTC: server decides.
+    enable_default_ice_servers: bool = True
+
+
+class SettingsError(RuntimeError):
+    """Raised at start-up when the environment does not describe a valid configuration."""
+
+
+# Environment variable -> Settings field name.
+_ENV: dict[str, str] = {
+    "STAGE": "stage",
+    "PCC_API_URL": "pcc_api_url",
+    "PCC_AGENTS": "agents",
+    "PCC_DEFAULT_AGENT": "default_agent",
+    "PCC_SECRET_ID": "secret_id",
+    "SECRET_CACHE_SECONDS": "secret_cache_seconds",
+    "PCC_CONNECT_TIMEOUT": "pcc_connect_timeout",
+    "PCC_READ_TIMEOUT": "pcc_read_timeout",
+    "TABLE_NAME": "table_name",
+    "RETRY_QUEUE_URL": "retry_queue_url",
+    "DLQ_URL": "dlq_url",
+    "USER_SESSION_LIMIT": "user_session_limit",
+    "MAX_SESSION_SECONDS": "max_session_seconds",
+    "SESSION_TTL_MARGIN_SECONDS": "session_ttl_margin_seconds",
+    "IDEMPOTENCY_TTL_SECONDS": "idempotency_ttl_seconds",
+    "AUTH_MODE": "auth_mode",
+    "OIDC_ISSUER": "oidc_issuer",
+    "OIDC_AUDIENCE": "oidc_audience",
+    "OIDC_JWKS_URL": "oidc_jwks_url",
+    "JWKS_CACHE_SECONDS": "jwks_cache_seconds",
+    "INSECURE_DEV_AUTH": "insecure_dev_auth",
+    "CORS_ALLOW_ORIGIN": "cors_allow_origin",
+}
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: str = Field(min_length=1)
+    pcc_api_url: str = "https://api.pipecat.daily.co"
+    agents: dict[str, AgentPolicy] = Field(min_length=1)
+    default_agent: str | None = None
+    secret_id: str = Field(min_length=1)
+    secret_cache_seconds: int = Field(default=300, ge=0)
+    pcc_connect_timeout: float = Field(default=3.0, gt=0)
+    pcc_read_timeout: float = Field(default=20.0, gt=0)
+    table_name: str = Field(min_length=1)
+    retry_queue_url: str = ""
+    dlq_url: str = ""
+    user_session_limit: int = Field(default=3, ge=1)
+    max_session_seconds: int = Field(default=7200, ge=60, le=14400)
+    session_ttl_margin_seconds: int = Field(default=3600, ge=0)
+    idempotency_ttl_seconds: int = Field(default=600, ge=1)
+    auth_mode: Literal["jwt", "cognito", "insecure-dev"] = "jwt"
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""
+    jwks_cache_seconds: int = Field(default=3600, ge=0)
+    insecure_dev_auth: bool = False
+    cors_allow_origin: str = "*"
+
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _parse_agents(cls, value: Any) -> Any:
+        # Either a JSON object {"name": {policy...}} or a comma-separated list of names.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            return {name.strip(): {} for name in text.split(",") if name.strip()}
+        return value
+
+    @field_validator("pcc_api_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.default_agent is not None and self.default_agent not in self.agents:
+            raise ValueError(f"PCC_DEFAULT_AGENT {self.default_agent!r} is not in PCC_AGENTS")
+        insecure = self.auth_mode == "insecure-dev" or self.insecure_dev_auth
+        if insecure and self.stage != "local":
+            raise ValueError("insecure dev auth is only allowed on the 'local' stage")
+        if self.auth_mode == "jwt" and not (self.oidc_issuer and self.oidc_audience):
+            raise ValueError("AUTH_MODE=jwt needs OIDC_ISSUER and OIDC_AUDIENCE")
+        return self
+
+    @property
+    def resolved_default_agent(self) -> str | None:
+        if self.default_agent:
+            return self.default_agent
+        return next(iter(self.agents)) if len(self.agents) == 1 else None
+
+    @property
+    def jwks_url(self) -> str:
+        return self.oidc_jwks_url or f"{self.oidc_issuer.rstrip('/')}/.well-known/jwks.json"
+
+    @property
+    def session_ttl_seconds(self) -> int:
+        return self.max_session_seconds + self.session_ttl_margin_seconds
+
+
+def parse_settings(environ: dict[str, str]) -> Settings:
+    """Build Settings from an environment mapping; errors name the environment variable."""
+    values = {field: environ[var] for var, field in _ENV.items() if environ.get(var, "") != ""}
+    if values.get("auth_mode") == "insecure-dev":
+        values.setdefault("insecure_dev_auth", "true")
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        reverse = {field: var for var, field in _ENV.items()}
+        problems = []
+        for err in exc.errors():
+            loc = err["loc"][0] if err["loc"] else ""
+            name = reverse.get(str(loc), str(loc) or "configuration")
+            problems.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+    except json.JSONDecodeError as exc:  # pragma: no cover - wrapped by pydantic in practice
+        raise SettingsError(f"invalid configuration: PCC_AGENTS: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return parse_settings(dict(os.environ))

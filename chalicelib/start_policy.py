@@ -1,0 +1,96 @@
+"""Server policy: turns a validated StartRequest into the Pipecat Cloud start request.
+
+Nothing from the client is forwarded verbatim: every field of the PCC request is set here, from the
+agent's policy, the allowed subset of user-supplied properties, and the verified identity.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ApiError
+from .models import StartRequest, Transport
+from .settings import AgentPolicy, Settings
+
+IDENTITY_KEY = "user"
+DAILY_BODY_LIMIT = 1024 * 1024
+WEBSOCKET_BODY_LIMIT = 4 * 1024
+
+
+@dataclass(frozen=True)
+class PlannedStart:
+    agent: str
+    transport: Transport
+    pcc_request: dict[str, Any]
+
+
+def resolve_agent(settings: Settings, requested: str | None) -> tuple[str, AgentPolicy]:
+    name = requested or settings.resolved_default_agent
+    if name is None:
+        raise ApiError(422, "agent_required", f"Choose an agent: one of {sorted(settings.agents)}")
+    policy = settings.agents.get(name)
+    if policy is None:
+        raise ApiError(404, "unknown_agent", f"Agent {name!r} is not available")
+    return name, policy
+
+
+def _allowed(requested: dict[str, Any] | None, allowed: list[str], field: str) -> dict[str, Any]:
+    if not requested:
+        return {}
+    denied = sorted(set(requested) - set(allowed))
+    if denied:
+        raise ApiError(422, "property_not_allowed", f"{field}: not allowed to set {denied}")
+    return dict(requested)
+
+
+def body_size(body: dict[str, Any]) -> int:
+    return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def plan_start(settings: Settings, request: StartRequest, user_id: str) -> PlannedStart:
+    agent, policy = resolve_agent(settings, request.agent)
+    transport: Transport = request.transport or policy.transports[0]
+    if transport not in policy.transports:
+        raise ApiError(422, "transport_not_allowed",
+                       f"Transport {transport!r} is not enabled for agent {agent!r}")
+    if IDENTITY_KEY in request.body:
+        raise ApiError(422, "reserved_body_key",
+                       f"body.{IDENTITY_KEY} is set by the server from your verified identity")
+
+    pcc: dict[str, Any] = {"transport": transport}
+    if transport == "daily":
+        room = _allowed(request.dailyRoomProperties, policy.allowed_room_properties,
+                        "dailyRoomProperties")
+        token = _allowed(request.dailyMeetingTokenProperties, policy.allowed_token_properties,
+                         "dailyMeetingTokenProperties")
+        room.update(policy.room_properties)
+        token.update(policy.token_properties)
+        pcc["createDailyRoom"] = True
+        if room:
+            pcc["dailyRoomProperties"] = room
+        if token:
+            pcc["dailyMeetingTokenProperties"] = token
+    elif request.dailyRoomProperties or request.dailyMeetingTokenProperties:
+        raise ApiError(422, "property_not_allowed",
+                       "Daily room and token properties apply only to the daily transport")
+    if transport == "webrtc" and policy.enable_default_ice_servers:
+        pcc["enableDefaultIceServers"] = True
+
+    if transport == "websocket" and policy.websocket_auth == "none":
+        # PCC rejects any body here, so no identity can be passed; say so instead of failing later.
+        if request.body:
+            raise ApiError(400, "websocket_body_not_allowed",
+                           f"Agent {agent!r} uses websocket_auth 'none': a body cannot be sent")
+        return PlannedStart(agent, transport, pcc)
+
+    body = dict(request.body)
+    body[IDENTITY_KEY] = {"id": user_id}
+    limit = WEBSOCKET_BODY_LIMIT if transport == "websocket" else DAILY_BODY_LIMIT
+    size = body_size(body)
+    if size > limit:
+        raise ApiError(413, "body_too_large",
+                       f"body is {size} bytes; the limit for {transport} is {limit} bytes")
+    pcc["body"] = body
+    return PlannedStart(agent, transport, pcc)

@@ -1,0 +1,446 @@
+"""In-memory model of a Pipecat Cloud organisation: agents, sessions, websocket tokens.
+
+Behaviour follows ../shared/REFERENCE.md (the public Pipecat Cloud docs and OpenAPI).
+All methods are thread-safe: the HTTP server calls them from many threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+DAILY_BODY_LIMIT = 1024 * 1024
+WEBSOCKET_BODY_LIMIT = 4 * 1024
+WS_TOKEN_TTL_SECONDS = 300
+WARM_IDLE_SECONDS = 300
+
+UNAUTHORIZED = {"error": "Unauthorized / token expired", "code": "401"}
+RATE_LIMITED = {"status": 429, "code": "429", "message": "Rate limit exceeded. Please try again later."}
+AT_CAPACITY = {"error": "Agent is at capacity", "code": "PCC-AGENT-AT-CAPACITY"}
+
+
+class PccError(Exception):
+    """An HTTP error answer of the emulated API."""
+
+    def __init__(self, status: int, body: dict[str, Any]):
+        super().__init__(f"{status} {body}")
+        self.status = status
+        self.body = body
+
+
+def _error(status: int, message: str, code: str) -> PccError:
+    return PccError(status, {"error": message, "code": code})
+
+
+@dataclass
+class Agent:
+    name: str
+    ready: bool = True
+    max_agents: int = 50
+    websocket_auth: str = "token"  # "token" | "none"
+    max_session_seconds: float = 7200.0
+    capacity_error_style: str = "rate_limit"  # "rate_limit" | "pcc_code"
+    warm_instances: list[float] = field(default_factory=list)  # idle-since timestamps
+
+    def public(self, active: int) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ready": self.ready,
+            "activeSessionCount": active,
+            "autoScaling": {"minAgents": 0, "maxAgents": self.max_agents},
+            "maxSessionDurationSeconds": self.max_session_seconds,
+            "websocketAuth": self.websocket_auth,
+        }
+
+
+@dataclass
+class Session:
+    session_id: str
+    agent: str
+    transport: str
+    body: Any
+    created_at: float
+    cold_start: bool
+    bot_start_seconds: float
+    connected: bool = True  # websocket sessions start when the client connects
+    ended_at: float | None = None
+    completion_status: str | None = None
+    meeting_ids: list[str] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None
+
+    def summary(self, org: str) -> dict[str, Any]:
+        return {
+            "sessionId": self.session_id,
+            "serviceId": f"svc-{self.agent}",
+            "organizationId": org,
+            "deploymentId": f"dep-{self.agent}-1",
+            "endedAt": _iso(self.ended_at) if self.ended_at else None,
+            "botStartSeconds": self.bot_start_seconds,
+            "coldStart": self.cold_start,
+            "completionStatus": self.completion_status,
+            "createdAt": _iso(self.created_at),
+            "updatedAt": _iso(self.ended_at or self.created_at),
+        }
+
+    def details(self, org: str) -> dict[str, Any]:
+        data = self.summary(org)
+        data["meetingIds"] = list(self.meeting_ids)
+        data["resourceMetrics"] = {
+            "cpu": {"p50": 0.12, "p90": 0.2, "p99": 0.31},
+            "memory": {"p50": 210.0, "p90": 230.0, "p99": 250.0},
+            "timeseries": [],
+        }
+        return data
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+@dataclass
+class ProxyCall:
+    """What the built-in echo bot received through the session API proxy."""
+
+    session_id: str
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Organisation:
+    """The whole emulated Pipecat Cloud state for one organisation."""
+
+    def __init__(
+        self,
+        public_key: str = "pk_emulator_public",
+        private_key: str = "sk_emulator_private",
+        org: str = "emulator-org",
+        agents: list[str] | None = None,
+    ) -> None:
+        self.public_key = public_key
+        self.private_key = private_key
+        self.org = org
+        self.lock = threading.RLock()
+        self.agents: dict[str, Agent] = {}
+        self.sessions: dict[str, Session] = {}
+        self.proxy_calls: list[ProxyCall] = []
+        self.start_calls = 0
+        self.started = 0
+        self.rejected_capacity = 0
+        self.connections = 0
+        self.latency_seconds = 0.0
+        self.cold_start_seconds = 0.0
+        self._token_secret = secrets.token_bytes(32)
+        self._used_tokens: set[str] = set()
+        for name in agents or ["my-agent"]:
+            self.agents[name] = Agent(name=name)
+
+    # ----------------------------------------------------------------- admin
+    def reset(self) -> None:
+        with self.lock:
+            names = list(self.agents) or ["my-agent"]
+            self.agents = {name: Agent(name=name) for name in names}
+            self.sessions.clear()
+            self.proxy_calls.clear()
+            self._used_tokens.clear()
+            self.start_calls = self.started = self.rejected_capacity = self.connections = 0
+            self.latency_seconds = self.cold_start_seconds = 0.0
+
+    def configure_agent(self, name: str, **changes: Any) -> Agent:
+        with self.lock:
+            agent = self.agents.get(name) or Agent(name=name)
+            for key, value in changes.items():
+                if not hasattr(agent, key) or key == "name":
+                    raise ValueError(f"unknown agent setting {key!r}")
+                setattr(agent, key, value)
+            self.agents[name] = agent
+            return agent
+
+    def end_session(self, session_id: str, status: str = "HTTP_COMPLETED") -> bool:
+        with self.lock:
+            session = self.sessions.get(session_id)
+            if session is None or not session.active:
+                return False
+            self._end(session, status)
+            return True
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            self._expire()
+            return {
+                "startCalls": self.start_calls,
+                "started": self.started,
+                "rejectedCapacity": self.rejected_capacity,
+                "connections": self.connections,
+                "activeSessions": sum(1 for s in self.sessions.values() if s.active and s.connected),
+                "sessions": len(self.sessions),
+            }
+
+    # --------------------------------------------------------------- helpers
+    def _end(self, session: Session, status: str) -> None:
+        session.ended_at = time.time()
+        session.completion_status = status
+        agent = self.agents.get(session.agent)
+        if agent is not None and session.connected:
+            agent.warm_instances.append(session.ended_at)
+
+    def _expire(self) -> None:
+        now = time.time()
+        for session in self.sessions.values():
+            agent = self.agents.get(session.agent)
+            if session.active and agent and now - session.created_at >= agent.max_session_seconds:
+                self._end(session, "MAX_DURATION_EXCEEDED")
+        for agent in self.agents.values():
+            agent.warm_instances = [t for t in agent.warm_instances if now - t < WARM_IDLE_SECONDS]
+
+    def _active_count(self, agent: str) -> int:
+        return sum(1 for s in self.sessions.values() if s.agent == agent and s.active and s.connected)
+
+    def check_key(self, authorization: str | None, *, private: bool) -> None:
+        expected = self.private_key if private else self.public_key
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+            raise PccError(401, dict(UNAUTHORIZED))
+
+    def _agent(self, name: str) -> Agent:
+        agent = self.agents.get(name)
+        if agent is None:
+            raise _error(404, f"Agent '{name}' not found", "404")
+        return agent
+
+    def _ready_agent(self, name: str) -> Agent:
+        agent = self._agent(name)
+        if not agent.ready:
+            raise _error(400, "Deployment is not ready", "PCC-1001")
+        return agent
+
+    # ------------------------------------------------------------ public API
+    def start(self, agent_name: str, payload: Any, host: str) -> tuple[dict[str, Any], float]:
+        """Handle POST /v1/public/{agent}/start. Returns (response, seconds to sleep)."""
+        with self.lock:
+            self.start_calls += 1
+            self._expire()
+            agent = self._ready_agent(agent_name)
+            if not isinstance(payload, dict):
+                raise _error(400, "Request body must be a JSON object", "400")
+            transport = payload.get("transport")
+            if transport is not None and transport not in ("daily", "webrtc", "websocket"):
+                raise _error(400, f"Invalid transport '{transport}'", "400")
+            create_room = bool(payload.get("createDailyRoom")) or transport == "daily"
+            for key in ("dailyRoomProperties", "dailyMeetingTokenProperties"):
+                if key in payload and not isinstance(payload[key], dict):
+                    raise _error(400, f"{key} must be an object", "400")
+            if payload.get("dailyRoomProperties") and not create_room:
+                raise _error(400, "dailyRoomProperties requires a Daily room", "400")
+            body = payload.get("body")
+            if body is not None and not isinstance(body, dict):
+                raise _error(400, "body must be an object", "400")
+            encoded_body = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
+            limit = WEBSOCKET_BODY_LIMIT if transport == "websocket" else DAILY_BODY_LIMIT
+            if len(encoded_body) > limit:
+                raise _error(413, f"Request body exceeds {limit} bytes", "413")
+            if transport == "websocket" and body is not None and agent.websocket_auth == "none":
+                raise _error(
+                    400,
+                    "A body cannot be sent with a websocket start when websocket_auth is 'none'",
+                    "400",
+                )
+            connected = transport != "websocket"
+            if connected and self._active_count(agent.name) >= agent.max_agents:
+                self.rejected_capacity += 1
+                if agent.capacity_error_style == "pcc_code":
+                    raise PccError(429, dict(AT_CAPACITY))
+                raise PccError(429, dict(RATE_LIMITED))
+            cold = connected and not agent.warm_instances
+            if connected and agent.warm_instances:
+                agent.warm_instances.pop()
+            delay = self.cold_start_seconds if cold else 0.0
+            session = Session(
+                session_id=str(uuid.uuid4()),
+                agent=agent.name,
+                transport=transport or ("daily" if create_room else "none"),
+                body=body,
+                created_at=time.time(),
+                cold_start=cold,
+                bot_start_seconds=round(delay + 0.5, 3),
+                connected=connected,
+            )
+            self.sessions[session.session_id] = session
+            if connected:
+                self.started += 1
+            response: dict[str, Any] = {"sessionId": session.session_id}
+            if create_room:
+                room = f"emu-{session.session_id[:8]}"
+                session.meeting_ids.append(room)
+                response["dailyRoom"] = f"https://emulator.daily.co/{room}"
+                response["dailyToken"] = "dt_" + secrets.token_urlsafe(24)
+            if payload.get("enableDefaultIceServers"):
+                response["iceConfig"] = {
+                    "iceServers": [
+                        {
+                            "urls": ["stun:stun.emulator.local:3478", "turn:turn.emulator.local:3478"],
+                            "username": "emu-user",
+                            "credential": "emu-credential",
+                        }
+                    ]
+                }
+            if transport == "websocket":
+                response["wsUrl"] = f"ws://{host}/ws/{agent.name}"
+                response["token"] = self._issue_token(agent.name, session.session_id)
+                if body is not None:
+                    response["body"] = base64.b64encode(encoded_body).decode()
+            return response, delay
+
+    # websocket tokens: HMAC over agent, org, session and expiry; single use
+    def _issue_token(self, agent: str, session_id: str) -> str:
+        expires = int(time.time()) + WS_TOKEN_TTL_SECONDS
+        claims = f"{agent}|{self.org}|{session_id}|{expires}"
+        mac = hmac.new(self._token_secret, claims.encode(), hashlib.sha256).hexdigest()
+        return base64.urlsafe_b64encode(f"{claims}|{mac}".encode()).decode().rstrip("=")
+
+    def redeem_token(self, agent_name: str, token: str) -> Session:
+        """Validate a websocket token (403 when invalid, expired or used) and start its bot."""
+        with self.lock:
+            self._expire()
+            try:
+                raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+                agent, org, session_id, expires, mac = raw.split("|")
+            except ValueError as exc:
+                raise _error(403, "Invalid token", "403") from exc
+            claims = f"{agent}|{org}|{session_id}|{expires}"
+            good = hmac.new(self._token_secret, claims.encode(), hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(good, mac) or agent != agent_name or org != self.org:
+                raise _error(403, "Invalid token", "403")
+            if int(expires) < time.time() or token in self._used_tokens:
+                raise _error(403, "Token expired or already used", "403")
+            session = self.sessions[session_id]
+            target = self._ready_agent(agent_name)
+            if self._active_count(agent_name) >= target.max_agents:
+                self.rejected_capacity += 1
+                raise PccError(429, dict(RATE_LIMITED))
+            self._used_tokens.add(token)
+            session.connected = True
+            session.created_at = time.time()
+            self.started += 1
+            return session
+
+    def proxy(
+        self,
+        agent_name: str,
+        session_id: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The session API proxy in front of the built-in echo bot."""
+        with self.lock:
+            self._expire()
+            self._ready_agent(agent_name)
+            session = self.sessions.get(session_id)
+            if session is None or session.agent != agent_name or not session.active:
+                raise _error(404, "Session not found", "404")
+            forwarded = {
+                k.lower(): v
+                for k, v in headers.items()
+                if k.lower() not in ("host", "content-length", "authorization")
+            }
+            self.proxy_calls.append(ProxyCall(session_id, method, path, query, forwarded, body))
+        return _echo_bot(session_id, method, path, query, forwarded, body)
+
+    # ----------------------------------------------------------- private API
+    def list_sessions(self, agent_name: str, params: dict[str, str]) -> dict[str, Any]:
+        with self.lock:
+            self._expire()
+            self._agent(agent_name)
+            status = params.get("status", "all")
+            start_type = params.get("startType", "all")
+            if status not in ("active", "ended", "all") or start_type not in ("cold", "warm", "all"):
+                raise _error(400, "Invalid filter", "400")
+            try:
+                limit = int(params.get("limit", "10"))
+                offset = int(params.get("offset", "0"))
+            except ValueError as exc:
+                raise _error(400, "limit and offset must be integers", "400") from exc
+            found = [
+                s
+                for s in self.sessions.values()
+                if s.agent == agent_name
+                and (status == "all" or (status == "active") == s.active)
+                and (start_type == "all" or (start_type == "cold") == s.cold_start)
+            ]
+            found.sort(key=lambda s: s.created_at, reverse=True)
+            page = found[offset : offset + limit]
+            return {"total_count": len(found), "sessions": [s.summary(self.org) for s in page]}
+
+    def get_session(self, agent_name: str, session_id: str) -> dict[str, Any]:
+        with self.lock:
+            self._expire()
+            self._agent(agent_name)
+            session = self.sessions.get(session_id)
+            if session is None or session.agent != agent_name:
+                raise _error(404, "Session not found", "404")
+            return session.details(self.org)
+
+    def stop_session(self, agent_name: str, session_id: str) -> dict[str, Any]:
+        with self.lock:
+            self._expire()
+            self._agent(agent_name)
+            try:
+                uuid.UUID(session_id)
+            except ValueError as exc:
+                raise _error(400, "Invalid session id", "400") from exc
+            session = self.sessions.get(session_id)
+            if session is None or session.agent != agent_name:
+                raise _error(404, "Session not found", "404")
+            if session.active:
+                self._end(session, "STOPPED_BY_API")
+            return {"status": "terminated", "session_id": session_id}
+
+    def agent_details(self, agent_name: str) -> dict[str, Any]:
+        with self.lock:
+            self._expire()
+            return self._agent(agent_name).public(self._active_count(agent_name))
+
+
+def _echo_bot(
+    session_id: str, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    """A bot that serves the SmallWebRTC offer routes and echoes everything else."""
+    if path == "api/offer" and method == "POST":
+        try:
+            offer = json.loads(body or b"{}")
+        except ValueError:
+            return 400, {"content-type": "application/json"}, b'{"error":"invalid offer"}'
+        answer = {
+            "sdp": "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=emulator-answer\r\n",
+            "type": "answer",
+            "pc_id": offer.get("pc_id") or f"pc-{session_id[:8]}",
+        }
+        return 200, {"content-type": "application/json"}, json.dumps(answer).encode()
+    if path == "api/offer" and method == "PATCH":
+        return 200, {"content-type": "application/json"}, b'{"status":"success"}'
+    echo = {
+        "sessionId": session_id,
+        "method": method,
+        "path": path,
+        "query": query,
+        "headers": headers,
+        "body": body.decode("utf-8", "replace"),
+    }
+    response_headers = {"content-type": "application/json", "x-echo-bot": "1"}
+    return 200, response_headers, (b"" if method == "HEAD" else json.dumps(echo).encode())

@@ -1,0 +1,173 @@
+"""Session-wide real parts: a moto server (AWS), the Pipecat Cloud emulator, an OIDC issuer, and the
+infra stack deployed into moto. Tests drive the app through Chalice's local gateway (the same
+routing, middleware and handler code a deployed Lambda runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from infra.deploy import deploy  # noqa: E402
+from infra.pcc_emulator import EmulatorServer, Organisation  # noqa: E402
+from tests.support import OidcIssuer, make_project_dir, new_user, reset_gateway_caches  # noqa: E402
+
+AGENTS = {
+    "my-agent": {"allowed_room_properties": ["enable_recording"], "room_properties": {"exp_minutes": 60}},
+    "open-ws": {"transports": ["websocket"], "websocket_auth": "none"},
+    "ghost-agent": {},  # allowed by our policy but unknown to Pipecat Cloud
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"})
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    os.environ["AWS_ENDPOINT_URL"] = url
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorServer]:
+    org = Organisation(agents=["my-agent", "open-ws"])
+    with EmulatorServer(org=org) as server:
+        yield server
+
+
+@pytest.fixture()
+def emulator(emulator_server: EmulatorServer) -> EmulatorServer:
+    emulator_server.org.reset()
+    emulator_server.org.configure_agent("open-ws", websocket_auth="none")
+    return emulator_server
+
+
+@pytest.fixture(scope="session")
+def oidc() -> Iterator[OidcIssuer]:
+    issuer = OidcIssuer()
+    yield issuer
+    issuer.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(moto_url: str, emulator_server: EmulatorServer, oidc: OidcIssuer,
+          tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """infra/template.yaml deployed into moto as stage `test`, outputs written to a project config."""
+    project = make_project_dir(tmp_path_factory.mktemp("chalice"))
+    org = emulator_server.org
+    outputs = deploy(
+        "test",
+        endpoint_url=moto_url,
+        config_path=project / ".chalice" / "config.json",
+        secret={"public_key": org.public_key, "private_key": org.private_key},
+        extra_env={
+            "AWS_ENDPOINT_URL": moto_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "PCC_API_URL": emulator_server.url,
+            "PCC_AGENTS": json.dumps(AGENTS),
+            "PCC_DEFAULT_AGENT": "my-agent",
+            "AUTH_MODE": "jwt",
+            "OIDC_ISSUER": oidc.url,
+            "OIDC_AUDIENCE": oidc.audience,
+            "CORS_ALLOW_ORIGIN": "https://app.example.com",
+            "POWERTOOLS_METRICS_NAMESPACE": "PipecatGatewayTests",
+        },
+    )
+    return {"outputs": outputs, "project": project}
+
+
+class Gateway:
+    """The app behind Chalice's local gateway, with helpers to call it as a user would."""
+
+    def __init__(self, project: Path, oidc: OidcIssuer) -> None:
+        from chalice.test import Client
+
+        from app import app
+
+        self.app = app
+        self.project = project
+        self.oidc = oidc
+        self.client = Client(app, stage_name="test", project_dir=str(project))
+
+    def auth(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.oidc.token(user)}"}
+
+    def request(self, method: str, path: str, *, user: str | None = None, json_body: Any = None,
+                body: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
+        sent = {"Content-Type": "application/json"}
+        if user:
+            sent.update(self.auth(user))
+        sent.update(headers or {})
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+        return self.client.http.request(method, path, headers=sent, body=body or b"")
+
+    def start(self, user: str, payload: Any = None, **kwargs: Any) -> Any:
+        return self.request("POST", "/start", user=user, json_body=payload if payload is not None else {},
+                            **kwargs)
+
+
+@pytest.fixture()
+def gateway(stack: dict[str, Any], emulator: EmulatorServer, oidc: OidcIssuer) -> Iterator[Gateway]:
+    reset_gateway_caches()
+    yield Gateway(stack["project"], oidc)
+    reset_gateway_caches()
+
+
+@pytest.fixture()
+def configure_stage(stack: dict[str, Any]) -> Iterator[Callable[..., None]]:
+    """Change the test stage's environment variables for one test (restored afterwards)."""
+    path = stack["project"] / ".chalice" / "config.json"
+    original = path.read_text()
+
+    def apply(**env: str) -> None:
+        config = json.loads(path.read_text())
+        config["stages"]["test"]["environment_variables"].update(env)
+        path.write_text(json.dumps(config))
+        reset_gateway_caches()
+
+    yield apply
+    path.write_text(original)
+    reset_gateway_caches()
+
+
+@pytest.fixture()
+def table(stack: dict[str, Any]) -> Any:
+    return boto3.resource("dynamodb").Table(stack["outputs"]["TableName"])
+
+
+@pytest.fixture()
+def user() -> str:
+    return new_user()
+
+
+def emulator_admin(emulator: EmulatorServer, path: str, body: Any = None) -> Any:
+    response = httpx.post(f"{emulator.url}/_emulator/{path}", json=body or {})
+    response.raise_for_status()
+    return response.json()

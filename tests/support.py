@@ -1,0 +1,79 @@
+"""Shared test machinery: a local OIDC issuer (JWKS over HTTP), cache resets, a gateway client."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def reset_gateway_caches() -> None:
+    """Forget everything the app caches per container (settings, clients, secret, http pool)."""
+    from chalicelib import aws, auth, pcc_client, secrets_store, settings
+
+    settings.get_settings.cache_clear()
+    aws.reset_all()
+    secrets_store.reset_secret_cache()
+    pcc_client.reset_http_client()
+    auth._jwks_client.cache_clear()
+
+
+class OidcIssuer:
+    """An OIDC issuer on loopback: serves its JWKS and mints RS256 tokens."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "test-key-1"
+        self.jwks_requests = 0
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        jwk.update({"kid": self.kid, "use": "sig", "alg": "RS256"})
+        self._jwks = json.dumps({"keys": [jwk]}).encode()
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                issuer.jwks_requests += 1
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(issuer._jwks)))
+                self.end_headers()
+                self.wfile.write(issuer._jwks)
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.audience = "pipecat-gateway-tests"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def token(self, sub: str, *, key: Any = None, kid: str | None = None, **claims: Any) -> str:
+        now = int(time.time())
+        payload = {"iss": self.url, "aud": self.audience, "sub": sub, "iat": now, "exp": now + 600}
+        payload.update(claims)
+        return jwt.encode(payload, key or self.key, algorithm="RS256", headers={"kid": kid or self.kid})
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+
+def make_project_dir(tmp: Path) -> Path:
+    """A copy of the Chalice project config (a test stage gets written into it)."""
+    project = tmp / "project"
+    (project / ".chalice").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / ".chalice" / "config.json", project / ".chalice" / "config.json")
+    return project
+
+
+def new_user() -> str:
+    return f"user-{uuid.uuid4().hex[:10]}"
