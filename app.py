@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import os
 
-from chalice import Chalice, Response
+from chalice.app import Chalice, Request, Response
 
 from chalicelib import start_service
 from chalicelib.auth import authenticate
+from chalicelib.errors import ApiError
 from chalicelib.http import cors_config, error_middleware, json_response
 from chalicelib.observability import SERVICE, logger
 from chalicelib.settings import get_settings
 
 app = Chalice(app_name=SERVICE, configure_logs=False)
 
-# CORS is configured at import time (API Gateway needs it in the deployed template).
+# CORS is fixed at import time: `chalice deploy/package` imports this module with the stage's
+# environment, and API Gateway's generated preflight answers need it then.
 CORS = cors_config(os.environ.get("CORS_ALLOW_ORIGIN", "*"))
-app.register_middleware(error_middleware(lambda: get_settings().cors_allow_origin), "http")
+app.register_middleware(error_middleware(CORS.allow_origin), "http")
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    get_settings()  # in Lambda, a bad configuration fails the cold start with a message naming it
 
 
-def _request_body() -> bytes | None:
-    return app.current_request.raw_body if app.current_request else None
+def _request() -> Request:
+    if app.current_request is None:  # pragma: no cover - Chalice always sets it for routes
+        raise ApiError(500, "internal_error", "No request")
+    return app.current_request
+
+
+def _raw_body(request: Request) -> bytes:
+    raw = request.raw_body
+    return raw.encode() if isinstance(raw, str) else (raw or b"")
 
 
 @app.route("/health", methods=["GET"], cors=CORS)
@@ -30,10 +42,10 @@ def health() -> Response:
 
 @app.route("/start", methods=["POST"], cors=CORS)
 def start() -> Response:
-    request = app.current_request
+    request = _request()
     user_id = authenticate(request)
     logger.append_keys(user_id=user_id)
     result = start_service.start(
-        user_id, request.raw_body, request.headers.get("idempotency-key"), app.lambda_context
+        user_id, _raw_body(request), request.headers.get("idempotency-key"), app.lambda_context
     )
     return json_response(result.status, result.body, result.headers)

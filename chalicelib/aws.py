@@ -6,11 +6,11 @@ a local moto server.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 
-@lru_cache(maxsize=None)
+@cache
 def client(service: str) -> Any:
     import boto3  # noqa: PLC0415 - deliberately lazy
     from botocore.config import Config  # noqa: PLC0415
@@ -24,11 +24,10 @@ def reset_clients() -> None:
     client.cache_clear()
 
 
-@lru_cache(maxsize=None)
+@cache
 def dynamodb_table(name: str) -> Any:
     """A DynamoDB Table resource (plain Python values in and out, Decimals for numbers)."""
     import boto3  # noqa: PLC0415
-
     from botocore.config import Config  # noqa: PLC0415
 
     config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})

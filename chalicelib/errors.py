@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import ChaliceUnhandledError
+from chalice.app import ChaliceUnhandledError
 
 
 class ApiError(ChaliceUnhandledError):

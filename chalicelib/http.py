@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from chalice import CORSConfig, Response
+from chalice.app import CORSConfig, Response
 
 from .errors import ApiError
 from .observability import count, flush_metrics, logger
@@ -21,7 +21,7 @@ def cors_config(origin: str) -> CORSConfig:
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    out = {"Content-Type": "application/json"}
+    out: dict[str, str | list[str]] = {"Content-Type": "application/json"}
     out.update(headers or {})
     return Response(body=json.dumps(body), status_code=status, headers=out)
 
@@ -49,7 +49,7 @@ def _normalise_chalice_error(response: Response) -> Response:
     return response
 
 
-def error_middleware(cors_origin: Callable[[], str]) -> Callable[[Any, Callable[[Any], Response]], Response]:
+def error_middleware(cors_origin: str) -> Callable[[Any, Callable[[Any], Response]], Response]:
     def middleware(event: Any, get_response: Callable[[Any], Response]) -> Response:
         context = getattr(event, "context", None) or {}
         logger.remove_keys(["user_id"])
@@ -61,10 +61,10 @@ def error_middleware(cors_origin: Callable[[], str]) -> Callable[[Any, Callable[
                 if error.status >= 500:
                     logger.warning("request failed", extra={"code": error.code, "status": error.status})
                 count("ClientErrors" if error.status < 500 else "ServerErrors", code=error.code)
-                return error_response(error, cors_origin())
+                return error_response(error, cors_origin)
             except Exception:  # noqa: BLE001 - last resort: never leak a stack trace
                 logger.exception("unhandled error")
-                return error_response(ApiError(500, "internal_error", "Internal error"), cors_origin())
+                return error_response(ApiError(500, "internal_error", "Internal error"), cors_origin)
             return _normalise_chalice_error(response)
         finally:
             flush_metrics()

@@ -63,7 +63,7 @@ def run_once(user_id: str, key: str, request: dict[str, Any], action: Callable[[
         return action()
 
     try:
-        return _once(data={"user": user_id, "key": key, "request": request})
+        return dict(_once(data={"user": user_id, "key": key, "request": request}))
     except IdempotencyAlreadyInProgressError:
         raise ApiError(409, "idempotency_in_progress",
                        "A request with this Idempotency-Key is still being processed") from None

@@ -92,5 +92,5 @@ def timing(name: str, milliseconds: float) -> None:
 
 
 def flush_metrics() -> None:
-    if _metrics is not None:
-        _metrics.flush_metrics(raise_on_empty_metrics=False)
+    if _metrics is not None and _metrics.metric_set:
+        _metrics.flush_metrics()

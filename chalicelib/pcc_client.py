@@ -120,7 +120,7 @@ def proxy(
     method: str,
     public_key: str,
     *,
-    query: list[tuple[str, str]],
+    query: list[tuple[str, str | int | float | bool | None]],
     headers: dict[str, str],
     body: bytes,
 ) -> httpx.Response:

@@ -2,10 +2,10 @@
 
 Single-table design (table from infra/template.yaml):
 
-| item              | PK                  | SK                | GSI1PK (user listing)   | GSI1SK                    | GSI2PK (sparse) |
-|-------------------|---------------------|-------------------|-------------------------|---------------------------|-----------------|
-| session record    | SESSION#{sessionId} | META              | USER#{userId}#SESSIONS  | {createdAt}#{sessionId}   | ACTIVE          |
-| user slot counter | USER#{userId}       | ACTIVE_SESSIONS   |                         |                           |                 |
+- session record: PK `SESSION#{sessionId}`, SK `META`;
+  GSI1PK `USER#{userId}#SESSIONS`, GSI1SK `{createdAt}#{sessionId}` (a user's listing);
+  GSI2PK `ACTIVE`, GSI2SK `{createdAt}` only while active (sparse index for reconciliation).
+- user slot counter: PK `USER#{userId}`, SK `ACTIVE_SESSIONS`, attribute `active`.
 
 - a user's sessions newest first: Query GSI1 with ScanIndexForward=False;
 - owner check / lookups from webhooks: GetItem on SESSION#{id};

@@ -57,7 +57,6 @@ _ENV: dict[str, str] = {
     "OIDC_JWKS_URL": "oidc_jwks_url",
     "JWKS_CACHE_SECONDS": "jwks_cache_seconds",
     "INSECURE_DEV_AUTH": "insecure_dev_auth",
-    "CORS_ALLOW_ORIGIN": "cors_allow_origin",
 }
 
 
@@ -85,7 +84,6 @@ class Settings(BaseModel):
     oidc_jwks_url: str = ""
     jwks_cache_seconds: int = Field(default=3600, ge=0)
     insecure_dev_auth: bool = False
-    cors_allow_origin: str = "*"
 
     @field_validator("agents", mode="before")
     @classmethod

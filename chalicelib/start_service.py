@@ -108,7 +108,7 @@ def execute_start(user_id: str, plan: PlannedStart) -> HttpResult:
             session_store.record_session(
                 user_id=user_id, session_id=session_id, agent=plan.agent, transport=plan.transport
             )
-        except Exception:
+        except Exception:  # noqa: BLE001 - any storage failure: undo the start, nothing half-done
             logger.exception("recording the session failed; stopping it", extra={"session_id": session_id})
             _stop_quietly(plan.agent, session_id)
             raise ApiError(503, "record_failed", "The session could not be recorded; try again") from None

@@ -166,7 +166,7 @@ def write_stage_config(
     policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Merge the outputs into the stage's environment_variables (other keys are kept)."""
-    config = json.loads(config_path.read_text()) if config_path.exists() else {
+    config: dict[str, Any] = json.loads(config_path.read_text()) if config_path.exists() else {
         "version": "2.0", "app_name": "pipecat-gateway", "stages": {}}
     stage_cfg = config.setdefault("stages", {}).setdefault(stage, {})
     env = stage_cfg.setdefault("environment_variables", {})

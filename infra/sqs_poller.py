@@ -97,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.update(_stage_env(args.stage))
     sys.path.insert(0, str(ROOT))
-    import boto3  # noqa: PLC0415
+    import boto3
 
-    from app import app  # noqa: PLC0415
+    from app import app
 
     sqs = boto3.client("sqs")
     queue_url = os.environ.get("RETRY_QUEUE_URL", "")

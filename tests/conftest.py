@@ -115,6 +115,12 @@ class Gateway:
         self.oidc = oidc
         self.client = Client(app, stage_name="test", project_dir=str(project))
 
+    def reload(self) -> None:
+        """Read the stage config again (Chalice's test client caches it)."""
+        from chalice.test import Client
+
+        self.client = Client(self.app, stage_name="test", project_dir=str(self.project))
+
     def auth(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.oidc.token(user)}"}
 
@@ -141,7 +147,7 @@ def gateway(stack: dict[str, Any], emulator: EmulatorServer, oidc: OidcIssuer) -
 
 
 @pytest.fixture()
-def configure_stage(stack: dict[str, Any]) -> Iterator[Callable[..., None]]:
+def configure_stage(stack: dict[str, Any], gateway: Gateway) -> Iterator[Callable[..., None]]:
     """Change the test stage's environment variables for one test (restored afterwards)."""
     path = stack["project"] / ".chalice" / "config.json"
     original = path.read_text()
@@ -151,6 +157,7 @@ def configure_stage(stack: dict[str, Any]) -> Iterator[Callable[..., None]]:
         config["stages"]["test"]["environment_variables"].update(env)
         path.write_text(json.dumps(config))
         reset_gateway_caches()
+        gateway.reload()
 
     yield apply
     path.write_text(original)

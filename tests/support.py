@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def reset_gateway_caches() -> None:
     """Forget everything the app caches per container (settings, clients, secret, http pool)."""
-    from chalicelib import aws, auth, pcc_client, secrets_store, settings
+    from chalicelib import auth, aws, pcc_client, secrets_store, settings
 
     settings.get_settings.cache_clear()
     aws.reset_all()
@@ -57,9 +57,11 @@ class OidcIssuer:
         self.audience = "pipecat-gateway-tests"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
-    def token(self, sub: str, *, key: Any = None, kid: str | None = None, **claims: Any) -> str:
+    def token(self, sub: str | None, *, key: Any = None, kid: str | None = None, **claims: Any) -> str:
         now = int(time.time())
-        payload = {"iss": self.url, "aud": self.audience, "sub": sub, "iat": now, "exp": now + 600}
+        payload: dict[str, Any] = {"iss": self.url, "aud": self.audience, "iat": now, "exp": now + 600}
+        if sub is not None:
+            payload["sub"] = sub
         payload.update(claims)
         return jwt.encode(payload, key or self.key, algorithm="RS256", headers={"kid": kid or self.kid})
 

@@ -1,0 +1,177 @@
+"""The Pipecat Cloud emulator behaves as ../shared/REFERENCE.md describes (over real HTTP)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from infra.pcc_emulator import EmulatorServer
+from tests.conftest import emulator_admin
+
+
+def pub(emu: EmulatorServer) -> dict[str, str]:
+    return {"Authorization": f"Bearer {emu.org.public_key}"}
+
+
+def priv(emu: EmulatorServer) -> dict[str, str]:
+    return {"Authorization": f"Bearer {emu.org.private_key}"}
+
+
+def start(emu: EmulatorServer, payload: Any = None, agent: str = "my-agent",
+          headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(f"{emu.url}/v1/public/{agent}/start", json=payload if payload is not None else {},
+                      headers=pub(emu) if headers is None else headers)
+
+
+def test_start_requires_the_public_key(emulator: EmulatorServer) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, priv(emulator)):
+        response = start(emulator, headers=headers)
+        assert response.status_code == 401
+        assert response.json() == {"error": "Unauthorized / token expired", "code": "401"}
+
+
+def test_unknown_agent_is_404_and_not_ready_is_pcc_1001(emulator: EmulatorServer) -> None:
+    assert start(emulator, agent="nope").status_code == 404
+    emulator_admin(emulator, "agents/my-agent", {"ready": False})
+    response = start(emulator)
+    assert response.status_code == 400
+    assert response.json()["code"] == "PCC-1001"
+
+
+def test_transport_specific_answers(emulator: EmulatorServer) -> None:
+    daily = start(emulator, {"createDailyRoom": True}).json()
+    assert set(daily) == {"sessionId", "dailyRoom", "dailyToken"}
+    webrtc = start(emulator, {"transport": "webrtc", "enableDefaultIceServers": True}).json()
+    assert set(webrtc) == {"sessionId", "iceConfig"}
+    assert webrtc["iceConfig"]["iceServers"][0]["urls"]
+    ws = start(emulator, {"transport": "websocket", "body": {"a": 1}}).json()
+    assert set(ws) == {"sessionId", "wsUrl", "token", "body"}
+    assert json.loads(base64.b64decode(ws["body"])) == {"a": 1}
+
+
+def test_size_limits_are_413(emulator: EmulatorServer) -> None:
+    big = {"blob": "x" * (1024 * 1024)}
+    assert start(emulator, {"createDailyRoom": True, "body": big}).status_code == 413
+    assert start(emulator, {"transport": "websocket", "body": {"blob": "x" * 5000}}).status_code == 413
+    assert start(emulator, {"transport": "websocket", "body": {"blob": "x" * 3000}}).status_code == 200
+
+
+def test_websocket_body_rejected_when_auth_none(emulator: EmulatorServer) -> None:
+    response = start(emulator, {"transport": "websocket", "body": {"a": 1}}, agent="open-ws")
+    assert response.status_code == 400
+    assert start(emulator, {"transport": "websocket"}, agent="open-ws").status_code == 200
+
+
+def test_max_agents_gives_429_and_stop_frees_capacity(emulator: EmulatorServer) -> None:
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 2})
+    ids = [start(emulator, {"createDailyRoom": True}).json()["sessionId"] for _ in range(2)]
+    refused = start(emulator, {"createDailyRoom": True})
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "429"
+    emulator_admin(emulator, "agents/my-agent", {"capacity_error_style": "pcc_code"})
+    assert start(emulator).json()["code"] == "PCC-AGENT-AT-CAPACITY"
+    stopped = httpx.delete(f"{emulator.url}/v1/agents/my-agent/sessions/{ids[0]}", headers=priv(emulator))
+    assert stopped.json() == {"status": "terminated", "session_id": ids[0]}
+    assert start(emulator, {"createDailyRoom": True}).status_code == 200
+
+
+def test_websocket_tokens_are_single_use(emulator: EmulatorServer) -> None:
+    ws = start(emulator, {"transport": "websocket"}).json()
+    path = ws["wsUrl"].split("/", 3)[3]
+    first = httpx.get(f"{emulator.url}/{path}/{ws['token']}")
+    assert first.status_code == 200 and first.json()["connected"] is True
+    again = httpx.get(f"{emulator.url}/{path}/{ws['token']}")
+    assert again.status_code == 403
+    forged = httpx.get(f"{emulator.url}/{path}", params={"token": ws["token"][:-2] + "xx"})
+    assert forged.status_code == 403
+
+
+def test_session_proxy_all_methods_and_header_rules(emulator: EmulatorServer) -> None:
+    sid = start(emulator, {"createDailyRoom": True}).json()["sessionId"]
+    base = f"{emulator.url}/v1/public/my-agent/sessions/{sid}"
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"):
+        response = httpx.request(method, f"{base}/deep/path?x=1", headers={**pub(emulator), "X-Custom": "v"},
+                                 content=b"data" if method in ("POST", "PUT", "PATCH") else None)
+        assert response.status_code == 200, method
+    calls = emulator_admin_get(emulator, "proxy-calls")
+    assert [c["method"] for c in calls] == ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+    for call in calls:
+        assert call["path"] == "deep/path" and call["query"] == "x=1"
+        assert call["headers"]["x-custom"] == "v"
+        assert not {"authorization", "host", "content-length"} & set(call["headers"])
+    assert calls[1]["body"] == "data"
+    offer = httpx.post(f"{base}/api/offer", headers=pub(emulator), json={"sdp": "o", "type": "offer"})
+    assert offer.json()["type"] == "answer"
+    assert httpx.patch(f"{base}/api/offer", headers=pub(emulator), json={"candidates": []}).status_code == 200
+    assert httpx.get(f"{base}/x", headers=priv(emulator)).status_code == 401
+    assert httpx.get(f"{emulator.url}/v1/public/my-agent/sessions/nope/x", headers=pub(emulator)).status_code == 404
+
+
+def emulator_admin_get(emulator: EmulatorServer, path: str) -> Any:
+    return httpx.get(f"{emulator.url}/_emulator/{path}").json()
+
+
+def test_private_list_get_filters_and_max_duration(emulator: EmulatorServer) -> None:
+    ids = [start(emulator, {"createDailyRoom": True}).json()["sessionId"] for _ in range(3)]
+    emulator_admin(emulator, f"sessions/{ids[0]}/end")
+    listing = httpx.get(f"{emulator.url}/v1/agents/my-agent/sessions", params={"status": "active"},
+                        headers=priv(emulator)).json()
+    assert listing["total_count"] == 2
+    assert {s["sessionId"] for s in listing["sessions"]} == set(ids[1:])
+    assert all(s["endedAt"] is None for s in listing["sessions"])
+    ended = httpx.get(f"{emulator.url}/v1/agents/my-agent/sessions", params={"status": "ended"},
+                      headers=priv(emulator)).json()
+    assert [s["sessionId"] for s in ended["sessions"]] == [ids[0]]
+    details = httpx.get(f"{emulator.url}/v1/agents/my-agent/sessions/{ids[0]}", headers=priv(emulator)).json()
+    assert details["completionStatus"] == "HTTP_COMPLETED" and "resourceMetrics" in details
+    assert httpx.get(f"{emulator.url}/v1/agents/my-agent/sessions", headers=pub(emulator)).status_code == 401
+    assert httpx.delete(f"{emulator.url}/v1/agents/my-agent/sessions/not-a-uuid",
+                        headers=priv(emulator)).status_code == 400
+    emulator_admin(emulator, "agents/my-agent", {"max_session_seconds": 0.2})
+    time.sleep(0.3)
+    agent = httpx.get(f"{emulator.url}/v1/agents/my-agent", headers=priv(emulator)).json()
+    assert agent["activeSessionCount"] == 0
+
+
+def test_latency_cold_start_and_connection_counting(emulator: EmulatorServer) -> None:
+    emulator_admin(emulator, "knobs", {"latency_ms": 100, "cold_start_ms": 200})
+    with httpx.Client() as client:
+        t0 = time.perf_counter()
+        first = client.post(f"{emulator.url}/v1/public/my-agent/start", json={}, headers=pub(emulator))
+        cold = time.perf_counter() - t0
+        sid = first.json()["sessionId"]
+        client.delete(f"{emulator.url}/v1/agents/my-agent/sessions/{sid}", headers=priv(emulator))
+        t0 = time.perf_counter()
+        client.post(f"{emulator.url}/v1/public/my-agent/start", json={}, headers=pub(emulator))
+        warm = time.perf_counter() - t0
+    assert cold > warm  # the warm instance freed by the stop served the second start
+    stats = emulator_admin_get(emulator, "stats")
+    assert stats["connections"] >= 1
+    details = httpx.get(f"{emulator.url}/v1/agents/my-agent/sessions/{sid}", headers=priv(emulator)).json()
+    assert details["coldStart"] is True
+
+
+@pytest.mark.timeout(120)
+def test_official_pipecatcloud_library_starts_a_session(emulator: EmulatorServer) -> None:
+    script = (
+        "import asyncio, json\n"
+        "from pipecatcloud.session import Session, SessionParams\n"
+        f"s = Session('my-agent', api_key={emulator.org.public_key!r}, "
+        "params=SessionParams(data={'k': 1}, use_daily=True))\n"
+        "print(json.dumps(asyncio.run(s.start())))\n"
+    )
+    env = {**os.environ, "PIPECAT_API_HOST": emulator.url, "HOME": os.environ.get("HOME", "/tmp")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["sessionId"] in emulator.org.sessions
+    assert result["dailyRoom"].startswith("https://")
+    assert emulator.org.sessions[result["sessionId"]].body == {"k": 1}

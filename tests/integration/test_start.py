@@ -1,0 +1,284 @@
+"""POST /start end to end: app handler path -> moto (DynamoDB, Secrets Manager) -> PCC emulator."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import boto3
+import pytest
+
+from chalicelib import session_store
+from infra.pcc_emulator import EmulatorServer
+from tests.conftest import Gateway, emulator_admin
+from tests.support import new_user
+
+
+def body(response: Any) -> Any:
+    return json.loads(response.body)
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.body
+    data = body(response)
+    assert data["code"] == code, data
+    assert data["detail"]
+    return dict(data)
+
+
+# ------------------------------------------------------------------ success per transport
+def test_daily_start_returns_room_token_session_and_records_it(
+        gateway: Gateway, emulator: EmulatorServer, user: str, table: Any) -> None:
+    response = gateway.start(user, {"transport": "daily", "body": {"lang": "en"},
+                                    "dailyRoomProperties": {"enable_recording": "cloud"}})
+    assert response.status_code == 200, response.body
+    data = body(response)
+    assert set(data) == {"sessionId", "dailyRoom", "dailyToken"}
+    assert response.headers["X-Session-Id"] == data["sessionId"]
+    sent = emulator.org.sessions[data["sessionId"]]
+    assert sent.body == {"lang": "en", "user": {"id": user}}  # verified identity injected
+    item = table.get_item(Key={"PK": f"SESSION#{data['sessionId']}", "SK": "META"})["Item"]
+    assert item["user_id"] == user and item["agent"] == "my-agent" and item["transport"] == "daily"
+    assert item["status"] == "active" and item["created_at"]
+    assert abs(int(item["ttl"]) - (time.time() + 7200 + 3600)) < 60
+    assert session_store.active_slots(user) == 1
+
+
+def test_webrtc_start_returns_session_and_ice_config(gateway: Gateway, user: str) -> None:
+    response = gateway.start(user, {"transport": "webrtc"})
+    data = body(response)
+    assert set(data) == {"sessionId", "iceConfig"}
+    assert data["iceConfig"]["iceServers"][0]["urls"]
+
+
+def test_websocket_start_returns_exactly_wsurl_and_token(gateway: Gateway, user: str) -> None:
+    response = gateway.start(user, {"transport": "websocket", "body": {"k": "v"}})
+    data = body(response)
+    assert set(data) == {"wsUrl", "token"}
+    assert response.headers["X-Session-Id"]
+    query = parse_qs(urlsplit(data["wsUrl"]).query)
+    decoded = json.loads(base64.b64decode(unquote(query["body"][0])))
+    assert decoded == {"k": "v", "user": {"id": user}}
+
+
+def test_websocket_auth_none_agent(gateway: Gateway, emulator: EmulatorServer, user: str) -> None:
+    assert_error(gateway.start(user, {"agent": "open-ws", "body": {"a": 1}}), 400,
+                 "websocket_body_not_allowed")
+    response = gateway.start(user, {"agent": "open-ws"})
+    assert response.status_code == 200, response.body
+    assert set(body(response)) == {"wsUrl", "token"}
+    assert emulator.org.sessions[response.headers["X-Session-Id"]].body is None
+
+
+# ------------------------------------------------------------------ authentication
+def test_missing_forged_expired_wrong_audience_tokens_are_401(gateway: Gateway, oidc: Any) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = int(time.time())
+    bad_tokens = {
+        "missing": None,
+        "garbage": "not-a-jwt",
+        "forged": oidc.token("mallory", key=other_key),
+        "unknown kid": oidc.token("mallory", key=other_key, kid="other"),
+        "expired": oidc.token("alice", exp=now - 3600, iat=now - 7200),
+        "wrong audience": oidc.token("alice", aud="someone-else"),
+        "wrong issuer": oidc.token("alice", iss="https://evil.example"),
+        "no sub": oidc.token(None),
+    }
+    for name, token in bad_tokens.items():
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        response = gateway.client.http.request("POST", "/start", headers=headers, body=b"{}")
+        assert response.status_code == 401, (name, response.body)
+        assert body(response)["code"] == "unauthorized", name
+
+
+def test_insecure_dev_mode_is_refused_outside_local(gateway: Gateway, configure_stage: Any) -> None:
+    configure_stage(AUTH_MODE="insecure-dev")  # stage is "test", not "local"
+    response = gateway.request("GET", "/health")
+    assert_error(response, 500, "internal_error")
+
+
+def test_insecure_dev_mode_on_local_stage_takes_the_header(gateway: Gateway, configure_stage: Any) -> None:
+    configure_stage(AUTH_MODE="insecure-dev", STAGE="local")
+    assert_error(gateway.request("POST", "/start", json_body={}), 401, "unauthorized")
+    response = gateway.request("POST", "/start", json_body={}, headers={"X-Dev-User": "dev-1"})
+    assert response.status_code == 200, response.body
+
+
+# ------------------------------------------------------------------ validation
+def test_validation_errors_say_what_is_wrong(gateway: Gateway, emulator: EmulatorServer, user: str) -> None:
+    assert_error(gateway.request("POST", "/start", user=user, body=b"{not json"), 400, "invalid_json")
+    assert_error(gateway.request("POST", "/start", user=user, body=b"[1, 2]"), 400, "invalid_json")
+    wrong_type = assert_error(gateway.start(user, {"body": "text"}), 422, "validation_error")
+    assert wrong_type["detail"][0]["loc"] == ["body"]
+    unknown = assert_error(gateway.start(user, {"createDailyRoom": True}), 422, "validation_error")
+    assert unknown["detail"][0]["loc"] == ["createDailyRoom"]
+    assert_error(gateway.start(user, {"transport": "pigeon"}), 422, "validation_error")
+    assert_error(gateway.start(user, {"body": {"user": {"id": "admin"}}}), 422, "reserved_body_key")
+    assert_error(gateway.start(user, {"agent": "not-allowed"}), 404, "unknown_agent")
+    assert_error(gateway.start(user, {"dailyRoomProperties": {"sip": {}}}), 422, "property_not_allowed")
+    assert emulator.org.start_calls == 0  # nothing reached Pipecat Cloud
+    assert session_store.active_slots(user) == 0
+
+
+def test_size_limits_are_enforced_before_calling_pcc(gateway: Gateway, emulator: EmulatorServer,
+                                                     user: str) -> None:
+    assert_error(gateway.start(user, {"transport": "daily", "body": {"x": "y" * (1024 * 1024)}}), 413,
+                 "body_too_large")
+    assert_error(gateway.start(user, {"transport": "websocket", "body": {"x": "y" * 4096}}), 413,
+                 "body_too_large")
+    assert emulator.org.start_calls == 0
+
+
+# ------------------------------------------------------------------ PCC error mapping
+def test_pcc_errors_map_and_always_free_the_slot(gateway: Gateway, emulator: EmulatorServer, user: str,
+                                                  configure_stage: Any) -> None:
+    emulator_admin(emulator, "agents/my-agent", {"ready": False})
+    assert_error(gateway.start(user, {}), 400, "agent_not_ready")
+    emulator_admin(emulator, "agents/my-agent", {"ready": True, "max_agents": 0})
+    capacity = gateway.start(user, {})
+    assert_error(capacity, 429, "pcc_at_capacity")
+    assert_error(gateway.start(user, {"agent": "ghost-agent"}), 404, "agent_not_found")
+    assert session_store.active_slots(user) == 0
+
+
+def test_wrong_key_is_502_and_never_leaks(gateway: Gateway, stack: dict[str, Any], user: str,
+                                          configure_stage: Any, capsys: Any) -> None:
+    secrets = boto3.client("secretsmanager")
+    name = stack["outputs"]["SecretName"]
+    original = secrets.get_secret_value(SecretId=name)["SecretString"]
+    secrets.put_secret_value(SecretId=name, SecretString=json.dumps({"public_key": "pk_revoked_key"}))
+    try:
+        response = gateway.start(user, {})
+        assert_error(response, 502, "upstream_auth_failed")
+        assert b"pk_revoked_key" not in response.body
+        assert "pk_revoked_key" not in capsys.readouterr().out
+    finally:
+        secrets.put_secret_value(SecretId=name, SecretString=original)
+
+
+def test_secret_is_cached(gateway: Gateway, stack: dict[str, Any], user: str) -> None:
+    assert gateway.start(user, {}).status_code == 200  # fills the cache
+    secrets = boto3.client("secretsmanager")
+    name = stack["outputs"]["SecretName"]
+    original = secrets.get_secret_value(SecretId=name)["SecretString"]
+    secrets.put_secret_value(SecretId=name, SecretString=json.dumps({"public_key": "pk_rotated"}))
+    try:
+        assert gateway.start(user, {}).status_code == 200  # still the cached key
+    finally:
+        secrets.put_secret_value(SecretId=name, SecretString=original)
+
+
+def test_pcc_unreachable_and_timeout(gateway: Gateway, emulator: EmulatorServer, user: str,
+                                     configure_stage: Any) -> None:
+    configure_stage(PCC_READ_TIMEOUT="0.3")
+    emulator_admin(emulator, "knobs", {"latency_ms": 800})
+    assert_error(gateway.start(user, {}), 504, "upstream_timeout")
+    time.sleep(0.7)  # let the emulator finish the abandoned start before the next test resets it
+    emulator_admin(emulator, "knobs", {"latency_ms": 0})
+    configure_stage(PCC_API_URL="http://127.0.0.1:9")  # nothing listens on the discard port
+    assert_error(gateway.start(user, {}), 502, "upstream_unavailable")
+    assert session_store.active_slots(user) == 0
+
+
+# ------------------------------------------------------------------ idempotency and caps
+def test_idempotency_key_returns_first_result_and_starts_one_bot(gateway: Gateway, emulator: EmulatorServer,
+                                                                 user: str) -> None:
+    headers = {"Idempotency-Key": "abc-123"}
+    first = gateway.start(user, {"transport": "daily"}, headers=headers)
+    second = gateway.start(user, {"transport": "daily"}, headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert body(first) == body(second)
+    assert second.headers["X-Session-Id"] == first.headers["X-Session-Id"]
+    assert emulator.org.started == 1
+    assert_error(gateway.start(user, {"transport": "webrtc"}, headers=headers), 422, "idempotency_key_reused")
+    other_user = gateway.start(new_user(), {"transport": "daily"}, headers=headers)
+    assert body(other_user)["sessionId"] != body(first)["sessionId"]
+    assert emulator.org.started == 2
+
+
+def test_failed_start_is_not_remembered_by_idempotency(gateway: Gateway, emulator: EmulatorServer,
+                                                       user: str) -> None:
+    emulator_admin(emulator, "agents/my-agent", {"ready": False})
+    headers = {"Idempotency-Key": "retry-me"}
+    assert gateway.start(user, {}, headers=headers).status_code == 400
+    emulator_admin(emulator, "agents/my-agent", {"ready": True})
+    assert gateway.start(user, {}, headers=headers).status_code == 200
+
+
+def test_per_user_cap(gateway: Gateway, emulator: EmulatorServer, user: str) -> None:
+    for _ in range(3):
+        assert gateway.start(user, {}).status_code == 200
+    assert_error(gateway.start(user, {}), 429, "user_session_limit")
+    assert emulator.org.started == 3
+    assert gateway.start(new_user(), {}).status_code == 200  # other users are not affected
+
+
+def test_slot_reservation_is_atomic_under_races(gateway: Gateway, user: str) -> None:
+    gateway.request("GET", "/health")  # settings for the data layer
+
+    from tests.support import reset_gateway_caches
+    reset_gateway_caches()
+    env = json.loads((gateway.project / ".chalice" / "config.json").read_text())["stages"]["test"][
+        "environment_variables"]
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            results = list(pool.map(lambda _: session_store.reserve_slot(user, 3), range(20)))
+        assert results.count(True) == 3
+        assert session_store.active_slots(user) == 3
+    reset_gateway_caches()
+
+
+# ------------------------------------------------------------------ CORS and health
+def test_cors_preflight_allows_our_headers(gateway: Gateway) -> None:
+    # chalice.test's HTTPResponse cannot hold the empty preflight body: ask its local gateway directly
+    response = gateway.client.http._local_gateway.handle_request(
+        method="OPTIONS", path="/start", body=b"",
+        headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type,idempotency-key"})
+    assert response["statusCode"] == 200
+    allowed = response["headers"]["Access-Control-Allow-Headers"].lower()
+    for header in ("authorization", "content-type", "idempotency-key"):
+        assert header in allowed
+    assert "POST" in response["headers"]["Access-Control-Allow-Methods"]
+
+
+def test_errors_carry_cors_headers_so_browsers_can_read_them(gateway: Gateway) -> None:
+    response = gateway.request("POST", "/start", json_body={})
+    assert response.status_code == 401
+    assert response.headers["Access-Control-Allow-Origin"]
+
+
+def test_wrong_content_type_is_json_error(gateway: Gateway, user: str) -> None:
+    response = gateway.request("POST", "/start", user=user, body=b"x", headers={"Content-Type": "text/plain"})
+    assert_error(response, 415, "UnsupportedMediaType")
+
+
+def test_logs_never_contain_keys_or_tokens(gateway: Gateway, emulator: EmulatorServer, user: str) -> None:
+    import io
+
+    from chalicelib.observability import logger
+
+    handler = logger.handlers[0]
+    stream = io.StringIO()
+    previous = handler.setStream(stream)  # type: ignore[attr-defined]
+    try:
+        response = gateway.start(user, {"transport": "websocket"})
+        ws_token = body(response)["token"]
+        gateway.start(user, {"transport": "daily"})
+        gateway.request("POST", "/start", json_body={}, headers={"Authorization": "Bearer pk_leaky"})
+    finally:
+        handler.setStream(previous)  # type: ignore[attr-defined]
+    out = stream.getvalue()
+    assert "session started" in out
+    for secret in (emulator.org.public_key, emulator.org.private_key, ws_token, "Bearer ", "pk_leaky"):
+        assert secret not in out

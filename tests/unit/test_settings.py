@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.settings import SettingsError, parse_settings
+
+BASE = {"STAGE": "dev", "PCC_AGENTS": "my-agent", "PCC_SECRET_ID": "s", "TABLE_NAME": "t",
+        "OIDC_ISSUER": "https://issuer.example", "OIDC_AUDIENCE": "aud"}
+
+
+def test_valid_environment_parses_with_defaults() -> None:
+    settings = parse_settings(BASE)
+    assert settings.resolved_default_agent == "my-agent"
+    assert settings.user_session_limit == 3
+    assert settings.jwks_url == "https://issuer.example/.well-known/jwks.json"
+    assert settings.session_ttl_seconds == 7200 + 3600
+
+
+@pytest.mark.parametrize(("missing", "named"), [("TABLE_NAME", "TABLE_NAME"), ("PCC_SECRET_ID", "PCC_SECRET_ID"),
+                                                 ("PCC_AGENTS", "PCC_AGENTS")])
+def test_missing_setting_is_named(missing: str, named: str) -> None:
+    env = {k: v for k, v in BASE.items() if k != missing}
+    with pytest.raises(SettingsError, match=named):
+        parse_settings(env)
+
+
+def test_bad_values_are_named() -> None:
+    with pytest.raises(SettingsError, match="USER_SESSION_LIMIT"):
+        parse_settings({**BASE, "USER_SESSION_LIMIT": "zero"})
+    with pytest.raises(SettingsError, match="PCC_API_URL"):
+        parse_settings({**BASE, "PCC_API_URL": "ftp://x"})
+    with pytest.raises(SettingsError, match="MAX_SESSION_SECONDS"):
+        parse_settings({**BASE, "MAX_SESSION_SECONDS": "99999"})
+
+
+def test_insecure_dev_auth_only_on_local_stage() -> None:
+    with pytest.raises(SettingsError, match="local"):
+        parse_settings({**BASE, "AUTH_MODE": "insecure-dev"})
+    assert parse_settings({**BASE, "STAGE": "local", "AUTH_MODE": "insecure-dev"}).insecure_dev_auth
+
+
+def test_jwt_mode_needs_issuer_and_audience() -> None:
+    env = {k: v for k, v in BASE.items() if k != "OIDC_AUDIENCE"}
+    with pytest.raises(SettingsError, match="OIDC"):
+        parse_settings(env)
+
+
+def test_agents_as_json_policies_and_default_agent_check() -> None:
+    env = {**BASE, "PCC_AGENTS": '{"a": {"websocket_auth": "none"}, "b": {}}'}
+    settings = parse_settings(env)
+    assert settings.agents["a"].websocket_auth == "none"
+    assert settings.resolved_default_agent is None
+    with pytest.raises(SettingsError, match="PCC_DEFAULT_AGENT"):
+        parse_settings({**env, "PCC_DEFAULT_AGENT": "c"})
+    with pytest.raises(SettingsError, match="PCC_AGENTS"):
+        parse_settings({**BASE, "PCC_AGENTS": '{"a": {"unknown_option": 1}}'})
