@@ -55,6 +55,10 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# httpx logs every request URL at INFO; ours carry no secrets, but proxied query strings might.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
+
 logger = Logger(service=SERVICE)
 for _handler in logger.handlers:
     _handler.addFilter(RedactingFilter())
