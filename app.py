@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from chalice.app import Chalice, Request, Response
+from chalice.app import Chalice, Rate, Request, Response
 
-from chalicelib import start_service
-from chalicelib.auth import authenticate
+from chalicelib import reconcile, sessions_service, start_service
+from chalicelib.auth import authenticate, route_authorizer
 from chalicelib.errors import ApiError
-from chalicelib.http import cors_config, error_middleware, json_response
+from chalicelib.http import (
+    cors_config,
+    error_middleware,
+    json_response,
+    preflight_response,
+    proxy_response,
+    request_headers,
+)
 from chalicelib.observability import SERVICE, logger
+from chalicelib.session_proxy import MAX_PROXY_DEPTH, PROXY_CONTENT_TYPES, PROXY_METHODS, forward, is_preflight
 from chalicelib.settings import get_settings
 
 app = Chalice(app_name=SERVICE, configure_logs=False)
 
-# CORS is fixed at import time: `chalice deploy/package` imports this module with the stage's
-# environment, and API Gateway's generated preflight answers need it then.
+# Fixed at import time: `chalice deploy/package` imports this module with the stage's environment,
+# and API Gateway's generated CORS preflight answers and authorizer need them then.
 CORS = cors_config(os.environ.get("CORS_ALLOW_ORIGIN", "*"))
+AUTHORIZER = route_authorizer(os.environ.get("COGNITO_USER_POOL_ARN", ""))
 app.register_middleware(error_middleware(CORS.allow_origin), "http")
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
@@ -35,17 +45,67 @@ def _raw_body(request: Request) -> bytes:
     return raw.encode() if isinstance(raw, str) else (raw or b"")
 
 
+def _user(request: Request) -> str:
+    user_id = authenticate(request)
+    logger.append_keys(user_id=user_id)
+    return user_id
+
+
+def _query(request: Request) -> dict[str, str]:
+    return {k: request.query_params[k] for k in request.query_params} if request.query_params else {}
+
+
 @app.route("/health", methods=["GET"], cors=CORS)
 def health() -> Response:
     return json_response(200, {"status": "ok", "stage": get_settings().stage})
 
 
-@app.route("/start", methods=["POST"], cors=CORS)
+@app.route("/start", methods=["POST"], cors=CORS, authorizer=AUTHORIZER)
 def start() -> Response:
     request = _request()
-    user_id = authenticate(request)
-    logger.append_keys(user_id=user_id)
     result = start_service.start(
-        user_id, _raw_body(request), request.headers.get("idempotency-key"), app.lambda_context
+        _user(request), _raw_body(request), request.headers.get("idempotency-key"), app.lambda_context
     )
     return json_response(result.status, result.body, result.headers)
+
+
+@app.route("/sessions", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
+def list_sessions() -> Response:
+    request = _request()
+    return json_response(200, sessions_service.list_sessions(_user(request), _query(request)))
+
+
+@app.route("/sessions/{session_id}", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
+def get_session(session_id: str) -> Response:
+    return json_response(200, sessions_service.session_details(_user(_request()), session_id))
+
+
+@app.route("/sessions/{session_id}", methods=["DELETE"], cors=CORS, authorizer=AUTHORIZER)
+def stop_session(session_id: str) -> Response:
+    return json_response(200, sessions_service.stop_session(_user(_request()), session_id))
+
+
+def session_proxy(session_id: str, **segments: str) -> Response:
+    """`/sessions/{id}/{p1}/.../{pN}` -> the bot, through PCC's session API proxy."""
+    request = _request()
+    headers = request_headers(request)
+    if is_preflight(request.method, headers):
+        return preflight_response(CORS, PROXY_METHODS)
+    path = [segments[f"p{i}"] for i in range(1, len(segments) + 1)]
+    query = [(k, v) for k in (request.query_params or {}) for v in request.query_params.getlist(k)]  # type: ignore[union-attr]
+    result = forward(_user(request), session_id, path, request.method, headers, query, _raw_body(request))
+    return proxy_response(result, app.api.binary_types, CORS)
+
+
+# Chalice has no greedy {proxy+} path: one route per depth, all served by session_proxy. These routes
+# serve OPTIONS themselves (forwarded to the bot, or a CORS preflight answered above), so Chalice's
+# own CORS switch is off for them and proxy_response adds the CORS headers.
+for _depth in range(1, MAX_PROXY_DEPTH + 1):
+    _path = "/sessions/{session_id}/" + "/".join(f"{{p{i}}}" for i in range(1, _depth + 1))
+    app.route(_path, methods=PROXY_METHODS, content_types=PROXY_CONTENT_TYPES,
+              name=f"session_proxy_{_depth}", authorizer=AUTHORIZER)(session_proxy)
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile_sessions")
+def reconcile_sessions(event: Any) -> dict[str, int]:
+    return reconcile.run()

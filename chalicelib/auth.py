@@ -96,3 +96,12 @@ def authenticate(request: Request) -> str:
             raise _unauthorized("Not authenticated")
         return _checked_user_id(claims.get("sub"))
     return _verify_jwt(_bearer(request), settings)
+
+
+def route_authorizer(user_pool_arn: str) -> Any:
+    """API Gateway's Cognito authorizer for AUTH_MODE=cognito deployments (None otherwise)."""
+    if not user_pool_arn:
+        return None
+    from chalice.app import CognitoUserPoolAuthorizer  # noqa: PLC0415
+
+    return CognitoUserPoolAuthorizer("GatewayUsers", provider_arns=[user_pool_arn])

@@ -70,3 +70,29 @@ def error_middleware(cors_origin: str) -> Callable[[Any, Callable[[Any], Respons
             flush_metrics()
 
     return middleware
+
+
+def request_headers(request: Any) -> dict[str, str]:
+    """The request's headers as a plain dict with lower-case names."""
+    return {str(k).lower(): str(v) for k, v in dict(request.headers).items()}
+
+
+def proxy_response(result: Any, binary_types: list[str], cors: CORSConfig) -> Response:
+    """The bot's answer, unchanged: status, headers and body (text unless its type is binary),
+    plus our CORS headers so browsers can read it."""
+    content_type = str(result.headers.get("content-type", "")).split(";")[0].strip().lower()
+    body: bytes | str = result.body
+    if not any(content_type == t or (t.endswith("/*") and content_type.startswith(t[:-1]))
+               for t in binary_types):
+        body = result.body.decode("utf-8", "replace")
+    headers: dict[str, str | list[str]] = dict(result.headers)
+    headers["Access-Control-Allow-Origin"] = cors.allow_origin
+    headers["Access-Control-Expose-Headers"] = ",".join(EXPOSED_HEADERS)
+    return Response(body=body, status_code=result.status, headers=headers)
+
+
+def preflight_response(cors: CORSConfig, methods: list[str]) -> Response:
+    """A CORS preflight answer for routes that also serve OPTIONS themselves (the session proxy)."""
+    headers: dict[str, str | list[str]] = dict(cors.get_access_control_headers())
+    headers["Access-Control-Allow-Methods"] = ",".join(methods)
+    return Response(body="", status_code=200, headers=headers)

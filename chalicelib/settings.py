@@ -57,6 +57,14 @@ _ENV: dict[str, str] = {
     "OIDC_JWKS_URL": "oidc_jwks_url",
     "JWKS_CACHE_SECONDS": "jwks_cache_seconds",
     "INSECURE_DEV_AUTH": "insecure_dev_auth",
+    "PROXY_ALLOWED_PATHS": "proxy_allowed_paths",
+    "PROXY_MAX_BODY_BYTES": "proxy_max_body_bytes",
+    "SESSION_HARD_CAP_SECONDS": "session_hard_cap_seconds",
+    "RETRY_BASE_SECONDS": "retry_base_seconds",
+    "RETRY_CAP_SECONDS": "retry_cap_seconds",
+    "START_DEADLINE_SECONDS": "start_deadline_seconds",
+    "MAX_RECEIVE_COUNT": "max_receive_count",
+    "LONG_POLL_MAX_SECONDS": "long_poll_max_seconds",
 }
 
 
@@ -84,6 +92,17 @@ class Settings(BaseModel):
     oidc_jwks_url: str = ""
     jwks_cache_seconds: int = Field(default=3600, ge=0)
     insecure_dev_auth: bool = False
+    # Session API proxy: fnmatch patterns of bot paths (comma-separated), request size cap.
+    proxy_allowed_paths: list[str] = ["*"]
+    proxy_max_body_bytes: int = Field(default=256 * 1024, ge=0, le=6 * 1024 * 1024)
+    # Reconciliation stops sessions older than this (0: MAX_SESSION_SECONDS).
+    session_hard_cap_seconds: int = Field(default=0, ge=0)
+    # Capacity queue: exponential backoff with full jitter, per-hop cap <= 900 s (SQS DelaySeconds).
+    retry_base_seconds: float = Field(default=2.0, gt=0)
+    retry_cap_seconds: int = Field(default=60, ge=1, le=900)
+    start_deadline_seconds: int = Field(default=600, ge=1)
+    max_receive_count: int = Field(default=5, ge=1)
+    long_poll_max_seconds: int = Field(default=25, ge=0, le=25)
 
     @field_validator("agents", mode="before")
     @classmethod
@@ -94,6 +113,13 @@ class Settings(BaseModel):
             if text.startswith("{"):
                 return json.loads(text)
             return {name.strip(): {} for name in text.split(",") if name.strip()}
+        return value
+
+    @field_validator("proxy_allowed_paths", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p.strip().strip("/") for p in value.split(",") if p.strip()]
         return value
 
     @field_validator("pcc_api_url")
@@ -123,6 +149,10 @@ class Settings(BaseModel):
     @property
     def jwks_url(self) -> str:
         return self.oidc_jwks_url or f"{self.oidc_issuer.rstrip('/')}/.well-known/jwks.json"
+
+    @property
+    def hard_cap_seconds(self) -> int:
+        return self.session_hard_cap_seconds or self.max_session_seconds
 
     @property
     def session_ttl_seconds(self) -> int:

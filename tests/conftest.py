@@ -165,6 +165,17 @@ def configure_stage(stack: dict[str, Any], gateway: Gateway) -> Iterator[Callabl
 
 
 @pytest.fixture()
+def app_env(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> Gateway:
+    """The test stage's environment in os.environ, for calling chalicelib directly (as a handler would)."""
+    config = json.loads((gateway.project / ".chalice" / "config.json").read_text())
+    env = {**config.get("environment_variables", {}), **config["stages"]["test"]["environment_variables"]}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    reset_gateway_caches()
+    return gateway
+
+
+@pytest.fixture()
 def table(stack: dict[str, Any]) -> Any:
     return boto3.resource("dynamodb").Table(stack["outputs"]["TableName"])
 

@@ -83,3 +83,12 @@ def test_every_committed_stage_has_a_parseable_shape() -> None:
     local = {**config["environment_variables"], **config["stages"]["local"]["environment_variables"]}
     settings = parse_settings(local)
     assert settings.auth_mode == "insecure-dev" and settings.stage == "local"
+
+
+def test_routes_pass_chalice_deploy_validation() -> None:
+    """What `chalice local/deploy` check before serving (the test client does not)."""
+    from chalice.deploy.validate import validate_routes
+
+    from app import app
+
+    validate_routes(app.routes)

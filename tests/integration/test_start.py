@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import boto3
-import pytest
 
 from chalicelib import session_store
 from infra.pcc_emulator import EmulatorServer
@@ -221,21 +220,11 @@ def test_per_user_cap(gateway: Gateway, emulator: EmulatorServer, user: str) -> 
     assert gateway.start(new_user(), {}).status_code == 200  # other users are not affected
 
 
-def test_slot_reservation_is_atomic_under_races(gateway: Gateway, user: str) -> None:
-    gateway.request("GET", "/health")  # settings for the data layer
-
-    from tests.support import reset_gateway_caches
-    reset_gateway_caches()
-    env = json.loads((gateway.project / ".chalice" / "config.json").read_text())["stages"]["test"][
-        "environment_variables"]
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        with ThreadPoolExecutor(max_workers=20) as pool:
-            results = list(pool.map(lambda _: session_store.reserve_slot(user, 3), range(20)))
-        assert results.count(True) == 3
-        assert session_store.active_slots(user) == 3
-    reset_gateway_caches()
+def test_slot_reservation_is_atomic_under_races(app_env: Gateway, user: str) -> None:
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda _: session_store.reserve_slot(user, 3), range(20)))
+    assert results.count(True) == 3
+    assert session_store.active_slots(user) == 3
 
 
 # ------------------------------------------------------------------ CORS and health

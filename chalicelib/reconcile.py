@@ -1,0 +1,86 @@
+"""Scheduled reconciliation: our active records vs Pipecat Cloud (private API).
+
+- records whose session Pipecat Cloud no longer lists as active are marked ended (slot freed);
+- sessions older than the hard cap are stopped at Pipecat Cloud and marked stopped;
+- anything it cannot check now is left for the next run (stale records expire by TTL).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from . import pcc_client, session_store
+from .observability import count, logger
+from .pcc_client import PccCallError
+from .sessions_service import private_key
+from .settings import get_settings
+
+PAGE = 100
+
+
+def _active_at_pcc(agent: str, key: str) -> set[str]:
+    active: set[str] = set()
+    offset = 0
+    while True:
+        page = pcc_client.list_sessions(agent, key, status="active", limit=PAGE, offset=offset)
+        sessions = page.get("sessions") or []
+        active.update(str(s["sessionId"]) for s in sessions if not s.get("endedAt"))
+        offset += len(sessions)
+        if not sessions or offset >= int(page.get("total_count") or 0):
+            return active
+
+
+def _age_seconds(record: dict[str, Any], now: float) -> float:
+    created = datetime.strptime(record["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return now - created.timestamp()
+
+
+def run(now: float | None = None) -> dict[str, int]:
+    settings = get_settings()
+    now = now or time.time()
+    summary = {"checked": 0, "ended": 0, "stopped": 0, "errors": 0}
+    records = session_store.active_sessions()
+    if not records:
+        return summary
+    key = private_key()
+    by_agent: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_agent[record["agent"]].append(record)
+    for agent, agent_records in by_agent.items():
+        try:
+            active = _active_at_pcc(agent, key)
+        except PccCallError as exc:
+            logger.warning("reconcile: cannot list sessions", extra={"agent": agent, "status": exc.status})
+            summary["errors"] += 1
+            continue
+        for record in agent_records:
+            summary["checked"] += 1
+            session_id, user_id = record["session_id"], record["user_id"]
+            if session_id not in active:
+                reason = _completion_status(agent, session_id, key)
+                if session_store.mark_ended(session_id, user_id, session_store.ENDED, reason):
+                    summary["ended"] += 1
+            elif _age_seconds(record, now) > settings.hard_cap_seconds:
+                try:
+                    pcc_client.stop_session(agent, session_id, key)
+                except PccCallError as exc:
+                    if exc.status != 404:
+                        summary["errors"] += 1
+                        continue
+                if session_store.mark_ended(session_id, user_id, session_store.STOPPED, "hard_cap"):
+                    summary["stopped"] += 1
+    count("ReconciledEnded", summary["ended"])
+    count("ReconciledStopped", summary["stopped"])
+    logger.info("reconciliation done", extra=summary)
+    return summary
+
+
+def _completion_status(agent: str, session_id: str, key: str) -> str:
+    try:
+        details = pcc_client.get_session(agent, session_id, key)
+    except PccCallError:
+        return "not_active_at_pipecat"
+    return str(details.get("completionStatus") or "ended")

@@ -1,0 +1,93 @@
+"""The session API proxy: `/sessions/{id}/{path...}` -> PCC `/v1/public/{agent}/sessions/{id}/{path}`.
+
+Owner-checked; forwards method, query, body and headers (minus `host`, `content-length`,
+`authorization`, our own auth headers and hop-by-hop headers) with the public key; answers with the
+bot's status, headers and body. Bot paths can be limited with PROXY_ALLOWED_PATHS (fnmatch globs).
+
+Chalice has no greedy `{proxy+}` path, so app.py registers `/sessions/{id}/{p1}`, `.../{p1}/{p2}`, ...
+up to MAX_PROXY_DEPTH segments, all served by `forward` below.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from . import pcc_client
+from .errors import ApiError
+from .pcc_client import PccCallError
+from .secrets_store import get_secrets
+from .sessions_service import owned_session
+from .settings import get_settings
+from .start_service import map_pcc_error
+
+MAX_PROXY_DEPTH = 6
+PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+# Content types API Gateway/Chalice accept on proxy routes (others get 415).
+PROXY_CONTENT_TYPES = [
+    "application/json", "text/plain", "application/x-www-form-urlencoded", "application/octet-stream",
+    "application/sdp", "multipart/form-data", "text/html", "application/xml", "text/xml", "*/*",
+]
+_DROP_REQUEST = {
+    "host", "content-length", "authorization",  # PCC's own rules
+    "x-dev-user", "idempotency-key",  # ours
+    "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-authorization",
+    "accept-encoding",  # so the bot's body reaches us (and the client) unencoded
+}
+_DROP_RESPONSE = {"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive"}
+
+
+@dataclass
+class ProxyResult:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def is_preflight(method: str, headers: dict[str, str]) -> bool:
+    return method == "OPTIONS" and "origin" in headers and "access-control-request-method" in headers
+
+
+def bot_path(segments: list[str]) -> str:
+    if any(s in ("", ".", "..") for s in segments):
+        raise ApiError(404, "path_not_allowed", "Invalid bot path")
+    return "/".join(quote(s, safe="@:+$,;=-._~!*'()") for s in segments)
+
+
+def forward(
+    user_id: str,
+    session_id: str,
+    segments: list[str],
+    method: str,
+    headers: dict[str, str],
+    query: list[tuple[str, str]],
+    body: bytes,
+) -> ProxyResult:
+    settings = get_settings()
+    record = owned_session(user_id, session_id)
+    path = bot_path(segments)
+    if not any(fnmatch.fnmatchcase("/".join(segments), pattern) for pattern in settings.proxy_allowed_paths):
+        raise ApiError(403, "path_not_allowed", f"Bot path '{'/'.join(segments)}' is not allowed")
+    if len(body) > settings.proxy_max_body_bytes:
+        raise ApiError(413, "request_too_large", f"Request body exceeds {settings.proxy_max_body_bytes} bytes")
+    forwarded = {k: v for k, v in headers.items() if k.lower() not in _DROP_REQUEST}
+    try:
+        response = pcc_client.proxy(
+            record["agent"], session_id, path, method, get_secrets().public_key.get_secret_value(),
+            query=list(query), headers=forwarded, body=body,
+        )
+    except PccCallError as exc:
+        raise map_pcc_error(exc) from None
+    if response.status_code == 401:
+        raise map_pcc_error(PccCallError(401, _json_or_none(response)))
+    out_headers = {k: v for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE}
+    return ProxyResult(response.status_code, out_headers, b"" if method == "HEAD" else response.content)
+
+
+def _json_or_none(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None

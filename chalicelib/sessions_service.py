@@ -1,0 +1,113 @@
+"""A user's sessions: list (paginated), details (our record + Pipecat Cloud's), stop.
+
+Another user's session id is answered exactly like an unknown one (404): existence is not revealed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from . import pcc_client, session_store
+from .errors import ApiError
+from .observability import logger
+from .pcc_client import PccCallError
+from .secrets_store import get_secrets
+from .start_service import map_pcc_error
+
+PCC_DETAIL_FIELDS = ("endedAt", "completionStatus", "botStartSeconds", "coldStart", "createdAt",
+                     "resourceMetrics", "meetingIds")
+STATUSES = (session_store.ACTIVE, session_store.ENDED, session_store.STOPPED)
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "session_not_found", "No such session")
+
+
+def owned_session(user_id: str, session_id: str) -> dict[str, Any]:
+    """The caller's session record, or 404 (also for someone else's session)."""
+    if not session_id or len(session_id) > 128:
+        raise _not_found()
+    record = session_store.get_session(session_id)
+    if record is None or record.get("user_id") != user_id:
+        raise _not_found()
+    return record
+
+
+def private_key() -> str:
+    key = get_secrets().private_key
+    if key is None:
+        raise ApiError(503, "private_key_missing", "The gateway has no Pipecat Cloud private key configured")
+    return key.get_secret_value()
+
+
+# ------------------------------------------------------------------ list
+def _encode_cursor(key: dict[str, Any] | None) -> str | None:
+    if not key:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(user_id: str, cursor: str) -> dict[str, Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "invalid_cursor", "cursor is not valid") from None
+    expected = {"PK", "SK", "GSI1PK", "GSI1SK"}
+    if not isinstance(key, dict) or set(key) != expected or key.get("GSI1PK") != f"USER#{user_id}#SESSIONS" \
+            or not all(isinstance(v, str) for v in key.values()):
+        raise ApiError(400, "invalid_cursor", "cursor is not valid")
+    return key
+
+
+def list_sessions(user_id: str, params: dict[str, str]) -> dict[str, Any]:
+    status = params.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ApiError(422, "validation_error", f"status must be one of {list(STATUSES)}")
+    try:
+        limit = int(params.get("limit", "20"))
+    except ValueError:
+        raise ApiError(422, "validation_error", "limit must be an integer") from None
+    if not 1 <= limit <= 100:
+        raise ApiError(422, "validation_error", "limit must be between 1 and 100")
+    start_key = _decode_cursor(user_id, params["cursor"]) if params.get("cursor") else None
+    items, next_key = session_store.list_user_sessions(user_id, limit=limit, status=status, start_key=start_key)
+    return {"sessions": items, "nextCursor": _encode_cursor(next_key)}
+
+
+# ------------------------------------------------------------------ details
+def session_details(user_id: str, session_id: str) -> dict[str, Any]:
+    record = owned_session(user_id, session_id)
+    details: dict[str, Any] | None = None
+    try:
+        raw = pcc_client.get_session(record["agent"], session_id, private_key())
+        details = {k: raw[k] for k in PCC_DETAIL_FIELDS if k in raw}
+    except PccCallError as exc:
+        if exc.status == 401:
+            map_pcc_error(exc)  # logs the operator problem
+        logger.info("PCC session details unavailable", extra={"session_id": session_id, "status": exc.status})
+    except ApiError as exc:
+        logger.info("PCC session details unavailable", extra={"session_id": session_id, "code": exc.code})
+    if details and details.get("endedAt") and record["status"] == session_store.ACTIVE:
+        # Pipecat Cloud says it ended: update our record and free the user's slot now.
+        if session_store.mark_ended(session_id, user_id, session_store.ENDED,
+                                    str(details.get("completionStatus") or "ended")):
+            record = session_store.get_session(session_id) or record
+    return {**session_store.public_record(record), "pipecat": details}
+
+
+# ------------------------------------------------------------------ stop
+def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
+    """Stop via PCC's private API. Idempotent: stopping an ended session is not an error."""
+    record = owned_session(user_id, session_id)
+    if record["status"] == session_store.ACTIVE:
+        try:
+            pcc_client.stop_session(record["agent"], session_id, private_key())
+        except PccCallError as exc:
+            if exc.status != 404:  # 404: already gone at Pipecat Cloud, which is what we want
+                raise map_pcc_error(exc) from None
+        session_store.mark_ended(session_id, user_id, session_store.STOPPED, "stopped_by_user")
+        record = session_store.get_session(session_id) or record
+    return session_store.public_record(record)
