@@ -7,7 +7,7 @@ from typing import Any
 
 from chalice.app import Chalice, Rate, Request, Response
 
-from chalicelib import reconcile, sessions_service, start_service
+from chalicelib import capacity_queue, reconcile, sessions_service, start_service
 from chalicelib.auth import authenticate, route_authorizer
 from chalicelib.errors import ApiError
 from chalicelib.http import (
@@ -60,12 +60,34 @@ def health() -> Response:
     return json_response(200, {"status": "ok", "stage": get_settings().stage})
 
 
+def _start_base(request: Request) -> str:
+    """The URL path of /start as the caller sees it (with any API Gateway stage prefix)."""
+    path = str((request.context or {}).get("path") or "/start")
+    return path[: path.rindex("/start") + len("/start")] if "/start" in path else "/start"
+
+
 @app.route("/start", methods=["POST"], cors=CORS, authorizer=AUTHORIZER)
 def start() -> Response:
     request = _request()
+    user_id = _user(request)
     result = start_service.start(
-        _user(request), _raw_body(request), request.headers.get("idempotency-key"), app.lambda_context
-    )
+        user_id, _raw_body(request), request.headers.get("idempotency-key"), status_base=_start_base(request),
+        wait=capacity_queue.parse_wait(_query(request).get("wait")), lambda_context=app.lambda_context)
+    return json_response(result.status, result.body, result.headers)
+
+
+@app.route("/start/{request_id}", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
+def start_status(request_id: str) -> Response:
+    request = _request()
+    user_id = _user(request)
+    result = capacity_queue.status(user_id, request_id, _start_base(request),
+                                   capacity_queue.parse_wait(_query(request).get("wait")))
+    return json_response(result.status, result.body, result.headers)
+
+
+@app.route("/start/{request_id}", methods=["DELETE"], cors=CORS, authorizer=AUTHORIZER)
+def cancel_start(request_id: str) -> Response:
+    result = capacity_queue.cancel(_user(_request()), request_id)
     return json_response(result.status, result.body, result.headers)
 
 
@@ -106,6 +128,14 @@ for _depth in range(1, MAX_PROXY_DEPTH + 1):
               name=f"session_proxy_{_depth}", authorizer=AUTHORIZER)(session_proxy)
 
 
+@app.on_sqs_message(queue=os.environ.get("RETRY_QUEUE_NAME", "pipecat-gateway-local-retry"), batch_size=1,
+                    name="retry_worker")
+def retry_worker(event: Any) -> None:
+    for record in event:  # batch_size=1: one record; raising leaves it for redelivery / the DLQ
+        receive_count = int(record.to_dict().get("attributes", {}).get("ApproximateReceiveCount", "1"))
+        capacity_queue.handle_message(record.body, receive_count)
+
+
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile_sessions")
 def reconcile_sessions(event: Any) -> dict[str, int]:
-    return reconcile.run()
+    return {**reconcile.run(), **{f"queue_{k}": v for k, v in capacity_queue.sweep().items()}}

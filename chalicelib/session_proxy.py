@@ -18,10 +18,10 @@ from urllib.parse import quote
 from . import pcc_client
 from .errors import ApiError
 from .pcc_client import PccCallError
+from .pcc_responses import map_pcc_error
 from .secrets_store import get_secrets
 from .sessions_service import owned_session
 from .settings import get_settings
-from .start_service import map_pcc_error
 
 MAX_PROXY_DEPTH = 6
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]

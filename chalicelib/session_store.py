@@ -28,7 +28,7 @@ ENDED = "ended"
 STOPPED = "stopped"
 
 
-def _table() -> Any:
+def table() -> Any:
     return dynamodb_table(get_settings().table_name)
 
 
@@ -55,7 +55,7 @@ def _plain(value: Any) -> Any:
 def reserve_slot(user_id: str, limit: int) -> bool:
     """Take one of the user's `limit` active-session slots; False when all are taken."""
     try:
-        _table().update_item(
+        table().update_item(
             Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
             UpdateExpression="ADD active :one SET updated_at = :now",
             ConditionExpression="attribute_not_exists(active) OR active < :limit",
@@ -71,7 +71,7 @@ def reserve_slot(user_id: str, limit: int) -> bool:
 def release_slot(user_id: str) -> None:
     """Give a slot back (never below zero)."""
     try:
-        _table().update_item(
+        table().update_item(
             Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
             UpdateExpression="ADD active :minus SET updated_at = :now",
             ConditionExpression="active > :zero",
@@ -82,15 +82,26 @@ def release_slot(user_id: str) -> None:
             raise
 
 
+def release_slot_update(table_name: str, user_id: str) -> dict[str, Any]:
+    """The slot release as a TransactWriteItems `Update` (for state changes that must free a slot)."""
+    return {
+        "TableName": table_name,
+        "Key": {"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
+        "UpdateExpression": "ADD active :minus",
+        "ConditionExpression": "active > :zero",
+        "ExpressionAttributeValues": {":minus": -1, ":zero": 0},
+    }
+
+
 def active_slots(user_id: str) -> int:
-    item = _table().get_item(
+    item = table().get_item(
         Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"}, ConsistentRead=True
     ).get("Item")
     return int(item.get("active", 0)) if item else 0
 
 
 # ---------------------------------------------------------------- records
-def record_session(
+def session_item(
     *,
     user_id: str,
     session_id: str,
@@ -98,6 +109,7 @@ def record_session(
     transport: str,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The DynamoDB item of a new active session record."""
     settings = get_settings()
     created = now_iso()
     item: dict[str, Any] = {
@@ -118,7 +130,19 @@ def record_session(
     }
     if extra:
         item.update(extra)
-    _table().put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
+    return item
+
+
+def record_session(
+    *,
+    user_id: str,
+    session_id: str,
+    agent: str,
+    transport: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    item = session_item(user_id=user_id, session_id=session_id, agent=agent, transport=transport, extra=extra)
+    table().put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
     return public_record(item)
 
 
@@ -138,7 +162,7 @@ def _camel(name: str) -> str:
 
 
 def get_session(session_id: str) -> dict[str, Any] | None:
-    item = _table().get_item(Key={"PK": f"SESSION#{session_id}", "SK": "META"}).get("Item")
+    item = table().get_item(Key={"PK": f"SESSION#{session_id}", "SK": "META"}).get("Item")
     return _plain(item) if item else None
 
 
@@ -147,9 +171,9 @@ def mark_ended(session_id: str, user_id: str, status: str, reason: str) -> bool:
 
     Returns False when the record was not active (already ended: nothing changes).
     """
-    table = _table()
+    ddb_table = table()
     session_update = {
-        "TableName": table.name,
+        "TableName": ddb_table.name,
         "Key": {"PK": f"SESSION#{session_id}", "SK": "META"},
         "UpdateExpression": "SET #s = :new, ended_at = :now, end_reason = :reason REMOVE GSI2PK, GSI2SK",
         "ConditionExpression": "#s = :active",
@@ -157,14 +181,8 @@ def mark_ended(session_id: str, user_id: str, status: str, reason: str) -> bool:
         "ExpressionAttributeValues": {":new": status, ":now": now_iso(), ":reason": reason,
                                       ":active": ACTIVE},
     }
-    slot_update = {
-        "TableName": table.name,
-        "Key": {"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
-        "UpdateExpression": "ADD active :minus",
-        "ConditionExpression": "active > :zero",
-        "ExpressionAttributeValues": {":minus": -1, ":zero": 0},
-    }
-    client = table.meta.client
+    slot_update = release_slot_update(ddb_table.name, user_id)
+    client = ddb_table.meta.client
     try:
         client.transact_write_items(TransactItems=[{"Update": session_update}, {"Update": slot_update}])
         return True
@@ -198,7 +216,7 @@ def list_user_sessions(
     while True:
         if start_key:
             kwargs["ExclusiveStartKey"] = start_key
-        page = _table().query(**kwargs)
+        page = table().query(**kwargs)
         items.extend(page.get("Items", []))
         start_key = page.get("LastEvaluatedKey")
         if len(items) >= limit or not start_key:
@@ -217,7 +235,7 @@ def active_sessions(limit: int = 500) -> list[dict[str, Any]]:
         "ScanIndexForward": True,
     }
     while len(items) < limit:
-        page = _table().query(**kwargs)
+        page = table().query(**kwargs)
         items.extend(page.get("Items", []))
         if not page.get("LastEvaluatedKey"):
             break

@@ -14,8 +14,8 @@ from . import pcc_client, session_store
 from .errors import ApiError
 from .observability import logger
 from .pcc_client import PccCallError
+from .pcc_responses import map_pcc_error
 from .secrets_store import get_secrets
-from .start_service import map_pcc_error
 
 PCC_DETAIL_FIELDS = ("endedAt", "completionStatus", "botStartSeconds", "coldStart", "createdAt",
                      "resourceMetrics", "meetingIds")
@@ -111,3 +111,13 @@ def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
         session_store.mark_ended(session_id, user_id, session_store.STOPPED, "stopped_by_user")
         record = session_store.get_session(session_id) or record
     return session_store.public_record(record)
+
+
+def stop_quietly(agent: str, session_id: str) -> None:
+    """Best-effort stop of a bot we could not record (max duration and reconciliation are the backstop)."""
+    try:
+        key = get_secrets().private_key
+        if key is not None:
+            pcc_client.stop_session(agent, session_id, key.get_secret_value())
+    except Exception:  # noqa: BLE001 - best effort
+        logger.warning("could not stop an unrecorded session", extra={"session_id": session_id})

@@ -66,7 +66,9 @@ def poll_once(app: Any, sqs: Any, queue_url: str, wait_seconds: int = 0) -> int:
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"]
     name = queue_url.rsplit("/", 1)[-1]
-    handler = sqs_handlers(app).get(name)
+    handlers = sqs_handlers(app)
+    # By queue name; an app with a single SQS handler serves whatever queue it is pointed at.
+    handler = handlers.get(name) or (next(iter(handlers.values())) if len(handlers) == 1 else None)
     if handler is None:
         return 0
     messages = sqs.receive_message(

@@ -147,8 +147,11 @@ def gateway(stack: dict[str, Any], emulator: EmulatorServer, oidc: OidcIssuer) -
 
 
 @pytest.fixture()
-def configure_stage(stack: dict[str, Any], gateway: Gateway) -> Iterator[Callable[..., None]]:
-    """Change the test stage's environment variables for one test (restored afterwards)."""
+def configure_stage(stack: dict[str, Any], gateway: Gateway,
+                    monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Change the test stage's environment variables for one test (restored afterwards). The stage's
+    whole environment is also put in os.environ, so chalicelib can be called directly too (as the
+    worker and scheduled handlers are)."""
     path = stack["project"] / ".chalice" / "config.json"
     original = path.read_text()
 
@@ -156,6 +159,9 @@ def configure_stage(stack: dict[str, Any], gateway: Gateway) -> Iterator[Callabl
         config = json.loads(path.read_text())
         config["stages"]["test"]["environment_variables"].update(env)
         path.write_text(json.dumps(config))
+        merged = {**config.get("environment_variables", {}), **config["stages"]["test"]["environment_variables"]}
+        for key, value in merged.items():
+            monkeypatch.setenv(key, value)
         reset_gateway_caches()
         gateway.reload()
 
@@ -165,13 +171,9 @@ def configure_stage(stack: dict[str, Any], gateway: Gateway) -> Iterator[Callabl
 
 
 @pytest.fixture()
-def app_env(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> Gateway:
+def app_env(gateway: Gateway, configure_stage: Callable[..., None]) -> Gateway:
     """The test stage's environment in os.environ, for calling chalicelib directly (as a handler would)."""
-    config = json.loads((gateway.project / ".chalice" / "config.json").read_text())
-    env = {**config.get("environment_variables", {}), **config["stages"]["test"]["environment_variables"]}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    reset_gateway_caches()
+    configure_stage()
     return gateway
 
 

@@ -141,10 +141,12 @@ def test_pcc_errors_map_and_always_free_the_slot(gateway: Gateway, emulator: Emu
                                                   configure_stage: Any) -> None:
     emulator_admin(emulator, "agents/my-agent", {"ready": False})
     assert_error(gateway.start(user, {}), 400, "agent_not_ready")
+    assert_error(gateway.start(user, {"agent": "ghost-agent"}), 404, "agent_not_found")
     emulator_admin(emulator, "agents/my-agent", {"ready": True, "max_agents": 0})
+    configure_stage(RETRY_QUEUE_URL="")  # without the capacity queue a 429 stays a 429
     capacity = gateway.start(user, {})
     assert_error(capacity, 429, "pcc_at_capacity")
-    assert_error(gateway.start(user, {"agent": "ghost-agent"}), 404, "agent_not_found")
+    assert capacity.headers["Retry-After"]
     assert session_store.active_slots(user) == 0
 
 

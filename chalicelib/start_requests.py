@@ -1,0 +1,233 @@
+"""DynamoDB data access for queued starts (the capacity queue's state machine).
+
+Item: PK `REQUEST#{requestId}`, SK `META`; GSI1PK `USER#{userId}#REQUESTS` / GSI1SK `{createdAt}#{id}`;
+sparse GSI2PK `PENDING` / GSI2SK `{createdAt}` while queued or starting (the sweeper's index).
+
+States: queued -> starting -> started | failed, queued -> cancelled, starting -> queued (retry).
+Every transition is a conditional write on (state, next_attempt), so a duplicate or stale SQS message
+can never move a request twice, and so never start two bots for one request.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from . import session_store
+from .session_store import now_iso, release_slot_update, table
+
+QUEUED, STARTING, STARTED, FAILED, CANCELLED = "queued", "starting", "started", "failed", "cancelled"
+TERMINAL = (STARTED, FAILED, CANCELLED)
+PENDING_INDEX_KEY = "PENDING"
+
+
+def _key(request_id: str) -> dict[str, str]:
+    return {"PK": f"REQUEST#{request_id}", "SK": "META"}
+
+
+def _conditional_failed(exc: Exception) -> bool:
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_request: dict[str, Any],
+           deadline: float, next_attempt_at: float) -> dict[str, Any]:
+    created = now_iso()
+    item = {
+        **_key(request_id),
+        "GSI1PK": f"USER#{user_id}#REQUESTS",
+        "GSI1SK": f"{created}#{request_id}",
+        "GSI2PK": PENDING_INDEX_KEY,
+        "GSI2SK": created,
+        "type": "start_request",
+        "request_id": request_id,
+        "user_id": user_id,
+        "agent": agent,
+        "transport": transport,
+        # JSON text: DynamoDB cannot hold floats in a map, and the request is replayed verbatim.
+        "pcc_request": json.dumps(pcc_request, separators=(",", ":")),
+        "state": QUEUED,
+        "attempts": 0,
+        "next_attempt": 1,
+        "enqueued_attempt": 0,
+        "next_attempt_at": int(next_attempt_at),
+        "deadline": int(deadline),
+        "created_at": created,
+        "ttl": int(deadline) + 86400,
+    }
+    table().put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
+    return item
+
+
+def get(request_id: str, consistent: bool = True) -> dict[str, Any] | None:
+    item = table().get_item(Key=_key(request_id), ConsistentRead=consistent).get("Item")
+    if not item:
+        return None
+    out = dict(item)
+    for key in ("attempts", "next_attempt", "enqueued_attempt", "next_attempt_at", "deadline", "lease_until"):
+        if key in out:
+            out[key] = int(out[key])
+    return out
+
+
+def mark_enqueued(request_id: str, attempt: int) -> None:
+    """Remember that the SQS message for `attempt` was sent (the sweeper re-sends otherwise)."""
+    try:
+        table().update_item(
+            Key=_key(request_id),
+            UpdateExpression="SET enqueued_attempt = :a",
+            ConditionExpression="enqueued_attempt < :a",
+            ExpressionAttributeValues={":a": attempt},
+        )
+    except Exception as exc:
+        if not _conditional_failed(exc):
+            raise
+
+
+def claim(request_id: str, attempt: int, lease_seconds: int, now: float) -> bool:
+    """queued -> starting for this attempt (or take over an expired lease). False: stale/duplicate."""
+    try:
+        table().update_item(
+            Key=_key(request_id),
+            UpdateExpression="SET #s = :starting, lease_until = :lease, attempts = :attempt",
+            ConditionExpression="next_attempt = :attempt AND (#s = :queued OR (#s = :starting AND lease_until < :now))",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":starting": STARTING, ":queued": QUEUED, ":attempt": attempt,
+                                       ":lease": int(now + lease_seconds), ":now": int(now)},
+        )
+        return True
+    except Exception as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+
+
+def release_claim(request_id: str, attempt: int) -> None:
+    """starting -> queued for the same attempt (the worker failed before an outcome): redelivery retries."""
+    try:
+        table().update_item(
+            Key=_key(request_id),
+            UpdateExpression="SET #s = :queued REMOVE lease_until",
+            ConditionExpression="#s = :starting AND next_attempt = :attempt",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt},
+        )
+    except Exception as exc:
+        if not _conditional_failed(exc):
+            raise
+
+
+def requeue(request_id: str, attempt: int, next_attempt_at: float, last_error: str) -> bool:
+    """starting -> queued with the next attempt number."""
+    try:
+        table().update_item(
+            Key=_key(request_id),
+            UpdateExpression="SET #s = :queued, next_attempt = :next, next_attempt_at = :at, last_error = :err "
+                             "REMOVE lease_until",
+            ConditionExpression="#s = :starting AND next_attempt = :attempt",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt,
+                                       ":next": attempt + 1, ":at": int(next_attempt_at), ":err": last_error},
+        )
+        return True
+    except Exception as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+
+
+def complete(request: dict[str, Any], attempt: int, session_id: str, result: dict[str, Any]) -> bool:
+    """starting -> started and the session record, in one transaction."""
+    ddb = table()
+    session = session_store.session_item(
+        user_id=request["user_id"], session_id=session_id, agent=request["agent"],
+        transport=request["transport"], extra={"request_id": request["request_id"]})
+    try:
+        ddb.meta.client.transact_write_items(TransactItems=[
+            {"Put": {"TableName": ddb.name, "Item": session, "ConditionExpression": "attribute_not_exists(PK)"}},
+            {"Update": {
+                "TableName": ddb.name,
+                "Key": _key(request["request_id"]),
+                "UpdateExpression": "SET #s = :started, session_id = :sid, #r = :result, finished_at = :now "
+                                    "REMOVE GSI2PK, GSI2SK, lease_until",
+                "ConditionExpression": "#s = :starting AND next_attempt = :attempt",
+                "ExpressionAttributeNames": {"#s": "state", "#r": "result"},
+                "ExpressionAttributeValues": {":started": STARTED, ":starting": STARTING, ":sid": session_id,
+                                              ":result": json.dumps(result), ":now": now_iso(),
+                                              ":attempt": attempt},
+            }},
+        ])
+        return True
+    except Exception as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+
+
+def finish_without_session(request: dict[str, Any], state: str, code: str, detail: str,
+                           from_states: tuple[str, ...]) -> bool:
+    """-> failed/cancelled from one of `from_states`, freeing the user's slot in the same transaction."""
+    ddb = table()
+    values: dict[str, Any] = {":new": state, ":code": code, ":detail": detail[:1000], ":now": now_iso()}
+    conditions = []
+    for i, from_state in enumerate(from_states):
+        values[f":from{i}"] = from_state
+        conditions.append(f"#s = :from{i}")
+    try:
+        ddb.meta.client.transact_write_items(TransactItems=[
+            {"Update": {
+                "TableName": ddb.name,
+                "Key": _key(request["request_id"]),
+                "UpdateExpression": "SET #s = :new, error_code = :code, error_detail = :detail, finished_at = :now "
+                                    "REMOVE GSI2PK, GSI2SK, lease_until",
+                "ConditionExpression": " OR ".join(conditions),
+                "ExpressionAttributeNames": {"#s": "state"},
+                "ExpressionAttributeValues": values,
+            }},
+            {"Update": release_slot_update(ddb.name, request["user_id"])},
+        ])
+        return True
+    except Exception as exc:
+        if not _conditional_failed(exc):
+            raise
+    # Either the state moved on (nothing to do) or the slot counter was already at zero (drift):
+    current = get(request["request_id"])
+    if current is None or current["state"] not in from_states:
+        return False
+    try:
+        ddb.update_item(
+            Key=_key(request["request_id"]),
+            UpdateExpression="SET #s = :new, error_code = :code, error_detail = :detail, finished_at = :now "
+                             "REMOVE GSI2PK, GSI2SK, lease_until",
+            ConditionExpression=" OR ".join(conditions),
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues=values,
+        )
+        return True
+    except Exception as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+
+
+def pending(limit: int = 500) -> list[dict[str, Any]]:
+    """Queued or starting requests, oldest first (for the sweeper)."""
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI2",
+        "KeyConditionExpression": "GSI2PK = :pk",
+        "ExpressionAttributeValues": {":pk": PENDING_INDEX_KEY},
+    }
+    while len(items) < limit:
+        page = table().query(**kwargs)
+        items.extend(page.get("Items", []))
+        if not page.get("LastEvaluatedKey"):
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return [r for r in (get(str(i["request_id"])) for i in items[:limit]) if r is not None]
+

@@ -1,0 +1,319 @@
+"""The capacity queue end to end: emulator at capacity -> 202 -> SQS (moto) -> the worker handler,
+invoked with real SQS events exactly as Lambda's event source mapping would (infra.sqs_poller)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+import pytest
+
+from chalicelib import capacity_queue, session_store, start_requests
+from infra.pcc_emulator import EmulatorServer
+from infra.sqs_poller import poll_once, sqs_event
+from tests.conftest import Gateway, emulator_admin
+from tests.integration.test_start import assert_error, body
+from tests.support import new_user
+
+FAST = {"RETRY_BASE_SECONDS": "0.5", "RETRY_CAP_SECONDS": "1"}
+
+
+@pytest.fixture()
+def queue(stack: dict[str, Any], configure_stage: Callable[..., None]) -> Iterator[dict[str, Any]]:
+    """A fresh retry queue + DLQ per test, configured like the stack's (redrive after 5 receives)."""
+    sqs = boto3.client("sqs")
+    suffix = uuid.uuid4().hex[:8]
+    dlq = sqs.create_queue(QueueName=f"t-{suffix}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = sqs.create_queue(QueueName=f"t-{suffix}-retry", Attributes={
+        "VisibilityTimeout": "360",
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+    })["QueueUrl"]
+    configure_stage(RETRY_QUEUE_URL=url, DLQ_URL=dlq, **FAST)
+    yield {"sqs": sqs, "url": url, "dlq": dlq}
+    for queue_url in (url, dlq):
+        sqs.delete_queue(QueueUrl=queue_url)
+
+
+def drain(gateway: Gateway, queue: dict[str, Any], until: Callable[[], bool], timeout: float = 30,
+          workers: int = 1) -> None:
+    """Run worker 'containers' until `until()` holds."""
+    stop = time.monotonic() + timeout
+    sqs = queue["sqs"]
+
+    def loop() -> None:
+        while time.monotonic() < stop and not until():
+            if not poll_once(gateway.app, sqs, queue["url"]):
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=loop) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert until(), "the queue did not settle in time"
+
+
+def at_capacity(emulator: EmulatorServer, gateway: Gateway, user: str) -> dict[str, Any]:
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    response = gateway.start(user, {"transport": "daily", "body": {"n": 1}})
+    assert response.status_code == 202, response.body
+    return {"response": response, "body": body(response)}
+
+
+def state(request_id: str) -> str:
+    record = start_requests.get(request_id)
+    assert record is not None
+    return str(record["state"])
+
+
+def test_429_answers_202_with_status_url_and_records_the_request(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any], user: str) -> None:
+    queued = at_capacity(emulator, gateway, user)
+    data, response = queued["body"], queued["response"]
+    assert data["status"] == "queued" and data["requestId"].startswith("req_")
+    assert data["statusUrl"] == f"/start/{data['requestId']}"
+    assert response.headers["Location"] == data["statusUrl"]
+    assert int(response.headers["Retry-After"]) == data["retryAfter"] >= 1
+    status = gateway.request("GET", data["statusUrl"], user=user)
+    assert status.status_code == 202
+    assert body(status)["attempts"] == 0 and body(status)["nextAttemptAt"]
+    assert state(data["requestId"]) == "queued"
+    assert session_store.active_slots(user) == 1  # held while queued
+    attrs = queue["sqs"].get_queue_attributes(QueueUrl=queue["url"], AttributeNames=["All"])["Attributes"]
+    assert int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesDelayed"]) == 1
+    assert_error(gateway.request("GET", data["statusUrl"], user=new_user()), 404, "start_request_not_found")
+
+
+def test_queued_start_is_served_when_capacity_frees(gateway: Gateway, emulator: EmulatorServer,
+                                                    queue: dict[str, Any], user: str) -> None:
+    rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
+    drain(gateway, queue, until=lambda: start_requests.get(rid)["attempts"] >= 1, timeout=10)  # type: ignore[index]
+    assert state(rid) == "queued"  # still at capacity: backed off and re-queued
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
+    drain(gateway, queue, until=lambda: state(rid) == "started")
+    done = gateway.request("GET", f"/start/{rid}", user=user)
+    assert done.status_code == 200
+    data = body(done)
+    assert set(data) == {"sessionId", "dailyRoom", "dailyToken"}  # exactly the direct-success body
+    assert done.headers["X-Session-Id"] == data["sessionId"]
+    assert emulator.org.sessions[data["sessionId"]].body == {"n": 1, "user": {"id": user}}
+    record = session_store.get_session(data["sessionId"])
+    assert record is not None and record["user_id"] == user and record["request_id"] == rid
+    assert session_store.active_slots(user) == 1
+    listed = body(gateway.request("GET", "/sessions", user=user))["sessions"]
+    assert [s["sessionId"] for s in listed] == [data["sessionId"]]
+
+
+def test_duplicate_delivery_starts_one_bot(gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any],
+                                           user: str) -> None:
+    rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
+    time.sleep(1.1)  # past the first message's delay
+    sqs = queue["sqs"]
+    messages: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 5
+    while not messages and time.monotonic() < deadline:
+        messages = sqs.receive_message(QueueUrl=queue["url"], AttributeNames=["All"]).get("Messages", [])
+    assert messages
+    arn = sqs.get_queue_attributes(QueueUrl=queue["url"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    handler = gateway.app.handler_map["retry_worker"]
+    event = sqs_event(messages[0], arn)
+    with ThreadPoolExecutor(max_workers=4) as pool:  # the same message delivered 4 times, concurrently
+        list(pool.map(lambda _: handler(event, None), range(4)))
+    handler(event, None)  # and once more afterwards
+    assert state(rid) == "started"
+    assert emulator.org.started == 1
+
+
+def test_deadline_fails_the_request_and_frees_the_slot(gateway: Gateway, emulator: EmulatorServer,
+                                                       queue: dict[str, Any], user: str,
+                                                       configure_stage: Callable[..., None]) -> None:
+    configure_stage(START_DEADLINE_SECONDS="2")
+    rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
+    drain(gateway, queue, until=lambda: state(rid) == "failed", timeout=15)
+    failed = gateway.request("GET", f"/start/{rid}", user=user)
+    data = assert_error(failed, 410, "start_failed")
+    assert "deadline_exceeded" in data["detail"]
+    assert session_store.active_slots(user) == 0
+    assert emulator.org.started == 0
+
+
+def test_cancel_a_queued_start(gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any],
+                               user: str) -> None:
+    rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
+    cancelled = gateway.request("DELETE", f"/start/{rid}", user=user)
+    assert cancelled.status_code == 200 and body(cancelled)["status"] == "cancelled"
+    assert gateway.request("DELETE", f"/start/{rid}", user=user).status_code == 200  # idempotent
+    assert session_store.active_slots(user) == 0
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
+    drain(gateway, queue, until=lambda: _queue_empty(queue), timeout=10)
+    assert emulator.org.started == 0  # the message was consumed without starting anything
+    assert_error(gateway.request("GET", f"/start/{rid}", user=user), 409, "start_cancelled")
+    assert_error(gateway.request("DELETE", f"/start/{rid}", user=new_user()), 404, "start_request_not_found")
+
+
+def test_a_running_start_is_not_cancelled(gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any],
+                                          user: str) -> None:
+    rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
+    drain(gateway, queue, until=lambda: state(rid) == "started")
+    assert_error(gateway.request("DELETE", f"/start/{rid}", user=user), 409, "not_cancellable")
+    assert gateway.request("GET", f"/start/{rid}", user=user).status_code == 200
+
+
+def _queue_empty(queue: dict[str, Any]) -> bool:
+    attrs = queue["sqs"].get_queue_attributes(QueueUrl=queue["url"], AttributeNames=["All"])["Attributes"]
+    return sum(int(attrs[k]) for k in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed",
+                                       "ApproximateNumberOfMessagesNotVisible")) == 0
+
+
+def test_poison_messages_reach_the_dlq_and_the_user_sees_failed(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any], user: str, stack: dict[str, Any],
+        configure_stage: Callable[..., None]) -> None:
+    sqs = queue["sqs"]
+    rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
+    # Break the worker: the secret is no longer valid JSON, so every delivery raises.
+    secrets = boto3.client("secretsmanager")
+    name = stack["outputs"]["SecretName"]
+    original = secrets.get_secret_value(SecretId=name)["SecretString"]
+    secrets.put_secret_value(SecretId=name, SecretString="not json")
+    configure_stage(SECRET_CACHE_SECONDS="0")
+    sqs.send_message(QueueUrl=queue["url"], MessageBody="{garbage")  # and a malformed message
+    sqs.set_queue_attributes(QueueUrl=queue["url"], Attributes={"VisibilityTimeout": "1"})
+    try:
+        drain(gateway, queue, until=lambda: _dlq_depth(queue) == 2, timeout=40)
+    finally:
+        sqs.set_queue_attributes(QueueUrl=queue["url"], Attributes={"VisibilityTimeout": "360"})
+        secrets.put_secret_value(SecretId=name, SecretString=original)
+    assert state(rid) == "failed"
+    data = assert_error(gateway.request("GET", f"/start/{rid}", user=user), 410, "start_failed")
+    assert "worker_error" in data["detail"]
+    assert session_store.active_slots(user) == 0
+
+
+def _dlq_depth(queue: dict[str, Any]) -> int:
+    attrs = queue["sqs"].get_queue_attributes(QueueUrl=queue["dlq"], AttributeNames=["All"])["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"])
+
+
+def test_long_poll_returns_200_when_capacity_frees_during_the_wait(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any], user: str) -> None:
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+
+    def free_capacity_then_work() -> None:
+        time.sleep(1.0)
+        emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
+        drain(gateway, queue, until=lambda: emulator.org.started >= 1, timeout=15)
+
+    worker = threading.Thread(target=free_capacity_then_work)
+    worker.start()
+    t0 = time.monotonic()
+    response = gateway.request("POST", "/start?wait=20", user=user, json_body={"transport": "webrtc"})
+    waited = time.monotonic() - t0
+    worker.join()
+    assert response.status_code == 200, response.body
+    assert set(body(response)) == {"sessionId", "iceConfig"}
+    assert waited < 20
+
+
+def test_long_poll_on_status_and_timeout_returns_202(gateway: Gateway, emulator: EmulatorServer,
+                                                     queue: dict[str, Any], user: str) -> None:
+    rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
+    t0 = time.monotonic()
+    still = gateway.request("GET", f"/start/{rid}?wait=1", user=user)
+    assert still.status_code == 202 and time.monotonic() - t0 >= 1
+    assert_error(gateway.request("GET", f"/start/{rid}?wait=26", user=user), 422, "validation_error")
+    worker = threading.Thread(target=lambda: (time.sleep(0.5), emulator_admin(
+        emulator, "agents/my-agent", {"max_agents": 5}), drain(gateway, queue, lambda: state(rid) == "started")))
+    worker.start()
+    done = gateway.request("GET", f"/start/{rid}?wait=15", user=user)
+    worker.join()
+    assert done.status_code == 200 and body(done)["dailyRoom"]
+
+
+def test_idempotent_retry_of_a_queued_start_returns_the_same_request(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any], user: str) -> None:
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    first = gateway.start(user, {}, headers={"Idempotency-Key": "k1"})
+    second = gateway.start(user, {}, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == second.status_code == 202
+    assert body(first)["requestId"] == body(second)["requestId"]
+    assert session_store.active_slots(user) == 1
+
+
+def test_sweeper_resends_a_lost_message(gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any],
+                                        user: str, app_env: Gateway) -> None:
+    rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
+    queue["sqs"].purge_queue(QueueUrl=queue["url"])  # the message is lost
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
+    assert capacity_queue.sweep(now=time.time() + 10)["resent"] == 0  # not overdue yet
+    assert capacity_queue.sweep(now=time.time() + capacity_queue.SWEEP_GRACE_SECONDS + 10)["resent"] >= 1
+    drain(gateway, queue, until=lambda: state(rid) == "started")
+    mine = [s for s in emulator.org.sessions.values() if (s.body or {}).get("user", {}).get("id") == user]
+    assert len(mine) == 1  # (the sweeper also re-sent other tests' abandoned requests: that is its job)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_429_storm_nothing_lost_nothing_started_twice(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any],
+        configure_stage: Callable[..., None]) -> None:
+    """200 starts against an agent of capacity 5 whose sessions end over time."""
+    configure_stage(RETRY_BASE_SECONDS="0.5", RETRY_CAP_SECONDS="2", START_DEADLINE_SECONDS="120")
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
+    users = [new_user() for _ in range(200)]
+    stop = threading.Event()
+
+    def end_sessions_over_time() -> None:
+        while not stop.is_set():
+            with emulator.org.lock:
+                active = [s for s in emulator.org.sessions.values() if s.active]
+            if active:
+                emulator.org.end_session(min(active, key=lambda s: s.created_at).session_id)
+            time.sleep(0.1)
+
+    ender = threading.Thread(target=end_sessions_over_time)
+    ender.start()
+    try:
+        outcomes: dict[str, Any] = {}
+        for user in users:
+            response = gateway.start(user, {"transport": "daily"})
+            assert response.status_code in (200, 202), response.body
+            outcomes[user] = body(response)
+        queued = {u: b["requestId"] for u, b in outcomes.items() if "requestId" in b}
+        assert queued, "the storm should have hit capacity"
+
+        def settled() -> bool:
+            return all(state(rid) in start_requests.TERMINAL for rid in queued.values())
+
+        drain(gateway, queue, until=settled, timeout=180, workers=3)
+    finally:
+        stop.set()
+        ender.join()
+
+    direct = [u for u in users if u not in queued]
+    final = {u: state(rid) for u, rid in queued.items()}
+    started_via_queue = [u for u, s in final.items() if s == "started"]
+    failed = [u for u, s in final.items() if s == "failed"]
+    assert len(direct) + len(started_via_queue) + len(failed) == 200  # 0 lost
+    # 0 started twice: every bot the emulator started belongs to a distinct user, and matches our records
+    bot_users = Counter(s.body["user"]["id"] for s in emulator.org.sessions.values())
+    assert max(bot_users.values()) == 1
+    assert set(bot_users) == set(direct) | set(started_via_queue)
+    assert emulator.org.started == len(direct) + len(started_via_queue)
+    for user in started_via_queue:
+        result = gateway.request("GET", f"/start/{queued[user]}", user=user)
+        assert result.status_code == 200
+        record = session_store.get_session(body(result)["sessionId"])
+        assert record is not None and record["user_id"] == user
+    print(f"storm: direct={len(direct)} queued={len(queued)} started_via_queue={len(started_via_queue)} "
+          f"failed={len(failed)}")
+
