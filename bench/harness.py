@@ -1,0 +1,118 @@
+"""A local stack for benchmarks: moto server and the Pipecat Cloud emulator as separate processes (so
+this process's CPU time is the gateway's own), the infra stack deployed into moto, and the app loaded
+the way Lambda loads it (stage environment first, then `import app`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from infra.deploy import deploy  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"p50": round(percentile(values, 50), 3), "p95": round(percentile(values, 95), 3),
+            "mean": round(statistics.fmean(values), 3) if values else float("nan")}
+
+
+class BenchStack:
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+        self.moto_port, self.emu_port = free_port(), free_port()
+        self.moto_url = f"http://127.0.0.1:{self.moto_port}"
+        self.emulator_url = f"http://127.0.0.1:{self.emu_port}"
+        bin_dir = Path(sys.executable).parent
+        self.procs = [
+            subprocess.Popen([str(bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            subprocess.Popen([sys.executable, "-m", "infra.pcc_emulator", "--port", str(self.emu_port),
+                              "--max-agents", "100000"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL),
+        ]
+        wait_http(f"{self.moto_url}/moto-api/")
+        wait_http(f"{self.emulator_url}/_emulator/stats")
+        self.keys = httpx.get(f"{self.emulator_url}/_emulator/keys").json()
+        os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.moto_url})
+        project = Path(tempfile.mkdtemp(prefix="bench-chalice-"))
+        (project / ".chalice").mkdir()
+        (project / ".chalice" / "config.json").write_text((ROOT / ".chalice" / "config.json").read_text())
+        env = {"AWS_ENDPOINT_URL": self.moto_url, "PCC_API_URL": self.emulator_url, "AUTH_MODE": "insecure-dev",
+               "PCC_AGENTS": "my-agent", "USER_SESSION_LIMIT": "3", **(extra_env or {})}
+        self.outputs = deploy("local", endpoint_url=self.moto_url, config_path=project / ".chalice" / "config.json",
+                              secret=self.keys, extra_env=env)
+        config = json.loads((project / ".chalice" / "config.json").read_text())
+        os.environ.update({**config["environment_variables"], **config["stages"]["local"]["environment_variables"]})
+        from app import app  # imported like Lambda does: after the environment is in place
+
+        self.app = app
+
+    def admin(self, path: str, body: Any = None) -> Any:
+        return httpx.post(f"{self.emulator_url}/_emulator/{path}", json=body or {}).json()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.emulator_url}/_emulator/stats").json())
+
+    def invoke(self, method: str, path: str, *, user: str, body: Any = None, resource: str | None = None,
+               path_params: dict[str, str] | None = None, query: dict[str, str] | None = None) -> dict[str, Any]:
+        """The Lambda entry point with an API Gateway proxy event, as in production."""
+        headers = {"content-type": "application/json", "x-dev-user": user, "host": "bench.local"}
+        event = {
+            "resource": resource or path, "path": path, "httpMethod": method,
+            "headers": headers, "multiValueHeaders": {k: [v] for k, v in headers.items()},
+            "queryStringParameters": query, "multiValueQueryStringParameters":
+                {k: [v] for k, v in query.items()} if query else None,
+            "pathParameters": path_params, "stageVariables": None,
+            "requestContext": {"resourcePath": resource or path, "httpMethod": method, "path": f"/api{path}",
+                               "requestId": str(uuid.uuid4()), "stage": "api"},
+            "body": json.dumps(body) if body is not None else None, "isBase64Encoded": False,
+        }
+        return dict(self.app(event, None))
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
