@@ -7,7 +7,7 @@ from typing import Any
 
 from chalice.app import Chalice, Rate, Request, Response
 
-from chalicelib import capacity_queue, reconcile, sessions_service, start_service
+from chalicelib import capacity_queue, reconcile, sessions_service, start_service, telephony_service
 from chalicelib.auth import authenticate, route_authorizer
 from chalicelib.errors import ApiError
 from chalicelib.http import (
@@ -19,6 +19,8 @@ from chalicelib.http import (
     request_headers,
 )
 from chalicelib.observability import SERVICE, logger
+from chalicelib.pcc_responses import HttpResult
+from chalicelib.secrets_store import get_secrets
 from chalicelib.session_proxy import MAX_PROXY_DEPTH, PROXY_CONTENT_TYPES, PROXY_METHODS, forward, is_preflight
 from chalicelib.settings import get_settings
 
@@ -62,8 +64,9 @@ def health() -> Response:
 
 def _start_base(request: Request) -> str:
     """The URL path of /start as the caller sees it (with any API Gateway stage prefix)."""
-    path = str((request.context or {}).get("path") or "/start")
-    return path[: path.rindex("/start") + len("/start")] if "/start" in path else "/start"
+    context = request.context or {}
+    stage, path = str(context.get("stage") or ""), str(context.get("path") or "")
+    return f"/{stage}/start" if stage and path.startswith(f"/{stage}/") else "/start"
 
 
 @app.route("/start", methods=["POST"], cors=CORS, authorizer=AUTHORIZER)
@@ -114,8 +117,7 @@ def session_proxy(session_id: str, **segments: str) -> Response:
     if is_preflight(request.method, headers):
         return preflight_response(CORS, PROXY_METHODS)
     path = [segments[f"p{i}"] for i in range(1, len(segments) + 1)]
-    query = [(k, v) for k in (request.query_params or {}) for v in request.query_params.getlist(k)]  # type: ignore[union-attr]
-    result = forward(_user(request), session_id, path, request.method, headers, query, _raw_body(request))
+    result = forward(_user(request), session_id, path, request.method, headers, _pairs(request), _raw_body(request))
     return proxy_response(result, app.api.binary_types, CORS)
 
 
@@ -126,6 +128,53 @@ for _depth in range(1, MAX_PROXY_DEPTH + 1):
     _path = "/sessions/{session_id}/" + "/".join(f"{{p{i}}}" for i in range(1, _depth + 1))
     app.route(_path, methods=PROXY_METHODS, content_types=PROXY_CONTENT_TYPES,
               name=f"session_proxy_{_depth}", authorizer=AUTHORIZER)(session_proxy)
+
+
+FORM = ["application/x-www-form-urlencoded"]
+
+
+def _pairs(request: Request) -> list[tuple[str, str]]:
+    params = request.query_params
+    return [(k, v) for k in (params or {}) for v in params.getlist(k)] if params else []  # type: ignore[union-attr]
+
+
+def _xml_or_json(result: HttpResult) -> Response:
+    if isinstance(result.body, str):
+        return Response(body=result.body, status_code=result.status, headers=dict(result.headers))
+    return json_response(result.status, result.body, result.headers)
+
+
+@app.route("/telephony/twilio", methods=["POST"], content_types=FORM)
+def twilio_webhook() -> Response:
+    request = _request()
+    return _xml_or_json(telephony_service.twilio(request_headers(request), _pairs(request), _raw_body(request)))
+
+
+@app.route("/telephony/telnyx", methods=["POST"], content_types=FORM)
+def telnyx_webhook() -> Response:
+    request = _request()
+    return _xml_or_json(telephony_service.telnyx(request_headers(request), _pairs(request), _raw_body(request)))
+
+
+@app.route("/telephony/plivo", methods=["GET", "POST"], content_types=FORM)
+def plivo_webhook() -> Response:
+    request = _request()
+    return _xml_or_json(telephony_service.plivo(request.method, request_headers(request), _pairs(request),
+                                                _raw_body(request)))
+
+
+@app.route("/telephony/daily/dialin", methods=["POST"])
+def daily_dialin_webhook() -> Response:
+    request = _request()
+    return _xml_or_json(telephony_service.daily_dialin(request_headers(request), _raw_body(request)))
+
+
+@app.route("/telephony/daily/dialout", methods=["POST"], cors=CORS)
+def daily_dialout() -> Response:
+    request = _request()
+    headers = request_headers(request)
+    owner = telephony_service.dialout_principal(headers, get_secrets()) or _user(request)
+    return _xml_or_json(telephony_service.daily_dialout(owner, _raw_body(request), _start_base(request)))
 
 
 @app.on_sqs_message(queue=os.environ.get("RETRY_QUEUE_NAME", "pipecat-gateway-local-retry"), batch_size=1,

@@ -23,6 +23,12 @@ class GatewaySecrets(BaseModel):
 
     public_key: SecretStr
     private_key: SecretStr | None = None
+    # telephony (each optional; a webhook whose credential is missing rejects every request)
+    twilio_auth_token: SecretStr | None = None
+    telnyx_public_key: SecretStr | None = None  # base64 Ed25519 public key from the Telnyx portal
+    plivo_auth_token: SecretStr | None = None
+    daily_pinless_secret: SecretStr | None = None  # base64 HMAC secret of the Daily dial-in config
+    dialout_api_key: SecretStr | None = None  # server-to-server key for /telephony/daily/dialout
 
 
 @lru_cache(maxsize=1)

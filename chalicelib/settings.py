@@ -65,6 +65,18 @@ _ENV: dict[str, str] = {
     "START_DEADLINE_SECONDS": "start_deadline_seconds",
     "MAX_RECEIVE_COUNT": "max_receive_count",
     "LONG_POLL_MAX_SECONDS": "long_poll_max_seconds",
+    "TELEPHONY_AGENT": "telephony_agent",
+    "TELEPHONY_PUBLIC_BASE_URL": "telephony_public_base_url",
+    "TELEPHONY_WEBSOCKET_AUTH": "telephony_websocket_auth",
+    "TELEPHONY_PRINCIPAL": "telephony_principal",
+    "TELEPHONY_SESSION_LIMIT": "telephony_session_limit",
+    "TELEPHONY_HOLD_ATTEMPTS": "telephony_hold_attempts",
+    "TELEPHONY_HOLD_PAUSE_SECONDS": "telephony_hold_pause_seconds",
+    "TELEPHONY_SIGNATURE_TOLERANCE_SECONDS": "telephony_signature_tolerance_seconds",
+    "DAILY_DIALIN_ATTEMPTS": "daily_dialin_attempts",
+    "DAILY_DIALIN_RETRY_SECONDS": "daily_dialin_retry_seconds",
+    "PCC_ORG": "pcc_org",
+    "PCC_WS_BASE": "pcc_ws_base",
 }
 
 
@@ -103,6 +115,19 @@ class Settings(BaseModel):
     start_deadline_seconds: int = Field(default=600, ge=1)
     max_receive_count: int = Field(default=5, ge=1)
     long_poll_max_seconds: int = Field(default=25, ge=0, le=25)
+    # Telephony webhooks.
+    telephony_agent: str | None = None
+    telephony_public_base_url: str = ""  # the URL providers call (signatures cover it), e.g. https://x/api
+    telephony_websocket_auth: Literal["none", "token"] = "none"
+    telephony_principal: str = "telephony"
+    telephony_session_limit: int = Field(default=50, ge=1)
+    telephony_hold_attempts: int = Field(default=4, ge=0, le=20)
+    telephony_hold_pause_seconds: int = Field(default=5, ge=1, le=60)
+    telephony_signature_tolerance_seconds: int = Field(default=300, ge=1)
+    daily_dialin_attempts: int = Field(default=3, ge=1, le=10)
+    daily_dialin_retry_seconds: float = Field(default=1.0, ge=0, le=5)
+    pcc_org: str = ""
+    pcc_ws_base: str = "wss://api.pipecat.daily.co/ws"
 
     @field_validator("agents", mode="before")
     @classmethod
@@ -136,6 +161,8 @@ class Settings(BaseModel):
         insecure = self.auth_mode == "insecure-dev" or self.insecure_dev_auth
         if insecure and self.stage != "local":
             raise ValueError("insecure dev auth is only allowed on the 'local' stage")
+        if self.telephony_agent is not None and self.telephony_agent not in self.agents:
+            raise ValueError(f"TELEPHONY_AGENT {self.telephony_agent!r} is not in PCC_AGENTS")
         if self.auth_mode == "jwt" and not (self.oidc_issuer and self.oidc_audience):
             raise ValueError("AUTH_MODE=jwt needs OIDC_ISSUER and OIDC_AUDIENCE")
         return self
@@ -149,6 +176,10 @@ class Settings(BaseModel):
     @property
     def jwks_url(self) -> str:
         return self.oidc_jwks_url or f"{self.oidc_issuer.rstrip('/')}/.well-known/jwks.json"
+
+    @property
+    def resolved_telephony_agent(self) -> str | None:
+        return self.telephony_agent or self.resolved_default_agent
 
     @property
     def hard_cap_seconds(self) -> int:

@@ -7,7 +7,7 @@ agent's policy, the allowed subset of user-supplied properties, and the verified
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ApiError
@@ -24,6 +24,7 @@ class PlannedStart:
     agent: str
     transport: Transport
     pcc_request: dict[str, Any]
+    record_extra: dict[str, Any] = field(default_factory=dict)  # stored on the session record
 
 
 def resolve_agent(settings: Settings, requested: str | None) -> tuple[str, AgentPolicy]:
@@ -43,6 +44,17 @@ def _allowed(requested: dict[str, Any] | None, allowed: list[str], field: str) -
     if denied:
         raise ApiError(422, "property_not_allowed", f"{field}: not allowed to set {denied}")
     return dict(requested)
+
+
+def with_identity(body: dict[str, Any], user_id: str, transport: Transport) -> dict[str, Any]:
+    """`body` plus the verified identity, checked against Pipecat Cloud's size limit for the transport."""
+    out = dict(body)
+    out[IDENTITY_KEY] = {"id": user_id}
+    limit = WEBSOCKET_BODY_LIMIT if transport == "websocket" else DAILY_BODY_LIMIT
+    size = body_size(out)
+    if size > limit:
+        raise ApiError(413, "body_too_large", f"body is {size} bytes; the limit for {transport} is {limit} bytes")
+    return out
 
 
 def body_size(body: dict[str, Any]) -> int:
@@ -85,12 +97,5 @@ def plan_start(settings: Settings, request: StartRequest, user_id: str) -> Plann
                            f"Agent {agent!r} uses websocket_auth 'none': a body cannot be sent")
         return PlannedStart(agent, transport, pcc)
 
-    body = dict(request.body)
-    body[IDENTITY_KEY] = {"id": user_id}
-    limit = WEBSOCKET_BODY_LIMIT if transport == "websocket" else DAILY_BODY_LIMIT
-    size = body_size(body)
-    if size > limit:
-        raise ApiError(413, "body_too_large",
-                       f"body is {size} bytes; the limit for {transport} is {limit} bytes")
-    pcc["body"] = body
+    pcc["body"] = with_identity(request.body, user_id, transport)
     return PlannedStart(agent, transport, pcc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,29 +29,38 @@ def parse_start_request(raw_body: bytes | None) -> StartRequest:
         raise ApiError(422, "validation_error", validation_detail(exc)) from None
 
 
-def execute_start(user_id: str, plan: PlannedStart, status_base: str = "/start") -> HttpResult:
+def execute_start(
+    user_id: str,
+    plan: PlannedStart,
+    status_base: str = "/start",
+    *,
+    limit: int | None = None,
+    queue_on_capacity: bool = True,
+    shape: Callable[[str, dict[str, Any]], HttpResult] = client_response,
+) -> HttpResult:
     """Take a slot, call PCC, record the session. The slot is given back on any failure; on a
-    capacity error (429) the start is queued and keeps the slot (202)."""
+    capacity error (429) the start is queued and keeps the slot (202), unless `queue_on_capacity` is
+    off (telephony holds the caller instead). `shape` builds the success answer from PCC's."""
     settings = get_settings()
-    if not session_store.reserve_slot(user_id, settings.user_session_limit):
+    limit = limit or settings.user_session_limit
+    if not session_store.reserve_slot(user_id, limit):
         count("StartRejected", code="user_session_limit")
         raise ApiError(429, "user_session_limit",
-                       f"You already have {settings.user_session_limit} active sessions; stop one first")
+                       f"You already have {limit} active sessions; stop one first")
     try:
         keys = get_secrets()
         try:
             result = pcc_client.start(plan.agent, plan.pcc_request, keys.public_key.get_secret_value())
         except PccCallError as exc:
-            if is_capacity_error(exc) and capacity_queue.enabled():
+            if is_capacity_error(exc) and queue_on_capacity and capacity_queue.enabled():
                 return capacity_queue.enqueue(user_id, plan, status_base)
             error = map_pcc_error(exc)
             count("StartRejected", code=error.code)
             raise error from None
         session_id = str(result["sessionId"])
         try:
-            session_store.record_session(
-                user_id=user_id, session_id=session_id, agent=plan.agent, transport=plan.transport
-            )
+            session_store.record_session(user_id=user_id, session_id=session_id, agent=plan.agent,
+                                         transport=plan.transport, extra=plan.record_extra or None)
         except Exception:  # noqa: BLE001 - any storage failure: undo the start, nothing half-done
             logger.exception("recording the session failed; stopping it", extra={"session_id": session_id})
             stop_quietly(plan.agent, session_id)
@@ -61,7 +71,7 @@ def execute_start(user_id: str, plan: PlannedStart, status_base: str = "/start")
     count("SessionsStarted")
     logger.info("session started", extra={"session_id": session_id, "agent": plan.agent,
                                           "transport": plan.transport, "user_id": user_id})
-    return client_response(plan.transport, result)
+    return shape(plan.transport, result)
 
 
 def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,
