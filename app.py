@@ -18,6 +18,7 @@ from chalicelib.http import (
     proxy_response,
     request_headers,
 )
+from chalicelib.idempotency import use_lambda_context
 from chalicelib.observability import SERVICE, logger
 from chalicelib.pcc_responses import HttpResult
 from chalicelib.secrets_store import get_secrets
@@ -39,6 +40,7 @@ if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
 def _request() -> Request:
     if app.current_request is None:  # pragma: no cover - Chalice always sets it for routes
         raise ApiError(500, "internal_error", "No request")
+    use_lambda_context(app.lambda_context)
     return app.current_request
 
 
@@ -75,7 +77,7 @@ def start() -> Response:
     user_id = _user(request)
     result = start_service.start(
         user_id, _raw_body(request), request.headers.get("idempotency-key"), status_base=_start_base(request),
-        wait=capacity_queue.parse_wait(_query(request).get("wait")), lambda_context=app.lambda_context)
+        wait=capacity_queue.parse_wait(_query(request).get("wait")))
     return json_response(result.status, result.body, result.headers)
 
 

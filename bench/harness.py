@@ -55,6 +55,12 @@ def summary(values: list[float]) -> dict[str, float]:
             "mean": round(statistics.fmean(values), 3) if values else float("nan")}
 
 
+def forget_app_modules() -> None:
+    """A new stack needs a freshly configured app (new environment), as a new Lambda container would."""
+    for name in [m for m in sys.modules if m == "app" or m.startswith("chalicelib")]:
+        del sys.modules[name]
+
+
 class BenchStack:
     def __init__(self, extra_env: dict[str, str] | None = None) -> None:
         self.moto_port, self.emu_port = free_port(), free_port()
@@ -82,6 +88,7 @@ class BenchStack:
                               secret=self.keys, extra_env=env)
         config = json.loads((project / ".chalice" / "config.json").read_text())
         os.environ.update({**config["environment_variables"], **config["stages"]["local"]["environment_variables"]})
+        forget_app_modules()
         from app import app  # imported like Lambda does: after the environment is in place
 
         self.app = app

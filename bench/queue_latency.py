@@ -30,16 +30,7 @@ def run(samples: int = 20, configs: tuple[tuple[float, int], ...] = ((0.5, 2), (
             results[f"base_{base}s_cap_{cap}s"] = _run_config(stack, samples, cap)
         finally:
             stack.close()
-            _forget_app_modules()
     return results
-
-
-def _forget_app_modules() -> None:
-    """The next config needs a freshly configured app (new env), as a new Lambda container would."""
-    import sys
-
-    for name in [m for m in sys.modules if m == "app" or m.startswith("chalicelib")]:
-        del sys.modules[name]
 
 
 def _run_config(stack: BenchStack, samples: int, cap: int) -> dict[str, Any]:

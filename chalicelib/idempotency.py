@@ -17,6 +17,13 @@ from .errors import ApiError
 from .settings import get_settings
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_lambda_context: Any = None
+
+
+def use_lambda_context(context: Any) -> None:
+    """The current invocation's context: lets an abandoned in-progress record expire with the Lambda."""
+    global _lambda_context
+    _lambda_context = context
 
 
 def check_key(key: str) -> str:
@@ -54,6 +61,7 @@ def run_once(user_id: str, key: str, request: dict[str, Any], action: Callable[[
         expires_after_seconds=settings.idempotency_ttl_seconds,
         raise_on_no_idempotency_key=True,
     )
+    lambda_context = lambda_context or _lambda_context
     if lambda_context is not None and hasattr(lambda_context, "get_remaining_time_in_millis"):
         config.register_lambda_context(lambda_context)
 

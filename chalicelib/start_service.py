@@ -75,7 +75,7 @@ def execute_start(
 
 
 def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,
-          status_base: str = "/start", wait: int = 0, lambda_context: Any = None) -> HttpResult:
+          status_base: str = "/start", wait: int = 0) -> HttpResult:
     """POST /start. With `wait` > 0 a queued start is long-polled for up to `wait` seconds."""
     request = parse_start_request(raw_body)
     plan = plan_start(get_settings(), request, user_id)
@@ -87,7 +87,6 @@ def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,
             check_key(idempotency_key),
             request.model_dump(mode="json"),
             lambda: execute_start(user_id, plan, status_base).as_dict(),
-            lambda_context,
         ))
     if result.status == 202 and wait:
         return capacity_queue.status(user_id, str(result.body["requestId"]), status_base, wait)

@@ -259,7 +259,7 @@ class Organisation:
                     "400",
                 )
             connected = transport != "websocket"
-            if connected and self._active_count(agent.name) >= agent.max_agents:
+            if self._active_count(agent.name) >= agent.max_agents:
                 self.rejected_capacity += 1
                 if agent.capacity_error_style == "pcc_code":
                     raise PccError(429, dict(AT_CAPACITY))
