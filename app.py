@@ -71,6 +71,13 @@ def _start_base(request: Request) -> str:
     return f"/{stage}/start" if stage and path.startswith(f"/{stage}/") else "/start"
 
 
+@app.route("/openapi.json", methods=["GET"], cors=CORS)
+def openapi_document() -> Response:
+    from chalicelib.openapi import document  # noqa: PLC0415 - only this route pays for building it
+
+    return json_response(200, document(MAX_PROXY_DEPTH))
+
+
 @app.route("/start", methods=["POST"], cors=CORS, authorizer=AUTHORIZER)
 def start() -> Response:
     request = _request()

@@ -56,16 +56,18 @@ def error_middleware(cors_origin: str) -> Callable[[Any, Callable[[Any], Respons
         logger.append_keys(request_id=context.get("requestId"))
         try:
             try:
-                response = get_response(event)
+                response = _normalise_chalice_error(get_response(event))
             except ApiError as error:
                 if error.status >= 500:
                     logger.warning("request failed", extra={"code": error.code, "status": error.status})
                 count("ClientErrors" if error.status < 500 else "ServerErrors", code=error.code)
-                return error_response(error, cors_origin)
+                response = error_response(error, cors_origin)
             except Exception:  # noqa: BLE001 - last resort: never leak a stack trace
                 logger.exception("unhandled error")
-                return error_response(ApiError(500, "internal_error", "Internal error"), cors_origin)
-            return _normalise_chalice_error(response)
+                response = error_response(ApiError(500, "internal_error", "Internal error"), cors_origin)
+            if getattr(event, "method", "") == "HEAD":
+                response.body = ""  # a HEAD answer has headers only
+            return response
         finally:
             flush_metrics()
 

@@ -73,7 +73,9 @@ def main() -> int:
             extra_env["PCC_API_URL"] = emulator_url
         outputs = deploy("local", endpoint_url=moto_url, secret=secret, extra_env=extra_env)
         print(f"[make dev] infra deployed into moto: table={outputs['TableName']}", flush=True)
-        start([str(BIN / "chalice"), "local", "--stage", "local", "--port", str(api_port)], "chalice local")
+        reload_flag = "--no-autoreload" if os.environ.get("CHALICE_AUTORELOAD", "1") == "0" else "--autoreload"
+        start([str(BIN / "chalice"), "local", "--stage", "local", "--port", str(api_port), reload_flag],
+              "chalice local")
         start([PYTHON, "-m", "infra.sqs_poller", "--stage", "local"], "local SQS poller")
         _wait_http(f"http://127.0.0.1:{api_port}/health", timeout=60)
         print(f"[make dev] ready: http://127.0.0.1:{api_port}/health  (Ctrl-C to stop)", flush=True)

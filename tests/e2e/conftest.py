@@ -1,0 +1,80 @@
+"""A running local stack (`make dev`'s orchestrator on free ports) for tests that need real HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalStack:
+    def __init__(self, **env: str) -> None:
+        self.api, self.moto, self.emu, self.demo = free_port(), free_port(), free_port(), free_port()
+        full_env = {**os.environ, "API_PORT": str(self.api), "MOTO_PORT": str(self.moto),
+                    "EMULATOR_PORT": str(self.emu), "DEMO_PORT": str(self.demo), "CHALICE_AUTORELOAD": "0", **env}
+        for key in ("PCC_PUBLIC_KEY", "AWS_ENDPOINT_URL"):
+            full_env.pop(key, None)
+        # output goes to a file: an unread pipe would fill up and block every process of the stack
+        self._log = tempfile.NamedTemporaryFile(prefix="local-stack-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([sys.executable, "-m", "infra.local_stack"], cwd=ROOT, env=full_env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.output = ""
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api}"
+
+    @property
+    def emulator_url(self) -> str:
+        return f"http://127.0.0.1:{self.emu}"
+
+    @property
+    def demo_url(self) -> str:
+        return f"http://127.0.0.1:{self.demo}"
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                httpx.get(f"{self.api_url}/health", timeout=2).raise_for_status()
+                return
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        raise RuntimeError(f"local stack did not come up:\n{self.stop()[-3000:]}")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._log.close()
+        self.output = Path(self._log.name).read_text(errors="replace")
+        return self.output
+
+
+@pytest.fixture(scope="module")
+def local_stack() -> Iterator[LocalStack]:
+    stack = LocalStack()
+    stack.wait_ready()
+    yield stack
+    stack.stop()

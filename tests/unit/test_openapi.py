@@ -1,0 +1,36 @@
+"""The OpenAPI document stays in sync with the app's routes and models."""
+
+from __future__ import annotations
+
+import json
+
+from app import app
+from chalicelib.models import StartRequest
+from chalicelib.openapi import document
+from chalicelib.session_proxy import MAX_PROXY_DEPTH
+
+
+def test_every_route_and_method_is_documented_and_nothing_else() -> None:
+    doc = document(MAX_PROXY_DEPTH)
+    documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
+    routes = set()
+    for path, methods in app.routes.items():
+        openapi_path = path.replace("{session_id}", "{sessionId}").replace("{request_id}", "{requestId}")
+        routes |= {(openapi_path, m) for m in methods}
+    assert documented == routes
+
+
+def test_document_is_openapi_31_and_models_come_from_pydantic() -> None:
+    doc = document(MAX_PROXY_DEPTH)
+    assert doc["openapi"] == "3.1.0"
+    assert doc["components"]["schemas"]["StartRequest"] == StartRequest.model_json_schema(
+        ref_template="#/components/schemas/{model}")
+    assert doc["components"]["schemas"]["StartRequest"]["additionalProperties"] is False
+    refs = {v for v in json.dumps(doc).split('"') if v.startswith("#/components/schemas/")}
+    assert refs, "the document references its schemas"
+    for ref in refs:
+        assert ref.rsplit("/", 1)[-1] in doc["components"]["schemas"], ref
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert op["responses"], (path, method)
+            assert "operationId" in op
