@@ -79,7 +79,7 @@ REQUEST_ID = {"name": "requestId", "in": "path", "required": True, "schema": ID_
 WAIT = {"name": "wait", "in": "query", "required": False,
         "description": "Long-poll up to N seconds for a queued start", "schema": {"type": "integer", "minimum": 0,
                                                                                   "maximum": 25}}
-SECURED = [{"bearerAuth": []}, {"devUser": []}]
+SECURED: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"devUser": []}]
 XML = {"description": "Provider XML", "content": {"application/xml": {"schema": {"type": "string"}}}}
 FORM = {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": {
     "type": "object", "additionalProperties": {"type": "string"}}}}}
