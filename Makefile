@@ -3,7 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck bench deploy clean
+DEMO := infra/demo
+DEMO_BUILT := $(DEMO)/dist/demo.js
+
+.PHONY: dev test lint typecheck bench deploy clean demo
 
 $(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -11,12 +14,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-## Local stack: moto server + Pipecat Cloud emulator + infra into moto + chalice local + SQS poller
-dev: $(STAMP)
+## The browser demo (@pipecat-ai/client-js bundled with esbuild) and its test driver (playwright-core)
+$(DEMO_BUILT): $(DEMO)/package.json $(DEMO)/package-lock.json $(DEMO)/src/demo.js
+	cd $(DEMO) && npm ci --no-audit --no-fund && npm run build
+
+demo: $(DEMO_BUILT)
+
+## Local stack: moto server + Pipecat Cloud emulator + infra into moto + chalice local + SQS poller + demo page
+dev: $(STAMP) $(DEMO_BUILT)
 	$(PY) -m infra.local_stack
 
-## The whole suite: lint, types, unit / integration / e2e / infrastructure tests
-test: $(STAMP)
+## The whole suite: lint, types, unit / integration / e2e (incl. headless Chromium, schemathesis) / infrastructure
+test: $(STAMP) $(DEMO_BUILT)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	@# pytest exits 5 when it collects no test: that is a failure here, never a silent pass.
@@ -38,4 +47,4 @@ deploy: $(STAMP)
 	$(VENV)/bin/chalice deploy --stage $(STAGE)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DEMO)/node_modules $(DEMO)/dist

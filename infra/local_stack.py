@@ -42,6 +42,7 @@ def main() -> int:
     moto_port = int(os.environ.get("MOTO_PORT", "5000"))
     emulator_port = int(os.environ.get("EMULATOR_PORT", "8790"))
     api_port = int(os.environ.get("API_PORT", "8000"))
+    demo_port = int(os.environ.get("DEMO_PORT", "8080"))
     moto_url = f"http://127.0.0.1:{moto_port}"
     real_keys = bool(os.environ.get("PCC_PUBLIC_KEY"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -77,6 +78,14 @@ def main() -> int:
         start([str(BIN / "chalice"), "local", "--stage", "local", "--port", str(api_port), reload_flag],
               "chalice local")
         start([PYTHON, "-m", "infra.sqs_poller", "--stage", "local"], "local SQS poller")
+        demo_dir = ROOT / "infra" / "demo"
+        if (demo_dir / "dist" / "demo.js").exists():
+            start([PYTHON, "-m", "http.server", str(demo_port), "--bind", "127.0.0.1", "--directory",
+                   str(demo_dir)], "demo page server")
+            print(f"[make dev] demo page: http://127.0.0.1:{demo_port}/index.html?api=http://127.0.0.1:{api_port}",
+                  flush=True)
+        else:
+            print("[make dev] demo page not built (make demo)", flush=True)
         _wait_http(f"http://127.0.0.1:{api_port}/health", timeout=60)
         print(f"[make dev] ready: http://127.0.0.1:{api_port}/health  (Ctrl-C to stop)", flush=True)
         while all(p.poll() is None for p in procs):

@@ -1,0 +1,91 @@
+// pipecat-gateway demo: the real @pipecat-ai/client-js talking to the gateway's /start (never to
+// Pipecat Cloud directly), with the small polling helper for queued (202) starts.
+import { PipecatClient } from "@pipecat-ai/client-js";
+import { SmallWebRTCTransport } from "@pipecat-ai/small-webrtc-transport";
+
+const params = new URLSearchParams(location.search);
+const $ = (id) => document.getElementById(id);
+$("api").value = params.get("api") || "http://127.0.0.1:8000";
+$("user").value = params.get("user") || "demo-user";
+
+function authHeaders() {
+  const headers = new Headers({ "Content-Type": "application/json" });
+  const token = $("token").value.trim();
+  if (token) headers.set("Authorization", `Bearer ${token}`);
+  else headers.set("X-Dev-User", $("user").value.trim()); // local stage only
+  return headers;
+}
+
+function setStatus(text, state) {
+  $("status").textContent = text;
+  $("status").dataset.state = state;
+}
+
+// The polling helper: startBot() hands back any 2xx body; a 202 means "queued", so poll statusUrl
+// (honouring retryAfter) until the gateway answers 200 with the transport's start body.
+export async function startWithQueue(client, startParams, onQueued) {
+  let result = await client.startBot(startParams);
+  while (result && result.status === "queued") {
+    onQueued(result);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(1, result.retryAfter) * 1000));
+    const response = await fetch(new URL(result.statusUrl, startParams.endpoint), {
+      headers: startParams.headers,
+    });
+    const body = await response.json();
+    if (response.status === 202) { result = body; continue; }
+    if (!response.ok) throw new Error(body.detail ?? response.statusText);
+    return body;
+  }
+  return result;
+}
+
+async function start() {
+  const client = new PipecatClient({ transport: new SmallWebRTCTransport(), enableMic: false });
+  setStatus("starting…", "starting");
+  try {
+    const result = await startWithQueue(
+      client,
+      { endpoint: `${$("api").value}/start`, headers: authHeaders(),
+        requestData: { transport: "webrtc", body: { source: "demo" } } },
+      (queued) => setStatus(`queued: attempt ${queued.attempts}, next try ${queued.nextAttemptAt}`, "queued"),
+    );
+    setStatus(`started: ${result.sessionId}`, "started");
+    $("status").dataset.sessionId = result.sessionId;
+    await listSessions();
+  } catch (error) {
+    setStatus(`error: ${error.message ?? error}`, "error");
+  }
+}
+
+async function listSessions() {
+  const response = await fetch(`${$("api").value}/sessions?limit=20`, { headers: authHeaders() });
+  const data = await response.json();
+  const list = $("sessions");
+  list.innerHTML = "";
+  for (const session of data.sessions ?? []) {
+    const item = document.createElement("li");
+    item.dataset.sessionId = session.sessionId;
+    item.dataset.status = session.status;
+    item.textContent = `${session.sessionId} · ${session.transport} · ${session.status} `;
+    if (session.status === "active") {
+      const stop = document.createElement("button");
+      stop.textContent = "Stop";
+      stop.className = "stop";
+      stop.onclick = () => stopSession(session.sessionId);
+      item.appendChild(stop);
+    }
+    list.appendChild(item);
+  }
+}
+
+async function stopSession(sessionId) {
+  const response = await fetch(`${$("api").value}/sessions/${sessionId}`, {
+    method: "DELETE", headers: authHeaders(),
+  });
+  const data = await response.json();
+  setStatus(`${data.status ?? "error"}: ${sessionId}`, data.status ?? "error");
+  await listSessions();
+}
+
+$("start").onclick = start;
+$("list").onclick = listSessions;

@@ -1,0 +1,90 @@
+"""`chalice package --stage dev` (the deploy path) produces a template that passes cfn-lint, a zip well
+under Lambda's limits, and IAM policies limited to the resources the code uses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.deploy import least_privilege_policy, write_stage_config
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUTS = {
+    "TableName": "pipecat-gateway-dev-sessions",
+    "TableArn": "arn:aws:dynamodb:us-east-1:123456789012:table/pipecat-gateway-dev-sessions",
+    "RetryQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/pipecat-gateway-dev-retry",
+    "RetryQueueArn": "arn:aws:sqs:us-east-1:123456789012:pipecat-gateway-dev-retry",
+    "RetryQueueName": "pipecat-gateway-dev-retry",
+    "DeadLetterQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/pipecat-gateway-dev-retry-dlq",
+    "DeadLetterQueueArn": "arn:aws:sqs:us-east-1:123456789012:pipecat-gateway-dev-retry-dlq",
+    "SecretName": "pipecat-gateway/dev/pcc-keys",
+}
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    project = tmp_path_factory.mktemp("pkg") / "project"
+    project.mkdir()
+    for item in ("app.py", "requirements.txt"):
+        shutil.copy(ROOT / item, project / item)
+    shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / ".chalice").mkdir()
+    shutil.copy(ROOT / ".chalice" / "config.json", project / ".chalice" / "config.json")
+    # what `make deploy STAGE=dev` writes after the infra stack is up
+    write_stage_config(project / ".chalice" / "config.json", "dev", dict(OUTPUTS),
+                       {"OIDC_ISSUER": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_example",
+                        "OIDC_AUDIENCE": "example-client-id"},
+                       least_privilege_policy(OUTPUTS, "us-east-1", "123456789012"))
+    out = project / "out"
+    chalice = Path(sys.executable).parent / "chalice"
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    result = subprocess.run([str(chalice), "package", "--stage", "dev", str(out)], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"out": out, "template": json.loads((out / "sam.json").read_text())}
+
+
+@pytest.mark.timeout(900)
+def test_packaged_template_passes_cfn_lint(packaged: dict[str, Any]) -> None:
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+    result = subprocess.run([str(cfn_lint), str(packaged["out"] / "sam.json")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_package_is_well_under_the_lambda_limit(packaged: dict[str, Any]) -> None:
+    package = packaged["out"] / "deployment.zip"
+    assert package.stat().st_size < 10 * 1024 * 1024
+    with zipfile.ZipFile(package) as zf:
+        names = zf.namelist()
+    assert "app.py" in names and "chalicelib/start_service.py" in names
+    assert not any(n.startswith(("boto3/", "botocore/", "moto/", "pytest")) for n in names)  # runtime-provided / dev
+
+
+def test_functions_policies_name_only_our_resources(packaged: dict[str, Any]) -> None:
+    resources = packaged["template"]["Resources"]
+    functions = {k: v for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
+    assert {"APIHandler", "RetryWorker", "ReconcileSessions"} <= set(functions)
+    allowed = {OUTPUTS["TableArn"], OUTPUTS["TableArn"] + "/index/*", OUTPUTS["RetryQueueArn"],
+               OUTPUTS["DeadLetterQueueArn"],
+               f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{OUTPUTS['SecretName']}-??????",
+               "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/pipecat-gateway-*"}
+    role_policies = [r for r in resources.values() if r["Type"] == "AWS::IAM::Role"]
+    assert role_policies
+    for role in role_policies:
+        for policy in role["Properties"]["Policies"]:
+            for statement in policy["PolicyDocument"]["Statement"]:
+                granted = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                assert set(granted) <= allowed, statement
+    env = functions["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert env["TABLE_NAME"] == OUTPUTS["TableName"] and env["PCC_SECRET_ID"] == OUTPUTS["SecretName"]
+    assert not any(k.startswith("AWS_") for k in env)  # reserved in Lambda; only the local stage sets them
+    worker_events = functions["RetryWorker"]["Properties"]["Events"]
+    assert any(e["Properties"].get("BatchSize") == 1 for e in worker_events.values())
