@@ -104,6 +104,7 @@ def pending_response(request: dict[str, Any], status_base: str, now: float) -> H
         "retryAfter": retry_after,
         "attempts": int(request["attempts"]),
         "nextAttemptAt": _iso(int(request["next_attempt_at"])),
+        "position": start_requests.position(request),
     }
     return HttpResult(202, body, {"Location": status_url, "Retry-After": str(retry_after)})
 

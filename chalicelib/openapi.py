@@ -20,6 +20,7 @@ class QueuedStart(BaseModel):
     retryAfter: int
     attempts: int
     nextAttemptAt: str
+    position: int = Field(description="1-based place among all pending starts, oldest first")
 
 
 class SessionRecord(BaseModel):

@@ -75,16 +75,18 @@ def reset_http_client() -> None:
 
 
 def _request(
-    method: str, path: str, key: str, *, json: Any = None, params: dict[str, Any] | None = None
+    method: str, path: str, key: str, *, json: Any = None, params: dict[str, Any] | None = None,
+    read_timeout: float | None = None,
 ) -> Any:
     import httpx  # noqa: PLC0415 - cached in sys.modules after the first call
 
     url = get_settings().pcc_api_url + path
     started = time.perf_counter()
     try:
+        timeout: httpx.Timeout | Any = httpx.USE_CLIENT_DEFAULT if read_timeout is None else httpx.Timeout(
+            get_settings().pcc_connect_timeout, read=read_timeout)
         response = http_client().request(
-            method, url, json=json, params=params, headers={"Authorization": f"Bearer {key}"}
-        )
+            method, url, json=json, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
     except httpx.TimeoutException:
         raise PccCallError(None, kind="timeout") from None
     except httpx.HTTPError as exc:
@@ -101,8 +103,9 @@ def _request(
     raise PccCallError(response.status_code, body)
 
 
-def start(agent: str, payload: dict[str, Any], public_key: str) -> dict[str, Any]:
-    result = _request("POST", f"/v1/public/{quote(agent, safe='')}/start", public_key, json=payload)
+def start(agent: str, payload: dict[str, Any], public_key: str, read_timeout: float | None = None) -> dict[str, Any]:
+    result = _request("POST", f"/v1/public/{quote(agent, safe='')}/start", public_key, json=payload,
+                      read_timeout=read_timeout)
     if not isinstance(result, dict) or "sessionId" not in result:
         raise PccCallError(502, {"error": "start answer had no sessionId"}, kind="invalid")
     return result

@@ -75,6 +75,7 @@ _ENV: dict[str, str] = {
     "TELEPHONY_SIGNATURE_TOLERANCE_SECONDS": "telephony_signature_tolerance_seconds",
     "DAILY_DIALIN_ATTEMPTS": "daily_dialin_attempts",
     "DAILY_DIALIN_RETRY_SECONDS": "daily_dialin_retry_seconds",
+    "TELEPHONY_START_TIMEOUT_SECONDS": "telephony_start_timeout_seconds",
     "PCC_ORG": "pcc_org",
     "PCC_WS_BASE": "pcc_ws_base",
 }
@@ -126,6 +127,7 @@ class Settings(BaseModel):
     telephony_signature_tolerance_seconds: int = Field(default=300, ge=1)
     daily_dialin_attempts: int = Field(default=3, ge=1, le=10)
     daily_dialin_retry_seconds: float = Field(default=1.0, ge=0, le=5)
+    telephony_start_timeout_seconds: float = Field(default=8.0, gt=0, le=12)  # Twilio waits 15 s
     pcc_org: str = ""
     pcc_ws_base: str = "wss://api.pipecat.daily.co/ws"
 

@@ -215,6 +215,23 @@ def finish_without_session(request: dict[str, Any], state: str, code: str, detai
         raise
 
 
+def position(request: dict[str, Any]) -> int:
+    """1-based place among pending starts (oldest first), from the sparse PENDING index."""
+    count = 0
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI2",
+        "KeyConditionExpression": "GSI2PK = :pk AND GSI2SK < :created",
+        "ExpressionAttributeValues": {":pk": PENDING_INDEX_KEY, ":created": request["created_at"]},
+        "Select": "COUNT",
+    }
+    while True:
+        page = table().query(**kwargs)
+        count += int(page.get("Count", 0))
+        if not page.get("LastEvaluatedKey"):
+            return count + 1
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 def pending(limit: int = 500) -> list[dict[str, Any]]:
     """Queued or starting requests, oldest first (for the sweeper)."""
     items: list[dict[str, Any]] = []

@@ -37,6 +37,7 @@ def execute_start(
     limit: int | None = None,
     queue_on_capacity: bool = True,
     shape: Callable[[str, dict[str, Any]], HttpResult] = client_response,
+    read_timeout: float | None = None,
 ) -> HttpResult:
     """Take a slot, call PCC, record the session. The slot is given back on any failure; on a
     capacity error (429) the start is queued and keeps the slot (202), unless `queue_on_capacity` is
@@ -50,7 +51,8 @@ def execute_start(
     try:
         keys = get_secrets()
         try:
-            result = pcc_client.start(plan.agent, plan.pcc_request, keys.public_key.get_secret_value())
+            result = pcc_client.start(plan.agent, plan.pcc_request, keys.public_key.get_secret_value(),
+                                      read_timeout=read_timeout)
         except PccCallError as exc:
             if is_capacity_error(exc) and queue_on_capacity and capacity_queue.enabled():
                 return capacity_queue.enqueue(user_id, plan, status_base)

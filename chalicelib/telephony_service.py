@@ -87,7 +87,7 @@ def _start_for_call(settings: Settings, call: Call) -> dict[str, Any]:
 
     def action() -> dict[str, Any]:
         return execute_start(principal, plan, limit=settings.telephony_session_limit, queue_on_capacity=False,
-                             shape=_raw_ws).as_dict()
+                             shape=_raw_ws, read_timeout=settings.telephony_start_timeout_seconds).as_dict()
 
     stored = run_once(principal, f"{call.provider}:{call.call_id}", {"call_id": call.call_id}, action)
     return dict(stored["body"])

@@ -31,7 +31,7 @@ def test_demo_page_starts_queues_lists_and_stops(local_stack: LocalStack, tmp_pa
     assert result["consoleErrors"] == []
     assert result["sessionId"] and result["started"].startswith("started: ")
     assert result["sessionId"] in result["listed"]
-    assert result["queuedText"].startswith("queued: attempt")
+    assert result["queuedText"].startswith("queued: position 1, attempt")
     assert result["startedAfterQueue"] and result["startedAfterQueue"] != result["sessionId"]
     assert result["stoppedStatus"] == f"stopped: {result['sessionId']}"
     stats = httpx.get(f"{local_stack.emulator_url}/_emulator/stats").json()

@@ -85,10 +85,13 @@ def test_429_answers_202_with_status_url_and_records_the_request(
     status = gateway.request("GET", data["statusUrl"], user=user)
     assert status.status_code == 202
     assert body(status)["attempts"] == 0 and body(status)["nextAttemptAt"]
+    assert body(status)["position"] >= 1
     assert state(data["requestId"]) == "queued"
     assert session_store.active_slots(user) == 1  # held while queued
     attrs = queue["sqs"].get_queue_attributes(QueueUrl=queue["url"], AttributeNames=["All"])["Attributes"]
     assert int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesDelayed"]) == 1
+    second = gateway.start(new_user(), {"transport": "daily"})
+    assert body(second)["position"] == body(status)["position"] + 1  # queued behind the first
     assert_error(gateway.request("GET", data["statusUrl"], user=new_user()), 404, "start_request_not_found")
 
 

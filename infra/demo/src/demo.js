@@ -47,7 +47,9 @@ async function start() {
       client,
       { endpoint: `${$("api").value}/start`, headers: authHeaders(),
         requestData: { transport: "webrtc", body: { source: "demo" } } },
-      (queued) => setStatus(`queued: attempt ${queued.attempts}, next try ${queued.nextAttemptAt}`, "queued"),
+      (queued) => setStatus(
+        `queued: position ${queued.position}, attempt ${queued.attempts}, next try ${queued.nextAttemptAt}`,
+        "queued"),
     );
     setStatus(`started: ${result.sessionId}`, "started");
     $("status").dataset.sessionId = result.sessionId;
