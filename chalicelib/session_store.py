@@ -225,13 +225,13 @@ def list_user_sessions(
     return [public_record(i) for i in items[:limit]], start_key
 
 
-def active_sessions(limit: int = 500) -> list[dict[str, Any]]:
-    """Active records, oldest first (for reconciliation)."""
+def query_index_partition(partition: str, limit: int = 500) -> list[dict[str, Any]]:
+    """Items of one GSI2 (sparse index) partition, oldest first, up to `limit`."""
     items: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {
         "IndexName": "GSI2",
         "KeyConditionExpression": "GSI2PK = :pk",
-        "ExpressionAttributeValues": {":pk": "ACTIVE"},
+        "ExpressionAttributeValues": {":pk": partition},
         "ScanIndexForward": True,
     }
     while len(items) < limit:
@@ -241,3 +241,8 @@ def active_sessions(limit: int = 500) -> list[dict[str, Any]]:
             break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
     return [_plain(i) for i in items[:limit]]
+
+
+def active_sessions(limit: int = 500) -> list[dict[str, Any]]:
+    """Active records, oldest first (for reconciliation)."""
+    return query_index_partition("ACTIVE", limit)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from . import session_store
@@ -29,6 +30,17 @@ def _key(request_id: str) -> dict[str, str]:
 def _conditional_failed(exc: Exception) -> bool:
     code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
     return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+def _conditionally(write: Callable[[], object]) -> bool:
+    """Run a conditional write; False when its condition did not hold (the state moved on)."""
+    try:
+        write()
+        return True
+    except Exception as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
 
 
 def new_request_id() -> str:
@@ -77,68 +89,48 @@ def get(request_id: str, consistent: bool = True) -> dict[str, Any] | None:
 
 def mark_enqueued(request_id: str, attempt: int) -> None:
     """Remember that the SQS message for `attempt` was sent (the sweeper re-sends otherwise)."""
-    try:
-        table().update_item(
-            Key=_key(request_id),
-            UpdateExpression="SET enqueued_attempt = :a",
-            ConditionExpression="enqueued_attempt < :a",
-            ExpressionAttributeValues={":a": attempt},
-        )
-    except Exception as exc:
-        if not _conditional_failed(exc):
-            raise
+    _conditionally(lambda: table().update_item(
+        Key=_key(request_id),
+        UpdateExpression="SET enqueued_attempt = :a",
+        ConditionExpression="enqueued_attempt < :a",
+        ExpressionAttributeValues={":a": attempt},
+    ))
 
 
 def claim(request_id: str, attempt: int, lease_seconds: int, now: float) -> bool:
     """queued -> starting for this attempt (or take over an expired lease). False: stale/duplicate."""
-    try:
-        table().update_item(
-            Key=_key(request_id),
-            UpdateExpression="SET #s = :starting, lease_until = :lease, attempts = :attempt",
-            ConditionExpression="next_attempt = :attempt AND (#s = :queued OR (#s = :starting AND lease_until < :now))",
-            ExpressionAttributeNames={"#s": "state"},
-            ExpressionAttributeValues={":starting": STARTING, ":queued": QUEUED, ":attempt": attempt,
-                                       ":lease": int(now + lease_seconds), ":now": int(now)},
-        )
-        return True
-    except Exception as exc:
-        if _conditional_failed(exc):
-            return False
-        raise
+    return _conditionally(lambda: table().update_item(
+        Key=_key(request_id),
+        UpdateExpression="SET #s = :starting, lease_until = :lease, attempts = :attempt",
+        ConditionExpression="next_attempt = :attempt AND (#s = :queued OR (#s = :starting AND lease_until < :now))",
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":starting": STARTING, ":queued": QUEUED, ":attempt": attempt,
+                                   ":lease": int(now + lease_seconds), ":now": int(now)},
+    ))
 
 
 def release_claim(request_id: str, attempt: int) -> None:
     """starting -> queued for the same attempt (the worker failed before an outcome): redelivery retries."""
-    try:
-        table().update_item(
-            Key=_key(request_id),
-            UpdateExpression="SET #s = :queued REMOVE lease_until",
-            ConditionExpression="#s = :starting AND next_attempt = :attempt",
-            ExpressionAttributeNames={"#s": "state"},
-            ExpressionAttributeValues={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt},
-        )
-    except Exception as exc:
-        if not _conditional_failed(exc):
-            raise
+    _conditionally(lambda: table().update_item(
+        Key=_key(request_id),
+        UpdateExpression="SET #s = :queued REMOVE lease_until",
+        ConditionExpression="#s = :starting AND next_attempt = :attempt",
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt},
+    ))
 
 
 def requeue(request_id: str, attempt: int, next_attempt_at: float, last_error: str) -> bool:
     """starting -> queued with the next attempt number."""
-    try:
-        table().update_item(
-            Key=_key(request_id),
-            UpdateExpression="SET #s = :queued, next_attempt = :next, next_attempt_at = :at, last_error = :err "
-                             "REMOVE lease_until",
-            ConditionExpression="#s = :starting AND next_attempt = :attempt",
-            ExpressionAttributeNames={"#s": "state"},
-            ExpressionAttributeValues={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt,
-                                       ":next": attempt + 1, ":at": int(next_attempt_at), ":err": last_error},
-        )
-        return True
-    except Exception as exc:
-        if _conditional_failed(exc):
-            return False
-        raise
+    return _conditionally(lambda: table().update_item(
+        Key=_key(request_id),
+        UpdateExpression="SET #s = :queued, next_attempt = :next, next_attempt_at = :at, last_error = :err "
+                         "REMOVE lease_until",
+        ConditionExpression="#s = :starting AND next_attempt = :attempt",
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt,
+                                   ":next": attempt + 1, ":at": int(next_attempt_at), ":err": last_error},
+    ))
 
 
 def complete(request: dict[str, Any], attempt: int, session_id: str, result: dict[str, Any]) -> bool:
@@ -147,26 +139,19 @@ def complete(request: dict[str, Any], attempt: int, session_id: str, result: dic
     session = session_store.session_item(
         user_id=request["user_id"], session_id=session_id, agent=request["agent"],
         transport=request["transport"], extra={"request_id": request["request_id"]})
-    try:
-        ddb.meta.client.transact_write_items(TransactItems=[
-            {"Put": {"TableName": ddb.name, "Item": session, "ConditionExpression": "attribute_not_exists(PK)"}},
-            {"Update": {
-                "TableName": ddb.name,
-                "Key": _key(request["request_id"]),
-                "UpdateExpression": "SET #s = :started, session_id = :sid, #r = :result, finished_at = :now "
-                                    "REMOVE GSI2PK, GSI2SK, lease_until",
-                "ConditionExpression": "#s = :starting AND next_attempt = :attempt",
-                "ExpressionAttributeNames": {"#s": "state", "#r": "result"},
-                "ExpressionAttributeValues": {":started": STARTED, ":starting": STARTING, ":sid": session_id,
-                                              ":result": json.dumps(result), ":now": now_iso(),
-                                              ":attempt": attempt},
-            }},
-        ])
-        return True
-    except Exception as exc:
-        if _conditional_failed(exc):
-            return False
-        raise
+    return _conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
+        {"Put": {"TableName": ddb.name, "Item": session, "ConditionExpression": "attribute_not_exists(PK)"}},
+        {"Update": {
+            "TableName": ddb.name,
+            "Key": _key(request["request_id"]),
+            "UpdateExpression": "SET #s = :started, session_id = :sid, #r = :result, finished_at = :now "
+                                "REMOVE GSI2PK, GSI2SK, lease_until",
+            "ConditionExpression": "#s = :starting AND next_attempt = :attempt",
+            "ExpressionAttributeNames": {"#s": "state", "#r": "result"},
+            "ExpressionAttributeValues": {":started": STARTED, ":starting": STARTING, ":sid": session_id,
+                                          ":result": json.dumps(result), ":now": now_iso(), ":attempt": attempt},
+        }},
+    ]))
 
 
 def finish_without_session(request: dict[str, Any], state: str, code: str, detail: str,
@@ -174,45 +159,25 @@ def finish_without_session(request: dict[str, Any], state: str, code: str, detai
     """-> failed/cancelled from one of `from_states`, freeing the user's slot in the same transaction."""
     ddb = table()
     values: dict[str, Any] = {":new": state, ":code": code, ":detail": detail[:1000], ":now": now_iso()}
-    conditions = []
     for i, from_state in enumerate(from_states):
         values[f":from{i}"] = from_state
-        conditions.append(f"#s = :from{i}")
-    try:
-        ddb.meta.client.transact_write_items(TransactItems=[
-            {"Update": {
-                "TableName": ddb.name,
-                "Key": _key(request["request_id"]),
-                "UpdateExpression": "SET #s = :new, error_code = :code, error_detail = :detail, finished_at = :now "
-                                    "REMOVE GSI2PK, GSI2SK, lease_until",
-                "ConditionExpression": " OR ".join(conditions),
-                "ExpressionAttributeNames": {"#s": "state"},
-                "ExpressionAttributeValues": values,
-            }},
-            {"Update": release_slot_update(ddb.name, request["user_id"])},
-        ])
+    request_update = {
+        "TableName": ddb.name,
+        "Key": _key(request["request_id"]),
+        "UpdateExpression": "SET #s = :new, error_code = :code, error_detail = :detail, finished_at = :now "
+                            "REMOVE GSI2PK, GSI2SK, lease_until",
+        "ConditionExpression": " OR ".join(f"#s = :from{i}" for i in range(len(from_states))),
+        "ExpressionAttributeNames": {"#s": "state"},
+        "ExpressionAttributeValues": values,
+    }
+    if _conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
+            {"Update": request_update}, {"Update": release_slot_update(ddb.name, request["user_id"])}])):
         return True
-    except Exception as exc:
-        if not _conditional_failed(exc):
-            raise
     # Either the state moved on (nothing to do) or the slot counter was already at zero (drift):
     current = get(request["request_id"])
     if current is None or current["state"] not in from_states:
         return False
-    try:
-        ddb.update_item(
-            Key=_key(request["request_id"]),
-            UpdateExpression="SET #s = :new, error_code = :code, error_detail = :detail, finished_at = :now "
-                             "REMOVE GSI2PK, GSI2SK, lease_until",
-            ConditionExpression=" OR ".join(conditions),
-            ExpressionAttributeNames={"#s": "state"},
-            ExpressionAttributeValues=values,
-        )
-        return True
-    except Exception as exc:
-        if _conditional_failed(exc):
-            return False
-        raise
+    return _conditionally(lambda: ddb.meta.client.update_item(**request_update))
 
 
 def position(request: dict[str, Any]) -> int:
@@ -234,17 +199,5 @@ def position(request: dict[str, Any]) -> int:
 
 def pending(limit: int = 500) -> list[dict[str, Any]]:
     """Queued or starting requests, oldest first (for the sweeper)."""
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {
-        "IndexName": "GSI2",
-        "KeyConditionExpression": "GSI2PK = :pk",
-        "ExpressionAttributeValues": {":pk": PENDING_INDEX_KEY},
-    }
-    while len(items) < limit:
-        page = table().query(**kwargs)
-        items.extend(page.get("Items", []))
-        if not page.get("LastEvaluatedKey"):
-            break
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    return [r for r in (get(str(i["request_id"])) for i in items[:limit]) if r is not None]
-
+    items = session_store.query_index_partition(PENDING_INDEX_KEY, limit)
+    return [r for r in (get(str(i["request_id"])) for i in items) if r is not None]
