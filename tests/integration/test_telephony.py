@@ -315,3 +315,13 @@ def test_daily_dialout_with_api_key_or_user(phone: Any, gateway: Gateway, emulat
     both = {"phoneNumber": "+15550003333", "sipUri": "sip:a@b.c"}
     assert_error(gateway.request("POST", "/telephony/daily/dialout", user=user, json_body=both), 422,
                  "validation_error")
+
+
+def test_telnyx_replayed_webhook_starts_one_bot(phone: Any, gateway: Gateway, emulator: EmulatorServer) -> None:
+    CALL = new_call()
+    phone(TELEPHONY_WEBSOCKET_AUTH="token")
+    ts = int(time.time())
+    first = parse(telnyx_call(gateway, CALL, timestamp=ts)).find("./Connect/Stream")
+    replay = parse(telnyx_call(gateway, CALL, timestamp=ts)).find("./Connect/Stream")  # byte-identical replay
+    assert first is not None and replay is not None and first.get("url") == replay.get("url")
+    assert emulator.org.start_calls == 1
