@@ -133,15 +133,8 @@ def session_item(
     return item
 
 
-def record_session(
-    *,
-    user_id: str,
-    session_id: str,
-    agent: str,
-    transport: str,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    item = session_item(user_id=user_id, session_id=session_id, agent=agent, transport=transport, extra=extra)
+def record_session(item: dict[str, Any]) -> dict[str, Any]:
+    """Store a new session item (from `session_item`); never overwrites an existing record."""
     table().put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
     return public_record(item)
 

@@ -61,8 +61,9 @@ def execute_start(
             raise error from None
         session_id = str(result["sessionId"])
         try:
-            session_store.record_session(user_id=user_id, session_id=session_id, agent=plan.agent,
-                                         transport=plan.transport, extra=plan.record_extra or None)
+            session_store.record_session(session_store.session_item(
+                user_id=user_id, session_id=session_id, agent=plan.agent, transport=plan.transport,
+                extra=plan.record_extra or None))
         except Exception:  # noqa: BLE001 - any storage failure: undo the start, nothing half-done
             logger.exception("recording the session failed; stopping it", extra={"session_id": session_id})
             stop_quietly(plan.agent, session_id)

@@ -9,10 +9,12 @@ starts a second bot (idempotency on the call id). At capacity, calls hear a boun
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -123,8 +125,6 @@ def _hold_or_hang_up(settings: Settings, call: Call, attempt: int, key: str, pat
 def _hold_key(secrets: GatewaySecrets) -> str:
     """Key for the hold loop's attempt counter: derived from a value only the gateway knows (Telnyx does
     not sign the URL, so the provider's signature alone would not protect the counter)."""
-    import hashlib  # noqa: PLC0415
-
     return hashlib.sha256(b"hold-counter|" + _secret(secrets.public_key).encode()).hexdigest()
 
 
@@ -158,8 +158,6 @@ def _answer(settings: Settings, call: Call, query: dict[str, str], key: str, pat
 
 
 def _form(raw_body: bytes) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl  # noqa: PLC0415
-
     return parse_qsl(raw_body.decode("utf-8", "replace"), keep_blank_values=True)
 
 
@@ -279,8 +277,6 @@ def dialout_principal(headers: dict[str, str], secrets: GatewaySecrets) -> str |
     if presented is None:
         return None
     expected = _secret(secrets.dialout_api_key)
-    import hmac  # noqa: PLC0415
-
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise ApiError(401, "unauthorized", "Invalid API key")
     return get_settings().telephony_principal
