@@ -41,10 +41,20 @@ def _age_seconds(record: dict[str, Any], now: float) -> float:
 def run(now: float | None = None) -> dict[str, int]:
     settings = get_settings()
     now = now or time.time()
-    summary = {"checked": 0, "ended": 0, "stopped": 0, "errors": 0}
+    summary = {"checked": 0, "ended": 0, "stopped": 0, "errors": 0, "slots_healed": 0}
     records = session_store.active_sessions()
-    if not records:
-        return summary
+    if records:
+        _reconcile_records(records, settings.hard_cap_seconds, now, summary)
+    summary["slots_healed"] = session_store.heal_slot_counters(now)
+    count("ReconciledEnded", summary["ended"])
+    count("ReconciledStopped", summary["stopped"])
+    count("SlotCountersHealed", summary["slots_healed"])
+    logger.info("reconciliation done", extra=summary)
+    return summary
+
+
+def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now: float,
+                       summary: dict[str, int]) -> None:
     key = private_key()
     by_agent: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
@@ -63,7 +73,7 @@ def run(now: float | None = None) -> dict[str, int]:
                 reason = _completion_status(agent, session_id, key)
                 if session_store.mark_ended(session_id, user_id, session_store.ENDED, reason):
                     summary["ended"] += 1
-            elif _age_seconds(record, now) > settings.hard_cap_seconds:
+            elif _age_seconds(record, now) > hard_cap_seconds:
                 try:
                     pcc_client.stop_session(agent, session_id, key)
                 except PccCallError as exc:
@@ -72,10 +82,6 @@ def run(now: float | None = None) -> dict[str, int]:
                         continue
                 if session_store.mark_ended(session_id, user_id, session_store.STOPPED, "hard_cap"):
                     summary["stopped"] += 1
-    count("ReconciledEnded", summary["ended"])
-    count("ReconciledStopped", summary["stopped"])
-    logger.info("reconciliation done", extra=summary)
-    return summary
 
 
 def _completion_status(agent: str, session_id: str, key: str) -> str:

@@ -26,6 +26,7 @@ from .settings import get_settings
 ACTIVE = "active"
 ENDED = "ended"
 STOPPED = "stopped"
+SLOTS_INDEX_KEY = "SLOTS"  # GSI2 partition of the per-user slot counters (for healing)
 
 
 def table() -> Any:
@@ -57,9 +58,10 @@ def reserve_slot(user_id: str, limit: int) -> bool:
     try:
         table().update_item(
             Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
-            UpdateExpression="ADD active :one SET updated_at = :now",
+            UpdateExpression="ADD active :one SET updated_at = :now, GSI2PK = :slots, GSI2SK = :user",
             ConditionExpression="attribute_not_exists(active) OR active < :limit",
-            ExpressionAttributeValues={":one": 1, ":limit": limit, ":now": now_iso()},
+            ExpressionAttributeValues={":one": 1, ":limit": limit, ":now": now_iso(), ":slots": SLOTS_INDEX_KEY,
+                                       ":user": user_id},
         )
         return True
     except Exception as exc:
@@ -239,3 +241,55 @@ def query_index_partition(partition: str, limit: int = 500) -> list[dict[str, An
 def active_sessions(limit: int = 500) -> list[dict[str, Any]]:
     """Active records, oldest first (for reconciliation)."""
     return query_index_partition("ACTIVE", limit)
+
+
+def _count_in_states(index_pk: str, attribute: str, states: tuple[str, ...]) -> int:
+    """How many items of one GSI1 partition have `attribute` in `states`."""
+    values = {f":v{i}": state for i, state in enumerate(states)}
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI1",
+        "KeyConditionExpression": "GSI1PK = :pk",
+        "FilterExpression": f"#a IN ({', '.join(values)})",
+        "ExpressionAttributeNames": {"#a": attribute},
+        "ExpressionAttributeValues": {":pk": index_pk, **values},
+        "Select": "COUNT",
+    }
+    total = 0
+    while True:
+        page = table().query(**kwargs)
+        total += int(page.get("Count", 0))
+        if not page.get("LastEvaluatedKey"):
+            return total
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def heal_slot_counters(now: float, min_age_seconds: int = 600) -> int:
+    """Lower counters that count more slots than the user's active sessions + pending starts.
+
+    A counter can only drift upwards (a Lambda that died between taking a slot and recording or giving
+    it back). Counters changed in the last `min_age_seconds` are left alone (a start may be in flight),
+    and the fix is conditional on the counter being unchanged since it was read.
+    """
+    healed = 0
+    cutoff = datetime.fromtimestamp(now - min_age_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for counter in query_index_partition(SLOTS_INDEX_KEY, limit=10_000):
+        held = int(counter.get("active", 0))
+        if held <= 0 or str(counter.get("updated_at", "")) > cutoff:
+            continue
+        user_id = counter["GSI2SK"]
+        actual = _count_in_states(f"USER#{user_id}#SESSIONS", "status", (ACTIVE,)) + _count_in_states(
+            f"USER#{user_id}#REQUESTS", "state", ("queued", "starting"))  # queued starts hold slots too
+        if actual >= held:
+            continue
+        try:
+            table().update_item(
+                Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
+                UpdateExpression="SET active = :actual",
+                ConditionExpression="active = :held AND updated_at = :seen",
+                ExpressionAttributeValues={":actual": actual, ":held": held, ":seen": counter["updated_at"]},
+            )
+            healed += 1
+        except Exception as exc:
+            if not _conditional_failed(exc):
+                raise
+    return healed

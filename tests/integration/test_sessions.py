@@ -225,3 +225,21 @@ def test_reconciliation_stops_sessions_past_the_hard_cap(app_env: Gateway, emula
     assert session_store.get_session(sid)["status"] == "stopped"  # type: ignore[index]
     assert summary["stopped"] == 2 and emulator.org.sessions[young].completion_status == "STOPPED_BY_API"
     assert reconcile.run()["checked"] == 0  # nothing active is left to check
+
+
+def test_reconciliation_heals_a_drifted_slot_counter(app_env: Gateway, emulator: EmulatorServer,
+                                                     user: str) -> None:
+    import time
+
+    from chalicelib import reconcile
+
+    started(app_env, user)
+    session_store.reserve_slot(user, 3)  # a Lambda died after taking this slot: nothing will give it back
+    session_store.reserve_slot(user, 3)
+    assert session_store.active_slots(user) == 3
+    assert_error(app_env.start(user, {}), 429, "user_session_limit")
+    assert reconcile.run()["slots_healed"] == 0  # too recent: a start may still be in flight
+    summary = reconcile.run(now=time.time() + 3600)
+    assert summary["slots_healed"] >= 1
+    assert session_store.active_slots(user) == 1  # the one real active session
+    assert app_env.start(user, {}).status_code == 200
