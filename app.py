@@ -133,10 +133,14 @@ def session_proxy(session_id: str, **segments: str) -> Response:
 # Chalice has no greedy {proxy+} path: one route per depth, all served by session_proxy. These routes
 # serve OPTIONS themselves (forwarded to the bot, or a CORS preflight answered above), so Chalice's
 # own CORS switch is off for them and proxy_response adds the CORS headers.
+# OPTIONS is registered without the API Gateway authorizer: browsers send CORS preflights without
+# credentials (a non-preflight OPTIONS is still authenticated by session_proxy itself).
 for _depth in range(1, MAX_PROXY_DEPTH + 1):
     _path = "/sessions/{session_id}/" + "/".join(f"{{p{i}}}" for i in range(1, _depth + 1))
-    app.route(_path, methods=PROXY_METHODS, content_types=PROXY_CONTENT_TYPES,
+    app.route(_path, methods=[m for m in PROXY_METHODS if m != "OPTIONS"], content_types=PROXY_CONTENT_TYPES,
               name=f"session_proxy_{_depth}", authorizer=AUTHORIZER)(session_proxy)
+    app.route(_path, methods=["OPTIONS"], content_types=PROXY_CONTENT_TYPES,
+              name=f"session_proxy_options_{_depth}")(session_proxy)
 
 
 FORM = ["application/x-www-form-urlencoded"]
