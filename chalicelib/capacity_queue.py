@@ -33,6 +33,7 @@ from .start_policy import PlannedStart
 LEASE_SECONDS = 60  # the worker's Lambda timeout: a claim older than this was abandoned
 SWEEP_GRACE_SECONDS = 120
 POLL_INTERVAL_SECONDS = 0.25
+DEADLINE_DETAIL = "Pipecat Cloud stayed at capacity until the deadline"
 
 
 class QueueMessage(BaseModel):
@@ -122,7 +123,7 @@ def _expire_if_overdue(request: dict[str, Any], now: float) -> dict[str, Any]:
             and now > request["deadline"] + SWEEP_GRACE_SECONDS \
             and (request["state"] == start_requests.QUEUED or request.get("lease_until", 0) < now):
         start_requests.finish_without_session(
-            request, start_requests.FAILED, "deadline_exceeded", "Pipecat Cloud stayed at capacity until the deadline",
+            request, start_requests.FAILED, "deadline_exceeded", DEADLINE_DETAIL,
             (start_requests.QUEUED, start_requests.STARTING))
         return start_requests.get(request["request_id"]) or request
     return request
@@ -216,7 +217,7 @@ def _process(message: QueueMessage) -> None:
             _send(request, request["next_attempt"], max(0, request["next_attempt_at"] - now))
         return
     if now >= request["deadline"]:
-        _fail(request, "deadline_exceeded", "Pipecat Cloud stayed at capacity until the deadline")
+        _fail(request, "deadline_exceeded", DEADLINE_DETAIL)
         return
     if not start_requests.claim(message.requestId, message.attempt, LEASE_SECONDS, now):
         return  # another delivery owns it (or it moved on); an abandoned claim is re-sent by the sweeper
@@ -241,7 +242,7 @@ def _attempt(settings: Settings, request: dict[str, Any], message: QueueMessage)
         now = time.time()
         remaining = request["deadline"] - now
         if remaining < 1:
-            _fail(request, "deadline_exceeded", "Pipecat Cloud stayed at capacity until the deadline",
+            _fail(request, "deadline_exceeded", DEADLINE_DETAIL,
                   from_starting=True)
             return
         delay = min(backoff_seconds(settings, message.attempt), remaining)
@@ -292,8 +293,8 @@ def sweep(now: float | None = None) -> dict[str, int]:
             continue
         overdue = now > request["next_attempt_at"] + SWEEP_GRACE_SECONDS
         lease_gone = request["state"] == start_requests.STARTING and request.get("lease_until", 0) < now
-        never_sent = request["state"] == start_requests.QUEUED and request["enqueued_attempt"] < request["next_attempt"]
-        if overdue and (never_sent or lease_gone or request["state"] == start_requests.QUEUED):
+        # queued and overdue: its message was never sent or got lost; starting: its worker died
+        if overdue and (request["state"] == start_requests.QUEUED or lease_gone):
             _send(request, request["next_attempt"], 0)
             summary["resent"] += 1
     return summary

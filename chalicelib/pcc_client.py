@@ -74,26 +74,30 @@ def reset_http_client() -> None:
     _client = None
 
 
+def _send(method: str, url: str, *, read_timeout: float | None = None, **kwargs: Any) -> httpx.Response:
+    """One HTTP call on the pooled client; transport failures become PccCallError, latency is recorded."""
+    import httpx  # noqa: PLC0415 - cached in sys.modules after the first call
+
+    timeout: httpx.Timeout | Any = httpx.USE_CLIENT_DEFAULT if read_timeout is None else httpx.Timeout(
+        get_settings().pcc_connect_timeout, read=read_timeout)
+    started = time.perf_counter()
+    try:
+        return http_client().request(method, url, timeout=timeout, **kwargs)
+    except httpx.TimeoutException:
+        raise PccCallError(None, kind="timeout") from None
+    except httpx.HTTPError as exc:
+        logger.warning("PCC unreachable", extra={"error_type": type(exc).__name__})
+        raise PccCallError(None, kind="unreachable") from None
+    finally:
+        timing("PccLatency", (time.perf_counter() - started) * 1000)
+
+
 def _request(
     method: str, path: str, key: str, *, json: Any = None, params: dict[str, Any] | None = None,
     read_timeout: float | None = None,
 ) -> Any:
-    import httpx  # noqa: PLC0415 - cached in sys.modules after the first call
-
-    url = get_settings().pcc_api_url + path
-    started = time.perf_counter()
-    try:
-        timeout: httpx.Timeout | Any = httpx.USE_CLIENT_DEFAULT if read_timeout is None else httpx.Timeout(
-            get_settings().pcc_connect_timeout, read=read_timeout)
-        response = http_client().request(
-            method, url, json=json, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
-    except httpx.TimeoutException:
-        raise PccCallError(None, kind="timeout") from None
-    except httpx.HTTPError as exc:
-        logger.warning("PCC unreachable", extra={"error_type": type(exc).__name__, "path": path})
-        raise PccCallError(None, kind="unreachable") from None
-    finally:
-        timing("PccLatency", (time.perf_counter() - started) * 1000)
+    response = _send(method, get_settings().pcc_api_url + path, read_timeout=read_timeout, json=json,
+                     params=params, headers={"Authorization": f"Bearer {key}"})
     if response.is_success:
         return response.json() if response.content else None
     try:
@@ -142,17 +146,6 @@ def proxy(
         f"{get_settings().pcc_api_url}/v1/public/{quote(agent, safe='')}"
         f"/sessions/{quote(session_id, safe='')}/{bot_path}"
     )
-    import httpx  # noqa: PLC0415
-
     out_headers = dict(headers)
     out_headers["Authorization"] = f"Bearer {public_key}"
-    started = time.perf_counter()
-    try:
-        return http_client().request(method, url, params=query, headers=out_headers, content=body)
-    except httpx.TimeoutException:
-        raise PccCallError(None, kind="timeout") from None
-    except httpx.HTTPError as exc:
-        logger.warning("PCC unreachable", extra={"error_type": type(exc).__name__})
-        raise PccCallError(None, kind="unreachable") from None
-    finally:
-        timing("PccLatency", (time.perf_counter() - started) * 1000)
+    return _send(method, url, params=query, headers=out_headers, content=body)

@@ -42,13 +42,14 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """DynamoDB values as plain Python (Decimal -> int/float), recursively."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -144,10 +145,10 @@ def record_session(item: dict[str, Any]) -> dict[str, Any]:
 def public_record(item: dict[str, Any]) -> dict[str, Any]:
     keep = ("session_id", "agent", "transport", "status", "created_at", "ended_at", "end_reason",
             "call_id", "provider")
-    plain = _plain(item)
+    values = plain(item)
     return {
-        "sessionId": plain["session_id"],
-        **{_camel(k): plain[k] for k in keep[1:] if k in plain},
+        "sessionId": values["session_id"],
+        **{_camel(k): values[k] for k in keep[1:] if k in values},
     }
 
 
@@ -158,7 +159,7 @@ def _camel(name: str) -> str:
 
 def get_session(session_id: str) -> dict[str, Any] | None:
     item = table().get_item(Key={"PK": f"SESSION#{session_id}", "SK": "META"}).get("Item")
-    return _plain(item) if item else None
+    return plain(item) if item else None
 
 
 def mark_ended(session_id: str, user_id: str, status: str, reason: str) -> bool:
@@ -235,7 +236,7 @@ def query_index_partition(partition: str, limit: int = 500) -> list[dict[str, An
         if not page.get("LastEvaluatedKey"):
             break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    return [_plain(i) for i in items[:limit]]
+    return [plain(i) for i in items[:limit]]
 
 
 def active_sessions(limit: int = 500) -> list[dict[str, Any]]:

@@ -116,8 +116,6 @@ def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
 def stop_quietly(agent: str, session_id: str) -> None:
     """Best-effort stop of a bot we could not record (max duration and reconciliation are the backstop)."""
     try:
-        key = get_secrets().private_key
-        if key is not None:
-            pcc_client.stop_session(agent, session_id, key.get_secret_value())
+        pcc_client.stop_session(agent, session_id, private_key())
     except Exception:  # noqa: BLE001 - best effort
         logger.warning("could not stop an unrecorded session", extra={"session_id": session_id})

@@ -78,13 +78,7 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
 
 def get(request_id: str, consistent: bool = True) -> dict[str, Any] | None:
     item = table().get_item(Key=_key(request_id), ConsistentRead=consistent).get("Item")
-    if not item:
-        return None
-    out = dict(item)
-    for key in ("attempts", "next_attempt", "enqueued_attempt", "next_attempt_at", "deadline", "lease_until"):
-        if key in out:
-            out[key] = int(out[key])
-    return out
+    return dict(session_store.plain(item)) if item else None
 
 
 def mark_enqueued(request_id: str, attempt: int) -> None:
@@ -199,5 +193,4 @@ def position(request: dict[str, Any]) -> int:
 
 def pending(limit: int = 500) -> list[dict[str, Any]]:
     """Queued or starting requests, oldest first (for the sweeper)."""
-    items = session_store.query_index_partition(PENDING_INDEX_KEY, limit)
-    return [r for r in (get(str(i["request_id"])) for i in items) if r is not None]
+    return session_store.query_index_partition(PENDING_INDEX_KEY, limit)  # projection ALL: whole items
