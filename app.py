@@ -144,6 +144,7 @@ for _depth in range(1, MAX_PROXY_DEPTH + 1):
 
 
 FORM = ["application/x-www-form-urlencoded"]
+WORKER_MAX_CONCURRENCY = 5
 
 
 def _pairs(request: Request) -> list[tuple[str, str]]:
@@ -190,8 +191,10 @@ def daily_dialout() -> Response:
     return _xml_or_json(telephony_service.daily_dialout(owner, _raw_body(request), _start_base(request)))
 
 
+# maximum_concurrency: the event source never runs more workers than this (<= the function's
+# reserved_concurrency in .chalice/config.json, so the queue is never throttled into the DLQ).
 @app.on_sqs_message(queue=os.environ.get("RETRY_QUEUE_NAME", "pipecat-gateway-local-retry"), batch_size=1,
-                    name="retry_worker")
+                    name="retry_worker", maximum_concurrency=WORKER_MAX_CONCURRENCY)
 def retry_worker(event: Any) -> None:
     for record in event:  # batch_size=1: one record; raising leaves it for redelivery / the DLQ
         receive_count = int(record.to_dict().get("attributes", {}).get("ApproximateReceiveCount", "1"))

@@ -25,11 +25,12 @@ from .settings import get_settings
 
 MAX_PROXY_DEPTH = 6
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
-# Content types API Gateway/Chalice accept on proxy routes (others get 415).
-PROXY_CONTENT_TYPES = [
-    "application/json", "text/plain", "application/x-www-form-urlencoded", "application/octet-stream",
-    "application/sdp", "multipart/form-data", "text/html", "application/xml", "text/xml", "*/*",
-]
+# Proxy routes accept every request content type. Chalice requires one route's content types to agree on
+# being binary or not (`chalice deploy` refuses the app otherwise), and `*/*` is not a binary type, so it
+# passes. Bytes stay exact either way: API Gateway base64-encodes a body whose Content-Type is in the
+# API's binary media types (app.api.binary_types, e.g. application/octet-stream) and Chalice decodes it;
+# text bodies (JSON, SDP, forms) arrive as the UTF-8 text they are.
+PROXY_CONTENT_TYPES = ["*/*"]
 _DROP_REQUEST = {
     "host", "content-length", "authorization",  # PCC's own rules
     "x-dev-user", "idempotency-key",  # ours

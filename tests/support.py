@@ -79,3 +79,45 @@ def make_project_dir(tmp: Path) -> Path:
 
 def new_user() -> str:
     return f"user-{uuid.uuid4().hex[:10]}"
+
+
+def api_gateway_event(method: str, resource: str, path_params: dict[str, str], *, headers: dict[str, str] | None = None,
+                      body: bytes = b"", binary_types: list[str] | None = None,
+                      query: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """A REST API (v1) Lambda proxy event as API Gateway sends it: the body base64-encoded when its
+    Content-Type is one of the API's binary media types, UTF-8 text otherwise."""
+    import base64
+
+    headers = dict(headers or {})
+    path = resource
+    for name, value in path_params.items():
+        path = path.replace("{" + name + "}", value)
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    binary = content_type.split(";")[0].strip() in (binary_types or [])
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} if query else None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": path_params or None,
+        "stageVariables": None,
+        "requestContext": {"httpMethod": method, "resourcePath": resource, "path": f"/api{path}", "stage": "api",
+                           "requestId": uuid.uuid4().hex, "identity": {"sourceIp": "203.0.113.7"}},
+        "body": (base64.b64encode(body).decode() if binary else body.decode("utf-8")) if body else None,
+        "isBase64Encoded": binary,
+    }
+
+
+class LambdaContext:
+    """The parts of a Lambda context the app reads."""
+
+    function_name = "pipecat-gateway-test"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:pipecat-gateway-test"
+    aws_request_id = "test-request"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000

@@ -189,6 +189,7 @@ def _call_json(call: ProxyCall) -> dict[str, Any]:
         "query": call.query,
         "headers": call.headers,
         "body": call.body.decode("utf-8", "replace"),
+        "bodyBase64": base64.b64encode(call.body).decode("ascii"),
     }
 
 

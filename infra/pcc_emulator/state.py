@@ -434,6 +434,8 @@ def _echo_bot(
         return 200, {"content-type": "application/json"}, json.dumps(answer).encode()
     if path == "api/offer" and method == "PATCH":
         return 200, {"content-type": "application/json"}, b'{"status":"success"}'
+    if path == "echo/raw":  # a bot answering with exactly the bytes and content type it was sent
+        return 200, {"content-type": headers.get("content-type", "application/octet-stream"), "x-echo-bot": "1"}, body
     echo = {
         "sessionId": session_id,
         "method": method,
