@@ -40,11 +40,14 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run_all
 
-## Real AWS: data stack (CloudFormation via boto3) then the Chalice app. STAGE=dev|prod
+## Real AWS: data stack (CloudFormation via boto3), the Chalice app, then API stage throttling.
+## STAGE=dev|prod; DEPLOY_ARGS e.g. "--env OIDC_ISSUER=https://... --env OIDC_AUDIENCE=... --alarm-email you@x"
 STAGE ?= dev
+DEPLOY_ARGS ?=
 deploy: $(STAMP)
-	$(PY) -m infra.deploy --stage $(STAGE)
+	$(PY) -m infra.deploy --stage $(STAGE) $(DEPLOY_ARGS)
 	$(VENV)/bin/chalice deploy --stage $(STAGE)
+	$(PY) -m infra.api_guard_rails --stage $(STAGE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DEMO)/node_modules $(DEMO)/dist

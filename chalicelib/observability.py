@@ -7,6 +7,7 @@ also masks anything that looks like a bearer token, a Pipecat key or a token fie
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Any
 
@@ -74,7 +75,13 @@ def metrics() -> Any:
         from aws_lambda_powertools import Metrics  # noqa: PLC0415
 
         _metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+        _metrics.set_default_dimensions(stage=_stage())
     return _metrics
+
+
+def _stage() -> str:
+    """Every metric carries the stage, so one account's dev and prod dashboards never mix."""
+    return os.environ.get("STAGE", "") or "unknown"
 
 
 def count(name: str, value: float = 1, **dimensions: str) -> None:
@@ -83,7 +90,7 @@ def count(name: str, value: float = 1, **dimensions: str) -> None:
 
     if dimensions:
         with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE,
-                           default_dimensions=dimensions):
+                           default_dimensions={**dimensions, "stage": _stage()}):
             pass
         return
     metrics().add_metric(name=name, unit=MetricUnit.Count, value=value)

@@ -1,18 +1,24 @@
 """Deploy infra/template.yaml to AWS or to a local moto server, then feed its outputs to Chalice.
 
     python -m infra.deploy --stage dev                                  # real AWS (default creds)
+    python -m infra.deploy --stage dev --env OIDC_ISSUER=https://... --env OIDC_AUDIENCE=... \
+        --alarm-email ops@example.com
     python -m infra.deploy --stage local --endpoint-url http://127.0.0.1:5000 \
         --secret-json '{"public_key": "pk_...", "private_key": "..."}'
 
-It writes the stack outputs into `.chalice/config.json` (the stage's environment_variables) and a
-least-privilege `.chalice/policy-<stage>.json`. Against moto it also creates what moto's
-CloudFormation skips (the secret, the table's TTL).
+It writes the stack outputs into `.chalice/config.json` (the stage's environment_variables) and one
+least-privilege policy per function, `.chalice/policy-<stage>-<function>.json`, each granting only
+what that function's code calls (FUNCTION_PERMISSIONS). The merged stage configuration is validated
+first: a setting the functions would refuse at cold start fails here, before anything is written.
+Against moto (`--endpoint-url`, or `AWS_ENDPOINT_URL` in the environment) it also creates what moto's
+CloudFormation skips (the secret, the table's TTL, the DLQ alarm).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +39,46 @@ STACK_OUTPUT_ENV = {
 }
 
 
+# Chalice function name (lambda_functions key) -> what its code calls. A deployed function gets exactly
+# this (tests/infrastructure/test_function_policies.py records every AWS call each function makes and
+# fails on a grant that is never used or a call that is not granted).
+#   dynamodb: item actions on the table; index_query: Query on its indexes (never on the table itself)
+#   sqs: actions on the retry queue; secret: reads the Pipecat Cloud key secret
+FUNCTION_PERMISSIONS: dict[str, dict[str, Any]] = {
+    "api_handler": {
+        "dynamodb": ["GetItem", "PutItem", "UpdateItem", "DeleteItem"],  # DeleteItem: a failed idempotent start
+        "index_query": True,
+        "sqs": ["SendMessage"],
+        "secret": True,
+    },
+    "retry_worker": {
+        "dynamodb": ["GetItem", "PutItem", "UpdateItem"],
+        # SendMessage: the worker re-queues with a delay. The rest is what Lambda's SQS event source
+        # mapping needs on the function's own role to poll the queue for it (AWS Lambda developer guide,
+        # "Execution role permissions" for SQS); the code itself never receives or deletes.
+        "sqs": ["SendMessage", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes"],
+        "secret": True,
+    },
+    "reconcile_sessions": {
+        "dynamodb": ["GetItem", "UpdateItem"],  # GetItem: the sweeper re-reads a request it expires
+        "index_query": True,
+        "sqs": ["SendMessage"],
+        "secret": True,
+    },
+}
+# Permissions no function's code calls but the platform needs on that function's role.
+EVENT_SOURCE_ACTIONS = {"retry_worker": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}}
+
+
+def function_name(app_name: str, stage: str, function: str) -> str:
+    """The Lambda function name Chalice gives a function (the API handler carries no suffix)."""
+    return f"{app_name}-{stage}" if function == "api_handler" else f"{app_name}-{stage}-{function}"
+
+
+def policy_file(stage: str, function: str) -> str:
+    return f"policy-{stage}-{function}.json"
+
+
 def stack_name(stage: str) -> str:
     return f"pipecat-gateway-{stage}-data"
 
@@ -45,11 +91,12 @@ def _session(endpoint_url: str | None, region: str) -> boto3.session.Session:
     return boto3.session.Session(region_name=region)
 
 
-def deploy_stack(stage: str, endpoint_url: str | None, region: str, timeout: float = 900) -> dict[str, str]:
+def deploy_stack(stage: str, endpoint_url: str | None, region: str, timeout: float = 900,
+                 parameters: dict[str, str] | None = None) -> dict[str, str]:
     """Create or update the stack; returns its outputs."""
     cfn = _session(endpoint_url, region).client("cloudformation", endpoint_url=endpoint_url)
     name = stack_name(stage)
-    params = [{"ParameterKey": "Stage", "ParameterValue": stage}]
+    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in {"Stage": stage, **(parameters or {})}.items()]
     body = TEMPLATE.read_text()
     try:
         cfn.describe_stacks(StackName=name)
@@ -103,6 +150,7 @@ def ensure_local_extras(outputs: dict[str, str], endpoint_url: str, region: str)
             Dimensions=[{"Name": "QueueName", "Value": outputs["DeadLetterQueueUrl"].rsplit("/", 1)[-1]}],
             Statistic="Maximum", Period=60, EvaluationPeriods=1, Threshold=0,
             ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching",
+            AlarmActions=[outputs["AlarmTopicArn"]] if outputs.get("AlarmTopicArn") else [],
         )
     outputs.setdefault("DeadLetterAlarmName", alarm)
     return outputs
@@ -113,49 +161,49 @@ def put_secret(secret_id: str, value: dict[str, Any], endpoint_url: str | None, 
     secrets.put_secret_value(SecretId=secret_id, SecretString=json.dumps(value))
 
 
-def least_privilege_policy(outputs: dict[str, str], region: str, account: str) -> dict[str, Any]:
+def least_privilege_policies(outputs: dict[str, str], region: str, account: str, stage: str,
+                             app_name: str = "pipecat-gateway") -> dict[str, dict[str, Any]]:
+    """One IAM policy per function: its own log group, and only the actions FUNCTION_PERMISSIONS lists."""
     secret_arn = f"arn:aws:secretsmanager:{region}:{account}:secret:{outputs['SecretName']}-??????"
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "Logs",
-                "Effect": "Allow",
-                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-                "Resource": f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/pipecat-gateway-*",
-            },
-            {
-                "Sid": "SessionsTable",
-                "Effect": "Allow",
-                "Action": [
-                    "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-                    "dynamodb:Query", "dynamodb:ConditionCheckItem",
-                ],
-                "Resource": [outputs["TableArn"], outputs["TableArn"] + "/index/*"],
-            },
-            {
-                "Sid": "RetryQueue",
-                "Effect": "Allow",
-                "Action": [
-                    "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage",
-                    "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
-                ],
-                "Resource": [outputs["RetryQueueArn"]],
-            },
-            {
-                "Sid": "DeadLetterQueue",
-                "Effect": "Allow",
-                "Action": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
-                "Resource": [outputs["DeadLetterQueueArn"]],
-            },
-            {
-                "Sid": "PipecatKeys",
-                "Effect": "Allow",
-                "Action": ["secretsmanager:GetSecretValue"],
-                "Resource": [secret_arn],
-            },
-        ],
-    }
+    policies: dict[str, dict[str, Any]] = {}
+    for function, needs in FUNCTION_PERMISSIONS.items():
+        log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{function_name(app_name, stage, function)}"
+        statements: list[dict[str, Any]] = [{
+            "Sid": "OwnLogGroup",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [log_group, f"{log_group}:*"],
+        }]
+        if needs.get("dynamodb"):
+            statements.append({"Sid": "SessionsTable", "Effect": "Allow", "Resource": [outputs["TableArn"]],
+                               "Action": [f"dynamodb:{a}" for a in needs["dynamodb"]]})
+        if needs.get("index_query"):
+            statements.append({"Sid": "SessionsTableIndexes", "Effect": "Allow", "Action": ["dynamodb:Query"],
+                               "Resource": [outputs["TableArn"] + "/index/*"]})
+        if needs.get("sqs"):
+            statements.append({"Sid": "RetryQueue", "Effect": "Allow",
+                               "Action": [f"sqs:{a}" for a in needs["sqs"]], "Resource": [outputs["RetryQueueArn"]]})
+        if needs.get("secret"):
+            statements.append({"Sid": "PipecatKeys", "Effect": "Allow",
+                               "Action": ["secretsmanager:GetSecretValue"], "Resource": [secret_arn]})
+        policies[function] = {"Version": "2012-10-17", "Statement": statements}
+    return policies
+
+
+def merged_stage_env(config: dict[str, Any], stage: str) -> dict[str, str]:
+    """What a function of the stage sees: the global environment_variables, then the stage's."""
+    return {**config.get("environment_variables", {}),
+            **config.get("stages", {}).get(stage, {}).get("environment_variables", {})}
+
+
+def check_stage_settings(config: dict[str, Any], stage: str) -> None:
+    """Fail now, naming the variable, on a configuration the functions would refuse at cold start."""
+    from chalicelib.settings import SettingsError, parse_settings
+
+    try:
+        parse_settings(merged_stage_env(config, stage))
+    except SettingsError as exc:
+        raise SystemExit(f"stage {stage!r}: {exc}. Set it in .chalice/config.json or pass --env NAME=VALUE.") from None
 
 
 def write_stage_config(
@@ -163,9 +211,11 @@ def write_stage_config(
     stage: str,
     outputs: dict[str, str],
     extra_env: dict[str, str] | None = None,
-    policy: dict[str, Any] | None = None,
+    policies: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Merge the outputs into the stage's environment_variables (other keys are kept)."""
+    """Merge the outputs into the stage's environment_variables (other keys are kept) and give every
+    function its own policy file. Raises SystemExit, writing nothing, when the result is not a valid
+    configuration."""
     config: dict[str, Any] = json.loads(config_path.read_text()) if config_path.exists() else {
         "version": "2.0", "app_name": "pipecat-gateway", "stages": {}}
     stage_cfg = config.setdefault("stages", {}).setdefault(stage, {})
@@ -175,12 +225,15 @@ def write_stage_config(
             env[var] = outputs[output]
     env.update(extra_env or {})
     env["STAGE"] = stage
-    if policy is not None:
-        policy_file = f"policy-{stage}.json"
-        stage_cfg["autogen_policy"] = False
-        stage_cfg["iam_policy_file"] = policy_file
-        (config_path.parent / policy_file).write_text(json.dumps(policy, indent=2) + "\n")
+    check_stage_settings(config, stage)
     config_path.parent.mkdir(parents=True, exist_ok=True)
+    if policies is not None:
+        stage_cfg["autogen_policy"] = False
+        stage_cfg.pop("iam_policy_file", None)  # no stage-wide fallback: every function names its own
+        functions = stage_cfg.setdefault("lambda_functions", {})
+        for function, policy in policies.items():
+            functions.setdefault(function, {})["iam_policy_file"] = policy_file(stage, function)
+            (config_path.parent / policy_file(stage, function)).write_text(json.dumps(policy, indent=2) + "\n")
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     return config
 
@@ -198,14 +251,24 @@ def deploy(
     config_path: Path = DEFAULT_CONFIG,
     secret: dict[str, Any] | None = None,
     extra_env: dict[str, str] | None = None,
+    parameters: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    outputs = deploy_stack(stage, endpoint_url, region)
+    if config_path.exists():  # a configuration the functions would refuse stops us before AWS is touched
+        config = json.loads(config_path.read_text())
+        stage_env = config.setdefault("stages", {}).setdefault(stage, {}).setdefault("environment_variables", {})
+        stage_env.update({**(extra_env or {}), "STAGE": stage})
+        for var in STACK_OUTPUT_ENV.values():  # filled from the stack's outputs below
+            stage_env.setdefault(var, "from-the-stack")
+        check_stage_settings(config, stage)
+    app_name = json.loads(config_path.read_text()).get("app_name", "pipecat-gateway") if config_path.exists() \
+        else "pipecat-gateway"
+    outputs = deploy_stack(stage, endpoint_url, region, parameters={"AppName": app_name, **(parameters or {})})
     if endpoint_url:
         outputs = ensure_local_extras(outputs, endpoint_url, region)
     if secret is not None:
         put_secret(outputs["SecretName"], secret, endpoint_url, region)
-    policy = least_privilege_policy(outputs, region, _account(endpoint_url, region))
-    write_stage_config(config_path, stage, outputs, extra_env, policy)
+    policies = least_privilege_policies(outputs, region, _account(endpoint_url, region), stage, app_name)
+    write_stage_config(config_path, stage, outputs, extra_env, policies)
     return outputs
 
 
@@ -218,11 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret-json", help="set the secret's value (JSON object)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra stage environment variable (repeatable)")
+    parser.add_argument("--alarm-email", default="", help="e-mail the DLQ alarm (an SNS topic is created)")
+    parser.add_argument("--alarm-topic-arn", default="", help="an existing SNS topic for the DLQ alarm")
     args = parser.parse_args(argv)
     secret = json.loads(args.secret_json) if args.secret_json else None
     extra = dict(item.split("=", 1) for item in args.env)
-    outputs = deploy(args.stage, endpoint_url=args.endpoint_url, region=args.region,
-                     config_path=args.config, secret=secret, extra_env=extra)
+    parameters = {k: v for k, v in {"AlarmEmail": args.alarm_email, "AlarmTopicArn": args.alarm_topic_arn}.items()
+                  if v}
+    endpoint_url = args.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+    outputs = deploy(args.stage, endpoint_url=endpoint_url, region=args.region,
+                     config_path=args.config, secret=secret, extra_env=extra, parameters=parameters)
     shown = {k: v for k, v in outputs.items() if "Secret" not in k or k == "SecretName"}
     print(json.dumps({"stack": stack_name(args.stage), "outputs": shown}, indent=2))
     return 0

@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 
 from chalicelib.settings import parse_settings
+from infra.deploy import FUNCTION_PERMISSIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +54,7 @@ def test_secret_and_alarm_exist(stack: dict[str, Any]) -> None:
     assert alarms and alarms[0]["MetricName"] == "ApproximateNumberOfMessagesVisible"
 
 
-def test_deploy_writes_stage_env_and_least_privilege_policy(stack: dict[str, Any]) -> None:
+def test_deploy_writes_stage_env_and_a_policy_per_function(stack: dict[str, Any]) -> None:
     chalice_dir = stack["project"] / ".chalice"
     config = json.loads((chalice_dir / "config.json").read_text())
     stage = config["stages"]["test"]
@@ -61,17 +62,28 @@ def test_deploy_writes_stage_env_and_least_privilege_policy(stack: dict[str, Any
     assert env["TABLE_NAME"] == stack["outputs"]["TableName"]
     assert env["RETRY_QUEUE_URL"] == stack["outputs"]["RetryQueueUrl"]
     assert env["PCC_SECRET_ID"] == stack["outputs"]["SecretName"]
-    assert stage["autogen_policy"] is False
-    policy = json.loads((chalice_dir / stage["iam_policy_file"]).read_text())
-    resources = [r for s in policy["Statement"] for r in (
-        s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])]
-    assert "*" not in resources
-    assert stack["outputs"]["TableArn"] in resources
-    assert stack["outputs"]["RetryQueueArn"] in resources
-    assert any(r.startswith("arn:aws:secretsmanager:") and "pcc-keys" in r for r in resources)
+    assert stage["autogen_policy"] is False and "iam_policy_file" not in stage  # no stage-wide fallback
+    for function, settings in stage["lambda_functions"].items():
+        policy = json.loads((chalice_dir / settings["iam_policy_file"]).read_text())
+        resources = [r for s in policy["Statement"] for r in s["Resource"]]
+        assert "*" not in resources, function
+        assert any(r.startswith("arn:aws:secretsmanager:") and "pcc-keys" in r for r in resources)
     # the whole merged environment is a valid configuration
     merged = {**config.get("environment_variables", {}), **env}
     assert parse_settings(merged).table_name == stack["outputs"]["TableName"]
+
+
+def test_deploy_refuses_a_configuration_the_functions_would_refuse(tmp_path: Path) -> None:
+    """dev needs OIDC settings: infra.deploy stops before touching AWS and names the variable."""
+    config = tmp_path / ".chalice" / "config.json"
+    config.parent.mkdir()
+    config.write_text((ROOT / ".chalice" / "config.json").read_text())
+    before = config.read_text()
+    result = subprocess.run([sys.executable, "-m", "infra.deploy", "--stage", "dev", "--config", str(config),
+                             "--endpoint-url", "http://127.0.0.1:9"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "OIDC_ISSUER" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert config.read_text() == before
 
 
 def test_every_committed_stage_has_a_parseable_shape() -> None:
@@ -79,10 +91,17 @@ def test_every_committed_stage_has_a_parseable_shape() -> None:
     assert {"local", "dev", "prod"} <= set(config["stages"])
     for name, stage in config["stages"].items():
         assert stage["autogen_policy"] is False, name
-        assert stage["iam_policy_file"] == f"policy-{name}.json"
+        assert "iam_policy_file" not in stage, name
+        if name != "local":  # chalice local runs no IAM; every deployed function names its own policy
+            assert {f: c["iam_policy_file"] for f, c in stage["lambda_functions"].items()} == {
+                f: f"policy-{name}-{f}.json" for f in FUNCTION_PERMISSIONS}
+    for function in FUNCTION_PERMISSIONS:  # guard rails every stage inherits
+        assert config["lambda_functions"][function]["reserved_concurrency"] >= 1
     local = {**config["environment_variables"], **config["stages"]["local"]["environment_variables"]}
     settings = parse_settings(local)
     assert settings.auth_mode == "insecure-dev" and settings.stage == "local"
+    # the README's defaults, never ports of some earlier run
+    assert local["PCC_API_URL"] == "http://127.0.0.1:8790" and local["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"
 
 
 def test_routes_pass_chalice_deploy_validation() -> None:

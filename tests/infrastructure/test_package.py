@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from infra.deploy import least_privilege_policy, write_stage_config
+from infra.deploy import FUNCTION_PERMISSIONS, function_name, least_privilege_policies, write_stage_config
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = {
@@ -42,14 +42,14 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     write_stage_config(project / ".chalice" / "config.json", "dev", dict(OUTPUTS),
                        {"OIDC_ISSUER": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_example",
                         "OIDC_AUDIENCE": "example-client-id"},
-                       least_privilege_policy(OUTPUTS, "us-east-1", "123456789012"))
+                       least_privilege_policies(OUTPUTS, "us-east-1", "123456789012", "dev"))
     out = project / "out"
     chalice = Path(sys.executable).parent / "chalice"
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
     result = subprocess.run([str(chalice), "package", "--stage", "dev", str(out)], cwd=project, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return {"out": out, "template": json.loads((out / "sam.json").read_text())}
+    return {"out": out, "template": json.loads((out / "sam.json").read_text()), "project": project}
 
 
 @pytest.mark.timeout(900)
@@ -68,21 +68,26 @@ def test_package_is_well_under_the_lambda_limit(packaged: dict[str, Any]) -> Non
     assert not any(n.startswith(("boto3/", "botocore/", "moto/", "pytest")) for n in names)  # runtime-provided / dev
 
 
-def test_functions_policies_name_only_our_resources(packaged: dict[str, Any]) -> None:
+def test_each_function_has_its_own_role_with_its_own_policy(packaged: dict[str, Any]) -> None:
+    """The packaged template attaches to each function exactly the policy infra.deploy wrote for it."""
     resources = packaged["template"]["Resources"]
     functions = {k: v for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
-    assert {"APIHandler", "RetryWorker", "ReconcileSessions"} <= set(functions)
-    allowed = {OUTPUTS["TableArn"], OUTPUTS["TableArn"] + "/index/*", OUTPUTS["RetryQueueArn"],
-               OUTPUTS["DeadLetterQueueArn"],
-               f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{OUTPUTS['SecretName']}-??????",
-               "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/pipecat-gateway-*"}
-    role_policies = [r for r in resources.values() if r["Type"] == "AWS::IAM::Role"]
-    assert role_policies
-    for role in role_policies:
-        for policy in role["Properties"]["Policies"]:
-            for statement in policy["PolicyDocument"]["Statement"]:
-                granted = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-                assert set(granted) <= allowed, statement
+    logical = {"api_handler": "APIHandler", "retry_worker": "RetryWorker", "reconcile_sessions": "ReconcileSessions"}
+    assert set(logical) == set(FUNCTION_PERMISSIONS) and set(logical.values()) <= set(functions)
+    roles = set()
+    for function, name in logical.items():
+        role_ref = functions[name]["Properties"]["Role"]["Fn::GetAtt"][0]
+        roles.add(role_ref)
+        policies = resources[role_ref]["Properties"]["Policies"]
+        written = json.loads((packaged["project"] / ".chalice" / f"policy-dev-{function}.json").read_text())
+        assert [p["PolicyDocument"] for p in policies] == [written], function
+        granted = [r for st in written["Statement"] for r in st["Resource"]]
+        assert "*" not in granted and all(OUTPUTS["TableArn"] in r or "pipecat-gateway" in r for r in granted)
+        log_groups = {r for st in written["Statement"] if st["Sid"] == "OwnLogGroup" for r in st["Resource"]}
+        own = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/" + function_name("pipecat-gateway", "dev",
+                                                                                        function)
+        assert log_groups == {own, own + ":*"}  # not pipecat-gateway-*: never another stage's
+    assert len(roles) == 3  # one role per function
     env = functions["APIHandler"]["Properties"]["Environment"]["Variables"]
     assert env["TABLE_NAME"] == OUTPUTS["TableName"] and env["PCC_SECRET_ID"] == OUTPUTS["SecretName"]
     assert not any(k.startswith("AWS_") for k in env)  # reserved in Lambda; only the local stage sets them

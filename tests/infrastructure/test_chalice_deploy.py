@@ -1,0 +1,202 @@
+"""The deploy path users run: `make deploy STAGE=dev` (infra.deploy, `chalice deploy`, the API guard
+rails) against a moto server, in a copy of the project, then `chalice delete --stage dev`.
+
+Asserts what moto then holds, read back with boto3: the three functions with their memory, timeouts
+and reserved concurrency, each with its own role and policy; the SQS event source (batch size 1,
+capped concurrency) on the retry queue; the reconcile schedule; the REST API with every route of the
+app and its binary media types; stage throttling; the DLQ alarm e-mailed through SNS; the dashboard.
+moto needs a small, documented shim to import Chalice's Swagger document (tests/infrastructure/
+moto_apigateway.py); nothing is asserted about the shim's own output that AWS would not produce.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from infra.api_guard_rails import DEFAULT_BURST, DEFAULT_RATE
+from infra.deploy import FUNCTION_PERMISSIONS, function_name, policy_file
+from tests.infrastructure import moto_apigateway
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+STAMP = VENV_BIN.parent / ".installed"
+ALARM_EMAIL = "oncall@example.com"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[dict[str, str]]:
+    """A moto server of its own (so everything in it was made by this deploy)."""
+    from moto.server import ThreadedMotoServer
+
+    moto_apigateway.install()
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    yield env
+    server.stop()
+
+
+def _client(aws: dict[str, str], service: str) -> Any:
+    return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                 region_name="us-east-1").client(service, endpoint_url=aws["AWS_ENDPOINT_URL"])
+
+
+def _project_copy(tmp: Path) -> Path:
+    """What a user has after cloning: the app, infra/, the Makefile, the committed config."""
+    project = tmp / "project"
+    project.mkdir()
+    for item in ("app.py", "requirements.txt", "requirements-dev.txt", "Makefile"):
+        shutil.copy2(ROOT / item, project / item)
+    ignore = shutil.ignore_patterns("__pycache__", "node_modules", "dist", "demo")
+    for folder in ("chalicelib", "infra"):
+        shutil.copytree(ROOT / folder, project / folder, ignore=ignore)
+    (project / ".chalice").mkdir()
+    shutil.copy2(ROOT / ".chalice" / "config.json", project / ".chalice" / "config.json")
+    return project
+
+
+def _run(cmd: list[str], project: Path, aws: dict[str, str], timeout: float = 600) -> str:
+    env = {**os.environ, **aws}
+    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def deployed(aws: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    project = _project_copy(tmp_path_factory.mktemp("deploy"))
+    deploy_args = ("--env OIDC_ISSUER=https://issuer.example.com --env OIDC_AUDIENCE=gateway-clients "
+                   f"--alarm-email {ALARM_EMAIL}")
+    # -o: the venv is already installed; make must not reinstall it because the copied files are new
+    output = _run(["make", "-o", str(STAMP), "deploy", "STAGE=dev", f"VENV={VENV_BIN.parent}",
+                   f"DEPLOY_ARGS={deploy_args}"], project, aws, timeout=900)
+    config = json.loads((project / ".chalice" / "config.json").read_text())
+    record = json.loads((project / ".chalice" / "deployed" / "dev.json").read_text())
+    return {"project": project, "output": output, "config": config, "record": record}
+
+
+def _functions(aws: dict[str, str]) -> dict[str, dict[str, Any]]:
+    return {f["FunctionName"]: f for f in _client(aws, "lambda").list_functions()["Functions"]}
+
+
+@pytest.mark.timeout(900)
+def test_make_deploy_creates_functions_with_their_settings(aws: dict[str, str], deployed: dict[str, Any]) -> None:
+    functions = _functions(aws)
+    settings = deployed["config"]["lambda_functions"]
+    lam = _client(aws, "lambda")
+    for function in FUNCTION_PERMISSIONS:
+        name = function_name("pipecat-gateway", "dev", function)
+        assert name in functions, sorted(functions)
+        deployed_fn = functions[name]
+        assert deployed_fn["MemorySize"] == settings[function]["lambda_memory_size"]
+        assert deployed_fn["Timeout"] == settings[function]["lambda_timeout"]
+        concurrency = lam.get_function_concurrency(FunctionName=name)
+        assert concurrency["ReservedConcurrentExecutions"] == settings[function]["reserved_concurrency"]
+        env = deployed_fn["Environment"]["Variables"]
+        assert env["STAGE"] == "dev" and env["TABLE_NAME"] == "pipecat-gateway-dev-sessions"
+
+
+def test_each_function_runs_as_its_own_role_with_the_policy_written_for_it(
+        aws: dict[str, str], deployed: dict[str, Any]) -> None:
+    iam = _client(aws, "iam")
+    functions = _functions(aws)
+    roles = set()
+    for function in FUNCTION_PERMISSIONS:
+        role_arn = functions[function_name("pipecat-gateway", "dev", function)]["Role"]
+        role = role_arn.rsplit("/", 1)[-1]
+        roles.add(role)
+        names = iam.list_role_policies(RoleName=role)["PolicyNames"]
+        assert len(names) == 1, names
+        document = iam.get_role_policy(RoleName=role, PolicyName=names[0])["PolicyDocument"]
+        document = json.loads(document) if isinstance(document, str) else document
+        written = json.loads((deployed["project"] / ".chalice" / policy_file("dev", function)).read_text())
+        assert document == written, function
+        assert not iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+    assert len(roles) == 3
+
+
+def test_worker_is_fed_by_the_retry_queue_one_message_at_a_time(aws: dict[str, str], deployed: dict[str, Any]) -> None:
+    mappings = _client(aws, "lambda").list_event_source_mappings()["EventSourceMappings"]
+    assert len(mappings) == 1
+    mapping = mappings[0]
+    assert mapping["EventSourceArn"].endswith(":pipecat-gateway-dev-retry")
+    assert mapping["FunctionArn"].endswith(":function:" + function_name("pipecat-gateway", "dev", "retry_worker"))
+    assert mapping["BatchSize"] == 1
+    reserved = deployed["config"]["lambda_functions"]["retry_worker"]["reserved_concurrency"]
+    maximum = mapping.get("ScalingConfig", {}).get("MaximumConcurrency")
+    assert maximum is not None and 2 <= maximum <= reserved  # the event source never out-runs the reservation
+
+
+def test_reconcile_runs_every_five_minutes(aws: dict[str, str], deployed: dict[str, Any]) -> None:
+    events = _client(aws, "events")
+    rules = events.list_rules()["Rules"]
+    assert [r["ScheduleExpression"] for r in rules] == ["rate(5 minutes)"]
+    targets = events.list_targets_by_rule(Rule=rules[0]["Name"])["Targets"]
+    assert [t["Arn"].rsplit(":", 1)[-1] for t in targets] == [function_name("pipecat-gateway", "dev",
+                                                                            "reconcile_sessions")]
+
+
+def test_rest_api_serves_every_route_with_binary_types_and_throttling(
+        aws: dict[str, str], deployed: dict[str, Any]) -> None:
+    from app import app
+
+    apigateway = _client(aws, "apigateway")
+    apis = apigateway.get_rest_apis()["items"]
+    assert [a["name"] for a in apis] == ["pipecat-gateway"]
+    api = apis[0]
+    assert "application/octet-stream" in api["binaryMediaTypes"]
+    resources = apigateway.get_resources(restApiId=api["id"], limit=500)["items"]
+    served = {r["path"]: set(r.get("resourceMethods", {})) for r in resources}
+    for path, methods in app.routes.items():
+        assert path in served, path
+        assert set(methods) <= served[path], (path, set(methods) - served[path])
+    stage = apigateway.get_stage(restApiId=api["id"], stageName="api")
+    throttling = stage["methodSettings"]["*/*"]
+    assert throttling["throttlingRateLimit"] == DEFAULT_RATE
+    assert throttling["throttlingBurstLimit"] == DEFAULT_BURST
+
+
+def test_dlq_alarm_mails_the_operator_and_the_dashboard_shows_the_app(aws: dict[str, str],
+                                                                      deployed: dict[str, Any]) -> None:
+    cloudwatch = _client(aws, "cloudwatch")
+    alarm = cloudwatch.describe_alarms(AlarmNames=["pipecat-gateway-dev-retry-dlq-not-empty"])["MetricAlarms"][0]
+    topic = alarm["AlarmActions"][0]
+    subscriptions = _client(aws, "sns").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", ALARM_EMAIL)]
+    body = json.loads(cloudwatch.get_dashboard(DashboardName="pipecat-gateway-dev")["DashboardBody"])
+    metrics = {m[1] for widget in body["widgets"] for m in widget["properties"]["metrics"]}
+    # the app's own EMF metrics (every name must be one the code emits) and AWS's queue / API metrics
+    source = "\n".join(p.read_text() for p in (ROOT / "chalicelib").glob("*.py"))
+    for name in ("SessionsStarted", "StartsQueued", "QueuedStartsStarted", "QueuedStartsFailed", "PccLatency"):
+        assert name in metrics and f'"{name}"' in source, name
+    assert {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage", "4XXError", "5XXError"} <= metrics
+
+
+@pytest.mark.timeout(900)
+def test_chalice_delete_removes_what_deploy_made(aws: dict[str, str], deployed: dict[str, Any]) -> None:
+    _run([str(VENV_BIN / "chalice"), "delete", "--stage", "dev"], deployed["project"], aws)
+    assert not _functions(aws)
+    assert not _client(aws, "lambda").list_event_source_mappings()["EventSourceMappings"]
+    assert not _client(aws, "events").list_rules()["Rules"]
+    assert not [r for r in _client(aws, "iam").list_roles()["Roles"] if r["RoleName"].startswith("pipecat-gateway-")]
+    assert not _client(aws, "apigateway").get_rest_apis()["items"]
