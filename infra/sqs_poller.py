@@ -1,6 +1,8 @@
-"""Feeds SQS messages to the app's `@app.on_sqs_message` handlers, as Lambda's event source would.
+"""The local event sources: feeds SQS messages to the app's `@app.on_sqs_message` handlers, as Lambda's
+event source would, and runs its `@app.schedule` handlers (reconciliation + queue sweeper) on their rate.
 
 `chalice local` serves only HTTP routes, so `make dev` runs this beside it. Tests use `poll_once`.
+`LOCAL_SCHEDULE_SECONDS` replaces the schedules' own rate locally (e.g. 10 to watch recovery quickly).
 Lambda semantics kept: one message per invoke (batch_size=1), the message is deleted only when the
 handler returns, a raised error leaves it for redelivery (and the queue's redrive to the DLQ), and
 each record carries its own messageId and ApproximateReceiveCount.
@@ -86,18 +88,52 @@ def poll_once(app: Any, sqs: Any, queue_url: str, wait_seconds: int = 0) -> int:
     return len(messages)
 
 
-def _stage_env(stage: str) -> dict[str, str]:
-    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+_UNIT_SECONDS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+
+
+def schedules(app: Any, override_seconds: float | None = None) -> dict[str, float]:
+    """handler name -> interval in seconds, for each @app.schedule with a rate expression."""
+    found = {}
+    for source in app.event_sources:
+        expression = getattr(source, "schedule_expression", None)
+        if expression is None:
+            continue
+        text = expression if isinstance(expression, str) else expression.to_string()
+        if override_seconds:
+            found[source.name] = override_seconds
+        elif text.startswith("rate("):
+            value, unit = text[5:-1].split()
+            found[source.name] = float(value) * _UNIT_SECONDS[unit]
+    return found
+
+
+def scheduled_event(name: str) -> dict[str, Any]:
+    return {"version": "0", "id": f"local-{time.time_ns()}", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "region": "us-east-1", "resources": [f"arn:aws:events:us-east-1:123456789012:rule/{name}"], "detail": {}}
+
+
+def run_schedule(app: Any, name: str) -> None:
+    try:
+        result = app.handler_map[name](scheduled_event(name), _Context(name, timeout_ms=120_000))
+        print(f"[local events] {name}: {json.dumps(result, default=str)}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - Lambda would log it; the next tick runs again
+        print(f"[local events] {name} failed ({type(exc).__name__})", file=sys.stderr, flush=True)
+
+
+def stage_env(project_dir: Path, stage: str) -> dict[str, str]:
+    config = json.loads((project_dir / ".chalice" / "config.json").read_text())
     env = dict(config.get("environment_variables", {}))
     env.update(config["stages"][stage].get("environment_variables", {}))
     return env
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="local SQS -> Lambda handler bridge")
+    parser = argparse.ArgumentParser(description="local SQS + schedule -> Lambda handler bridge")
     parser.add_argument("--stage", default="local")
+    parser.add_argument("--project-dir", type=Path, default=ROOT, help="where .chalice/config.json is")
     args = parser.parse_args(argv)
-    os.environ.update(_stage_env(args.stage))
+    os.environ.update(stage_env(args.project_dir, args.stage))
     sys.path.insert(0, str(ROOT))
     import boto3
 
@@ -105,14 +141,22 @@ def main(argv: list[str] | None = None) -> int:
 
     sqs = boto3.client("sqs")
     queue_url = os.environ.get("RETRY_QUEUE_URL", "")
-    if not sqs_handlers(app):
-        print("[sqs poller] the app has no SQS handlers; idle", flush=True)
+    override = float(os.environ.get("LOCAL_SCHEDULE_SECONDS", "0") or 0) or None
+    intervals = schedules(app, override)
+    next_run = {name: time.monotonic() + interval for name, interval in intervals.items()}
+    print(f"[local events] schedules: {intervals}", flush=True)
     try:
         while True:
+            now = time.monotonic()
+            for name, due in next_run.items():
+                if now >= due:
+                    run_schedule(app, name)
+                    next_run[name] = time.monotonic() + intervals[name]
+            until_next = min([d - time.monotonic() for d in next_run.values()] + [5.0])
             if not sqs_handlers(app) or not queue_url:
-                time.sleep(5)
+                time.sleep(max(0.1, until_next))
                 continue
-            poll_once(app, sqs, queue_url, wait_seconds=5)
+            poll_once(app, sqs, queue_url, wait_seconds=max(0, min(5, int(until_next))))
     except KeyboardInterrupt:
         return 0
 

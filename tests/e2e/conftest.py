@@ -38,6 +38,10 @@ class LocalStack:
         self.output = ""
 
     @property
+    def ports(self) -> tuple[int, ...]:
+        return self.api, self.moto, self.emu, self.demo
+
+    @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api}"
 
@@ -59,9 +63,9 @@ class LocalStack:
                 time.sleep(0.5)
         raise RuntimeError(f"local stack did not come up:\n{self.stop()[-3000:]}")
 
-    def stop(self) -> str:
+    def stop(self, sig: int = signal.SIGINT) -> str:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

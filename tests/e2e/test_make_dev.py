@@ -1,9 +1,14 @@
-"""`make dev`'s orchestrator on a free set of ports: health, a /start through moto's secret to the
-emulator, and Ctrl-C stopping everything it started (config restored)."""
+"""`make dev`'s orchestrator on free ports: it serves, and however it is stopped (Ctrl-C, SIGTERM, or the
+launcher killed outright) nothing tracked changes and nothing it started keeps running. It names a taken
+port or a component that died, runs the reconcile schedule locally, and says what dev auth expects."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -14,13 +19,40 @@ from tests.e2e.conftest import LocalStack
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def repo_state() -> tuple[str, str]:
+    """Which tracked files differ from HEAD (and how), and which untracked, unignored files exist."""
+    status = subprocess.run(["git", "status", "--porcelain=v1", "-uall"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout
+    diff = subprocess.run(["git", "diff", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return status, diff
+
+
+def served(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_closed(ports: tuple[int, ...], timeout: float = 20) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        still = [p for p in ports if served(p)]
+        if not still:
+            return []
+        time.sleep(0.2)
+    return [p for p in ports if served(p)]
+
+
+def own_run_dirs(stack: LocalStack) -> list[Path]:
+    return list((ROOT / ".local").glob(f"dev-{stack.proc.pid}"))
+
+
 @pytest.mark.timeout(180)
-def test_local_stack_serves_health_and_start_then_stops_cleanly() -> None:
-    config = ROOT / ".chalice" / "config.json"
-    before = config.read_text()
+def test_local_stack_serves_health_and_start_then_stops_cleanly_on_ctrl_c() -> None:
+    before = repo_state()
     stack = LocalStack()
     try:
         stack.wait_ready()
+        assert repo_state() == before  # running writes nothing tracked either
         health = httpx.get(f"{stack.api_url}/health", timeout=5)
         assert health.json() == {"status": "ok", "stage": "local"}
         started = httpx.post(f"{stack.api_url}/start", json={"transport": "daily"},
@@ -31,10 +63,88 @@ def test_local_stack_serves_health_and_start_then_stops_cleanly() -> None:
         listed = httpx.get(f"{stack.emulator_url}/v1/agents/my-agent/sessions",
                            headers={"Authorization": "Bearer sk_emulator_private"}).json()
         assert [s["sessionId"] for s in listed["sessions"]] == [session_id]
+        unauthenticated = httpx.post(f"{stack.api_url}/start", json={}, timeout=10)
+        assert unauthenticated.status_code == 401 and "X-Dev-User" in unauthenticated.json()["detail"]
+        assert own_run_dirs(stack)
     finally:
         out = stack.stop()
     assert "[make dev] stopped" in out, out[-3000:]
-    assert config.read_text() == before
-    for port in (stack.api, stack.moto, stack.emu, stack.demo):
-        with socket.socket() as sock:
-            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
+    assert repo_state() == before
+    assert not own_run_dirs(stack)
+    assert wait_closed(stack.ports) == []
+
+
+@pytest.mark.timeout(180)
+def test_sigterm_stops_like_ctrl_c() -> None:
+    before = repo_state()
+    stack = LocalStack()
+    stack.wait_ready()
+    out = stack.stop(signal.SIGTERM)
+    assert stack.proc.returncode == 0 and "[make dev] stopped" in out, out[-3000:]
+    assert repo_state() == before and not own_run_dirs(stack)
+    assert wait_closed(stack.ports) == []
+
+
+@pytest.mark.timeout(180)
+def test_kill_9_of_the_launcher_takes_its_children_down_and_the_next_run_cleans_up() -> None:
+    before = repo_state()
+    stack = LocalStack()
+    stack.wait_ready()
+    os.kill(stack.proc.pid, signal.SIGKILL)
+    stack.proc.wait()
+    assert wait_closed(stack.ports) == []  # the kernel told every child (PR_SET_PDEATHSIG)
+    assert repo_state() == before
+    left = own_run_dirs(stack)
+    assert left  # an ignored generated dir is all that stays...
+    second = LocalStack()
+    try:
+        second.wait_ready()
+        assert not [p for p in left if p.exists()]  # ...until the next run removes it
+    finally:
+        second.stop()
+    assert repo_state() == before
+
+
+@pytest.mark.timeout(60)
+def test_a_taken_port_is_named_before_anything_starts() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        stack = LocalStack(API_PORT=str(taken))
+        stack.proc.wait(timeout=30)
+        out = stack.stop()
+    assert stack.proc.returncode == 2, out
+    assert f"port {taken} (API_PORT, for the chalice local) is already in use" in out
+    assert "starting" not in out and "Traceback" not in out
+
+
+@pytest.mark.timeout(90)
+def test_a_component_that_dies_is_named() -> None:
+    stack = LocalStack(EMULATOR_MAX_AGENTS="lots")
+    stack.proc.wait(timeout=60)
+    out = stack.stop()
+    assert stack.proc.returncode == 1, out
+    assert "[make dev] Pipecat Cloud emulator exited with code 2" in out, out[-3000:]
+    assert wait_closed(stack.ports) == []
+
+
+@pytest.mark.timeout(120)
+def test_the_reconcile_schedule_runs_locally() -> None:
+    stack = LocalStack(LOCAL_SCHEDULE_SECONDS="1")
+    try:
+        stack.wait_ready()
+        user = {"X-Dev-User": "schedule-user"}
+        session_id = httpx.post(f"{stack.api_url}/start", json={}, headers=user, timeout=20).json()["sessionId"]
+        httpx.post(f"{stack.emulator_url}/_emulator/sessions/{session_id}/end", json={}).raise_for_status()
+        deadline = time.monotonic() + 30
+        status = "active"
+        while time.monotonic() < deadline and status == "active":
+            time.sleep(0.5)
+            listed = httpx.get(f"{stack.api_url}/sessions", headers=user, timeout=10).json()
+            status = listed["sessions"][0]["status"]
+        assert status == "ended"  # our record, updated by reconcile_sessions run by the local event sources
+    finally:
+        out = stack.stop()
+    assert "[local events] reconcile_sessions" in out
+
