@@ -88,7 +88,13 @@ def authenticate(request: Request) -> str:
             logger.warning("INSECURE DEV AUTH IS ON: user ids are taken from the X-Dev-User header. "
                            "Never use this outside the local stage.")
             _warned_insecure = True
-        return _checked_user_id(request.headers.get(DEV_USER_HEADER))
+        dev_user = str(request.headers.get(DEV_USER_HEADER) or "")
+        if not dev_user:
+            raise _unauthorized("Missing X-Dev-User header: the local stage uses insecure dev auth, "
+                                "send `X-Dev-User: <any user id>`")
+        if not _USER_ID.match(dev_user):
+            raise _unauthorized("X-Dev-User must be 1-128 characters of A-Z a-z 0-9 @ . _ : | + -")
+        return dev_user
     if settings.auth_mode == "cognito":
         context = request.context or {}
         claims = (context.get("authorizer") or {}).get("claims") or {}

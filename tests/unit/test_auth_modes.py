@@ -45,6 +45,7 @@ def test_insecure_dev_mode_takes_the_header_and_validates_it(mode: Any) -> None:
         with pytest.raises(ApiError) as caught:
             auth.authenticate(FakeRequest(bad))  # type: ignore[arg-type]
         assert caught.value.status == 401
+        assert "X-Dev-User" in caught.value.detail  # says what to send, not just "unauthorized"
 
 
 def test_route_authorizer_only_with_a_user_pool() -> None:
