@@ -1,0 +1,28 @@
+"""The README lists every environment variable the code reads (docs that match behaviour)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from chalicelib.settings import _ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+READ = re.compile(r"""environ(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]+)["']""")
+
+
+def variables_read() -> set[str]:
+    names = set(_ENV)
+    for folder in ("chalicelib", "infra"):
+        for source in (ROOT / folder).rglob("*.py"):
+            names.update(READ.findall(source.read_text()))
+    names.update(READ.findall((ROOT / "app.py").read_text()))
+    return names
+
+
+def test_every_environment_variable_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    found = variables_read()
+    assert {"PCC_AGENTS", "LOCAL_SCHEDULE_SECONDS", "API_THROTTLE_RATE", "COGNITO_USER_POOL_ARN"} <= found
+    missing = sorted(name for name in found if f"`{name}`" not in readme)
+    assert not missing, f"README does not mention: {missing}"
