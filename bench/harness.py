@@ -88,6 +88,8 @@ class BenchStack:
                               secret=self.keys, extra_env=env)
         config = json.loads((project / ".chalice" / "config.json").read_text())
         os.environ.update({**config["environment_variables"], **config["stages"]["local"]["environment_variables"]})
+        # one INFO line per request would bury make bench's table; BENCH_APP_LOG_LEVEL=INFO brings them back
+        os.environ["POWERTOOLS_LOG_LEVEL"] = os.environ.get("BENCH_APP_LOG_LEVEL", "WARNING")
         forget_app_modules()
         from app import app  # imported like Lambda does: after the environment is in place
 

@@ -1,22 +1,56 @@
-"""`make bench`: every benchmark in one run; prints JSON and writes bench/results/latest.json."""
+"""`make bench`: every benchmark in one run; writes bench/results/latest.json and ends with a table.
+
+The app's own INFO logs (one JSON line per request) are turned down to warnings while the benchmarks
+run, so the table at the end is what you see.
+"""
 
 from __future__ import annotations
 
 import datetime
 import json
+import logging
+import os
 import platform
 import sys
 from pathlib import Path
 from typing import Any
 
-from bench import cold_start, package_size, queue_latency, warm_overhead
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested results -> (dotted.name, value) rows."""
+    if isinstance(value, dict):
+        rows: list[tuple[str, str]] = []
+        for key, inner in value.items():
+            rows.extend(flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return rows
+    if isinstance(value, list):
+        return [(prefix, ", ".join(str(v) for v in value))]
+    return [(prefix, str(value))]
+
+
+def table(results: dict[str, Any]) -> str:
+    """A plain-text table: one block per benchmark, a row per figure."""
+    lines = [f"pipecat-gateway benchmarks, {results['date']}, {results['machine']}"]
+    for bench_name, figures in results.items():
+        if not isinstance(figures, dict):
+            continue
+        rows = [(k, v) for k, v in flatten(figures) if "output_dir" not in k]
+        width = max((len(k) for k, _ in rows), default=10)
+        lines += ["", bench_name, "-" * (width + 24)]
+        lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(lines)
 
 
 def main() -> int:
+    from bench import cold_start, package_size, queue_latency, warm_overhead
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     quick = "--quick" in sys.argv
     results: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()} {platform.python_version()} cores={__import__('os').cpu_count()}",
+        "machine": f"{platform.machine()} {platform.python_version()} cores={os.cpu_count()}",
         "cold_start": cold_start.run(runs=5 if quick else 15),
         "warm_overhead": warm_overhead.run(n=30 if quick else 200),
         "queue_latency": queue_latency.run(samples=4 if quick else 20),
@@ -25,7 +59,8 @@ def main() -> int:
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    print("\n" + table(results))
+    print(f"\n(all figures: {out / 'latest.json'})")
     return 0
 
 
