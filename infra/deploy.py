@@ -190,6 +190,22 @@ def least_privilege_policies(outputs: dict[str, str], region: str, account: str,
     return policies
 
 
+def example_outputs(stage: str, region: str = "us-east-1", account: str = "123456789012") -> dict[str, str]:
+    """The outputs the data stack has for `stage` (names are fixed by the template): lets `chalice package`
+    run for a deployable stage without AWS (the package test and `make bench`)."""
+    prefix = f"pipecat-gateway-{stage}"
+    return {
+        "TableName": f"{prefix}-sessions",
+        "TableArn": f"arn:aws:dynamodb:{region}:{account}:table/{prefix}-sessions",
+        "RetryQueueUrl": f"https://sqs.{region}.amazonaws.com/{account}/{prefix}-retry",
+        "RetryQueueArn": f"arn:aws:sqs:{region}:{account}:{prefix}-retry",
+        "RetryQueueName": f"{prefix}-retry",
+        "DeadLetterQueueUrl": f"https://sqs.{region}.amazonaws.com/{account}/{prefix}-retry-dlq",
+        "DeadLetterQueueArn": f"arn:aws:sqs:{region}:{account}:{prefix}-retry-dlq",
+        "SecretName": f"pipecat-gateway/{stage}/pcc-keys",
+    }
+
+
 def merged_stage_env(config: dict[str, Any], stage: str) -> dict[str, str]:
     """What a function of the stage sees: the global environment_variables, then the stage's."""
     return {**config.get("environment_variables", {}),

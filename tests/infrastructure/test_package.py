@@ -14,19 +14,16 @@ from typing import Any
 
 import pytest
 
-from infra.deploy import FUNCTION_PERMISSIONS, function_name, least_privilege_policies, write_stage_config
+from infra.deploy import (
+    FUNCTION_PERMISSIONS,
+    example_outputs,
+    function_name,
+    least_privilege_policies,
+    write_stage_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTPUTS = {
-    "TableName": "pipecat-gateway-dev-sessions",
-    "TableArn": "arn:aws:dynamodb:us-east-1:123456789012:table/pipecat-gateway-dev-sessions",
-    "RetryQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/pipecat-gateway-dev-retry",
-    "RetryQueueArn": "arn:aws:sqs:us-east-1:123456789012:pipecat-gateway-dev-retry",
-    "RetryQueueName": "pipecat-gateway-dev-retry",
-    "DeadLetterQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/pipecat-gateway-dev-retry-dlq",
-    "DeadLetterQueueArn": "arn:aws:sqs:us-east-1:123456789012:pipecat-gateway-dev-retry-dlq",
-    "SecretName": "pipecat-gateway/dev/pcc-keys",
-}
+OUTPUTS = example_outputs("dev")
 
 
 @pytest.fixture(scope="module")
