@@ -25,6 +25,8 @@ from .settings import Settings, get_settings
 DEV_USER_HEADER = "x-dev-user"
 _USER_ID = re.compile(r"^[A-Za-z0-9@._:|+\-]{1,128}$")
 _ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
+# What a key of each JWK type can verify (RFC 7518): a token may only use one of these for its key.
+_KEY_FAMILIES = {"RSA": {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}, "EC": {"ES256", "ES384", "ES512"}}
 _warned_insecure = False
 
 
@@ -39,6 +41,14 @@ def _jwks_client(url: str, lifespan: int) -> Any:
     return jwt.PyJWKClient(url, cache_jwk_set=True, lifespan=max(lifespan, 1), timeout=5)
 
 
+def _algorithms_for(signing_key: Any) -> list[str]:
+    """The algorithms this JWK can verify: its declared `alg`, else its key type's family."""
+    jwk = getattr(signing_key, "_jwk_data", None) or {}
+    declared = jwk.get("alg") if isinstance(jwk, dict) else None
+    allowed = {declared} if isinstance(declared, str) else _KEY_FAMILIES.get(str(signing_key.key_type), set())
+    return [alg for alg in _ALGORITHMS if alg in allowed]
+
+
 def _verify_jwt(token: str, settings: Settings) -> str:
     import jwt  # noqa: PLC0415
 
@@ -46,10 +56,15 @@ def _verify_jwt(token: str, settings: Settings) -> str:
         signing_key = _jwks_client(settings.jwks_url, settings.jwks_cache_seconds).get_signing_key_from_jwt(
             token
         )
+        algorithms = _algorithms_for(signing_key)
+        if jwt.get_unverified_header(token).get("alg") not in algorithms:
+            # e.g. ES256 in the header with the issuer's RSA key id: PyJWT would try to load the RSA key
+            # as an EC key and fail with a TypeError. It is simply a forged token.
+            raise _unauthorized("Invalid token")
         claims = jwt.decode(
             token,
             signing_key.key,
-            algorithms=_ALGORITHMS,
+            algorithms=algorithms,
             audience=settings.oidc_audience,
             issuer=settings.oidc_issuer,
             options={"require": ["exp", "sub", "iss", "aud"]},
@@ -60,7 +75,7 @@ def _verify_jwt(token: str, settings: Settings) -> str:
         raise ApiError(503, "auth_unavailable", "Cannot verify tokens right now") from None
     except jwt.ExpiredSignatureError:
         raise _unauthorized("Token expired") from None
-    except (jwt.PyJWTError, ValueError, KeyError):
+    except (jwt.PyJWTError, ValueError, KeyError, TypeError):
         raise _unauthorized("Invalid token") from None
     return _checked_user_id(claims.get("sub"))
 
