@@ -1,8 +1,10 @@
 """The session API proxy: `/sessions/{id}/{path...}` -> PCC `/v1/public/{agent}/sessions/{id}/{path}`.
 
-Owner-checked; forwards method, query, body and headers (minus `host`, `content-length`,
-`authorization`, our own auth headers and hop-by-hop headers) with the public key; answers with the
-bot's status, headers and body. Bot paths can be limited with PROXY_ALLOWED_PATHS (fnmatch globs).
+Owner-checked; forwards method, query, body and the allowed headers (chalicelib.proxy_headers) with the
+public key; answers with the bot's status, body and allowed headers. Each path segment arrives decoded by
+API Gateway: one holding `/`, backslash, `%` or a control character, or starting with `.`, is refused (400), so
+an encoded `..%2F..%2Fstart` can neither climb out of the session's API nor slip past
+PROXY_ALLOWED_PATHS (fnmatch globs, matched on the checked segments).
 
 Chalice has no greedy `{proxy+}` path, so app.py registers `/sessions/{id}/{p1}`, `.../{p1}/{p2}`, ...
 up to MAX_PROXY_DEPTH segments, all served by `forward` below.
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from . import pcc_client
+from . import pcc_client, proxy_headers
 from .errors import ApiError
 from .pcc_client import PccCallError
 from .pcc_responses import map_pcc_error
@@ -31,13 +33,6 @@ PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 # API's binary media types (app.api.binary_types, e.g. application/octet-stream) and Chalice decodes it;
 # text bodies (JSON, SDP, forms) arrive as the UTF-8 text they are.
 PROXY_CONTENT_TYPES = ["*/*"]
-_DROP_REQUEST = {
-    "host", "content-length", "authorization",  # PCC's own rules
-    "x-dev-user", "idempotency-key",  # ours
-    "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-authorization",
-    "accept-encoding",  # so the bot's body reaches us (and the client) unencoded
-}
-_DROP_RESPONSE = {"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive"}
 
 
 @dataclass
@@ -52,8 +47,16 @@ def is_preflight(method: str, headers: dict[str, str]) -> bool:
 
 
 def bot_path(segments: list[str]) -> str:
-    if any(s in ("", ".", "..") for s in segments):
-        raise ApiError(404, "path_not_allowed", "Invalid bot path")
+    """The bot path to call, percent-encoded. ApiError 400 on a segment that could change the path."""
+    for segment in segments:
+        if not segment or segment.startswith(".") or any(ch in "/\\%" or ord(ch) < 0x20 or ord(ch) == 0x7F
+                                                         for ch in segment):
+            raise ApiError(400, "invalid_path", "A bot path segment may not be empty, start with '.', or hold "
+                                                "'/', '\\', '%' or control characters")
+        try:
+            segment.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "invalid_path", "A bot path segment is not valid Unicode") from None
     return "/".join(quote(s, safe="@:+$,;=-._~!*'()") for s in segments)
 
 
@@ -73,7 +76,7 @@ def forward(
         raise ApiError(403, "path_not_allowed", f"Bot path '{'/'.join(segments)}' is not allowed")
     if len(body) > settings.proxy_max_body_bytes:
         raise ApiError(413, "request_too_large", f"Request body exceeds {settings.proxy_max_body_bytes} bytes")
-    forwarded = {k: v for k, v in headers.items() if k.lower() not in _DROP_REQUEST}
+    forwarded = proxy_headers.to_bot(headers, settings.proxy_request_headers)
     try:
         response = pcc_client.proxy(
             record["agent"], session_id, path, method, get_secrets().public_key.get_secret_value(),
@@ -83,7 +86,7 @@ def forward(
         raise map_pcc_error(exc) from None
     if response.status_code == 401:
         raise map_pcc_error(PccCallError(401, _json_or_none(response)))
-    out_headers = {k: v for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE}
+    out_headers = proxy_headers.to_client(dict(response.headers.items()), settings.proxy_response_headers)
     return ProxyResult(response.status_code, out_headers, b"" if method == "HEAD" else response.content)
 
 

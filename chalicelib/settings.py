@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .proxy_headers import DEFAULT_REQUEST_HEADERS, DEFAULT_RESPONSE_HEADERS
+
 
 class AgentPolicy(BaseModel):
     """What the server allows for one Pipecat Cloud agent."""
@@ -59,6 +61,8 @@ _ENV: dict[str, str] = {
     "INSECURE_DEV_AUTH": "insecure_dev_auth",
     "PROXY_ALLOWED_PATHS": "proxy_allowed_paths",
     "PROXY_MAX_BODY_BYTES": "proxy_max_body_bytes",
+    "PROXY_REQUEST_HEADERS": "proxy_request_headers",
+    "PROXY_RESPONSE_HEADERS": "proxy_response_headers",
     "SESSION_HARD_CAP_SECONDS": "session_hard_cap_seconds",
     "RETRY_BASE_SECONDS": "retry_base_seconds",
     "RETRY_CAP_SECONDS": "retry_cap_seconds",
@@ -108,6 +112,9 @@ class Settings(BaseModel):
     # Session API proxy: fnmatch patterns of bot paths (comma-separated), request size cap.
     proxy_allowed_paths: list[str] = ["*"]
     proxy_max_body_bytes: int = Field(default=256 * 1024, ge=0, le=6 * 1024 * 1024)
+    # Header allow-lists (fnmatch, lower-case, comma-separated); chalicelib.proxy_headers adds a fixed floor.
+    proxy_request_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUEST_HEADERS))
+    proxy_response_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_RESPONSE_HEADERS))
     # Reconciliation stops sessions older than this (0: MAX_SESSION_SECONDS).
     session_hard_cap_seconds: int = Field(default=0, ge=0)
     # Capacity queue: exponential backoff with full jitter, per-hop cap <= 900 s (SQS DelaySeconds).
@@ -147,6 +154,13 @@ class Settings(BaseModel):
     def _split_paths(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [p.strip().strip("/") for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("proxy_request_headers", "proxy_response_headers", mode="before")
+    @classmethod
+    def _split_headers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p.strip().lower() for p in value.split(",") if p.strip()]
         return value
 
     @field_validator("pcc_api_url")

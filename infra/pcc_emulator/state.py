@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 DAILY_BODY_LIMIT = 1024 * 1024
 WEBSOCKET_BODY_LIMIT = 4 * 1024
@@ -434,6 +435,9 @@ def _echo_bot(
         return 200, {"content-type": "application/json"}, json.dumps(answer).encode()
     if path == "api/offer" and method == "PATCH":
         return 200, {"content-type": "application/json"}, b'{"status":"success"}'
+    if path == "echo/headers":  # a hostile bot: answers with whatever headers the query names (h=Name:Value)
+        chosen = dict(item.split(":", 1) for item in parse_qs(query).get("h", []) if ":" in item)
+        return 200, {"content-type": "application/json", **{k.lower(): v for k, v in chosen.items()}}, b"{}"
     if path == "echo/raw":  # a bot answering with exactly the bytes and content type it was sent
         return 200, {"content-type": headers.get("content-type", "application/octet-stream"), "x-echo-bot": "1"}, body
     echo = {
