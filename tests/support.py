@@ -106,7 +106,7 @@ def api_gateway_event(method: str, resource: str, path_params: dict[str, str], *
         "stageVariables": None,
         "requestContext": {"httpMethod": method, "resourcePath": resource, "path": f"/api{path}", "stage": "api",
                            "requestId": uuid.uuid4().hex, "identity": {"sourceIp": "203.0.113.7"}},
-        "body": (base64.b64encode(body).decode() if binary else body.decode("utf-8")) if body else None,
+        "body": (base64.b64encode(body).decode() if binary else body.decode("utf-8", "replace")) if body else None,
         "isBase64Encoded": binary,
     }
 
