@@ -202,8 +202,8 @@ def main() -> int:
                          config_path=project / ".chalice" / "config.json")
         print(f"[make dev] infra deployed into moto: table={outputs['TableName']}", flush=True)
         reload_flag = "--autoreload" if os.environ.get("CHALICE_AUTORELOAD", "0") == "1" else "--no-autoreload"
-        stack.start("chalice local", [str(BIN / "chalice"), "--project-dir", str(project), "local", "--stage", "local",
-                                      "--port", str(api_port), reload_flag])
+        stack.start("chalice local", [PYTHON, "-m", "infra.chalice_local", "--project-dir", str(project), "local",
+                                      "--stage", "local", "--port", str(api_port), reload_flag])
         stack.start("local event sources (SQS poller + schedule)",
                     [PYTHON, "-m", "infra.sqs_poller", "--stage", "local", "--project-dir", str(project)])
         if demo_built:

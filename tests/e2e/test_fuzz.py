@@ -21,7 +21,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(local_stack:
     st = Path(sys.executable).parent / "st"
     result = subprocess.run(
         [str(st), "run", f"{local_stack.api_url}/openapi.json", "--checks", CHECKS, "--max-examples", "10",
-         "--header", "X-Dev-User: fuzzer", "--seed", "20261122", "--phases", "examples,fuzzing",
+         "--header", "X-Dev-User: fuzzer", "--seed", "20261122", "--phases", "examples,coverage,fuzzing,stateful",
          "--request-timeout", "30"],
         cwd=tmp_path, capture_output=True, text=True, timeout=540)
     tail = result.stdout[-4000:]
