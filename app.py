@@ -8,7 +8,7 @@ from typing import Any
 from chalice.app import Chalice, Rate, Request, Response
 
 from chalicelib import capacity_queue, reconcile, sessions_service, start_service, telephony_service
-from chalicelib.auth import authenticate, route_authorizer
+from chalicelib.auth import Principal, authenticate_principal, route_authorizer
 from chalicelib.errors import ApiError
 from chalicelib.http import (
     cors_config,
@@ -50,9 +50,13 @@ def _raw_body(request: Request) -> bytes:
 
 
 def _user(request: Request) -> str:
-    user_id = authenticate(request)
-    logger.append_keys(user_id=user_id)
-    return user_id
+    return _principal(request).user_id
+
+
+def _principal(request: Request) -> Principal:
+    principal = authenticate_principal(request)
+    logger.append_keys(user_id=principal.user_id)
+    return principal
 
 
 def _query(request: Request) -> dict[str, str]:
@@ -144,6 +148,9 @@ for _depth in range(1, MAX_PROXY_DEPTH + 1):
 
 
 FORM = ["application/x-www-form-urlencoded"]
+# GET webhooks (Plivo, Exotel) carry no Content-Type, which Chalice would take for JSON and answer 415;
+# their bodies are read as forms on POST only, and the signature / URL token decides either way.
+ANY_TYPE = ["*/*"]
 WORKER_MAX_CONCURRENCY = 5
 
 
@@ -170,7 +177,7 @@ def telnyx_webhook() -> Response:
     return _xml_or_json(telephony_service.telnyx(request_headers(request), _pairs(request), _raw_body(request)))
 
 
-@app.route("/telephony/plivo", methods=["GET", "POST"], content_types=FORM)
+@app.route("/telephony/plivo", methods=["GET", "POST"], content_types=ANY_TYPE)
 def plivo_webhook() -> Response:
     request = _request()
     return _xml_or_json(telephony_service.plivo(request.method, request_headers(request), _pairs(request),
@@ -183,12 +190,19 @@ def daily_dialin_webhook() -> Response:
     return _xml_or_json(telephony_service.daily_dialin(request_headers(request), _raw_body(request)))
 
 
+@app.route("/telephony/exotel/{token}", methods=["GET", "POST"], content_types=ANY_TYPE)
+def exotel_webhook(token: str) -> Response:
+    request = _request()
+    source_ip = str(((request.context or {}).get("identity") or {}).get("sourceIp") or "")
+    return _xml_or_json(telephony_service.exotel(token, request.method, _pairs(request), _raw_body(request),
+                                                 source_ip))
+
+
 @app.route("/telephony/daily/dialout", methods=["POST"], cors=CORS)
 def daily_dialout() -> Response:
     request = _request()
-    headers = request_headers(request)
-    owner = telephony_service.dialout_principal(headers, get_secrets()) or _user(request)
-    return _xml_or_json(telephony_service.daily_dialout(owner, _raw_body(request), _start_base(request)))
+    caller = telephony_service.dialout_service(request_headers(request), get_secrets()) or _principal(request)
+    return _xml_or_json(telephony_service.daily_dialout(caller, _raw_body(request), _start_base(request)))
 
 
 # maximum_concurrency: the event source never runs more workers than this (<= the function's

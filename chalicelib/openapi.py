@@ -137,13 +137,21 @@ def _paths(proxy_depth: int) -> dict[str, Any]:
             "operationId": "dailyDialin", "security": [],
             "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
             "responses": {"200": _json(_ref("DialinAnswer"), "Started (or the configuration test)"),
-                          **_errors(400, 403, 413, 415, 503, 502, 504)}}},
+                          **_errors(400, 403, 409, 413, 415, 503, 502, 504)}}},
+        "/telephony/exotel/{token}": {m: {
+            "operationId": f"exotelWebhook{m.title()}", "security": [],
+            "description": "Exotel Voicebot dynamic URL; the secret token in the path is required.",
+            "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}],
+            **({"requestBody": FORM} if m == "post" else {}),
+            "responses": {"200": _json({"type": "object", "required": ["url"],
+                                        "properties": {"url": {"type": "string"}}}, "Where Exotel streams the call"),
+                          **_errors(400, 403, 409, 415, 503, 502, 504)}} for m in ("get", "post")},
         "/telephony/daily/dialout": {"post": {
             "operationId": "dailyDialout", "security": [*SECURED, {"apiKey": []}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("DialoutRequest")}}},
             "responses": {"200": _json(_ref("DailyStartResponse"), "Started"),
                           "202": _json(_ref("QueuedStart"), "Queued at capacity"),
-                          **_errors(400, 404, 413, 415, 422, 429, *AUTH_ERRORS, *UPSTREAM)}}},
+                          **_errors(400, 403, 404, 413, 415, 422, 429, *AUTH_ERRORS, *UPSTREAM)}}},
     }
     for depth in range(1, proxy_depth + 1):
         segments = [f"p{i}" for i in range(1, depth + 1)]
@@ -164,7 +172,7 @@ def _paths(proxy_depth: int) -> dict[str, Any]:
 def _webhook(operation_id: str, body: bool = True) -> dict[str, Any]:
     op: dict[str, Any] = {"operationId": operation_id, "security": [],
                           "description": "Provider webhook; the provider's signature is required.",
-                          "responses": {"200": XML, **_errors(400, 403, 415, 503, 502, 504)}}
+                          "responses": {"200": XML, **_errors(400, 403, 409, 415, 503, 502, 504)}}
     if body:
         op["requestBody"] = FORM
     return op

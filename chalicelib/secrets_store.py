@@ -29,6 +29,7 @@ class GatewaySecrets(BaseModel):
     plivo_auth_token: SecretStr | None = None
     daily_pinless_secret: SecretStr | None = None  # base64 HMAC secret of the Daily dial-in config
     dialout_api_key: SecretStr | None = None  # server-to-server key for /telephony/daily/dialout
+    exotel_webhook_token: SecretStr | None = None  # the secret path segment of /telephony/exotel/{token}
 
 
 @lru_cache(maxsize=1)

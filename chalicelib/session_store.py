@@ -33,7 +33,7 @@ def table() -> Any:
     return dynamodb_table(get_settings().table_name)
 
 
-def _conditional_failed(exc: Exception) -> bool:
+def conditional_failed(exc: Exception) -> bool:
     response = getattr(exc, "response", None) or {}
     return bool(response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
@@ -66,7 +66,7 @@ def reserve_slot(user_id: str, limit: int) -> bool:
         )
         return True
     except Exception as exc:
-        if _conditional_failed(exc):
+        if conditional_failed(exc):
             return False
         raise
 
@@ -81,7 +81,7 @@ def release_slot(user_id: str) -> None:
             ExpressionAttributeValues={":minus": -1, ":zero": 0, ":now": now_iso()},
         )
     except Exception as exc:
-        if not _conditional_failed(exc):
+        if not conditional_failed(exc):
             raise
 
 
@@ -291,6 +291,6 @@ def heal_slot_counters(now: float, min_age_seconds: int = 600) -> int:
             )
             healed += 1
         except Exception as exc:
-            if not _conditional_failed(exc):
+            if not conditional_failed(exc):
                 raise
     return healed

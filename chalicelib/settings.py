@@ -5,8 +5,10 @@ A bad or missing setting fails at start-up with a message naming the environment
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -80,6 +82,15 @@ _ENV: dict[str, str] = {
     "DAILY_DIALIN_ATTEMPTS": "daily_dialin_attempts",
     "DAILY_DIALIN_RETRY_SECONDS": "daily_dialin_retry_seconds",
     "TELEPHONY_START_TIMEOUT_SECONDS": "telephony_start_timeout_seconds",
+    "TELEPHONY_REPLAY_TTL_SECONDS": "telephony_replay_ttl_seconds",
+    "TELEPHONY_RETRY_WINDOW_SECONDS": "telephony_retry_window_seconds",
+    "DIALOUT_ALLOWED_GROUPS": "dialout_allowed_groups",
+    "DIALOUT_ALLOWED_SCOPES": "dialout_allowed_scopes",
+    "DIALOUT_ALLOWED_PREFIXES": "dialout_allowed_prefixes",
+    "DIALOUT_ALLOWED_SIP_DOMAINS": "dialout_allowed_sip_domains",
+    "DIALOUT_CALLER_IDS": "dialout_caller_ids",
+    "DIALOUT_RATE_PER_HOUR": "dialout_rate_per_hour",
+    "EXOTEL_ALLOWED_IPS": "exotel_allowed_ips",
     "PCC_ORG": "pcc_org",
     "PCC_WS_BASE": "pcc_ws_base",
 }
@@ -135,6 +146,21 @@ class Settings(BaseModel):
     daily_dialin_attempts: int = Field(default=3, ge=1, le=10)
     daily_dialin_retry_seconds: float = Field(default=1.0, ge=0, le=5)
     telephony_start_timeout_seconds: float = Field(default=8.0, gt=0, le=12)  # Twilio waits 15 s
+    # Replay protection: a call id is remembered this long (>= the longest call); the first webhook of a
+    # call may be repeated (provider retries) within the retry window, hold-loop redirects within the hold
+    # loop's own length; anything later is a replay (409).
+    telephony_replay_ttl_seconds: int = Field(default=86400, ge=3600)
+    telephony_retry_window_seconds: int = Field(default=60, ge=1, le=3600)
+    # Dial-out (toll fraud): who may (JWT groups / scopes; the X-Api-Key service always), where to
+    # (E.164 prefixes, SIP domains), as whom (caller ids), how often (per principal, per hour).
+    dialout_allowed_groups: list[str] = []
+    dialout_allowed_scopes: list[str] = []
+    dialout_allowed_prefixes: list[str] = []
+    dialout_allowed_sip_domains: list[str] = []
+    dialout_caller_ids: list[str] = []
+    dialout_rate_per_hour: int = Field(default=20, ge=0)
+    # Exotel (unsigned webhooks): optional source-address allow-list (CIDRs) on top of the URL token.
+    exotel_allowed_ips: list[str] = []
     pcc_org: str = ""
     pcc_ws_base: str = "wss://api.pipecat.daily.co/ws"
 
@@ -154,6 +180,29 @@ class Settings(BaseModel):
     def _split_paths(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [p.strip().strip("/") for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("dialout_allowed_groups", "dialout_allowed_scopes", "dialout_allowed_prefixes",
+                     "dialout_allowed_sip_domains", "dialout_caller_ids", "exotel_allowed_ips", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("dialout_allowed_prefixes")
+    @classmethod
+    def _e164_prefixes(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            if not re.fullmatch(r"\+[0-9]{1,15}", prefix):
+                raise ValueError(f"{prefix!r} is not an E.164 prefix like +1415")
+        return value
+
+    @field_validator("exotel_allowed_ips")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
         return value
 
     @field_validator("proxy_request_headers", "proxy_response_headers", mode="before")
@@ -200,6 +249,17 @@ class Settings(BaseModel):
     @property
     def hard_cap_seconds(self) -> int:
         return self.session_hard_cap_seconds or self.max_session_seconds
+
+    @property
+    def telephony_owner(self) -> str:
+        """Owner id of calls: `#` never passes the user-id check, so no token's `sub` can be this."""
+        return f"svc#{self.telephony_principal}"
+
+    @property
+    def telephony_hold_window_seconds(self) -> int:
+        """How long a call's hold-loop redirects keep coming (each: a pause + the provider's round trip)."""
+        return self.telephony_retry_window_seconds + self.telephony_hold_attempts * (
+            self.telephony_hold_pause_seconds + 15)
 
     @property
     def session_ttl_seconds(self) -> int:

@@ -1,6 +1,9 @@
-"""Telephony webhook targets: Twilio, Telnyx (TeXML), Plivo, Daily dial-in and dial-out.
+"""Telephony webhook targets: Twilio, Telnyx (TeXML), Plivo, Exotel, Daily dial-in and dial-out.
 
-Every webhook is signature-checked first (fail closed: a missing credential rejects everything), then
+Every webhook is authenticated first (fail closed: a missing credential rejects everything; providers'
+signatures, or for Exotel, which signs nothing, a secret token in the URL and an optional source-address
+allow-list), admitted by call id (chalicelib.call_records: a replay later than a provider's own retry
+is refused), then
 either answers static XML that streams the call straight to Pipecat Cloud (`TELEPHONY_WEBSOCKET_AUTH=none`),
 or starts a websocket session first and streams to `{wsUrl}/{token}` (`token`). Started sessions are
 recorded for the telephony principal with the call id, and a provider retry of the same call id never
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +22,10 @@ from urllib.parse import parse_qsl, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import call_records, dialout_policy
 from . import telephony_signatures as sig
 from . import telephony_xml as xml
+from .auth import Principal
 from .errors import ApiError
 from .idempotency import run_once
 from .observability import count, logger
@@ -37,7 +43,7 @@ SORRY_MESSAGE = "Sorry, all of our agents are busy. Please call again later."
 
 @dataclass(frozen=True)
 class Call:
-    provider: str  # twilio | telnyx | plivo
+    provider: str  # twilio | telnyx | plivo | exotel
     call_id: str
     caller: str
     callee: str
@@ -80,7 +86,7 @@ def _raw_ws(_transport: str, pcc: dict[str, Any]) -> HttpResult:
 def _start_for_call(settings: Settings, call: Call) -> dict[str, Any]:
     """Token auth: start a websocket session for this call (once per call id). ApiError 429 at capacity."""
     agent = _agent(settings)
-    principal = settings.telephony_principal
+    principal = settings.telephony_owner
     body = {"telephony": {"provider": call.provider, "call_id": call.call_id, "from": call.caller,
                           "to": call.callee}}
     plan = PlannedStart(agent, "websocket", {"transport": "websocket",
@@ -143,6 +149,7 @@ def _attempt(query: dict[str, str], key: str, call_id: str) -> int:
 def _answer(settings: Settings, call: Call, query: dict[str, str], key: str, path: str) -> HttpResult:
     agent = _agent(settings)
     attempt = _attempt(query, key, call.call_id)
+    call_records.admit(call.provider, call.call_id, continuing=attempt > 0)
     url = _stream_url(settings, call, agent)
     if url is None:
         return HttpResult(200, _hold_or_hang_up(settings, call, attempt, key, path), {"Content-Type": XML_TYPE})
@@ -204,6 +211,42 @@ def plivo(method: str, headers: dict[str, str], query: list[tuple[str, str]], ra
     return _answer(settings, call, dict(query), _hold_key(secrets), "/telephony/plivo")
 
 
+# ------------------------------------------------------------------ Exotel
+def _source_allowed(settings: Settings, source_ip: str) -> bool:
+    if not settings.exotel_allowed_ips:
+        return True
+    try:
+        address = ipaddress.ip_address(source_ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in settings.exotel_allowed_ips)
+
+
+def exotel(url_token: str, method: str, query: list[tuple[str, str]], raw_body: bytes, source_ip: str) -> HttpResult:
+    """Exotel's Voicebot applet "dynamic URL": GET (or POST) with CallSid/CallFrom/CallTo, answered with
+    `{"url": "wss://..."}`. Exotel signs nothing, so the URL carries a secret token
+    (`/telephony/exotel/{exotel_webhook_token}`), compared in constant time; EXOTEL_ALLOWED_IPS may also
+    pin Exotel's source addresses."""
+    settings, secrets = get_settings(), get_secrets()
+    expected = _secret(secrets.exotel_webhook_token)
+    if not expected or not hmac.compare_digest(url_token.encode(), expected.encode()):
+        raise _forbidden("exotel", "bad or missing URL token")
+    if not _source_allowed(settings, source_ip):
+        raise _forbidden("exotel", "source address not allowed")
+    form = dict(query) | (dict(_form(raw_body)) if method == "POST" else {})
+    call = Call("exotel", form.get("CallSid", ""), form.get("CallFrom") or form.get("From", ""),
+                form.get("CallTo") or form.get("To", ""))
+    if not call.call_id:
+        raise ApiError(400, "invalid_webhook", "CallSid is missing")
+    call_records.admit("exotel", call.call_id, continuing=False)
+    url = _stream_url(settings, call, _agent(settings))
+    if url is None:  # Exotel has no hold verbs: the flow moves on to its next applet
+        count("CallsRejectedAtCapacity", provider="exotel")
+        raise ApiError(503, "pcc_at_capacity", "The agent is at capacity", headers={"Retry-After": "5"})
+    count("CallsConnected", provider="exotel")
+    return HttpResult(200, {"url": url})
+
+
 # ------------------------------------------------------------------ Daily PSTN/SIP
 def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
     settings, secrets = get_settings(), get_secrets()
@@ -217,8 +260,9 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
     call_id, call_domain = data.get("callId"), data.get("callDomain")
     if not isinstance(call_id, str) or not call_id or not isinstance(call_domain, str):
         raise ApiError(400, "invalid_webhook", "callId and callDomain are required")
+    call_records.admit("daily", call_id, continuing=False)
     agent = _agent(settings)
-    principal = settings.telephony_principal
+    principal = settings.telephony_owner
     caller = str(data.get("From") or "")
     body = {"dialin_settings": {"From": caller, "To": str(data.get("To") or ""), "call_id": call_id,
                                 "call_domain": call_domain, "sip_headers": data.get("sipHeaders") or {}}}
@@ -271,18 +315,18 @@ class DialoutRequest(BaseModel):
         return self
 
 
-def dialout_principal(headers: dict[str, str], secrets: GatewaySecrets) -> str | None:
-    """The telephony principal when a valid server-to-server key is presented, else None."""
+def dialout_service(headers: dict[str, str], secrets: GatewaySecrets) -> Principal | None:
+    """The telephony service caller when a valid server-to-server key is presented, else None."""
     presented = headers.get("x-api-key")
     if presented is None:
         return None
     expected = _secret(secrets.dialout_api_key)
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise ApiError(401, "unauthorized", "Invalid API key")
-    return get_settings().telephony_principal
+    return Principal(get_settings().telephony_owner, service=True)
 
 
-def daily_dialout(owner: str, raw_body: bytes, status_base: str) -> HttpResult:
+def daily_dialout(caller: Principal, raw_body: bytes, status_base: str) -> HttpResult:
     settings = get_settings()
     try:
         request = DialoutRequest.model_validate(parse_json_object(raw_body, max_bytes=64 * 1024))
@@ -290,6 +334,9 @@ def daily_dialout(owner: str, raw_body: bytes, status_base: str) -> HttpResult:
         raise ApiError(422, "validation_error", validation_detail(exc)) from None
     if "user" in request.body:
         raise ApiError(422, "reserved_body_key", "body.user is set by the server")
+    dialout_policy.authorize(caller, settings, phone_number=request.phoneNumber, sip_uri=request.sipUri,
+                             caller_id=request.callerId)
+    owner = caller.user_id
     target: dict[str, str] = {"phoneNumber": request.phoneNumber} if request.phoneNumber else \
         {"sipUri": str(request.sipUri)}
     if request.callerId and request.phoneNumber:
@@ -301,5 +348,5 @@ def daily_dialout(owner: str, raw_body: bytes, status_base: str) -> HttpResult:
         "dailyRoomProperties": {"enable_dialout": True, "exp": int(time.time()) + settings.max_session_seconds},
         "body": with_identity(body, owner, "daily"),
     }, record_extra={"provider": "daily-dialout"})
-    limit = settings.telephony_session_limit if owner == settings.telephony_principal else None
+    limit = settings.telephony_session_limit if caller.service else None
     return execute_start(owner, plan, status_base, limit=limit, shape=client_response)

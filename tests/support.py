@@ -83,7 +83,7 @@ def new_user() -> str:
 
 def api_gateway_event(method: str, resource: str, path_params: dict[str, str], *, headers: dict[str, str] | None = None,
                       body: bytes = b"", binary_types: list[str] | None = None,
-                      query: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                      query: dict[str, list[str]] | None = None, source_ip: str = "203.0.113.7") -> dict[str, Any]:
     """A REST API (v1) Lambda proxy event as API Gateway sends it: the body base64-encoded when its
     Content-Type is one of the API's binary media types, UTF-8 text otherwise."""
     import base64
@@ -105,7 +105,7 @@ def api_gateway_event(method: str, resource: str, path_params: dict[str, str], *
         "pathParameters": path_params or None,
         "stageVariables": None,
         "requestContext": {"httpMethod": method, "resourcePath": resource, "path": f"/api{path}", "stage": "api",
-                           "requestId": uuid.uuid4().hex, "identity": {"sourceIp": "203.0.113.7"}},
+                           "requestId": uuid.uuid4().hex, "identity": {"sourceIp": source_ip}},
         "body": (base64.b64encode(body).decode() if binary else body.decode("utf-8", "replace")) if body else None,
         "isBase64Encoded": binary,
     }

@@ -33,6 +33,7 @@ DAILY_SECRET = base64.b64encode(b"daily-pinless-secret-bytes").decode()
 TELNYX_KEY = Ed25519PrivateKey.generate()
 TELNYX_PUBLIC = base64.b64encode(TELNYX_KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 DIALOUT_KEY = "server-to-server-key"
+OWNER = "svc#telephony"  # the telephony principal's namespace: no token's sub can be this
 
 
 @pytest.fixture()
@@ -107,9 +108,9 @@ def test_twilio_token_mode_starts_session_records_it_and_dedupes(phone: Any, gat
     assert session.transport == "websocket"
     assert session.body["telephony"] == {"provider": "twilio", "call_id": CALL["CallSid"], "from": CALL["From"],
                                          "to": CALL["To"]}
-    assert session.body["user"] == {"id": "telephony"}
+    assert session.body["user"] == {"id": OWNER}
     record = session_store.get_session(session.session_id)
-    assert record is not None and record["user_id"] == "telephony" and record["call_id"] == CALL["CallSid"]
+    assert record is not None and record["user_id"] == OWNER and record["call_id"] == CALL["CallSid"]
     replay = parse(twilio_call(gateway, CALL))  # Twilio retries the same webhook
     assert replay.find("./Connect/Stream").get("url") == url  # type: ignore[union-attr]
     assert emulator.org.start_calls == 1
@@ -143,7 +144,7 @@ def test_twilio_hold_loop_at_capacity_then_connects_or_hangs_up(phone: Any, gate
     CALL = new_call()
     phone(TELEPHONY_WEBSOCKET_AUTH="token")
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
-    slots = session_store.active_slots("telephony")
+    slots = session_store.active_slots(OWNER)
     root = parse(twilio_call(gateway, CALL))
     assert root.find("Say") is not None and root.find("Pause") is not None
     redirect = root.find("Redirect").text  # type: ignore[union-attr]
@@ -157,7 +158,7 @@ def test_twilio_hold_loop_at_capacity_then_connects_or_hangs_up(phone: Any, gate
     redirect2 = second.find("Redirect").text  # type: ignore[union-attr]
     final = parse(twilio_call(gateway, CALL, query=urlsplit(redirect2).query))
     assert final.find("Hangup") is not None and final.find("Say") is not None
-    assert session_store.active_slots("telephony") == slots
+    assert session_store.active_slots(OWNER) == slots
     # capacity frees: the next redirect connects
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     connected = parse(twilio_call(gateway, CALL, query=urlsplit(redirect).query))
@@ -288,24 +289,27 @@ def test_daily_dialin_test_request_valid_forged_stale(phone: Any, gateway: Gatew
 def test_daily_dialin_retries_briefly_on_capacity(phone: Any, gateway: Gateway, emulator: EmulatorServer) -> None:
     DIALIN = new_dialin()
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
-    slots = session_store.active_slots("telephony")
+    slots = session_store.active_slots(OWNER)
     t0 = time.monotonic()
     assert_error(daily_dialin(gateway, DIALIN), 503, "pcc_at_capacity")
     assert emulator.org.rejected_capacity == 3  # DAILY_DIALIN_ATTEMPTS
     assert time.monotonic() - t0 < 5
-    assert session_store.active_slots("telephony") == slots  # every refused attempt gave its slot back
+    assert session_store.active_slots(OWNER) == slots  # every refused attempt gave its slot back
 
 
 def test_daily_dialout_with_api_key_or_user(phone: Any, gateway: Gateway, emulator: EmulatorServer,
-                                            user: str) -> None:
+                                            user: str, oidc: Any) -> None:
+    phone(DIALOUT_ALLOWED_GROUPS="dialers", DIALOUT_ALLOWED_PREFIXES="+1555", DIALOUT_ALLOWED_SIP_DOMAINS="b.c",
+          DIALOUT_CALLER_IDS="caller-1")
     payload = {"phoneNumber": "+15550003333", "callerId": "caller-1"}
     keyed = gateway.client.http.request("POST", "/telephony/daily/dialout", body=json.dumps(payload).encode(),
                                         headers={"Content-Type": "application/json", "X-Api-Key": DIALOUT_KEY})
     assert keyed.status_code == 200, keyed.body
     session = emulator.org.sessions[body(keyed)["sessionId"]]
     assert session.body["dialout_settings"] == [{"phoneNumber": "+15550003333", "callerId": "caller-1"}]
-    assert session.body["user"] == {"id": "telephony"}
-    as_user = gateway.request("POST", "/telephony/daily/dialout", user=user, json_body={"sipUri": "sip:a@b.c"})
+    assert session.body["user"] == {"id": OWNER}
+    dialer = {"Authorization": f"Bearer {oidc.token(user, **{'cognito:groups': ['dialers']})}"}
+    as_user = gateway.request("POST", "/telephony/daily/dialout", headers=dialer, json_body={"sipUri": "sip:a@b.c"})
     assert as_user.status_code == 200
     assert emulator.org.sessions[body(as_user)["sessionId"]].body["user"] == {"id": user}
     bad_key = gateway.client.http.request("POST", "/telephony/daily/dialout", body=json.dumps(payload).encode(),
@@ -313,7 +317,7 @@ def test_daily_dialout_with_api_key_or_user(phone: Any, gateway: Gateway, emulat
     assert_error(bad_key, 401, "unauthorized")
     assert_error(gateway.request("POST", "/telephony/daily/dialout", json_body=payload), 401, "unauthorized")
     both = {"phoneNumber": "+15550003333", "sipUri": "sip:a@b.c"}
-    assert_error(gateway.request("POST", "/telephony/daily/dialout", user=user, json_body=both), 422,
+    assert_error(gateway.request("POST", "/telephony/daily/dialout", headers=dialer, json_body=both), 422,
                  "validation_error")
 
 
