@@ -13,6 +13,7 @@ Every failure is a 401 JSON error (503 only when the issuer's keys cannot be fet
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -28,6 +29,31 @@ _ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 # What a key of each JWK type can verify (RFC 7518): a token may only use one of these for its key.
 _KEY_FAMILIES = {"RSA": {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}, "EC": {"ES256", "ES384", "ES512"}}
 _warned_insecure = False
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the verified user id, and the groups / scopes the token grants (for policies)."""
+
+    user_id: str
+    groups: frozenset[str] = field(default_factory=frozenset)
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    service: bool = False  # a server-to-server caller (an API key), not a person
+
+
+def _names(value: Any) -> frozenset[str]:
+    """A claim holding names: a list, or a string such as "a b", "a,b" or "[a b]" (Cognito's authorizer)."""
+    if isinstance(value, list | tuple):
+        return frozenset(str(v) for v in value if str(v))
+    if isinstance(value, str):
+        return frozenset(p for p in re.split(r"[\s,]+", value.strip("[]")) if p)
+    return frozenset()
+
+
+def _principal(user_id: str, claims: dict[str, Any]) -> Principal:
+    groups = _names(claims.get("cognito:groups")) | _names(claims.get("groups"))
+    scopes = _names(claims.get("scope")) | _names(claims.get("scp"))
+    return Principal(user_id, groups, scopes)
 
 
 def _unauthorized(detail: str) -> ApiError:
@@ -49,7 +75,7 @@ def _algorithms_for(signing_key: Any) -> list[str]:
     return [alg for alg in _ALGORITHMS if alg in allowed]
 
 
-def _verify_jwt(token: str, settings: Settings) -> str:
+def _verify_jwt(token: str, settings: Settings) -> Principal:
     import jwt  # noqa: PLC0415
 
     try:
@@ -77,7 +103,7 @@ def _verify_jwt(token: str, settings: Settings) -> str:
         raise _unauthorized("Token expired") from None
     except (jwt.PyJWTError, ValueError, KeyError, TypeError):
         raise _unauthorized("Invalid token") from None
-    return _checked_user_id(claims.get("sub"))
+    return _principal(_checked_user_id(claims.get("sub")), claims)
 
 
 def _checked_user_id(value: Any) -> str:
@@ -96,6 +122,11 @@ def _bearer(request: Request) -> str:
 
 def authenticate(request: Request) -> str:
     """The verified user id of this request, or ApiError 401."""
+    return authenticate_principal(request).user_id
+
+
+def authenticate_principal(request: Request) -> Principal:
+    """The verified caller of this request, or ApiError 401."""
     settings = get_settings()
     if settings.auth_mode == "insecure-dev":
         global _warned_insecure
@@ -109,13 +140,13 @@ def authenticate(request: Request) -> str:
                                 "send `X-Dev-User: <any user id>`")
         if not _USER_ID.match(dev_user):
             raise _unauthorized("X-Dev-User must be 1-128 characters of A-Z a-z 0-9 @ . _ : | + -")
-        return dev_user
+        return Principal(dev_user, _names(str(request.headers.get("x-dev-groups") or "")))
     if settings.auth_mode == "cognito":
         context = request.context or {}
         claims = (context.get("authorizer") or {}).get("claims") or {}
         if not claims:
             raise _unauthorized("Not authenticated")
-        return _checked_user_id(claims.get("sub"))
+        return _principal(_checked_user_id(claims.get("sub")), claims)
     return _verify_jwt(_bearer(request), settings)
 
 

@@ -30,7 +30,8 @@ DEFAULT_RESPONSE_HEADERS = [
 ]
 _HOP_BY_HOP = ["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-*"]
 NEVER_TO_BOT = [
-    "host", "content-length", "authorization", "cookie", "cookie2", "x-api-key", "x-dev-user", "idempotency-key",
+    "host", "content-length", "authorization", "cookie", "cookie2", "x-api-key", "x-dev-user", "x-dev-groups",
+    "idempotency-key",
     "forwarded", "x-forwarded-*", "x-real-ip", "x-client-ip", "true-client-ip", "x-original-*", "via",
     "x-amz-*", "x-amzn-*", "cloudfront-*", "accept-encoding", *_HOP_BY_HOP,
 ]
