@@ -18,14 +18,16 @@ class ApiError(ChaliceUnhandledError):
         self,
         status: int,
         code: str,
-        detail: Any,
+        detail: str,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{status} {code}")
         self.status = status
         self.code = code
         self.detail = detail
         self.headers = headers or {}
+        self.extra = extra or {}  # more structured fields (e.g. `errors`); `detail` stays a readable string
 
     def body(self) -> dict[str, Any]:
-        return {"detail": self.detail, "code": self.code}
+        return {"detail": self.detail, "code": self.code, **self.extra}

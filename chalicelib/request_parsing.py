@@ -81,8 +81,14 @@ def parse_json_object(raw: bytes | str | None, *, max_bytes: int) -> dict[str, A
     return value
 
 
-def validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
+def validation_error(exc: ValidationError) -> ApiError:
+    """422 `validation_error`: `detail` a sentence people can read (client-js shows it as the error
+    message), `errors` the structured list [{loc, msg, type}] for programs."""
+    errors = [
         {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
         for err in exc.errors(include_url=False, include_input=False)
     ]
+    parts = [f"{'.'.join(e['loc']) or 'request'}: {e['msg']}" for e in errors[:5]]
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return ApiError(422, "validation_error", "Invalid request: " + "; ".join(parts) + more,
+                    extra={"errors": errors})

@@ -14,7 +14,7 @@ from .models import StartRequest
 from .observability import count, logger
 from .pcc_client import PccCallError
 from .pcc_responses import HttpResult, client_response, is_capacity_error, map_pcc_error
-from .request_parsing import parse_json_object, validation_detail
+from .request_parsing import parse_json_object, validation_error
 from .secrets_store import get_secrets
 from .sessions_service import stop_quietly
 from .settings import get_settings
@@ -26,7 +26,7 @@ def parse_start_request(raw_body: bytes | None) -> StartRequest:
     try:
         return StartRequest.model_validate(data)
     except ValidationError as exc:
-        raise ApiError(422, "validation_error", validation_detail(exc)) from None
+        raise validation_error(exc) from None
 
 
 def execute_start(

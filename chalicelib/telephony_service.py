@@ -30,7 +30,7 @@ from .errors import ApiError
 from .idempotency import run_once
 from .observability import count, logger
 from .pcc_responses import HttpResult, client_response
-from .request_parsing import parse_json_object, validation_detail
+from .request_parsing import parse_json_object, validation_error
 from .secrets_store import GatewaySecrets, get_secrets
 from .settings import Settings, get_settings
 from .start_policy import PlannedStart, with_identity
@@ -331,7 +331,7 @@ def daily_dialout(caller: Principal, raw_body: bytes, status_base: str) -> HttpR
     try:
         request = DialoutRequest.model_validate(parse_json_object(raw_body, max_bytes=64 * 1024))
     except ValidationError as exc:
-        raise ApiError(422, "validation_error", validation_detail(exc)) from None
+        raise validation_error(exc) from None
     if "user" in request.body:
         raise ApiError(422, "reserved_body_key", "body.user is set by the server")
     dialout_policy.authorize(caller, settings, phone_number=request.phoneNumber, sip_uri=request.sipUri,
