@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from .errors import ApiError
 from .observability import logger
@@ -66,11 +65,8 @@ def client_response(transport: str, pcc: dict[str, Any]) -> HttpResult:
     """The body each transport's client accepts as-is (see ../shared/REFERENCE.md)."""
     session_id = str(pcc["sessionId"])
     headers = {SESSION_ID_HEADER: session_id}
-    if transport == "websocket":
-        ws_url = str(pcc["wsUrl"])
-        if pcc.get("body"):
-            ws_url += ("&" if "?" in ws_url else "?") + "body=" + quote(str(pcc["body"]), safe="")
-        return HttpResult(200, {"wsUrl": ws_url, "token": pcc["token"]}, headers)
+    if transport == "websocket":  # the body reaches the bot through the session, never in the URL
+        return HttpResult(200, {"wsUrl": str(pcc["wsUrl"]), "token": pcc["token"]}, headers)
     body: dict[str, Any] = {"sessionId": session_id}
     if transport == "daily":
         body["dailyRoom"] = pcc.get("dailyRoom")

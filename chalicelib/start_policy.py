@@ -15,8 +15,7 @@ from .models import StartRequest, Transport
 from .settings import AgentPolicy, Settings
 
 IDENTITY_KEY = "user"
-DAILY_BODY_LIMIT = 1024 * 1024
-WEBSOCKET_BODY_LIMIT = 4 * 1024
+BODY_LIMIT = 1024 * 1024  # 1 MB of JSON, every transport (Pipecat Cloud's API guide)
 
 
 @dataclass(frozen=True)
@@ -50,10 +49,9 @@ def with_identity(body: dict[str, Any], user_id: str, transport: Transport) -> d
     """`body` plus the verified identity, checked against Pipecat Cloud's size limit for the transport."""
     out = dict(body)
     out[IDENTITY_KEY] = {"id": user_id}
-    limit = WEBSOCKET_BODY_LIMIT if transport == "websocket" else DAILY_BODY_LIMIT
     size = body_size(out)
-    if size > limit:
-        raise ApiError(413, "body_too_large", f"body is {size} bytes; the limit for {transport} is {limit} bytes")
+    if size > BODY_LIMIT:
+        raise ApiError(413, "body_too_large", f"body is {size} bytes; the limit is {BODY_LIMIT} bytes")
     return out
 
 

@@ -69,9 +69,10 @@ def test_websocket_auth_none_sends_no_body() -> None:
 
 
 def test_size_limits_before_calling_pcc() -> None:
-    assert code_of(transport="websocket", body={"x": "y" * 4100}) == "body_too_large"
-    assert plan(transport="websocket", body={"x": "y" * 3000})["body"]
-    assert code_of(transport="daily", body={"x": "y" * (1024 * 1024)}) == "body_too_large"
+    """1 MB of JSON for every transport, the identity included."""
+    for transport in ("daily", "webrtc", "websocket"):
+        assert code_of(transport=transport, body={"x": "y" * (1024 * 1024)}) == "body_too_large"
+        assert plan(transport=transport, body={"x": "y" * (1024 * 1024 - 100)})["body"]
 
 
 def test_unknown_fields_and_wrong_types_are_rejected_by_the_model() -> None:
