@@ -26,6 +26,9 @@ from .sessions_service import owned_session
 from .settings import get_settings
 
 MAX_PROXY_DEPTH = 6
+# Our own query parameters, never the bot's: SmallWebRTC derives the offer URL from the start URL, so a
+# `/start?wait=5` would otherwise reach the bot as `api/offer?wait=5`.
+GATEWAY_QUERY_PARAMETERS = frozenset({"wait"})
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 # Proxy routes accept every request content type. Chalice requires one route's content types to agree on
 # being binary or not (`chalice deploy` refuses the app otherwise), and `*/*` is not a binary type, so it
@@ -80,7 +83,7 @@ def forward(
     try:
         response = pcc_client.proxy(
             record["agent"], session_id, path, method, get_secrets().public_key.get_secret_value(),
-            query=list(query), headers=forwarded, body=body,
+            query=[(k, v) for k, v in query if k not in GATEWAY_QUERY_PARAMETERS], headers=forwarded, body=body,
         )
     except PccCallError as exc:
         raise map_pcc_error(exc) from None

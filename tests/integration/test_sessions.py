@@ -194,6 +194,22 @@ def test_smallwebrtc_offer_flow_like_client_js(gateway: Gateway, emulator: Emula
     assert [c["method"] for c in proxy_calls(emulator)] == ["POST", "PATCH"]
 
 
+def test_our_wait_parameter_never_reaches_the_bot(gateway: Gateway, emulator: EmulatorServer, user: str) -> None:
+    """Following the README's `/start?wait=5`, client-js derives `.../api/offer?wait=5`: the gateway's own
+    parameter is dropped, the bot's parameters pass."""
+    auth = {**gateway.auth(user), "Content-Type": "application/json"}
+    start_url = "/start?wait=5"
+    data = body(gateway.client.http.request("POST", start_url, headers=auth,
+                                            body=json.dumps({"transport": "webrtc"}).encode()))
+    offer_url = start_url.replace("/start", f"/sessions/{data['sessionId']}/api/offer", 1)
+    for method in ("POST", "PATCH"):
+        sent = gateway.client.http.request(method, offer_url, headers=auth,
+                                           body=json.dumps({"sdp": "v=0", "type": "offer", "pc_id": "pc-1"}).encode())
+        assert sent.status_code == 200, sent.body
+    assert gateway.request("GET", f"/sessions/{data['sessionId']}/status?wait=1&mine=2", user=user).status_code == 200
+    assert [c["query"] for c in proxy_calls(emulator)] == ["", "", "mine=2"]
+
+
 # ------------------------------------------------------------------ reconciliation
 def test_reconciliation_frees_slot_after_emulator_ends_session(gateway: Gateway, emulator: EmulatorServer,
                                                                user: str) -> None:
