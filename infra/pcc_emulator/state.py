@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import threading
 import time
@@ -18,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-DAILY_BODY_LIMIT = 1024 * 1024
-WEBSOCKET_BODY_LIMIT = 4 * 1024
+BODY_LIMIT = 1024 * 1024  # 1 MB of JSON across all transports (the API guide)
 WS_TOKEN_TTL_SECONDS = 300
 WARM_IDLE_SECONDS = 300
 
 UNAUTHORIZED = {"error": "Unauthorized / token expired", "code": "401"}
-RATE_LIMITED = {"status": 429, "code": "429", "message": "Rate limit exceeded. Please try again later."}
+# The documented error shape {error, code} (the official library shows `error`).
+RATE_LIMITED = {"error": "Rate limit exceeded. Please try again later.", "code": "429"}
 AT_CAPACITY = {"error": "Agent is at capacity", "code": "PCC-AGENT-AT-CAPACITY"}
 
 
@@ -70,11 +71,11 @@ class Session:
     body: Any
     created_at: float
     cold_start: bool
-    bot_start_seconds: float
+    bot_start_seconds: int
     connected: bool = True  # websocket sessions start when the client connects
     ended_at: float | None = None
     completion_status: str | None = None
-    meeting_ids: list[str] = field(default_factory=list)
+    meeting_ids: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -96,11 +97,15 @@ class Session:
 
     def details(self, org: str) -> dict[str, Any]:
         data = self.summary(org)
-        data["meetingIds"] = list(self.meeting_ids)
+        data["meetingIds"] = [dict(m) for m in self.meeting_ids]
+        start = int(self.created_at)
+        end = int(self.ended_at or time.time())
+        samples = [{"t": t, "c": 120 + (t - start) % 7, "m": 210_000_000 + 1_000_000 * ((t - start) % 5)}
+                   for t in range(start, max(end, start + 1), 15)][:240]
         data["resourceMetrics"] = {
-            "cpu": {"p50": 0.12, "p90": 0.2, "p99": 0.31},
-            "memory": {"p50": 210.0, "p90": 230.0, "p99": 250.0},
-            "timeseries": [],
+            "cpuMillicoresP50": 120, "cpuMillicoresP90": 124, "cpuMillicoresP95": 125, "cpuMillicoresP99": 126,
+            "memoryBytesP50": 212_000_000, "memoryBytesP90": 214_000_000, "memoryBytesP95": 214_000_000,
+            "memoryBytesP99": 214_000_000, "sampleCount": len(samples), "timeseries": samples,
         }
         return data
 
@@ -240,19 +245,17 @@ class Organisation:
             transport = payload.get("transport")
             if transport is not None and transport not in ("daily", "webrtc", "websocket"):
                 raise _error(400, f"Invalid transport '{transport}'", "400")
-            create_room = bool(payload.get("createDailyRoom")) or transport == "daily"
+            create_room = payload.get("createDailyRoom") is True  # a room only when asked for
             for key in ("dailyRoomProperties", "dailyMeetingTokenProperties"):
                 if key in payload and not isinstance(payload[key], dict):
                     raise _error(400, f"{key} must be an object", "400")
-            if payload.get("dailyRoomProperties") and not create_room:
-                raise _error(400, "dailyRoomProperties requires a Daily room", "400")
+            # without a room, dailyRoomProperties / dailyMeetingTokenProperties are ignored (not an error)
             body = payload.get("body")
             if body is not None and not isinstance(body, dict):
                 raise _error(400, "body must be an object", "400")
             encoded_body = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
-            limit = WEBSOCKET_BODY_LIMIT if transport == "websocket" else DAILY_BODY_LIMIT
-            if len(encoded_body) > limit:
-                raise _error(413, f"Request body exceeds {limit} bytes", "413")
+            if len(encoded_body) > BODY_LIMIT:
+                raise _error(413, f"Request body exceeds {BODY_LIMIT} bytes", "413")
             if transport == "websocket" and body is not None and agent.websocket_auth == "none":
                 raise _error(
                     400,
@@ -276,7 +279,7 @@ class Organisation:
                 body=body,
                 created_at=time.time(),
                 cold_start=cold,
-                bot_start_seconds=round(delay + 0.5, 3),
+                bot_start_seconds=math.ceil(delay + 0.5),
                 connected=connected,
             )
             self.sessions[session.session_id] = session
@@ -285,7 +288,7 @@ class Organisation:
             response: dict[str, Any] = {"sessionId": session.session_id}
             if create_room:
                 room = f"emu-{session.session_id[:8]}"
-                session.meeting_ids.append(room)
+                session.meeting_ids.append({"participantId": str(uuid.uuid4()), "meetingId": room})
                 response["dailyRoom"] = f"https://emulator.daily.co/{room}"
                 response["dailyToken"] = "dt_" + secrets.token_urlsafe(24)
             if payload.get("enableDefaultIceServers"):
@@ -301,8 +304,7 @@ class Organisation:
             if transport == "websocket":
                 response["wsUrl"] = f"ws://{host}/ws/{agent.name}"
                 response["token"] = self._issue_token(agent.name, session.session_id)
-                if body is not None:
-                    response["body"] = base64.b64encode(encoded_body).decode()
+                # the body is delivered through the authenticated session (session.body), not the URL
             return response, delay
 
     # websocket tokens: HMAC over agent, org, session and expiry; single use

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -53,15 +52,29 @@ def test_transport_specific_answers(emulator: EmulatorServer) -> None:
     assert set(webrtc) == {"sessionId", "iceConfig"}
     assert webrtc["iceConfig"]["iceServers"][0]["urls"]
     ws = start(emulator, {"transport": "websocket", "body": {"a": 1}}).json()
-    assert set(ws) == {"sessionId", "wsUrl", "token", "body"}
-    assert json.loads(base64.b64decode(ws["body"])) == {"a": 1}
+    # the guide: the body goes through the authenticated session, not into the URL
+    assert set(ws) == {"sessionId", "wsUrl", "token"} and "?" not in ws["wsUrl"]
+    assert emulator.org.sessions[ws["sessionId"]].body == {"a": 1}
+
+
+def test_a_room_only_when_create_daily_room_is_true(emulator: EmulatorServer) -> None:
+    for payload in ({"transport": "daily"}, {"createDailyRoom": False}, {"createDailyRoom": "yes"}, {}):
+        answer = start(emulator, payload)
+        assert answer.status_code == 200 and set(answer.json()) == {"sessionId"}, payload
+    # room properties without a room are ignored, not a 400
+    ignored = start(emulator, {"transport": "webrtc", "dailyRoomProperties": {"enable_recording": "cloud"}})
+    assert ignored.status_code == 200 and set(ignored.json()) == {"sessionId"}
+    with_room = start(emulator, {"createDailyRoom": True, "dailyRoomProperties": {"enable_recording": "cloud"}})
+    assert set(with_room.json()) == {"sessionId", "dailyRoom", "dailyToken"}
 
 
 def test_size_limits_are_413(emulator: EmulatorServer) -> None:
+    """1 MB of JSON across all transports."""
     big = {"blob": "x" * (1024 * 1024)}
-    assert start(emulator, {"createDailyRoom": True, "body": big}).status_code == 413
-    assert start(emulator, {"transport": "websocket", "body": {"blob": "x" * 5000}}).status_code == 413
-    assert start(emulator, {"transport": "websocket", "body": {"blob": "x" * 3000}}).status_code == 200
+    for transport in ("daily", "webrtc", "websocket"):
+        assert start(emulator, {"transport": transport, "body": big}).status_code == 413, transport
+        assert start(emulator, {"transport": transport, "body": {"blob": "x" * 8000}}).status_code == 200, transport
+    assert start(emulator, {"transport": "websocket", "body": {"blob": "x" * (1024 * 1024 - 20)}}).status_code == 200
 
 
 def test_websocket_body_rejected_when_auth_none(emulator: EmulatorServer) -> None:
@@ -75,7 +88,7 @@ def test_max_agents_gives_429_and_stop_frees_capacity(emulator: EmulatorServer) 
     ids = [start(emulator, {"createDailyRoom": True}).json()["sessionId"] for _ in range(2)]
     refused = start(emulator, {"createDailyRoom": True})
     assert refused.status_code == 429
-    assert refused.json()["code"] == "429"
+    assert refused.json() == {"error": "Rate limit exceeded. Please try again later.", "code": "429"}
     emulator_admin(emulator, "agents/my-agent", {"capacity_error_style": "pcc_code"})
     assert start(emulator).json()["code"] == "PCC-AGENT-AT-CAPACITY"
     stopped = httpx.delete(f"{emulator.url}/v1/agents/my-agent/sessions/{ids[0]}", headers=priv(emulator))
@@ -119,6 +132,36 @@ def emulator_admin_get(emulator: EmulatorServer, path: str) -> Any:
     return httpx.get(f"{emulator.url}/_emulator/{path}").json()
 
 
+SUMMARY_FIELDS = {"sessionId": str, "serviceId": str, "organizationId": str, "deploymentId": str,
+                  "endedAt": (str, type(None)), "botStartSeconds": int, "coldStart": bool,
+                  "completionStatus": (str, type(None)), "createdAt": str, "updatedAt": str}
+METRIC_FIELDS = [f"{kind}P{p}" for kind in ("cpuMillicores", "memoryBytes") for p in (50, 90, 95, 99)]
+
+
+def assert_session_details_shape(details: dict[str, Any]) -> None:
+    """The private API's session details, field by field, as the guide documents them."""
+    assert set(details) == {*SUMMARY_FIELDS, "meetingIds", "resourceMetrics"}
+    for name, kind in SUMMARY_FIELDS.items():
+        value = details[name]
+        assert isinstance(value, kind), (name, value)
+        assert kind is bool or not isinstance(value, bool), (name, value)  # an int field is no bool
+    assert all(set(m) == {"participantId", "meetingId"} and all(isinstance(v, str) for v in m.values())
+               for m in details["meetingIds"])
+    metrics = details["resourceMetrics"]
+    assert set(metrics) == {*METRIC_FIELDS, "sampleCount", "timeseries"}
+    assert all(isinstance(metrics[f], int) for f in METRIC_FIELDS)
+    assert metrics["sampleCount"] == len(metrics["timeseries"]) >= 1
+    assert all(set(sample) == {"t", "c", "m"} and all(isinstance(v, int) for v in sample.values())
+               for sample in metrics["timeseries"])
+
+
+def test_session_details_carry_meeting_ids_as_objects(emulator: EmulatorServer) -> None:
+    sid = start(emulator, {"createDailyRoom": True}).json()["sessionId"]
+    details = httpx.get(f"{emulator.url}/v1/agents/my-agent/sessions/{sid}", headers=priv(emulator)).json()
+    assert_session_details_shape(details)
+    assert [m["meetingId"] for m in details["meetingIds"]] == [f"emu-{sid[:8]}"]
+
+
 def test_private_list_get_filters_and_max_duration(emulator: EmulatorServer) -> None:
     ids = [start(emulator, {"createDailyRoom": True}).json()["sessionId"] for _ in range(3)]
     emulator_admin(emulator, f"sessions/{ids[0]}/end")
@@ -131,7 +174,8 @@ def test_private_list_get_filters_and_max_duration(emulator: EmulatorServer) -> 
                       headers=priv(emulator)).json()
     assert [s["sessionId"] for s in ended["sessions"]] == [ids[0]]
     details = httpx.get(f"{emulator.url}/v1/agents/my-agent/sessions/{ids[0]}", headers=priv(emulator)).json()
-    assert details["completionStatus"] == "HTTP_COMPLETED" and "resourceMetrics" in details
+    assert details["completionStatus"] == "HTTP_COMPLETED"
+    assert_session_details_shape(details)
     assert httpx.get(f"{emulator.url}/v1/agents/my-agent/sessions", headers=pub(emulator)).status_code == 401
     assert httpx.delete(f"{emulator.url}/v1/agents/my-agent/sessions/not-a-uuid",
                         headers=priv(emulator)).status_code == 400
@@ -175,3 +219,23 @@ def test_official_pipecatcloud_library_starts_a_session(emulator: EmulatorServer
     assert result["sessionId"] in emulator.org.sessions
     assert result["dailyRoom"].startswith("https://")
     assert emulator.org.sessions[result["sessionId"]].body == {"k": 1}
+
+
+@pytest.mark.timeout(120)
+def test_official_library_shows_a_readable_message_at_capacity(emulator: EmulatorServer) -> None:
+    """The 429 body has the documented {error, code} shape, which the official library turns into its message."""
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    script = (
+        "import asyncio\n"
+        "from pipecatcloud.session import Session, SessionParams\n"
+        f"s = Session('my-agent', api_key={emulator.org.public_key!r}, params=SessionParams(use_daily=True))\n"
+        "try:\n"
+        "    asyncio.run(s.start())\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, '|', exc)\n"
+    )
+    env = {**os.environ, "PIPECAT_API_HOST": emulator.url, "HOME": os.environ.get("HOME", "/tmp")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=90)
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("AgentStartError |"), out.stdout + out.stderr[-2000:]
+    assert "Rate limit exceeded" in last and "None" not in last, last
