@@ -28,6 +28,18 @@ try {
   await page.waitForSelector(`li[data-session-id="${result.sessionId}"]`);
   result.listed = await page.$$eval("#sessions li", (items) => items.map((li) => li.dataset.sessionId));
 
+  // 1b. a refused request: client-js shows our `detail`, a readable sentence
+  await page.click("#start-invalid");
+  await page.waitForSelector('#status[data-state="error"]', { timeout: 20000 });
+  result.invalidText = await page.textContent("#status");
+
+  // 1c. a websocket start with an 8 KB body: compact wsUrl, session id from GET /sessions
+  await page.click("#start-ws");
+  await page.waitForSelector('#ws[data-state="started"], #ws[data-state="error"]', { timeout: 20000 });
+  result.ws = await page.$eval("#ws", (el) => ({ ...el.dataset, text: el.textContent }));
+  result.wsSessions = await (await fetch(`${emulatorUrl}/v1/agents/my-agent/sessions?status=active&limit=50`,
+    { headers: { Authorization: "Bearer sk_emulator_private" } })).json();
+
   // 2. at capacity: the 202 is polled by the helper until capacity frees
   await admin("agents/my-agent", { max_agents: 0 });
   await page.click("#start");

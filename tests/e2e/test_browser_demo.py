@@ -34,6 +34,15 @@ def test_demo_page_starts_queues_lists_and_stops(local_stack: LocalStack, tmp_pa
     assert result["queuedText"].startswith("queued: position 1, attempt")
     assert result["startedAfterQueue"] and result["startedAfterQueue"] != result["sessionId"]
     assert result["stoppedStatus"] == f"stopped: {result['sessionId']}"
+    # a 422 reads as a sentence in client-js, never "[object Object]"
+    assert result["invalidText"].startswith("error: Invalid request: transport:"), result["invalidText"]
+    assert "[object Object]" not in result["invalidText"]
+    # a websocket start with an 8 KB body: exactly {token, wsUrl}, no query in the URL, id found via /sessions
+    ws = result["ws"]
+    assert ws["state"] == "started", ws
+    assert ws["keys"] == "token,wsUrl" and "?" not in ws["wsUrl"]
+    active_ids = {s["sessionId"] for s in result["wsSessions"]["sessions"]}
+    assert ws["sessionId"] in active_ids
     stats = httpx.get(f"{local_stack.emulator_url}/_emulator/stats").json()
     assert stats["started"] >= 2
     assert screenshot.stat().st_size > 5000

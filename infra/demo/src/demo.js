@@ -59,6 +59,42 @@ async function start() {
   }
 }
 
+// A websocket start with a body. The body (8 KB here) reaches the bot through the authenticated session,
+// never in the URL, so wsUrl stays compact. The websocket transport accepts only {wsUrl, token}, so the
+// page learns its session id the documented way: my newest active session.
+async function startWebsocket() {
+  const client = new PipecatClient({ transport: new SmallWebRTCTransport(), enableMic: false });
+  const ws = $("ws");
+  try {
+    const result = await client.startBot({
+      endpoint: `${$("api").value}/start`, headers: authHeaders(),
+      requestData: { transport: "websocket", body: { source: "demo", notes: "n".repeat(8000) } },
+    });
+    const mine = await fetch(`${$("api").value}/sessions?status=active&limit=1`, { headers: authHeaders() });
+    const newest = (await mine.json()).sessions?.[0];
+    ws.dataset.keys = Object.keys(result).sort().join(",");
+    ws.dataset.wsUrl = result.wsUrl;
+    ws.dataset.sessionId = newest?.sessionId ?? "";
+    ws.dataset.state = "started";
+    ws.textContent = `websocket: ${result.wsUrl} (session ${ws.dataset.sessionId})`;
+  } catch (error) {
+    ws.dataset.state = "error";
+    ws.textContent = `error: ${error.message ?? error}`;
+  }
+}
+
+// What a user sees when the gateway refuses a request: client-js shows the error's `detail`.
+async function startInvalid() {
+  const client = new PipecatClient({ transport: new SmallWebRTCTransport(), enableMic: false });
+  try {
+    await client.startBot({ endpoint: `${$("api").value}/start`, headers: authHeaders(),
+                            requestData: { transport: "carrier-pigeon" } });
+    setStatus("unexpectedly started", "started");
+  } catch (error) {
+    setStatus(`error: ${error.message ?? error}`, "error");
+  }
+}
+
 async function listSessions() {
   const response = await fetch(`${$("api").value}/sessions?limit=20`, { headers: authHeaders() });
   const data = await response.json();
@@ -90,4 +126,6 @@ async function stopSession(sessionId) {
 }
 
 $("start").onclick = start;
+$("start-ws").onclick = startWebsocket;
+$("start-invalid").onclick = startInvalid;
 $("list").onclick = listSessions;
