@@ -10,6 +10,8 @@ import base64
 import hashlib
 import json
 import re
+import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,9 +100,18 @@ class _Handler(BaseHTTPRequestHandler):
                 except ValueError as exc:
                     raise PccError(400, {"error": "Invalid JSON", "code": "400"}) from exc
                 host = self.headers.get("host", "localhost")
+                fault = org.take_start_fault()
+                if fault and fault["when"] == "before":
+                    with org.lock:
+                        org.start_calls += 1
+                    self._fault(fault)
+                    return
                 response, delay = org.start(m["agent"], payload, host)
                 if delay:
                     time.sleep(delay)
+                if fault:  # the bot exists; its answer is lost
+                    self._fault(fault)
+                    return
                 self._json(200, response)
                 return
             if m := _PROXY.match(path):
@@ -130,6 +141,37 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": "Not found", "code": "404"})
         except PccError as exc:
             self._json(exc.status, exc.body)
+
+    def _fault(self, fault: dict[str, Any]) -> None:
+        kind = fault["kind"]
+        if kind == "hang":
+            time.sleep(float(fault.get("seconds", 30)))
+            self._reset()
+        elif kind == "reset":
+            self._reset()
+        else:
+            self._json(int(kind), {"error": f"injected fault {kind}", "code": kind})
+
+    def _reset(self) -> None:
+        """Drop the connection with a TCP RST: the client sees a reset, never an answer."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (OSError, ValueError):  # a connection this handler reset on purpose
+            pass
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except (OSError, ValueError):
+            pass
 
     def _websocket(self, agent: str, token: str | None) -> None:
         session = self.server.org.redeem_token(agent, token or "")
@@ -173,6 +215,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, agent.public(0))
         elif len(parts) == 3 and parts[0] == "sessions" and parts[2] == "end":
             self._json(200, {"ended": org.end_session(parts[1], data.get("status", "HTTP_COMPLETED"))})
+        elif parts == ["faults"] and self.command == "POST":
+            try:
+                org.set_start_faults(list(data.get("start", [])))
+            except ValueError as exc:
+                self._json(400, {"error": str(exc), "code": "400"})
+                return
+            self._json(200, {"start": org.start_faults})
+        elif parts == ["sessions"] and self.command == "GET":
+            self._json(200, {"active": sorted(org.active_session_ids())})
         elif parts == ["proxy-calls"]:
             with org.lock:
                 calls = [_call_json(c) for c in org.proxy_calls]

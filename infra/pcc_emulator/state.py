@@ -143,6 +143,9 @@ class Organisation:
         self.agents: dict[str, Agent] = {}
         self.sessions: dict[str, Session] = {}
         self.proxy_calls: list[ProxyCall] = []
+        # Faults for POST .../start, used in order: {"when": "before"|"after", "kind": "500"|"502"|"503"|
+        # "reset"|"hang", "seconds": hang time}. "after": the bot exists, then the answer is lost.
+        self.start_faults: list[dict[str, Any]] = []
         self.start_calls = 0
         self.started = 0
         self.rejected_capacity = 0
@@ -161,6 +164,7 @@ class Organisation:
             self.agents = {name: Agent(name=name) for name in names}
             self.sessions.clear()
             self.proxy_calls.clear()
+            self.start_faults.clear()
             self._used_tokens.clear()
             self.start_calls = self.started = self.rejected_capacity = self.connections = 0
             self.latency_seconds = self.cold_start_seconds = 0.0
@@ -232,6 +236,27 @@ class Organisation:
         if not agent.ready:
             raise _error(400, "Deployment is not ready", "PCC-1001")
         return agent
+
+    # ------------------------------------------------------------ fault injection
+    FAULT_KINDS = ("500", "502", "503", "reset", "hang")
+
+    def set_start_faults(self, faults: list[dict[str, Any]]) -> None:
+        for fault in faults:
+            if fault.get("when") not in ("before", "after") or str(fault.get("kind")) not in self.FAULT_KINDS:
+                raise ValueError(f"a fault needs when=before|after and kind in {self.FAULT_KINDS}: {fault}")
+        with self.lock:
+            self.start_faults = [dict(f, kind=str(f["kind"])) for f in faults]
+
+    def take_start_fault(self) -> dict[str, Any] | None:
+        with self.lock:
+            return self.start_faults.pop(0) if self.start_faults else None
+
+    def active_session_ids(self, agent_name: str | None = None) -> set[str]:
+        """The source of truth for fault tests: which bots are running."""
+        with self.lock:
+            self._expire()
+            return {s.session_id for s in self.sessions.values()
+                    if s.active and (agent_name is None or s.agent == agent_name)}
 
     # ------------------------------------------------------------ public API
     def start(self, agent_name: str, payload: Any, host: str) -> tuple[dict[str, Any], float]:
