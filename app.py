@@ -7,7 +7,14 @@ from typing import Any
 
 from chalice.app import Chalice, Rate, Request, Response
 
-from chalicelib import capacity_queue, reconcile, sessions_service, start_service, telephony_service
+from chalicelib import (
+    capacity_queue,
+    orphan_sweeper,
+    reconcile,
+    sessions_service,
+    start_service,
+    telephony_service,
+)
 from chalicelib.auth import Principal, authenticate_principal, route_authorizer
 from chalicelib.errors import ApiError
 from chalicelib.http import (
@@ -217,4 +224,5 @@ def retry_worker(event: Any) -> None:
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile_sessions")
 def reconcile_sessions(event: Any) -> dict[str, int]:
-    return {**reconcile.run(), **{f"queue_{k}": v for k, v in capacity_queue.sweep().items()}}
+    return {**reconcile.run(), **{f"queue_{k}": v for k, v in capacity_queue.sweep().items()},
+            **orphan_sweeper.sweep()}

@@ -130,6 +130,19 @@ def list_sessions(agent: str, private_key: str, **params: Any) -> dict[str, Any]
     return dict(_request("GET", path, private_key, params=params) or {})
 
 
+def active_sessions(agent: str, private_key: str, page_size: int = 100) -> list[dict[str, Any]]:
+    """Every session Pipecat Cloud lists as active for the agent (all pages)."""
+    found: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = list_sessions(agent, private_key, status="active", limit=page_size, offset=offset)
+        sessions = page.get("sessions") or []
+        found.extend(s for s in sessions if not s.get("endedAt"))
+        offset += len(sessions)
+        if not sessions or offset >= int(page.get("total_count") or 0):
+            return found
+
+
 def proxy(
     agent: str,
     session_id: str,

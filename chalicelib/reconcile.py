@@ -18,20 +18,6 @@ from .pcc_client import PccCallError
 from .sessions_service import private_key
 from .settings import get_settings
 
-PAGE = 100
-
-
-def _active_at_pcc(agent: str, key: str) -> set[str]:
-    active: set[str] = set()
-    offset = 0
-    while True:
-        page = pcc_client.list_sessions(agent, key, status="active", limit=PAGE, offset=offset)
-        sessions = page.get("sessions") or []
-        active.update(str(s["sessionId"]) for s in sessions if not s.get("endedAt"))
-        offset += len(sessions)
-        if not sessions or offset >= int(page.get("total_count") or 0):
-            return active
-
 
 def _age_seconds(record: dict[str, Any], now: float) -> float:
     created = datetime.strptime(record["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
@@ -61,7 +47,7 @@ def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now
         by_agent[record["agent"]].append(record)
     for agent, agent_records in by_agent.items():
         try:
-            active = _active_at_pcc(agent, key)
+            active = {str(s["sessionId"]) for s in pcc_client.active_sessions(agent, key)}
         except PccCallError as exc:
             logger.warning("reconcile: cannot list sessions", extra={"agent": agent, "status": exc.status})
             summary["errors"] += 1

@@ -91,6 +91,9 @@ _ENV: dict[str, str] = {
     "DIALOUT_CALLER_IDS": "dialout_caller_ids",
     "DIALOUT_RATE_PER_HOUR": "dialout_rate_per_hour",
     "EXOTEL_ALLOWED_IPS": "exotel_allowed_ips",
+    "ORPHAN_SWEEP": "orphan_sweep",
+    "ORPHAN_GRACE_SECONDS": "orphan_grace_seconds",
+    "ORPHAN_REPORT_ONLY_AGENTS": "orphan_report_only_agents",
     "PCC_ORG": "pcc_org",
     "PCC_WS_BASE": "pcc_ws_base",
 }
@@ -161,6 +164,10 @@ class Settings(BaseModel):
     dialout_rate_per_hour: int = Field(default=20, ge=0)
     # Exotel (unsigned webhooks): optional source-address allow-list (CIDRs) on top of the URL token.
     exotel_allowed_ips: list[str] = []
+    # Orphans: bots at Pipecat Cloud that no record of ours claims (chalicelib/orphan_sweeper.py).
+    orphan_sweep: Literal["stop", "report", "off"] = "stop"
+    orphan_grace_seconds: int = Field(default=300, ge=60)
+    orphan_report_only_agents: list[str] = []
     pcc_org: str = ""
     pcc_ws_base: str = "wss://api.pipecat.daily.co/ws"
 
@@ -183,7 +190,8 @@ class Settings(BaseModel):
         return value
 
     @field_validator("dialout_allowed_groups", "dialout_allowed_scopes", "dialout_allowed_prefixes",
-                     "dialout_allowed_sip_domains", "dialout_caller_ids", "exotel_allowed_ips", mode="before")
+                     "dialout_allowed_sip_domains", "dialout_caller_ids", "exotel_allowed_ips",
+                     "orphan_report_only_agents", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -125,7 +125,7 @@ def deploy_stack(stage: str, endpoint_url: str | None, region: str, timeout: flo
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
 
-def ensure_local_extras(outputs: dict[str, str], endpoint_url: str, region: str) -> dict[str, str]:
+def ensure_local_extras(outputs: dict[str, str], endpoint_url: str, region: str, stage: str) -> dict[str, str]:
     """moto's CloudFormation skips the secret and the alarm and ignores TTL: create them directly."""
     session = _session(endpoint_url, region)
     secrets = session.client("secretsmanager", endpoint_url=endpoint_url)
@@ -153,6 +153,17 @@ def ensure_local_extras(outputs: dict[str, str], endpoint_url: str, region: str)
             AlarmActions=[outputs["AlarmTopicArn"]] if outputs.get("AlarmTopicArn") else [],
         )
     outputs.setdefault("DeadLetterAlarmName", alarm)
+    orphan_alarm = alarm.removesuffix("-retry-dlq-not-empty") + "-orphans-found"
+    if not cloudwatch.describe_alarms(AlarmNames=[orphan_alarm])["MetricAlarms"]:
+        cloudwatch.put_metric_alarm(
+            AlarmName=orphan_alarm, Namespace="PipecatGateway", MetricName="OrphansFound",
+            Dimensions=[{"Name": "service", "Value": "pipecat-gateway"},
+                        {"Name": "stage", "Value": stage}],
+            Statistic="Sum", Period=300, EvaluationPeriods=1, Threshold=0,
+            ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching",
+            AlarmActions=[outputs["AlarmTopicArn"]] if outputs.get("AlarmTopicArn") else [],
+        )
+    outputs.setdefault("OrphanAlarmName", orphan_alarm)
     return outputs
 
 
@@ -280,7 +291,7 @@ def deploy(
         else "pipecat-gateway"
     outputs = deploy_stack(stage, endpoint_url, region, parameters={"AppName": app_name, **(parameters or {})})
     if endpoint_url:
-        outputs = ensure_local_extras(outputs, endpoint_url, region)
+        outputs = ensure_local_extras(outputs, endpoint_url, region, stage)
     if secret is not None:
         put_secret(outputs["SecretName"], secret, endpoint_url, region)
     policies = least_privilege_policies(outputs, region, _account(endpoint_url, region), stage, app_name)

@@ -183,11 +183,15 @@ def test_dlq_alarm_mails_the_operator_and_the_dashboard_shows_the_app(aws: dict[
     topic = alarm["AlarmActions"][0]
     subscriptions = _client(aws, "sns").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
     assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", ALARM_EMAIL)]
+    orphans = cloudwatch.describe_alarms(AlarmNames=["pipecat-gateway-dev-orphans-found"])["MetricAlarms"][0]
+    assert orphans["MetricName"] == "OrphansFound" and orphans["AlarmActions"] == [topic]
+    assert {d["Name"]: d["Value"] for d in orphans["Dimensions"]} == {"service": "pipecat-gateway", "stage": "dev"}
     body = json.loads(cloudwatch.get_dashboard(DashboardName="pipecat-gateway-dev")["DashboardBody"])
     metrics = {m[1] for widget in body["widgets"] for m in widget["properties"]["metrics"]}
     # the app's own EMF metrics (every name must be one the code emits) and AWS's queue / API metrics
     source = "\n".join(p.read_text() for p in (ROOT / "chalicelib").glob("*.py"))
-    for name in ("SessionsStarted", "StartsQueued", "QueuedStartsStarted", "QueuedStartsFailed", "PccLatency"):
+    for name in ("SessionsStarted", "StartsQueued", "QueuedStartsStarted", "QueuedStartsFailed", "PccLatency",
+                 "OrphansFound", "OrphansStopped"):
         assert name in metrics and f'"{name}"' in source, name
     assert {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage", "4XXError", "5XXError"} <= metrics
 

@@ -1,3 +1,4 @@
 """Fixtures shared by the integration modules."""
 
+from tests.integration.test_capacity_queue import queue  # noqa: F401 - a fresh retry queue + DLQ per test
 from tests.integration.test_telephony import phone  # noqa: F401 - the provider-credentials fixture

@@ -1,0 +1,84 @@
+"""Orphans: Pipecat Cloud created the bot, then the answer was lost (a 502, a reset, a hang). The bot runs
+with no record of ours; the orphan sweeper (on the reconcile schedule) stops it after the grace period.
+Bots are counted from the emulator, the source of truth, not from the gateway's answers."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from chalicelib import orphan_sweeper, session_store, start_requests
+from infra.pcc_emulator import EmulatorServer
+from tests.conftest import Gateway, emulator_admin
+from tests.integration.test_capacity_queue import drain
+from tests.support import new_user
+
+GRACE = 300
+
+
+def later() -> float:
+    return time.time() + GRACE + 5
+
+
+def recorded(session_ids: set[str]) -> set[str]:
+    return {sid for sid in session_ids if session_store.get_session(sid) is not None}
+
+
+@pytest.mark.parametrize(("fault", "status"), [
+    ({"when": "after", "kind": "502"}, 502),
+    ({"when": "after", "kind": "reset"}, 502),
+    ({"when": "after", "kind": "hang", "seconds": 2.5}, 504),
+])
+def test_a_bot_whose_answer_was_lost_is_stopped_after_the_grace(
+        app_env: Gateway, emulator: EmulatorServer, configure_stage: Any, fault: dict[str, Any], status: int) -> None:
+    configure_stage(PCC_READ_TIMEOUT="1")
+    keeper = app_env.start(new_user(), {"transport": "daily"})  # a recorded bot: must survive every sweep
+    assert keeper.status_code == 200
+    emulator_admin(emulator, "faults", {"start": [fault]})
+    user = new_user()
+    lost = app_env.start(user, {"transport": "daily"})
+    assert lost.status_code == status, lost.body
+    active = emulator.org.active_session_ids()
+    assert len(active) == 2 and len(recorded(active)) == 1  # one orphan, billed and unrecorded
+    assert orphan_sweeper.sweep()["orphans_found"] == 0  # inside the grace: it could still be recorded
+    summary = orphan_sweeper.sweep(now=later())
+    assert summary["orphans_found"] == summary["orphans_stopped"] == 1
+    assert emulator.org.active_session_ids() == {keeper.headers["X-Session-Id"]}
+    assert orphan_sweeper.sweep(now=later())["orphans_found"] == 0  # one sweep was enough
+
+
+def test_a_queued_start_whose_attempt_lost_its_answer_ends_with_one_bot(
+        app_env: Gateway, emulator: EmulatorServer, queue: dict[str, Any]) -> None:
+    user = new_user()
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    queued = app_env.start(user, {"transport": "daily"})
+    assert queued.status_code == 202
+    request_id = json.loads(queued.body)["requestId"]
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
+    emulator_admin(emulator, "faults", {"start": [{"when": "after", "kind": "502"}]})
+    drain(app_env, queue, until=lambda: start_requests.get(request_id)["state"] == "started")  # type: ignore[index]
+    served_by = start_requests.get(request_id)["session_id"]  # type: ignore[index]
+    assert len(emulator.org.active_session_ids()) == 2  # the lost attempt's bot and the served one
+    orphan_sweeper.sweep(now=later())
+    assert emulator.org.active_session_ids() == {served_by}  # the request is served by exactly one bot
+
+
+def test_report_mode_and_report_only_agents_stop_nothing(app_env: Gateway, emulator: EmulatorServer,
+                                                         configure_stage: Any) -> None:
+    emulator_admin(emulator, "faults", {"start": [{"when": "after", "kind": "502"}] * 2})
+    configure_stage(ORPHAN_SWEEP="report")
+    assert app_env.start(new_user(), {"transport": "daily"}).status_code == 502
+    summary = orphan_sweeper.sweep(now=later())
+    assert summary == {"orphans_found": 1, "orphans_stopped": 0, "orphan_errors": 0}
+    configure_stage(ORPHAN_SWEEP="stop", ORPHAN_REPORT_ONLY_AGENTS="my-agent")
+    assert orphan_sweeper.sweep(now=later())["orphans_stopped"] == 0
+    # static telephony: the provider's stream starts bots we never record, so that agent is report-only
+    configure_stage(ORPHAN_REPORT_ONLY_AGENTS="", TELEPHONY_PUBLIC_BASE_URL="https://gw.example.com/api",
+                    TELEPHONY_WEBSOCKET_AUTH="none")
+    assert orphan_sweeper.sweep(now=later())["orphans_stopped"] == 0
+    assert len(emulator.org.active_session_ids()) == 1
+    configure_stage(TELEPHONY_WEBSOCKET_AUTH="token")
+    assert orphan_sweeper.sweep(now=later())["orphans_stopped"] == 1
