@@ -43,8 +43,12 @@ class QueueMessage(BaseModel):
     userId: str
     agent: str
     transport: str
-    pccRequest: dict[str, Any]
+    pccRequest: dict[str, Any] | None = None  # no longer sent: the worker reads the request's record
     attempt: int
+
+
+class SlotHandedOver(ApiError):
+    """The start failed after its slot passed to a queued request, which frees it (exactly once)."""
 
 
 def enabled() -> bool:
@@ -64,10 +68,10 @@ def _iso(ts: float) -> str:
 def _send(request: dict[str, Any], attempt: int, delay: float) -> None:
     message = QueueMessage(
         requestId=request["request_id"], userId=request["user_id"], agent=request["agent"],
-        transport=request["transport"], pccRequest=json.loads(request["pcc_request"]), attempt=attempt)
+        transport=request["transport"], attempt=attempt)
     client("sqs").send_message(
         QueueUrl=get_settings().retry_queue_url,
-        MessageBody=message.model_dump_json(),
+        MessageBody=message.model_dump_json(exclude_none=True),
         DelaySeconds=max(0, min(900, math.ceil(delay))),
     )
     start_requests.mark_enqueued(request["request_id"], attempt)
@@ -87,10 +91,12 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str) -> HttpResult:
         _send(request, 1, delay)
     except Exception:  # noqa: BLE001 - cannot queue: fail the request explicitly, free the slot
         logger.exception("could not enqueue a start", extra={"request_id": request["request_id"]})
+        # The slot now belongs to the request: failing it (conditional on `queued`) frees the slot once;
+        # if even that write fails, the sweeper fails the request at its deadline and frees it then.
         start_requests.finish_without_session(request, start_requests.FAILED, "queue_unavailable",
                                               "The start could not be queued", (start_requests.QUEUED,))
-        raise ApiError(503, "queue_unavailable", "The agent is at capacity and the retry queue is unavailable",
-                       headers={"Retry-After": "5"}) from None
+        raise SlotHandedOver(503, "queue_unavailable", "The agent is at capacity and the retry queue is "
+                             "unavailable", headers={"Retry-After": "5"}) from None
     count("StartsQueued")
     return pending_response(request, status_base, now)
 
@@ -231,7 +237,7 @@ def _process(message: QueueMessage) -> None:
 
 def _attempt(settings: Settings, request: dict[str, Any], message: QueueMessage) -> None:
     """One claimed attempt: call Pipecat Cloud and record the outcome (started / re-queued / failed)."""
-    pcc_request = json.loads(request["pcc_request"])
+    pcc_request = start_requests.pcc_request(request)
     try:
         result = pcc_client.start(request["agent"], pcc_request, get_secrets().public_key.get_secret_value())
     except PccCallError as exc:

@@ -48,6 +48,7 @@ def execute_start(
         count("StartRejected", code="user_session_limit")
         raise ApiError(429, "user_session_limit",
                        f"You already have {limit} active sessions; stop one first")
+    slot_ours = True
     try:
         keys = get_secrets()
         try:
@@ -55,7 +56,11 @@ def execute_start(
                                       read_timeout=read_timeout)
         except PccCallError as exc:
             if is_capacity_error(exc) and queue_on_capacity and capacity_queue.enabled():
-                return capacity_queue.enqueue(user_id, plan, status_base)
+                try:
+                    return capacity_queue.enqueue(user_id, plan, status_base)
+                except capacity_queue.SlotHandedOver:
+                    slot_ours = False  # the queued request frees it
+                    raise
             error = map_pcc_error(exc)
             count("StartRejected", code=error.code)
             raise error from None
@@ -69,7 +74,8 @@ def execute_start(
             stop_quietly(plan.agent, session_id)
             raise ApiError(503, "record_failed", "The session could not be recorded; try again") from None
     except BaseException:
-        session_store.release_slot(user_id)
+        if slot_ours:
+            session_store.release_slot(user_id)
         raise
     count("SessionsStarted")
     logger.info("session started", extra={"session_id": session_id, "agent": plan.agent,
