@@ -19,6 +19,10 @@ from . import session_store
 from .session_store import now_iso, release_slot_update, table
 
 QUEUED, STARTING, STARTED, FAILED, CANCELLED = "queued", "starting", "started", "failed", "cancelled"
+# The Pipecat Cloud request is kept inline up to this size; larger ones (the body may be 1 MB, a DynamoDB
+# item at most 400 KB) go into BODY#nnn items of CHUNK_BYTES each, written in the same transaction.
+INLINE_REQUEST_BYTES = 64 * 1024
+CHUNK_BYTES = 300 * 1024
 TERMINAL = (STARTED, FAILED, CANCELLED)
 PENDING_INDEX_KEY = "PENDING"
 
@@ -61,8 +65,6 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
         "user_id": user_id,
         "agent": agent,
         "transport": transport,
-        # JSON text: DynamoDB cannot hold floats in a map, and the request is replayed verbatim.
-        "pcc_request": json.dumps(pcc_request, separators=(",", ":")),
         "state": QUEUED,
         "attempts": 0,
         "next_attempt": 1,
@@ -72,8 +74,37 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
         "created_at": created,
         "ttl": int(deadline) + 86400,
     }
-    table().put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
+    # JSON text: DynamoDB cannot hold floats in a map, and the request is replayed verbatim.
+    text = json.dumps(pcc_request, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) <= INLINE_REQUEST_BYTES:
+        item["pcc_request"] = text.decode()
+        table().put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
+        return item
+    chunks = [text[i:i + CHUNK_BYTES] for i in range(0, len(text), CHUNK_BYTES)]
+    item["pcc_request_chunks"] = len(chunks)
+    ddb = table()
+    ddb.meta.client.transact_write_items(TransactItems=[
+        {"Put": {"TableName": ddb.name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}},
+        *({"Put": {"TableName": ddb.name, "Item": {"PK": item["PK"], "SK": _chunk_key(i), "data": chunk,
+                                                    "ttl": item["ttl"]}}}
+          for i, chunk in enumerate(chunks)),
+    ])
     return item
+
+
+def _chunk_key(index: int) -> str:
+    return f"BODY#{index:03d}"
+
+
+def pcc_request(request: dict[str, Any]) -> dict[str, Any]:
+    """The Pipecat Cloud request of a queued start, inline or reassembled from its chunks."""
+    if "pcc_request" in request:
+        return dict(json.loads(request["pcc_request"]))
+    parts = []
+    for index in range(int(request["pcc_request_chunks"])):
+        chunk = table().get_item(Key={"PK": request["PK"], "SK": _chunk_key(index)}, ConsistentRead=True)["Item"]
+        parts.append(bytes(chunk["data"].value if hasattr(chunk["data"], "value") else chunk["data"]))
+    return dict(json.loads(b"".join(parts)))
 
 
 def get(request_id: str, consistent: bool = True) -> dict[str, Any] | None:

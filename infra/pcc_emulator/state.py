@@ -278,7 +278,8 @@ class Organisation:
             body = payload.get("body")
             if body is not None and not isinstance(body, dict):
                 raise _error(400, "body must be an object", "400")
-            encoded_body = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
+            # measured as it travels: compact UTF-8 JSON (what httpx and the official library send)
+            encoded_body = b"" if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
             if len(encoded_body) > BODY_LIMIT:
                 raise _error(413, f"Request body exceeds {BODY_LIMIT} bytes", "413")
             if transport == "websocket" and body is not None and agent.websocket_auth == "none":
