@@ -12,6 +12,7 @@ from chalicelib import (
     orphan_sweeper,
     reconcile,
     sessions_service,
+    start_intents,
     start_service,
     telephony_service,
 )
@@ -224,5 +225,6 @@ def retry_worker(event: Any) -> None:
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile_sessions")
 def reconcile_sessions(event: Any) -> dict[str, int]:
-    return {**reconcile.run(), **{f"queue_{k}": v for k, v in capacity_queue.sweep().items()},
-            **orphan_sweeper.sweep()}
+    summary = {**reconcile.run(), **{f"queue_{k}": v for k, v in capacity_queue.sweep().items()},
+               **orphan_sweeper.sweep()}  # orphans first: recovery frees slots only after their bots are swept
+    return {**summary, "intents_recovered": start_intents.recover(get_settings().orphan_grace_seconds)}

@@ -78,15 +78,16 @@ def _send(request: dict[str, Any], attempt: int, delay: float) -> None:
 
 
 # ------------------------------------------------------------------ /start on 429
-def enqueue(user_id: str, plan: PlannedStart, status_base: str) -> HttpResult:
-    """Record a queued start and send its first message; the caller keeps its slot meanwhile."""
+def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str, Any] | None = None) -> HttpResult:
+    """Record a queued start and send its first message. The request takes the slot over from the start
+    intent in the same transaction, and holds it while queued."""
     settings = get_settings()
     now = time.time()
     delay = backoff_seconds(settings, 0)
     request = start_requests.create(
         request_id=start_requests.new_request_id(), user_id=user_id, agent=plan.agent,
         transport=plan.transport, pcc_request=plan.pcc_request,
-        deadline=now + settings.start_deadline_seconds, next_attempt_at=now + delay)
+        deadline=now + settings.start_deadline_seconds, next_attempt_at=now + delay, intent=intent)
     try:
         _send(request, 1, delay)
     except Exception:  # noqa: BLE001 - cannot queue: fail the request explicitly, free the slot

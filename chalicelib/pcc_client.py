@@ -29,7 +29,7 @@ class PccCallError(Exception):
         super().__init__(f"PCC call failed: {kind} {status}")
         self.status = status
         self.body = body
-        self.kind = kind  # "http" | "timeout" | "unreachable"
+        self.kind = kind  # "http" | "timeout" | "unreachable" | "not_sent" | "invalid"
 
     @property
     def pcc_code(self) -> str | None:
@@ -83,6 +83,10 @@ def _send(method: str, url: str, *, read_timeout: float | None = None, **kwargs:
     started = time.perf_counter()
     try:
         return http_client().request(method, url, timeout=timeout, **kwargs)
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        # no connection: the request never left, so nothing can have happened upstream
+        logger.warning("PCC unreachable", extra={"error_type": "connect"})
+        raise PccCallError(None, kind="not_sent") from None
     except httpx.TimeoutException:
         raise PccCallError(None, kind="timeout") from None
     except httpx.HTTPError as exc:

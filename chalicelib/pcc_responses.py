@@ -30,7 +30,7 @@ def map_pcc_error(exc: PccCallError) -> ApiError:
     """Translate a failed PCC call into our error (status kept where the client can act on it)."""
     if exc.kind == "timeout":
         return ApiError(504, "upstream_timeout", "Pipecat Cloud did not answer in time")
-    if exc.kind in ("unreachable", "invalid") or exc.status is None:
+    if exc.kind in ("unreachable", "not_sent", "invalid") or exc.status is None:
         return ApiError(502, "upstream_unavailable", "Pipecat Cloud could not be reached")
     if exc.status == 401:
         # Our key is wrong or revoked: an operator problem, not the caller's.
@@ -57,8 +57,19 @@ def is_capacity_error(exc: PccCallError) -> bool:
 
 
 def is_retryable(exc: PccCallError) -> bool:
-    """Worth another attempt and certain not to have started a bot (a timeout may have: not retried)."""
-    return exc.status == 429 or exc.kind == "unreachable" or (exc.status is not None and exc.status >= 500)
+    """Worth another attempt for a queued start: capacity, and every outcome that is not a refusal. A
+    timeout, a 5xx or a dropped connection may have started a bot already: the retry then starts the one
+    that gets recorded, and the orphan sweeper stops the unrecorded first (one bot serves the request)."""
+    return exc.status == 429 or exc.kind != "http" or (exc.status is not None and exc.status >= 500)
+
+
+def might_have_started(exc: PccCallError) -> bool:
+    """An outcome that does not prove the bot was not created: a timeout, a connection lost after the
+    request was sent, a 5xx, an answer without a session id. Only 4xx answers (429 included) and
+    connections that never opened prove it."""
+    if exc.kind in ("timeout", "unreachable", "invalid"):
+        return True
+    return exc.status is not None and exc.status >= 500
 
 
 def client_response(transport: str, pcc: dict[str, Any]) -> HttpResult:

@@ -54,35 +54,18 @@ def plain(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------ slots
-def reserve_slot(user_id: str, limit: int) -> bool:
-    """Take one of the user's `limit` active-session slots; False when all are taken."""
-    try:
-        table().update_item(
-            Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
-            UpdateExpression="ADD active :one SET updated_at = :now, GSI2PK = :slots, GSI2SK = :user",
-            ConditionExpression="attribute_not_exists(active) OR active < :limit",
-            ExpressionAttributeValues={":one": 1, ":limit": limit, ":now": now_iso(), ":slots": SLOTS_INDEX_KEY,
-                                       ":user": user_id},
-        )
-        return True
-    except Exception as exc:
-        if conditional_failed(exc):
-            return False
-        raise
 
 
-def release_slot(user_id: str) -> None:
-    """Give a slot back (never below zero)."""
-    try:
-        table().update_item(
-            Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
-            UpdateExpression="ADD active :minus SET updated_at = :now",
-            ConditionExpression="active > :zero",
-            ExpressionAttributeValues={":minus": -1, ":zero": 0, ":now": now_iso()},
-        )
-    except Exception as exc:
-        if not conditional_failed(exc):
-            raise
+def reserve_slot_update(table_name: str, user_id: str, limit: int) -> dict[str, Any]:
+    """Taking a slot as a TransactWriteItems `Update` (with a record that must exist with it)."""
+    return {
+        "TableName": table_name,
+        "Key": {"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
+        "UpdateExpression": "ADD active :one SET updated_at = :now, GSI2PK = :slots, GSI2SK = :user",
+        "ConditionExpression": "attribute_not_exists(active) OR active < :limit",
+        "ExpressionAttributeValues": {":one": 1, ":limit": limit, ":now": now_iso(), ":slots": SLOTS_INDEX_KEY,
+                                      ":user": user_id},
+    }
 
 
 def release_slot_update(table_name: str, user_id: str) -> dict[str, Any]:
@@ -135,11 +118,6 @@ def session_item(
         item.update(extra)
     return item
 
-
-def record_session(item: dict[str, Any]) -> dict[str, Any]:
-    """Store a new session item (from `session_item`); never overwrites an existing record."""
-    table().put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
-    return public_record(item)
 
 
 def public_record(item: dict[str, Any]) -> dict[str, Any]:
@@ -278,8 +256,9 @@ def heal_slot_counters(now: float, min_age_seconds: int = 600) -> int:
         if held <= 0 or str(counter.get("updated_at", "")) > cutoff:
             continue
         user_id = counter["GSI2SK"]
-        actual = _count_in_states(f"USER#{user_id}#SESSIONS", "status", (ACTIVE,)) + _count_in_states(
-            f"USER#{user_id}#REQUESTS", "state", ("queued", "starting"))  # queued starts hold slots too
+        actual = (_count_in_states(f"USER#{user_id}#SESSIONS", "status", (ACTIVE,))
+                  + _count_in_states(f"USER#{user_id}#REQUESTS", "state", ("queued", "starting"))
+                  + _count_in_states(f"USER#{user_id}#INTENTS", "state", ("calling", "unknown")))
         if actual >= held:
             continue
         try:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import session_store
+from . import session_store, start_intents
 from .session_store import now_iso, release_slot_update, table
 
 QUEUED, STARTING, STARTED, FAILED, CANCELLED = "queued", "starting", "started", "failed", "cancelled"
@@ -52,7 +52,8 @@ def new_request_id() -> str:
 
 
 def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_request: dict[str, Any],
-           deadline: float, next_attempt_at: float) -> dict[str, Any]:
+           deadline: float, next_attempt_at: float, intent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Record a queued start (and retire the start intent whose slot it takes over, in one transaction)."""
     created = now_iso()
     item = {
         **_key(request_id),
@@ -76,19 +77,22 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
     }
     # JSON text: DynamoDB cannot hold floats in a map, and the request is replayed verbatim.
     text = json.dumps(pcc_request, separators=(",", ":"), ensure_ascii=False).encode()
+    ddb = table()
+    writes: list[dict[str, Any]] = []
     if len(text) <= INLINE_REQUEST_BYTES:
         item["pcc_request"] = text.decode()
-        table().put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
+    else:
+        chunks = [text[i:i + CHUNK_BYTES] for i in range(0, len(text), CHUNK_BYTES)]
+        item["pcc_request_chunks"] = len(chunks)
+        writes += [{"Put": {"TableName": ddb.name, "Item": {"PK": item["PK"], "SK": _chunk_key(i), "data": chunk,
+                                                             "ttl": item["ttl"]}}} for i, chunk in enumerate(chunks)]
+    if intent is not None:
+        writes.append({"Delete": start_intents.delete_update(ddb.name, intent)})
+    if not writes:
+        ddb.put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
         return item
-    chunks = [text[i:i + CHUNK_BYTES] for i in range(0, len(text), CHUNK_BYTES)]
-    item["pcc_request_chunks"] = len(chunks)
-    ddb = table()
     ddb.meta.client.transact_write_items(TransactItems=[
-        {"Put": {"TableName": ddb.name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}},
-        *({"Put": {"TableName": ddb.name, "Item": {"PK": item["PK"], "SK": _chunk_key(i), "data": chunk,
-                                                    "ttl": item["ttl"]}}}
-          for i, chunk in enumerate(chunks)),
-    ])
+        {"Put": {"TableName": ddb.name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}, *writes])
     return item
 
 

@@ -7,13 +7,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import capacity_queue, pcc_client, session_store
+from . import capacity_queue, pcc_client, session_store, start_intents
 from .errors import ApiError
 from .idempotency import check_key, run_once
 from .models import StartRequest
 from .observability import count, logger
 from .pcc_client import PccCallError
-from .pcc_responses import HttpResult, client_response, is_capacity_error, map_pcc_error
+from .pcc_responses import HttpResult, client_response, is_capacity_error, map_pcc_error, might_have_started
 from .request_parsing import parse_json_object, validation_error
 from .secrets_store import get_secrets
 from .sessions_service import stop_quietly
@@ -39,44 +39,55 @@ def execute_start(
     shape: Callable[[str, dict[str, Any]], HttpResult] = client_response,
     read_timeout: float | None = None,
 ) -> HttpResult:
-    """Take a slot, call PCC, record the session. The slot is given back on any failure; on a
-    capacity error (429) the start is queued and keeps the slot (202), unless `queue_on_capacity` is
-    off (telephony holds the caller instead). `shape` builds the success answer from PCC's."""
+    """Take a slot with a start intent, call PCC, record the session (chalicelib.start_intents).
+
+    The slot is freed at once when PCC's answer proves no bot was created; kept (intent `unknown`) when
+    it does not (timeout, 5xx, connection lost after sending), until recovery has let the orphan sweeper
+    stop any such bot; passed to a queued request on a capacity error (202), unless `queue_on_capacity`
+    is off (telephony holds the caller instead). A Lambda that dies mid-call leaves the intent `calling`
+    for recovery. `shape` builds the success answer from PCC's."""
     settings = get_settings()
     limit = limit or settings.user_session_limit
-    if not session_store.reserve_slot(user_id, limit):
+    lease = settings.pcc_connect_timeout + (read_timeout or settings.pcc_read_timeout)
+    intent = start_intents.open_intent(user_id, plan.agent, limit, lease)
+    if intent is None:
         count("StartRejected", code="user_session_limit")
         raise ApiError(429, "user_session_limit",
                        f"You already have {limit} active sessions; stop one first")
-    slot_ours = True
     try:
         keys = get_secrets()
-        try:
-            result = pcc_client.start(plan.agent, plan.pcc_request, keys.public_key.get_secret_value(),
-                                      read_timeout=read_timeout)
-        except PccCallError as exc:
-            if is_capacity_error(exc) and queue_on_capacity and capacity_queue.enabled():
-                try:
-                    return capacity_queue.enqueue(user_id, plan, status_base)
-                except capacity_queue.SlotHandedOver:
-                    slot_ours = False  # the queued request frees it
-                    raise
-            error = map_pcc_error(exc)
-            count("StartRejected", code=error.code)
-            raise error from None
-        session_id = str(result["sessionId"])
-        try:
-            session_store.record_session(session_store.session_item(
-                user_id=user_id, session_id=session_id, agent=plan.agent, transport=plan.transport,
-                extra=plan.record_extra or None))
-        except Exception:  # noqa: BLE001 - any storage failure: undo the start, nothing half-done
-            logger.exception("recording the session failed; stopping it", extra={"session_id": session_id})
-            stop_quietly(plan.agent, session_id)
-            raise ApiError(503, "record_failed", "The session could not be recorded; try again") from None
-    except BaseException:
-        if slot_ours:
-            session_store.release_slot(user_id)
+        result = pcc_client.start(plan.agent, plan.pcc_request, keys.public_key.get_secret_value(),
+                                  read_timeout=read_timeout)
+    except PccCallError as exc:
+        if is_capacity_error(exc) and queue_on_capacity and capacity_queue.enabled():
+            try:
+                return capacity_queue.enqueue(user_id, plan, status_base, intent)
+            except capacity_queue.SlotHandedOver:
+                raise  # the failed request freed the slot it took over
+            except Exception:
+                start_intents.settle_not_started(intent)  # the request was never recorded
+                raise
+        error = map_pcc_error(exc)
+        if might_have_started(exc):
+            start_intents.mark_unknown(intent, error.code)
+        else:
+            start_intents.settle_not_started(intent)
+        count("StartRejected", code=error.code)
+        raise error from None
+    except Exception:
+        start_intents.settle_not_started(intent)  # no call was made (e.g. the secret is unreadable)
         raise
+    session_id = str(result["sessionId"])
+    item = session_store.session_item(user_id=user_id, session_id=session_id, agent=plan.agent,
+                                      transport=plan.transport, extra=plan.record_extra or None)
+    try:
+        recorded = start_intents.settle_started(intent, item)
+    except Exception:  # noqa: BLE001 - storage refused: stop the bot; recovery frees the slot
+        logger.exception("recording the session failed; stopping it", extra={"session_id": session_id})
+        recorded = False
+    if not recorded:
+        stop_quietly(plan.agent, session_id)
+        raise ApiError(503, "record_failed", "The session could not be recorded; try again")
     count("SessionsStarted")
     logger.info("session started", extra={"session_id": session_id, "agent": plan.agent,
                                           "transport": plan.transport, "user_id": user_id})

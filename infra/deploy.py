@@ -60,7 +60,8 @@ FUNCTION_PERMISSIONS: dict[str, dict[str, Any]] = {
         "secret": True,
     },
     "reconcile_sessions": {
-        "dynamodb": ["GetItem", "UpdateItem"],  # GetItem: the sweeper re-reads a request it expires
+        # GetItem: the sweeper re-reads a request it expires; DeleteItem: recovery retires start intents
+        "dynamodb": ["GetItem", "UpdateItem", "DeleteItem"],
         "index_query": True,
         "sqs": ["SendMessage"],
         "secret": True,

@@ -20,7 +20,7 @@ import boto3
 import pytest
 from botocore.client import BaseClient
 
-from chalicelib import capacity_queue, reconcile
+from chalicelib import capacity_queue, orphan_sweeper, reconcile, start_intents
 from infra.deploy import EVENT_SOURCE_ACTIONS, FUNCTION_PERMISSIONS, function_name, policy_file
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import poll_once, scheduled_event
@@ -161,14 +161,19 @@ def exercise_every_function(gateway: Gateway, emulator: EmulatorServer, recorder
     recorder.switch("reconcile_sessions")
     summary = gateway.app.handler_map["reconcile_sessions"](scheduled_event("reconcile_sessions"), None)
     assert summary["ended"] >= 1, summary
-    # the paths a schedule takes later on: a queued start past its deadline, slot counters to heal
+    # the paths a schedule takes later on: a queued start past its deadline, slot counters to heal, an
+    # orphan, and a start whose outcome is unknown (its slot recovered)
     recorder.switch("api_handler")
+    emulator_admin(emulator, "faults", {"start": [{"when": "after", "kind": "502"}]})
+    assert gateway.start(new_user(), {"transport": "daily"}).status_code == 502
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
     assert gateway.start(new_user(), {"transport": "daily"}).status_code == 202
     recorder.switch("reconcile_sessions")
     later = time.time() + 3 * 3600
     assert capacity_queue.sweep(now=later)["expired"] >= 1
     reconcile.run(now=later)
+    assert orphan_sweeper.sweep(now=later)["orphans_stopped"] >= 1
+    assert start_intents.recover(300, now=later) >= 1
 
 
 def test_each_function_is_granted_exactly_what_its_code_calls(
