@@ -68,12 +68,9 @@ def sweep(now: float | None = None) -> dict[str, int]:
             if settings.orphan_sweep == "report" or agent in report_only:
                 logger.warning("orphan found (report only)", extra={"agent": agent, "session_id": session_id})
                 continue
-            try:
-                pcc_client.stop_session(agent, session_id, key)
-            except PccCallError as exc:
-                if exc.status != 404:
-                    summary["orphan_errors"] += 1
-                    continue
+            if not pcc_client.stop_if_running(agent, session_id, key):
+                summary["orphan_errors"] += 1
+                continue
             summary["orphans_stopped"] += 1
             logger.warning("orphan stopped", extra={"agent": agent, "session_id": session_id})
     count("OrphansFound", summary["orphans_found"])

@@ -129,6 +129,15 @@ def stop_session(agent: str, session_id: str, private_key: str) -> dict[str, Any
     return dict(_request("DELETE", path, private_key) or {})
 
 
+def stop_if_running(agent: str, session_id: str, private_key: str) -> bool:
+    """Stop a session; True when it is stopped now or was already gone (404), False on any other failure."""
+    try:
+        stop_session(agent, session_id, private_key)
+    except PccCallError as exc:
+        return exc.status == 404
+    return True
+
+
 def list_sessions(agent: str, private_key: str, **params: Any) -> dict[str, Any]:
     path = f"/v1/agents/{quote(agent, safe='')}/sessions"
     return dict(_request("GET", path, private_key, params=params) or {})

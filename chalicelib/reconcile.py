@@ -60,12 +60,9 @@ def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now
                 if session_store.mark_ended(session_id, user_id, session_store.ENDED, reason):
                     summary["ended"] += 1
             elif _age_seconds(record, now) > hard_cap_seconds:
-                try:
-                    pcc_client.stop_session(agent, session_id, key)
-                except PccCallError as exc:
-                    if exc.status != 404:
-                        summary["errors"] += 1
-                        continue
+                if not pcc_client.stop_if_running(agent, session_id, key):
+                    summary["errors"] += 1
+                    continue
                 if session_store.mark_ended(session_id, user_id, session_store.STOPPED, "hard_cap"):
                     summary["stopped"] += 1
 
