@@ -17,7 +17,7 @@ import time
 
 from .errors import ApiError
 from .observability import count, logger
-from .session_store import conditional_failed, table
+from .session_store import conditionally, table
 from .settings import get_settings
 
 MAX_CALL_ID = 256
@@ -32,12 +32,8 @@ def first_seen(provider: str, call_id: str, now: float) -> float:
     settings = get_settings()
     item = {**_key(provider, call_id), "first_seen_ms": int(now * 1000),
             "ttl": int(now) + settings.telephony_replay_ttl_seconds}
-    try:
-        table().put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
+    if conditionally(lambda: table().put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")):
         return now
-    except Exception as exc:
-        if not conditional_failed(exc):
-            raise
     stored = table().get_item(Key=_key(provider, call_id), ConsistentRead=True).get("Item") or {}
     return int(stored.get("first_seen_ms", int(now * 1000))) / 1000
 

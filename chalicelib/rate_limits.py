@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from .errors import ApiError
-from .session_store import conditional_failed, table
+from .session_store import conditionally, table
 
 
 def take(key: str, limit: int, window_seconds: int, *, code: str, what: str, now: float | None = None) -> None:
@@ -17,17 +17,14 @@ def take(key: str, limit: int, window_seconds: int, *, code: str, what: str, now
     start = int(now) - int(now) % window_seconds
     if limit <= 0:
         raise ApiError(429, code, f"{what} is not allowed (limit 0)", headers={"Retry-After": str(window_seconds)})
-    try:
-        table().update_item(
-            Key={"PK": f"RATE#{key}", "SK": str(start)},
-            UpdateExpression="ADD #n :one SET #ttl = :ttl",
-            ConditionExpression="attribute_not_exists(#n) OR #n < :limit",
-            ExpressionAttributeNames={"#n": "taken", "#ttl": "ttl"},
-            ExpressionAttributeValues={":one": 1, ":limit": limit, ":ttl": start + 2 * window_seconds},
-        )
-    except Exception as exc:
-        if not conditional_failed(exc):
-            raise
+    taken = conditionally(lambda: table().update_item(
+        Key={"PK": f"RATE#{key}", "SK": str(start)},
+        UpdateExpression="ADD #n :one SET #ttl = :ttl",
+        ConditionExpression="attribute_not_exists(#n) OR #n < :limit",
+        ExpressionAttributeNames={"#n": "taken", "#ttl": "ttl"},
+        ExpressionAttributeValues={":one": 1, ":limit": limit, ":ttl": start + 2 * window_seconds},
+    ))
+    if not taken:
         retry_after = max(1, start + window_seconds - int(now))
         raise ApiError(429, code, f"{what}: at most {limit} per {window_seconds} s",
-                       headers={"Retry-After": str(retry_after)}) from None
+                       headers={"Retry-After": str(retry_after)})

@@ -16,6 +16,7 @@ The slot counter is changed only with conditional writes, so the per-user cap ho
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -34,8 +35,20 @@ def table() -> Any:
 
 
 def conditional_failed(exc: Exception) -> bool:
-    response = getattr(exc, "response", None) or {}
-    return bool(response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+    """A write refused by its condition (or a transaction cancelled by one of its conditions)."""
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+def conditionally(write: Callable[[], object]) -> bool:
+    """Run a conditional write; False when its condition did not hold (the state moved on)."""
+    try:
+        write()
+        return True
+    except Exception as exc:
+        if conditional_failed(exc):
+            return False
+        raise
 
 
 def now_iso() -> str:
@@ -54,8 +67,6 @@ def plain(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------ slots
-
-
 def reserve_slot_update(table_name: str, user_id: str, limit: int) -> dict[str, Any]:
     """Taking a slot as a TransactWriteItems `Update` (with a record that must exist with it)."""
     return {
@@ -117,7 +128,6 @@ def session_item(
     if extra:
         item.update(extra)
     return item
-
 
 
 def public_record(item: dict[str, Any]) -> dict[str, Any]:

@@ -25,9 +25,8 @@ from typing import Any
 
 from .observability import count, logger
 from .session_store import (
-    conditional_failed,
+    conditionally,
     now_iso,
-    plain,
     query_index_partition,
     release_slot_update,
     reserve_slot_update,
@@ -41,11 +40,6 @@ LEASE_MARGIN_SECONDS = 10
 
 def _key(intent_id: str) -> dict[str, str]:
     return {"PK": f"INTENT#{intent_id}", "SK": "META"}
-
-
-def _cancelled(exc: Exception) -> bool:
-    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
-    return code == "TransactionCanceledException" or conditional_failed(exc)
 
 
 def delete_update(table_name: str, intent: dict[str, Any], state: str = CALLING) -> dict[str, Any]:
@@ -67,57 +61,36 @@ def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float) -> d
         "GSI2PK": INTENTS_INDEX_KEY, "GSI2SK": created, "ttl": int(now) + 7 * 86400,
     }
     ddb = table()
-    try:
-        ddb.meta.client.transact_write_items(TransactItems=[
-            {"Update": reserve_slot_update(ddb.name, user_id, limit)},
-            {"Put": {"TableName": ddb.name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}},
-        ])
-    except Exception as exc:
-        if _cancelled(exc):
-            return None
-        raise
-    return item
+    taken = conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
+        {"Update": reserve_slot_update(ddb.name, user_id, limit)},
+        {"Put": {"TableName": ddb.name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}},
+    ]))
+    return item if taken else None
 
 
 def settle_started(intent: dict[str, Any], session_item: dict[str, Any]) -> bool:
     """Record the session and retire the intent (the slot goes with it). False: recovery took the intent."""
     ddb = table()
-    try:
-        ddb.meta.client.transact_write_items(TransactItems=[
-            {"Put": {"TableName": ddb.name, "Item": session_item, "ConditionExpression": "attribute_not_exists(PK)"}},
-            {"Delete": delete_update(ddb.name, intent)},
-        ])
-        return True
-    except Exception as exc:
-        if _cancelled(exc):
-            return False
-        raise
+    return conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
+        {"Put": {"TableName": ddb.name, "Item": session_item, "ConditionExpression": "attribute_not_exists(PK)"}},
+        {"Delete": delete_update(ddb.name, intent)},
+    ]))
 
 
 def settle_not_started(intent: dict[str, Any], state: str = CALLING) -> bool:
     """Retire the intent and free its slot, once."""
     ddb = table()
-    try:
-        ddb.meta.client.transact_write_items(TransactItems=[
-            {"Delete": delete_update(ddb.name, intent, state)},
-            {"Update": release_slot_update(ddb.name, intent["user_id"])},
-        ])
-        return True
-    except Exception as exc:
-        if _cancelled(exc):
-            return False
-        raise
+    return conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
+        {"Delete": delete_update(ddb.name, intent, state)},
+        {"Update": release_slot_update(ddb.name, intent["user_id"])},
+    ]))
 
 
 def mark_unknown(intent: dict[str, Any], reason: str) -> None:
-    try:
-        table().update_item(
-            Key=_key(intent["intent_id"]), UpdateExpression="SET #s = :u, reason = :r",
-            ConditionExpression="#s = :c", ExpressionAttributeNames={"#s": "state"},
-            ExpressionAttributeValues={":u": UNKNOWN, ":r": reason, ":c": CALLING})
-    except Exception as exc:
-        if not conditional_failed(exc):
-            raise
+    conditionally(lambda: table().update_item(
+        Key=_key(intent["intent_id"]), UpdateExpression="SET #s = :u, reason = :r",
+        ConditionExpression="#s = :c", ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":u": UNKNOWN, ":r": reason, ":c": CALLING}))
     count("StartsUnknown")
 
 
@@ -125,8 +98,7 @@ def recover(grace_seconds: int, now: float | None = None) -> int:
     """Free the slots of starts that died or ended unknown, once any bot of theirs had time to be swept."""
     now = time.time() if now is None else now
     freed = 0
-    for intent in query_index_partition(INTENTS_INDEX_KEY, limit=10_000):
-        intent = plain(intent)
+    for intent in query_index_partition(INTENTS_INDEX_KEY, limit=10_000):  # plain values already
         stale = intent["state"] == UNKNOWN or (intent["state"] == CALLING and intent["lease_until"] < now)
         settled_upstream = now > int(intent["lease_until"]) + grace_seconds
         if stale and settled_upstream and settle_not_started(intent, intent["state"]):

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from . import session_store, start_intents
-from .session_store import now_iso, release_slot_update, table
+from .session_store import conditionally, now_iso, release_slot_update, table
 
 QUEUED, STARTING, STARTED, FAILED, CANCELLED = "queued", "starting", "started", "failed", "cancelled"
 # The Pipecat Cloud request is kept inline up to this size; larger ones (the body may be 1 MB, a DynamoDB
@@ -30,21 +29,6 @@ PENDING_INDEX_KEY = "PENDING"
 def _key(request_id: str) -> dict[str, str]:
     return {"PK": f"REQUEST#{request_id}", "SK": "META"}
 
-
-def _conditional_failed(exc: Exception) -> bool:
-    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
-    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
-
-
-def _conditionally(write: Callable[[], object]) -> bool:
-    """Run a conditional write; False when its condition did not hold (the state moved on)."""
-    try:
-        write()
-        return True
-    except Exception as exc:
-        if _conditional_failed(exc):
-            return False
-        raise
 
 
 def new_request_id() -> str:
@@ -118,7 +102,7 @@ def get(request_id: str, consistent: bool = True) -> dict[str, Any] | None:
 
 def mark_enqueued(request_id: str, attempt: int) -> None:
     """Remember that the SQS message for `attempt` was sent (the sweeper re-sends otherwise)."""
-    _conditionally(lambda: table().update_item(
+    conditionally(lambda: table().update_item(
         Key=_key(request_id),
         UpdateExpression="SET enqueued_attempt = :a",
         ConditionExpression="enqueued_attempt < :a",
@@ -128,7 +112,7 @@ def mark_enqueued(request_id: str, attempt: int) -> None:
 
 def claim(request_id: str, attempt: int, lease_seconds: int, now: float) -> bool:
     """queued -> starting for this attempt (or take over an expired lease). False: stale/duplicate."""
-    return _conditionally(lambda: table().update_item(
+    return conditionally(lambda: table().update_item(
         Key=_key(request_id),
         UpdateExpression="SET #s = :starting, lease_until = :lease, attempts = :attempt",
         ConditionExpression="next_attempt = :attempt AND (#s = :queued OR (#s = :starting AND lease_until < :now))",
@@ -140,7 +124,7 @@ def claim(request_id: str, attempt: int, lease_seconds: int, now: float) -> bool
 
 def release_claim(request_id: str, attempt: int) -> None:
     """starting -> queued for the same attempt (the worker failed before an outcome): redelivery retries."""
-    _conditionally(lambda: table().update_item(
+    conditionally(lambda: table().update_item(
         Key=_key(request_id),
         UpdateExpression="SET #s = :queued REMOVE lease_until",
         ConditionExpression="#s = :starting AND next_attempt = :attempt",
@@ -151,7 +135,7 @@ def release_claim(request_id: str, attempt: int) -> None:
 
 def requeue(request_id: str, attempt: int, next_attempt_at: float, last_error: str) -> bool:
     """starting -> queued with the next attempt number."""
-    return _conditionally(lambda: table().update_item(
+    return conditionally(lambda: table().update_item(
         Key=_key(request_id),
         UpdateExpression="SET #s = :queued, next_attempt = :next, next_attempt_at = :at, last_error = :err "
                          "REMOVE lease_until",
@@ -168,7 +152,7 @@ def complete(request: dict[str, Any], attempt: int, session_id: str, result: dic
     session = session_store.session_item(
         user_id=request["user_id"], session_id=session_id, agent=request["agent"],
         transport=request["transport"], extra={"request_id": request["request_id"]})
-    return _conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
+    return conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
         {"Put": {"TableName": ddb.name, "Item": session, "ConditionExpression": "attribute_not_exists(PK)"}},
         {"Update": {
             "TableName": ddb.name,
@@ -199,14 +183,14 @@ def finish_without_session(request: dict[str, Any], state: str, code: str, detai
         "ExpressionAttributeNames": {"#s": "state"},
         "ExpressionAttributeValues": values,
     }
-    if _conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
+    if conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
             {"Update": request_update}, {"Update": release_slot_update(ddb.name, request["user_id"])}])):
         return True
     # Either the state moved on (nothing to do) or the slot counter was already at zero (drift):
     current = get(request["request_id"])
     if current is None or current["state"] not in from_states:
         return False
-    return _conditionally(lambda: ddb.meta.client.update_item(**request_update))
+    return conditionally(lambda: ddb.meta.client.update_item(**request_update))
 
 
 def position(request: dict[str, Any]) -> int:
