@@ -60,7 +60,7 @@ def is_retryable(exc: PccCallError) -> bool:
     """Worth another attempt for a queued start: capacity, and every outcome that is not a refusal. A
     timeout, a 5xx or a dropped connection may have started a bot already: the retry then starts the one
     that gets recorded, and the orphan sweeper stops the unrecorded first (one bot serves the request)."""
-    return exc.status == 429 or exc.kind != "http" or (exc.status is not None and exc.status >= 500)
+    return exc.status == 429 or exc.kind == "not_sent" or might_have_started(exc)
 
 
 def might_have_started(exc: PccCallError) -> bool:
