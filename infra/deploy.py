@@ -144,27 +144,25 @@ def ensure_local_extras(outputs: dict[str, str], endpoint_url: str, region: str,
             TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"},
         )
     cloudwatch = session.client("cloudwatch", endpoint_url=endpoint_url)
-    alarm = f"{outputs['TableName'].removesuffix('-sessions')}-retry-dlq-not-empty"
-    if not cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"]:
-        cloudwatch.put_metric_alarm(
-            AlarmName=alarm, Namespace="AWS/SQS", MetricName="ApproximateNumberOfMessagesVisible",
-            Dimensions=[{"Name": "QueueName", "Value": outputs["DeadLetterQueueUrl"].rsplit("/", 1)[-1]}],
-            Statistic="Maximum", Period=60, EvaluationPeriods=1, Threshold=0,
-            ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching",
-            AlarmActions=[outputs["AlarmTopicArn"]] if outputs.get("AlarmTopicArn") else [],
-        )
-    outputs.setdefault("DeadLetterAlarmName", alarm)
-    orphan_alarm = alarm.removesuffix("-retry-dlq-not-empty") + "-orphans-found"
-    if not cloudwatch.describe_alarms(AlarmNames=[orphan_alarm])["MetricAlarms"]:
-        cloudwatch.put_metric_alarm(
-            AlarmName=orphan_alarm, Namespace="PipecatGateway", MetricName="OrphansFound",
-            Dimensions=[{"Name": "service", "Value": "pipecat-gateway"},
-                        {"Name": "stage", "Value": stage}],
-            Statistic="Sum", Period=300, EvaluationPeriods=1, Threshold=0,
-            ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching",
-            AlarmActions=[outputs["AlarmTopicArn"]] if outputs.get("AlarmTopicArn") else [],
-        )
-    outputs.setdefault("OrphanAlarmName", orphan_alarm)
+    actions = [outputs["AlarmTopicArn"]] if outputs.get("AlarmTopicArn") else []
+
+    def ensure_alarm(name: str, **metric: Any) -> str:
+        """An alarm as template.yaml defines it: above 0, missing data is fine."""
+        if not cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"]:
+            cloudwatch.put_metric_alarm(AlarmName=name, EvaluationPeriods=1, Threshold=0,
+                                        ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching",
+                                        AlarmActions=actions, **metric)
+        return name
+
+    prefix = outputs["TableName"].removesuffix("-sessions")
+    outputs.setdefault("DeadLetterAlarmName", ensure_alarm(
+        f"{prefix}-retry-dlq-not-empty", Namespace="AWS/SQS", MetricName="ApproximateNumberOfMessagesVisible",
+        Dimensions=[{"Name": "QueueName", "Value": outputs["DeadLetterQueueUrl"].rsplit("/", 1)[-1]}],
+        Statistic="Maximum", Period=60))
+    outputs.setdefault("OrphanAlarmName", ensure_alarm(
+        f"{prefix}-orphans-found", Namespace="PipecatGateway", MetricName="OrphansFound",
+        Dimensions=[{"Name": "service", "Value": "pipecat-gateway"}, {"Name": "stage", "Value": stage}],
+        Statistic="Sum", Period=300))
     return outputs
 
 
