@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from infra.deploy import deploy  # noqa: E402
+from infra.deploy import deploy, merged_stage_env  # noqa: E402
 
 
 def free_port() -> int:
@@ -87,7 +87,7 @@ class BenchStack:
         self.outputs = deploy("local", endpoint_url=self.moto_url, config_path=project / ".chalice" / "config.json",
                               secret=self.keys, extra_env=env)
         config = json.loads((project / ".chalice" / "config.json").read_text())
-        os.environ.update({**config["environment_variables"], **config["stages"]["local"]["environment_variables"]})
+        os.environ.update(merged_stage_env(config, "local"))
         # one INFO line per request would bury make bench's table; BENCH_APP_LOG_LEVEL=INFO brings them back
         os.environ["POWERTOOLS_LOG_LEVEL"] = os.environ.get("BENCH_APP_LOG_LEVEL", "WARNING")
         forget_app_modules()

@@ -122,10 +122,9 @@ def run_schedule(app: Any, name: str) -> None:
 
 
 def stage_env(project_dir: Path, stage: str) -> dict[str, str]:
-    config = json.loads((project_dir / ".chalice" / "config.json").read_text())
-    env = dict(config.get("environment_variables", {}))
-    env.update(config["stages"][stage].get("environment_variables", {}))
-    return env
+    from infra.deploy import merged_stage_env
+
+    return merged_stage_env(json.loads((project_dir / ".chalice" / "config.json").read_text()), stage)
 
 
 def main(argv: list[str] | None = None) -> int:
