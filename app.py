@@ -219,8 +219,7 @@ def daily_dialout() -> Response:
                     name="retry_worker", maximum_concurrency=WORKER_MAX_CONCURRENCY)
 def retry_worker(event: Any) -> None:
     for record in event:  # batch_size=1: one record; raising leaves it for redelivery / the DLQ
-        receive_count = int(record.to_dict().get("attributes", {}).get("ApproximateReceiveCount", "1"))
-        capacity_queue.handle_message(record.body, receive_count)
+        capacity_queue.handle_message(record.body)
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile_sessions")

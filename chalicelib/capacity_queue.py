@@ -1,50 +1,34 @@
-"""The capacity queue: a start refused with 429 is queued in SQS and retried until it starts, fails
-for good, is cancelled, or reaches its deadline. Nothing is lost:
+"""The capacity queue: a start refused with 429 joins its agent's FIFO (chalicelib.agent_queue) and is
+served in arrival order by the agent's dispatcher (chalicelib.dispatcher) until it starts, fails for good,
+is cancelled, or reaches its deadline. While anything waits for an agent, a new start joins the queue
+without calling Pipecat Cloud, so a late arrival never overtakes a queued start (telephony calls, which
+cannot wait, are the one documented exception: they keep trying Pipecat Cloud directly).
 
-- the request record (chalicelib.start_requests) is written before the message is sent;
-- every transition is conditional, so duplicate/stale messages are acknowledged without effect;
-- a message that keeps crashing the worker marks the request failed on its last receive, then goes to
-  the DLQ; the sweeper (run by the reconcile schedule) re-sends lost messages and fails expired ones.
-The user's active-session slot taken by /start is held while queued and freed on failure/cancel.
+Nothing is lost: the request record and its queue place are written in one transaction before the
+dispatcher is woken; every transition is conditional; the sweeper (reconcile schedule) restarts an idle
+queue's dispatcher and fails requests past their deadline. The user's active-session slot taken by
+/start is held while queued and freed on failure/cancel.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from . import pcc_client, start_requests
-from .aws import client
+from . import agent_queue, dispatcher, rate_limits, start_requests
 from .errors import ApiError
 from .observability import count, logger
-from .pcc_client import PccCallError
-from .pcc_responses import HttpResult, client_response, is_retryable, map_pcc_error
-from .secrets_store import get_secrets
-from .sessions_service import stop_quietly
-from .settings import Settings, get_settings
+from .pcc_responses import HttpResult
+from .settings import get_settings
 from .start_policy import PlannedStart
 
-LEASE_SECONDS = 60  # the worker's Lambda timeout: a claim older than this was abandoned
 SWEEP_GRACE_SECONDS = 120
 POLL_INTERVAL_SECONDS = 0.25
-DEADLINE_DETAIL = "Pipecat Cloud stayed at capacity until the deadline"
-
-
-class QueueMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    requestId: str
-    userId: str
-    agent: str
-    transport: str
-    pccRequest: dict[str, Any] | None = None  # no longer sent: the worker reads the request's record
-    attempt: int
+RETRY_AFTER_MAX_SECONDS = 30
+DEADLINE_DETAIL = dispatcher.DEADLINE_DETAIL
 
 
 class SlotHandedOver(ApiError):
@@ -55,47 +39,46 @@ def enabled() -> bool:
     return bool(get_settings().retry_queue_url)
 
 
-def backoff_seconds(settings: Settings, attempt: int) -> float:
-    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt))."""
-    ceiling = min(float(settings.retry_cap_seconds), settings.retry_base_seconds * (2 ** min(attempt, 30)))
-    return random.uniform(0, ceiling)
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _send(request: dict[str, Any], attempt: int, delay: float) -> None:
-    message = QueueMessage(
-        requestId=request["request_id"], userId=request["user_id"], agent=request["agent"],
-        transport=request["transport"], attempt=attempt)
-    client("sqs").send_message(
-        QueueUrl=get_settings().retry_queue_url,
-        MessageBody=message.model_dump_json(exclude_none=True),
-        DelaySeconds=max(0, min(900, math.ceil(delay))),
-    )
-    start_requests.mark_enqueued(request["request_id"], attempt)
+def waiting(agent: str) -> int:
+    """How many starts wait for `agent` (one consistent read)."""
+    return agent_queue.read(agent).waiting()
 
 
-# ------------------------------------------------------------------ /start on 429
+# ------------------------------------------------------------------ /start: joining the queue
 def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str, Any] | None = None) -> HttpResult:
-    """Record a queued start and send its first message. The request takes the slot over from the start
-    intent in the same transaction, and holds it while queued."""
+    """Take the next place in the agent's queue and record the start there; the request takes the slot over
+    from the start intent in the same transaction, and holds it while queued."""
     settings = get_settings()
+    seq = agent_queue.allocate(plan.agent, settings.max_queued)
+    if seq is None:
+        count("StartRejected", code="queue_full")
+        state = agent_queue.read(plan.agent)
+        retry_after = max(1, min(RETRY_AFTER_MAX_SECONDS, math.ceil(state.free_interval or settings.retry_cap_seconds)))
+        raise ApiError(503, "queue_full", f"{settings.max_queued} starts already wait for this agent; try again later",
+                       headers={"Retry-After": str(retry_after)})
     now = time.time()
-    delay = backoff_seconds(settings, 0)
-    request = start_requests.create(
-        request_id=start_requests.new_request_id(), user_id=user_id, agent=plan.agent,
-        transport=plan.transport, pcc_request=plan.pcc_request,
-        deadline=now + settings.start_deadline_seconds, next_attempt_at=now + delay, intent=intent)
+    request_id = start_requests.new_request_id()
     try:
-        _send(request, 1, delay)
-    except Exception:  # noqa: BLE001 - cannot queue: fail the request explicitly, free the slot
-        logger.exception("could not enqueue a start", extra={"request_id": request["request_id"]})
+        request = start_requests.create(
+            request_id=request_id, user_id=user_id, agent=plan.agent, transport=plan.transport,
+            pcc_request=plan.pcc_request, deadline=now + settings.start_deadline_seconds, next_attempt_at=now,
+            seq=seq, entry=agent_queue.entry_put(plan.agent, seq, request_id), intent=intent)
+    except Exception:
+        agent_queue.mark_gone(plan.agent, seq)  # the place stays empty: let the dispatcher pass it
+        raise
+    try:
+        agent_queue.start_dispatcher(plan.agent)
+    except Exception:  # noqa: BLE001 - cannot reach the queue: fail the request explicitly, free the slot
+        logger.exception("could not wake the dispatcher", extra={"request_id": request_id})
         # The slot now belongs to the request: failing it (conditional on `queued`) frees the slot once;
         # if even that write fails, the sweeper fails the request at its deadline and frees it then.
-        start_requests.finish_without_session(request, start_requests.FAILED, "queue_unavailable",
-                                              "The start could not be queued", (start_requests.QUEUED,))
+        if start_requests.finish_without_session(request, start_requests.FAILED, "queue_unavailable",
+                                                 "The start could not be queued", (start_requests.QUEUED,)):
+            agent_queue.mark_gone(plan.agent, seq)
         raise SlotHandedOver(503, "queue_unavailable", "The agent is at capacity and the retry queue is "
                              "unavailable", headers={"Retry-After": "5"}) from None
     count("StartsQueued")
@@ -103,16 +86,22 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str
 
 
 def pending_response(request: dict[str, Any], status_base: str, now: float) -> HttpResult:
+    """202: the exact place in the agent's queue and an ETA from the measured rate capacity frees at."""
+    settings = get_settings()
     status_url = f"{status_base.rstrip('/')}/{request['request_id']}"
-    retry_after = max(1, math.ceil(int(request["next_attempt_at"]) - now))
+    state = agent_queue.read(request["agent"])
+    position = state.position(int(request["seq"])) if "seq" in request else state.waiting()
+    eta = state.eta_seconds(position, settings.retry_cap_seconds)
+    retry_after = max(1, min(RETRY_AFTER_MAX_SECONDS, math.ceil(eta)))
     body = {
         "requestId": request["request_id"],
         "status": "queued",
         "statusUrl": status_url,
         "retryAfter": retry_after,
         "attempts": int(request["attempts"]),
-        "nextAttemptAt": _iso(int(request["next_attempt_at"])),
-        "position": start_requests.position(request),
+        "position": position,
+        "etaSeconds": math.ceil(eta),
+        "nextAttemptAt": _iso(now + eta),
     }
     return HttpResult(202, body, {"Location": status_url, "Retry-After": str(retry_after)})
 
@@ -129,11 +118,17 @@ def _expire_if_overdue(request: dict[str, Any], now: float) -> dict[str, Any]:
     if request["state"] in (start_requests.QUEUED, start_requests.STARTING) \
             and now > request["deadline"] + SWEEP_GRACE_SECONDS \
             and (request["state"] == start_requests.QUEUED or request.get("lease_until", 0) < now):
-        start_requests.finish_without_session(
-            request, start_requests.FAILED, "deadline_exceeded", DEADLINE_DETAIL,
-            (start_requests.QUEUED, start_requests.STARTING))
+        if start_requests.finish_without_session(
+                request, start_requests.FAILED, "deadline_exceeded", DEADLINE_DETAIL,
+                (start_requests.QUEUED, start_requests.STARTING)):
+            _left_queue(request)
         return start_requests.get(request["request_id"]) or request
     return request
+
+
+def _left_queue(request: dict[str, Any]) -> None:
+    if "seq" in request:
+        agent_queue.mark_gone(request["agent"], int(request["seq"]))
 
 
 def outcome(request: dict[str, Any], status_base: str, now: float) -> HttpResult:
@@ -160,17 +155,23 @@ def wait_for(request: dict[str, Any], seconds: float) -> dict[str, Any]:
 
 
 def status(user_id: str, request_id: str, status_base: str, wait: int = 0) -> HttpResult:
+    settings = get_settings()
+    rate_limits.take(f"status#{user_id}", settings.status_rate_per_minute, 60, code="status_rate_limited",
+                     what="Status polls")
     request = _expire_if_overdue(_owned(user_id, request_id), time.time())
-    if wait:
-        request = wait_for(request, wait)
+    if wait and request["state"] not in start_requests.TERMINAL:
+        with rate_limits.concurrent(f"longpoll#{user_id}", settings.long_polls_per_user, wait + 5,
+                                    code="too_many_long_polls", what="Long-polls"):
+            request = wait_for(request, wait)
     return outcome(request, status_base, time.time())
 
 
 def cancel(user_id: str, request_id: str) -> HttpResult:
     request = _owned(user_id, request_id)
     if request["state"] == start_requests.QUEUED:
-        start_requests.finish_without_session(request, start_requests.CANCELLED, "cancelled",
-                                              "Cancelled by the user", (start_requests.QUEUED,))
+        if start_requests.finish_without_session(request, start_requests.CANCELLED, "cancelled",
+                                                 "Cancelled by the user", (start_requests.QUEUED,)):
+            _left_queue(request)
         request = start_requests.get(request_id) or request
     if request["state"] in (start_requests.STARTING, start_requests.STARTED):
         raise ApiError(409, "not_cancellable", "The session is already starting or running; stop it instead")
@@ -191,117 +192,37 @@ def parse_wait(raw: str | None) -> int:
 
 
 # ------------------------------------------------------------------ the worker
-def handle_message(body: str, receive_count: int) -> None:
-    """One SQS message (batch_size=1). Raises only when the message must be redelivered."""
+def handle_message(body: str) -> dict[str, int]:
+    """One SQS message (batch_size=1): a dispatcher run for the agent it names. Raises only when the
+    message must be redelivered (a malformed one ends in the DLQ)."""
     try:
-        message = QueueMessage.model_validate_json(body)
-    except ValidationError:
+        return dispatcher.handle_message(body)
+    except (ValueError, json.JSONDecodeError):
         logger.error("malformed queue message: left for the DLQ")
         raise
-    try:
-        _process(message)
-    except Exception:
-        if receive_count >= get_settings().max_receive_count:
-            # This delivery is the last before the DLQ: make the failure visible to the user.
-            request = start_requests.get(message.requestId)
-            if request is not None:
-                start_requests.finish_without_session(
-                    request, start_requests.FAILED, "worker_error", "The start could not be processed",
-                    (start_requests.QUEUED, start_requests.STARTING))
-            count("QueuedStartsFailed")
-        raise
-
-
-def _process(message: QueueMessage) -> None:
-    settings = get_settings()
-    request = start_requests.get(message.requestId)
-    if request is None or request["state"] in start_requests.TERMINAL:
-        return  # unknown (expired) or finished: nothing to do
-    now = time.time()
-    if request["next_attempt"] != message.attempt:
-        # A stale or duplicate message. If the message for the current attempt was never sent, send it.
-        if request["state"] == start_requests.QUEUED and request["enqueued_attempt"] < request["next_attempt"]:
-            _send(request, request["next_attempt"], max(0, request["next_attempt_at"] - now))
-        return
-    if now >= request["deadline"]:
-        _fail(request, "deadline_exceeded", DEADLINE_DETAIL)
-        return
-    if not start_requests.claim(message.requestId, message.attempt, LEASE_SECONDS, now):
-        return  # another delivery owns it (or it moved on); an abandoned claim is re-sent by the sweeper
-    try:
-        _attempt(settings, request, message)
-    except Exception:
-        # No outcome was recorded: hand the attempt back so the redelivered message can claim it again.
-        start_requests.release_claim(message.requestId, message.attempt)
-        raise
-
-
-def _attempt(settings: Settings, request: dict[str, Any], message: QueueMessage) -> None:
-    """One claimed attempt: call Pipecat Cloud and record the outcome (started / re-queued / failed)."""
-    pcc_request = start_requests.pcc_request(request)
-    try:
-        result = pcc_client.start(request["agent"], pcc_request, get_secrets().public_key.get_secret_value())
-    except PccCallError as exc:
-        if not is_retryable(exc):
-            error = map_pcc_error(exc)
-            _fail(request, error.code, str(error.detail), from_starting=True)
-            return
-        now = time.time()
-        remaining = request["deadline"] - now
-        if remaining < 1:
-            _fail(request, "deadline_exceeded", DEADLINE_DETAIL,
-                  from_starting=True)
-            return
-        delay = min(backoff_seconds(settings, message.attempt), remaining)
-        reason = "pcc_at_capacity" if exc.status == 429 else f"pcc_{exc.status or exc.kind}"
-        if start_requests.requeue(message.requestId, message.attempt, now + delay, reason):
-            request = start_requests.get(message.requestId) or request
-            _send(request, message.attempt + 1, delay)
-        return
-    session_id = str(result["sessionId"])
-    response = client_response(request["transport"], result)
-    try:
-        completed = start_requests.complete(request, message.attempt, session_id, response.as_dict())
-    except Exception:
-        stop_quietly(request["agent"], session_id)  # never leave an unrecorded bot behind a retry
-        raise
-    if completed:
-        count("QueuedStartsStarted")
-        logger.info("queued start served", extra={"request_id": message.requestId, "session_id": session_id,
-                                                   "attempt": message.attempt})
-        return
-    logger.error("queued start lost its claim after starting a bot; stopping it",
-                 extra={"request_id": message.requestId, "session_id": session_id})
-    stop_quietly(request["agent"], session_id)
-
-
-def _fail(request: dict[str, Any], code: str, detail: str, from_starting: bool = False) -> None:
-    states = (start_requests.STARTING,) if from_starting else (start_requests.QUEUED, start_requests.STARTING)
-    if start_requests.finish_without_session(request, start_requests.FAILED, code, detail, states):
-        count("QueuedStartsFailed")
-        logger.info("queued start failed", extra={"request_id": request["request_id"], "code": code})
 
 
 # ------------------------------------------------------------------ the sweeper
 def sweep(now: float | None = None) -> dict[str, int]:
-    """Re-send lost messages and fail expired requests (run from the reconcile schedule)."""
+    """Fail requests past their deadline and restart the dispatcher of any agent whose queue waits with
+    none running (a lost wake-up, a dispatcher that died). Run from the reconcile schedule."""
     now = now or time.time()
-    summary = {"pending": 0, "resent": 0, "expired": 0}
+    summary = {"pending": 0, "expired": 0, "woken": 0}
     if not enabled():
         return summary
+    agents: set[str] = set()
     for request in start_requests.pending():
         summary["pending"] += 1
         if request["state"] not in (start_requests.QUEUED, start_requests.STARTING):
             continue
         before = request["state"]
-        request = _expire_if_overdue(request, now)
-        if request["state"] != before:
+        if _expire_if_overdue(request, now)["state"] != before:
             summary["expired"] += 1
             continue
-        overdue = now > request["next_attempt_at"] + SWEEP_GRACE_SECONDS
-        lease_gone = request["state"] == start_requests.STARTING and request.get("lease_until", 0) < now
-        # queued and overdue: its message was never sent or got lost; starting: its worker died
-        if overdue and (request["state"] == start_requests.QUEUED or lease_gone):
-            _send(request, request["next_attempt"], 0)
-            summary["resent"] += 1
+        agents.add(request["agent"])
+    for agent in sorted(agents):
+        state = agent_queue.read(agent)
+        if state.waiting() and not state.leased(now):
+            agent_queue.send_wake(agent)
+            summary["woken"] += 1
     return summary

@@ -17,10 +17,11 @@ class QueuedStart(BaseModel):
     requestId: str
     status: str = Field(description="queued")
     statusUrl: str
-    retryAfter: int
+    retryAfter: int = Field(description="seconds until the next poll is worth it (the ETA, 1-30)")
     attempts: int
-    nextAttemptAt: str
-    position: int = Field(description="1-based place among all pending starts, oldest first")
+    position: int = Field(description="1-based place in the agent's queue (1: the head), exact")
+    etaSeconds: int = Field(description="position x the measured interval at which capacity frees")
+    nextAttemptAt: str = Field(description="now + the ETA")
 
 
 class SessionRecord(BaseModel):
@@ -107,7 +108,7 @@ def _paths(proxy_depth: int) -> dict[str, Any]:
             "get": {"operationId": "startStatus", "security": SECURED, "parameters": [REQUEST_ID, WAIT],
                     "responses": {"200": _json(START_SUCCESS, "Started"),
                                   "202": _json(_ref("QueuedStart"), "Still queued"),
-                                  **_errors(404, 409, 410, 422, *AUTH_ERRORS)}},
+                                  **_errors(404, 409, 410, 422, 429, *AUTH_ERRORS)}},
             "delete": {"operationId": "cancelStart", "security": SECURED, "parameters": [REQUEST_ID],
                        "responses": {"200": _json(_ref("CancelResult"), "Cancelled (or already finished)"),
                                      **_errors(404, 409, *AUTH_ERRORS)}},

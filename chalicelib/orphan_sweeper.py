@@ -19,7 +19,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from . import pcc_client, session_store
+from . import agent_queue, pcc_client, session_store
 from .observability import count, logger
 from .pcc_client import PccCallError
 from .sessions_service import private_key
@@ -73,6 +73,7 @@ def sweep(now: float | None = None) -> dict[str, int]:
                 continue
             summary["orphans_stopped"] += 1
             logger.warning("orphan stopped", extra={"agent": agent, "session_id": session_id})
+            agent_queue.capacity_freed(agent, "orphan_stopped")
     count("OrphansFound", summary["orphans_found"])
     count("OrphansStopped", summary["orphans_stopped"])
     return summary

@@ -12,7 +12,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from . import pcc_client, session_store
+from . import agent_queue, pcc_client, session_store
 from .observability import count, logger
 from .pcc_client import PccCallError
 from .sessions_service import private_key
@@ -59,12 +59,14 @@ def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now
                 reason = _completion_status(agent, session_id, key)
                 if session_store.mark_ended(session_id, user_id, session_store.ENDED, reason):
                     summary["ended"] += 1
+                    agent_queue.capacity_freed(agent, "reconcile_ended")
             elif _age_seconds(record, now) > hard_cap_seconds:
                 if not pcc_client.stop_if_running(agent, session_id, key):
                     summary["errors"] += 1
                     continue
                 if session_store.mark_ended(session_id, user_id, session_store.STOPPED, "hard_cap"):
                     summary["stopped"] += 1
+                    agent_queue.capacity_freed(agent, "hard_cap")
 
 
 def _completion_status(agent: str, session_id: str, key: str) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from . import pcc_client, proxy_headers
+from . import pcc_client, proxy_headers, rate_limits
 from .errors import ApiError
 from .pcc_client import PccCallError
 from .pcc_responses import map_pcc_error
@@ -73,6 +73,8 @@ def forward(
     body: bytes,
 ) -> ProxyResult:
     settings = get_settings()
+    rate_limits.take(f"proxy#{user_id}", settings.proxy_rate_per_minute, 60, code="proxy_rate_limited",
+                     what="Session API calls")
     record = owned_session(user_id, session_id)
     path = bot_path(segments)
     if not any(fnmatch.fnmatchcase("/".join(segments), pattern) for pattern in settings.proxy_allowed_paths):

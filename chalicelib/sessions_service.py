@@ -10,7 +10,7 @@ import binascii
 import json
 from typing import Any
 
-from . import pcc_client, session_store
+from . import agent_queue, pcc_client, session_store
 from .errors import ApiError
 from .observability import logger
 from .pcc_client import PccCallError
@@ -95,6 +95,7 @@ def session_details(user_id: str, session_id: str) -> dict[str, Any]:
         if session_store.mark_ended(session_id, user_id, session_store.ENDED,
                                     str(details.get("completionStatus") or "ended")):
             record = session_store.get_session(session_id) or record
+            agent_queue.capacity_freed(record["agent"], "session_seen_ended")
     return {**session_store.public_record(record), "pipecat": details}
 
 
@@ -109,6 +110,7 @@ def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
             if exc.status != 404:  # 404: already gone at Pipecat Cloud, which is what we want
                 raise map_pcc_error(exc) from None
         session_store.mark_ended(session_id, user_id, session_store.STOPPED, "stopped_by_user")
+        agent_queue.capacity_freed(record["agent"], "stopped_by_user")
         record = session_store.get_session(session_id) or record
     return session_store.public_record(record)
 

@@ -71,6 +71,13 @@ _ENV: dict[str, str] = {
     "START_DEADLINE_SECONDS": "start_deadline_seconds",
     "MAX_RECEIVE_COUNT": "max_receive_count",
     "LONG_POLL_MAX_SECONDS": "long_poll_max_seconds",
+    "MAX_QUEUED": "max_queued",
+    "DISPATCH_CALLS_PER_SECOND": "dispatch_calls_per_second",
+    "DISPATCH_RUN_SECONDS": "dispatch_run_seconds",
+    "START_RATE_PER_MINUTE": "start_rate_per_minute",
+    "STATUS_RATE_PER_MINUTE": "status_rate_per_minute",
+    "PROXY_RATE_PER_MINUTE": "proxy_rate_per_minute",
+    "LONG_POLLS_PER_USER": "long_polls_per_user",
     "TELEPHONY_AGENT": "telephony_agent",
     "TELEPHONY_PUBLIC_BASE_URL": "telephony_public_base_url",
     "TELEPHONY_WEBSOCKET_AUTH": "telephony_websocket_auth",
@@ -131,12 +138,23 @@ class Settings(BaseModel):
     proxy_response_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_RESPONSE_HEADERS))
     # Reconciliation stops sessions older than this (0: MAX_SESSION_SECONDS).
     session_hard_cap_seconds: int = Field(default=0, ge=0)
-    # Capacity queue: exponential backoff with full jitter, per-hop cap <= 900 s (SQS DelaySeconds).
-    retry_base_seconds: float = Field(default=2.0, gt=0)
-    retry_cap_seconds: int = Field(default=60, ge=1, le=900)
+    # Capacity queue (chalicelib/dispatcher.py): the head's first wait after a 429 (and the wait before the
+    # rate that capacity frees at has been measured) and its cap; PCC start calls per second per agent;
+    # how long one dispatcher invocation runs before it hands over; queued starts per agent.
+    retry_base_seconds: float = Field(default=0.5, gt=0, le=10)
+    retry_cap_seconds: float = Field(default=3.0, gt=0, le=10)
+    dispatch_calls_per_second: float = Field(default=5.0, gt=0, le=50)
+    dispatch_run_seconds: float = Field(default=30.0, ge=1, le=50)
+    max_queued: int = Field(default=500, ge=1, le=10_000)
     start_deadline_seconds: int = Field(default=600, ge=1)
     max_receive_count: int = Field(default=5, ge=1)
     long_poll_max_seconds: int = Field(default=25, ge=0, le=25)
+    # Per-user limits (fixed one-minute windows in DynamoDB, chalicelib/rate_limits.py): POST /start,
+    # GET /start/{id} (long-polls included), session API proxy calls; concurrent long-polls.
+    start_rate_per_minute: int = Field(default=20, ge=1)
+    status_rate_per_minute: int = Field(default=120, ge=1)
+    proxy_rate_per_minute: int = Field(default=600, ge=1)
+    long_polls_per_user: int = Field(default=2, ge=1, le=20)
     # Telephony webhooks.
     telephony_agent: str | None = None
     telephony_public_base_url: str = ""  # the URL providers call (signatures cover it), e.g. https://x/api
@@ -236,6 +254,11 @@ class Settings(BaseModel):
             raise ValueError("insecure dev auth is only allowed on the 'local' stage")
         if self.telephony_agent is not None and self.telephony_agent not in self.agents:
             raise ValueError(f"TELEPHONY_AGENT {self.telephony_agent!r} is not in PCC_AGENTS")
+        if self.dispatch_run_seconds + self.pcc_connect_timeout + self.pcc_read_timeout > 55:
+            raise ValueError("DISPATCH_RUN_SECONDS + PCC_CONNECT_TIMEOUT + PCC_READ_TIMEOUT must be at most 55 "
+                             "(the queue worker's 60 s Lambda timeout, less a margin)")
+        if self.retry_cap_seconds < self.retry_base_seconds:
+            raise ValueError("RETRY_CAP_SECONDS must be at least RETRY_BASE_SECONDS")
         if self.auth_mode == "jwt" and not (self.oidc_issuer and self.oidc_audience):
             raise ValueError("AUTH_MODE=jwt needs OIDC_ISSUER and OIDC_AUDIENCE")
         return self

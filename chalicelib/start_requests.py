@@ -1,11 +1,12 @@
 """DynamoDB data access for queued starts (the capacity queue's state machine).
 
-Item: PK `REQUEST#{requestId}`, SK `META`; GSI1PK `USER#{userId}#REQUESTS` / GSI1SK `{createdAt}#{id}`;
-sparse GSI2PK `PENDING` / GSI2SK `{createdAt}` while queued or starting (the sweeper's index).
+Item: PK `REQUEST#{requestId}`, SK `META`, with `seq`, its place in the agent's queue (chalicelib.agent_queue);
+GSI1PK `USER#{userId}#REQUESTS` / GSI1SK `{createdAt}#{id}`; sparse GSI2PK `PENDING` / GSI2SK `{createdAt}`
+while queued or starting (the sweeper's index).
 
 States: queued -> starting -> started | failed, queued -> cancelled, starting -> queued (retry).
-Every transition is a conditional write on (state, next_attempt), so a duplicate or stale SQS message
-can never move a request twice, and so never start two bots for one request.
+Every transition is a conditional write on (state, next_attempt), so a second dispatcher (one that took
+over an expired lease) can never move a request twice, and so never start two bots for one request.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ def new_request_id() -> str:
 
 
 def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_request: dict[str, Any],
-           deadline: float, next_attempt_at: float, intent: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Record a queued start (and retire the start intent whose slot it takes over, in one transaction)."""
+           deadline: float, next_attempt_at: float, seq: int, entry: dict[str, Any],
+           intent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Record a queued start at its place `seq` in the agent's queue (`entry`: the queue entry's `Put`), and
+    retire the start intent whose slot it takes over, in one transaction."""
     created = now_iso()
     item = {
         **_key(request_id),
@@ -51,9 +54,9 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
         "agent": agent,
         "transport": transport,
         "state": QUEUED,
+        "seq": seq,
         "attempts": 0,
         "next_attempt": 1,
-        "enqueued_attempt": 0,
         "next_attempt_at": int(next_attempt_at),
         "deadline": int(deadline),
         "created_at": created,
@@ -62,7 +65,7 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
     # JSON text: DynamoDB cannot hold floats in a map, and the request is replayed verbatim.
     text = json.dumps(pcc_request, separators=(",", ":"), ensure_ascii=False).encode()
     ddb = table()
-    writes: list[dict[str, Any]] = []
+    writes: list[dict[str, Any]] = [{"Put": entry}]
     if len(text) <= INLINE_REQUEST_BYTES:
         item["pcc_request"] = text.decode()
     else:
@@ -72,9 +75,6 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
                                                              "ttl": item["ttl"]}}} for i, chunk in enumerate(chunks)]
     if intent is not None:
         writes.append({"Delete": start_intents.delete_update(ddb.name, intent)})
-    if not writes:
-        ddb.put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
-        return item
     ddb.meta.client.transact_write_items(TransactItems=[
         {"Put": {"TableName": ddb.name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}, *writes])
     return item
@@ -100,16 +100,6 @@ def get(request_id: str, consistent: bool = True) -> dict[str, Any] | None:
     return dict(session_store.plain(item)) if item else None
 
 
-def mark_enqueued(request_id: str, attempt: int) -> None:
-    """Remember that the SQS message for `attempt` was sent (the sweeper re-sends otherwise)."""
-    conditionally(lambda: table().update_item(
-        Key=_key(request_id),
-        UpdateExpression="SET enqueued_attempt = :a",
-        ConditionExpression="enqueued_attempt < :a",
-        ExpressionAttributeValues={":a": attempt},
-    ))
-
-
 def claim(request_id: str, attempt: int, lease_seconds: int, now: float) -> bool:
     """queued -> starting for this attempt (or take over an expired lease). False: stale/duplicate."""
     return conditionally(lambda: table().update_item(
@@ -122,15 +112,21 @@ def claim(request_id: str, attempt: int, lease_seconds: int, now: float) -> bool
     ))
 
 
-def release_claim(request_id: str, attempt: int) -> None:
-    """starting -> queued for the same attempt (the worker failed before an outcome): redelivery retries."""
-    conditionally(lambda: table().update_item(
-        Key=_key(request_id),
-        UpdateExpression="SET #s = :queued REMOVE lease_until",
-        ConditionExpression="#s = :starting AND next_attempt = :attempt",
-        ExpressionAttributeNames={"#s": "state"},
-        ExpressionAttributeValues={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt},
-    ))
+def release_claim(request_id: str, attempt: int) -> int:
+    """starting -> queued for the same attempt (the attempt crashed before an outcome); returns how many
+    attempts of this request have crashed (0: the state had moved on)."""
+    updated: dict[str, Any] = {}
+
+    def write() -> None:
+        updated.update(table().update_item(
+            Key=_key(request_id),
+            UpdateExpression="SET #s = :queued ADD crashes :one REMOVE lease_until",
+            ConditionExpression="#s = :starting AND next_attempt = :attempt",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt, ":one": 1},
+            ReturnValues="UPDATED_NEW")["Attributes"])
+
+    return int(updated.get("crashes", 0)) if conditionally(write) else 0
 
 
 def requeue(request_id: str, attempt: int, next_attempt_at: float, last_error: str) -> bool:
@@ -191,23 +187,6 @@ def finish_without_session(request: dict[str, Any], state: str, code: str, detai
     if current is None or current["state"] not in from_states:
         return False
     return conditionally(lambda: ddb.meta.client.update_item(**request_update))
-
-
-def position(request: dict[str, Any]) -> int:
-    """1-based place among pending starts (oldest first), from the sparse PENDING index."""
-    count = 0
-    kwargs: dict[str, Any] = {
-        "IndexName": "GSI2",
-        "KeyConditionExpression": "GSI2PK = :pk AND GSI2SK < :created",
-        "ExpressionAttributeValues": {":pk": PENDING_INDEX_KEY, ":created": request["created_at"]},
-        "Select": "COUNT",
-    }
-    while True:
-        page = table().query(**kwargs)
-        count += int(page.get("Count", 0))
-        if not page.get("LastEvaluatedKey"):
-            return count + 1
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def pending(limit: int = 500) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import capacity_queue, pcc_client, session_store, start_intents
+from . import capacity_queue, pcc_client, rate_limits, session_store, start_intents
 from .errors import ApiError
 from .idempotency import check_key, run_once
 from .models import StartRequest
@@ -41,6 +41,8 @@ def execute_start(
 ) -> HttpResult:
     """Take a slot with a start intent, call PCC, record the session (chalicelib.start_intents).
 
+    While starts wait in the agent's queue, a queueable start joins it without calling PCC (first come,
+    first served); telephony (`queue_on_capacity` off) always calls PCC: a caller on the line cannot wait.
     The slot is freed at once when PCC's answer proves no bot was created; kept (intent `unknown`) when
     it does not (timeout, 5xx, connection lost after sending), until recovery has let the orphan sweeper
     stop any such bot; passed to a queued request on a capacity error (202), unless `queue_on_capacity`
@@ -54,19 +56,23 @@ def execute_start(
         count("StartRejected", code="user_session_limit")
         raise ApiError(429, "user_session_limit",
                        f"You already have {limit} active sessions; stop one first")
+    queueable = queue_on_capacity and capacity_queue.enabled()
+    if queueable:
+        try:
+            joins_queue = capacity_queue.waiting(plan.agent) > 0
+        except Exception:
+            start_intents.settle_not_started(intent)
+            raise
+        if joins_queue:
+            count("StartsJoinedQueue")
+            return _enqueue(user_id, plan, status_base, intent)
     try:
         keys = get_secrets()
         result = pcc_client.start(plan.agent, plan.pcc_request, keys.public_key.get_secret_value(),
                                   read_timeout=read_timeout)
     except PccCallError as exc:
-        if is_capacity_error(exc) and queue_on_capacity and capacity_queue.enabled():
-            try:
-                return capacity_queue.enqueue(user_id, plan, status_base, intent)
-            except capacity_queue.SlotHandedOver:
-                raise  # the failed request freed the slot it took over
-            except Exception:
-                start_intents.settle_not_started(intent)  # the request was never recorded
-                raise
+        if is_capacity_error(exc) and queueable:
+            return _enqueue(user_id, plan, status_base, intent)
         error = map_pcc_error(exc)
         if might_have_started(exc):
             start_intents.mark_unknown(intent, error.code)
@@ -94,11 +100,24 @@ def execute_start(
     return shape(plan.transport, result)
 
 
+def _enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str, Any]) -> HttpResult:
+    try:
+        return capacity_queue.enqueue(user_id, plan, status_base, intent)
+    except capacity_queue.SlotHandedOver:
+        raise  # the failed request freed the slot it took over
+    except Exception:
+        start_intents.settle_not_started(intent)  # the request was never recorded (or the queue is full)
+        raise
+
+
 def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,
           status_base: str = "/start", wait: int = 0) -> HttpResult:
     """POST /start. With `wait` > 0 a queued start is long-polled for up to `wait` seconds."""
+    settings = get_settings()
+    rate_limits.take(f"start#{user_id}", settings.start_rate_per_minute, 60, code="start_rate_limited",
+                     what="Starts")
     request = parse_start_request(raw_body)
-    plan = plan_start(get_settings(), request, user_id)
+    plan = plan_start(settings, request, user_id)
     if not idempotency_key:
         result = execute_start(user_id, plan, status_base)
     else:

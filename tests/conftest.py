@@ -22,7 +22,13 @@ if str(ROOT) not in sys.path:
 
 from infra.deploy import deploy  # noqa: E402
 from infra.pcc_emulator import EmulatorServer, Organisation  # noqa: E402
-from tests.support import OidcIssuer, make_project_dir, new_user, reset_gateway_caches  # noqa: E402
+from tests.support import (  # noqa: E402
+    OidcIssuer,
+    clear_agent_queues,
+    make_project_dir,
+    new_user,
+    reset_gateway_caches,
+)
 
 AGENTS = {
     "my-agent": {"allowed_room_properties": ["enable_recording"], "room_properties": {"exp_minutes": 60}},
@@ -100,6 +106,10 @@ def stack(moto_url: str, emulator_server: EmulatorServer, oidc: OidcIssuer,
             "OIDC_AUDIENCE": oidc.audience,
             "CORS_ALLOW_ORIGIN": "https://app.example.com",
             "POWERTOOLS_METRICS_NAMESPACE": "PipecatGatewayTests",
+            # Per-user limits out of the way of the other tests (tests/integration/test_limits.py sets them).
+            "START_RATE_PER_MINUTE": "100000",
+            "STATUS_RATE_PER_MINUTE": "100000",
+            "PROXY_RATE_PER_MINUTE": "100000",
         },
     )
     return {"outputs": outputs, "project": project}
@@ -145,7 +155,10 @@ class Gateway:
 @pytest.fixture()
 def gateway(stack: dict[str, Any], emulator: EmulatorServer, oidc: OidcIssuer) -> Iterator[Gateway]:
     reset_gateway_caches()
+    ddb = boto3.resource("dynamodb").Table(stack["outputs"]["TableName"])
+    clear_agent_queues(ddb, list(AGENTS))
     yield Gateway(stack["project"], oidc)
+    clear_agent_queues(ddb, list(AGENTS))
     reset_gateway_caches()
 
 

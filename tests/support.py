@@ -121,3 +121,21 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return 30_000
+
+
+def clear_agent_queues(table: Any, agents: list[str]) -> None:
+    """Empty the agents' start queues between tests (the table outlives each test): pending requests are
+    marked failed and the queue partitions deleted, so no test's leftovers make the next one's starts wait."""
+    pending = table.query(IndexName="GSI2", KeyConditionExpression="GSI2PK = :pk",
+                          ExpressionAttributeValues={":pk": "PENDING"})["Items"]
+    for item in pending:
+        table.update_item(Key={"PK": item["PK"], "SK": item["SK"]},
+                          UpdateExpression="SET #s = :failed, error_code = :code REMOVE GSI2PK, GSI2SK",
+                          ExpressionAttributeNames={"#s": "state"},
+                          ExpressionAttributeValues={":failed": "failed", ":code": "test_reset"})
+    for agent in agents:
+        items = table.query(KeyConditionExpression="PK = :pk",
+                            ExpressionAttributeValues={":pk": f"QUEUE#{agent}"})["Items"]
+        with table.batch_writer() as batch:
+            for item in items:
+                batch.delete_item(Key={"PK": item["PK"], "SK": item["SK"]})

@@ -223,7 +223,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._json(200, {"start": org.start_faults})
         elif parts == ["sessions"] and self.command == "GET":
-            self._json(200, {"active": sorted(org.active_session_ids())})
+            with org.lock:  # every session the org ever started, in start order (benchmarks time them)
+                started = [{"sessionId": s.session_id, "agent": s.agent, "active": s.active,
+                            "createdEpoch": s.created_at} for s in sorted(org.sessions.values(),
+                                                                          key=lambda s: s.created_at)]
+            self._json(200, {"active": sorted(org.active_session_ids()), "sessions": started})
         elif parts == ["proxy-calls"]:
             with org.lock:
                 calls = [_call_json(c) for c in org.proxy_calls]

@@ -120,29 +120,46 @@ def receive_all(queue: dict[str, Any], expected: int, timeout: float = 15) -> li
 # ------------------------------------------------------------------ the rows
 def test_worker_killed_after_pcc_created_the_bot(app_env: Gateway, emulator: EmulatorServer, queue: dict[str, Any],
                                                  fast: None, killed_inside_call: Callable[[int], None]) -> None:
-    """3 kills among 6 queued starts: the leases expire, the sweeper re-sends, 6 bots serve 6 requests and the
-    3 bots of the killed attempts are stopped as orphans."""
+    """6 queued starts; the dispatcher dies 3 times inside the head's PCC call (after the bot was created).
+    Each time the leases run out, the sweeper restarts the queue, the head is tried again; in the end 6 bots
+    serve 6 requests, in order, and the 3 bots of the killed attempts are stopped as orphans."""
     users = [new_user() for _ in range(6)]
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
     ids = [json.loads(app_env.start(u, {"transport": "daily"}).body)["requestId"] for u in users]
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 50})
     killed_inside_call(3)
-    for message in receive_all(queue, 6):
+    for message in receive_all(queue, 1):  # one wake-up: the first start found no dispatcher running
         deliver(app_env, queue, message)
-    killed = [r for r in ids if start_requests.get(r)["state"] == "starting"]  # type: ignore[index]
-    assert len(killed) == 3
-    assert len(emulator.org.active_session_ids()) == 6  # 3 served + 3 orphans of the killed attempts
-    for request_id in killed:  # the worker's 60 s lease runs out (the one thing simulated: time)
-        session_store.table().update_item(Key={"PK": f"REQUEST#{request_id}", "SK": "META"},
-                                          UpdateExpression="SET lease_until = :past",
-                                          ExpressionAttributeValues={":past": int(time.time()) - 1})
-    capacity_queue.sweep(now=time.time() + capacity_queue.LEASE_SECONDS + capacity_queue.SWEEP_GRACE_SECONDS + 10)
-    for message in receive_all(queue, 3):  # the sweeper's re-sends, once the leases expired
-        deliver(app_env, queue, message)
-    assert all(start_requests.get(r)["state"] == "started" for r in ids)  # type: ignore[index]
+    for run in range(3):
+        assert start_requests.get(ids[0])["state"] == "starting"  # type: ignore[index]
+        assert all(start_requests.get(r)["state"] == "queued" for r in ids[1:])  # type: ignore[index]
+        assert len(emulator.org.active_session_ids()) == run + 1  # the killed attempts' bots
+        expire_leases("my-agent", ids[0])  # the one thing simulated: time
+        assert capacity_queue.sweep()["woken"] == 1
+        for message in receive_all(queue, 1):
+            deliver(app_env, queue, message)
+    drain(app_env, queue, until=lambda: all(start_requests.get(r)["state"] == "started" for r in ids))  # type: ignore[index]
+    assert bot_order(emulator, users) == users  # served in queue order, the killed head first
+    assert len(emulator.org.active_session_ids()) == 9  # 6 served + 3 orphans
     one_sweep()
     assert len(emulator.org.active_session_ids()) == 6  # one bot per request
     assert_settled(emulator, users)
+
+
+def bot_order(emulator: EmulatorServer, users: list[str]) -> list[str]:
+    """Each user once, in the order their first recorded bot started at the emulator."""
+    recorded = sorted((s for s in emulator.org.sessions.values() if session_store.get_session(s.session_id)),
+                      key=lambda s: s.created_at)
+    return [s.body["user"]["id"] for s in recorded if s.body["user"]["id"] in users]
+
+
+def expire_leases(agent: str, request_id: str) -> None:
+    """What 70 s of waiting does to a dead dispatcher's leases: on the agent's queue and on its attempt."""
+    ddb = session_store.table()
+    ddb.update_item(Key={"PK": f"QUEUE#{agent}", "SK": "STATE"}, UpdateExpression="SET lease_until = :past",
+                    ExpressionAttributeValues={":past": int(time.time()) - 1})
+    ddb.update_item(Key={"PK": f"REQUEST#{request_id}", "SK": "META"}, UpdateExpression="SET lease_until = :past",
+                    ExpressionAttributeValues={":past": int(time.time()) - 1})
 
 
 @pytest.mark.parametrize("kind", ["502", "reset"])

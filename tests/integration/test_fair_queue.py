@@ -1,0 +1,138 @@
+"""The capacity queue is first come, first served per agent, drains as capacity frees, and is bounded:
+late arrivals never overtake, positions are exact, a stop through the API wakes the dispatcher, PCC is
+asked a bounded number of times a second, the queue has a cap. Counted from the emulator's sessions and
+DynamoDB, not from our answers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib import agent_queue, session_store, start_requests
+from infra.pcc_emulator import EmulatorServer
+from tests.conftest import Gateway, emulator_admin
+from tests.integration.test_capacity_queue import drain
+from tests.integration.test_start import assert_error, body
+from tests.support import new_user
+
+
+def bot_owners(emulator: EmulatorServer) -> list[str]:
+    """The users whose bots the emulator started, in the order it started them."""
+    with emulator.org.lock:
+        sessions = sorted(emulator.org.sessions.values(), key=lambda s: s.created_at)
+    return [(s.body or {}).get("user", {}).get("id", "") for s in sessions]
+
+
+def queued(gateway: Gateway, user: str) -> dict[str, Any]:
+    response = gateway.start(user, {"transport": "daily"})
+    assert response.status_code == 202, response.body
+    return dict(body(response))
+
+
+def state(request_id: str) -> str:
+    return str((start_requests.get(request_id) or {})["state"])
+
+
+def test_a_late_arrival_cannot_overtake_a_queued_start(gateway: Gateway, emulator: EmulatorServer,
+                                                        queue: dict[str, Any]) -> None:
+    first, late = new_user(), new_user()
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    waiting = queued(gateway, first)
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 1})  # one place frees before any retry
+    calls_before = emulator.org.start_calls
+    behind = queued(gateway, late)  # PCC would accept it now: it joins the queue instead
+    assert emulator.org.start_calls == calls_before  # ... without asking PCC at all
+    assert (waiting["position"], behind["position"]) == (1, 2)
+    drain(gateway, queue, until=lambda: state(waiting["requestId"]) == "started", timeout=15)
+    assert state(behind["requestId"]) == "queued"  # capacity 1: the late one waits for the next place
+    assert bot_owners(emulator) == [first]
+    status = body(gateway.request("GET", behind["statusUrl"], user=late))
+    assert status["position"] == 1  # it is the head now
+    first_session = str(start_requests.get(waiting["requestId"])["session_id"])  # type: ignore[index]
+    assert gateway.request("DELETE", f"/sessions/{first_session}", user=first).status_code == 200
+    drain(gateway, queue, until=lambda: state(behind["requestId"]) == "started", timeout=15)
+    assert bot_owners(emulator) == [first, late]
+
+
+def test_queued_starts_are_served_in_arrival_order_and_positions_are_exact(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any]) -> None:
+    users = [new_user() for _ in range(8)]
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    answers = [queued(gateway, u) for u in users]
+    assert [a["position"] for a in answers] == list(range(1, 9))
+    # Out-of-order departures keep positions exact: cancel the 3rd, the 8th moves to 7th.
+    assert gateway.request("DELETE", answers[2]["statusUrl"], user=users[2]).status_code == 200
+    assert body(gateway.request("GET", answers[7]["statusUrl"], user=users[7]))["position"] == 7
+    assert body(gateway.request("GET", answers[1]["statusUrl"], user=users[1]))["position"] == 2
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 20})
+    served = [a["requestId"] for i, a in enumerate(answers) if i != 2]
+    drain(gateway, queue, until=lambda: all(state(r) == "started" for r in served), timeout=30)
+    assert bot_owners(emulator) == [u for i, u in enumerate(users) if i != 2]  # 0 inversions
+    assert agent_queue.read("my-agent").waiting() == 0
+
+
+def test_a_stop_through_the_api_wakes_the_dispatcher_at_once(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any],
+        configure_stage: Callable[..., None]) -> None:
+    """The head backs off 8 s between tries; stopping a session through the gateway frees its place and the
+    queued start is served well before the backoff would have tried again."""
+    configure_stage(RETRY_BASE_SECONDS="8", RETRY_CAP_SECONDS="8", DISPATCH_RUN_SECONDS="20")
+    holder, waiter = new_user(), new_user()
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 1})
+    running = gateway.start(holder, {"transport": "daily"})
+    assert running.status_code == 200
+    request_id = queued(gateway, waiter)["requestId"]
+    served_at: list[float] = []
+    worker = threading.Thread(target=lambda: (drain(gateway, queue, until=lambda: state(request_id) == "started",
+                                                    timeout=30), served_at.append(time.monotonic())))
+    worker.start()
+    time.sleep(1.5)  # the dispatcher runs and sits in its 8 s backoff
+    assert state(request_id) == "queued"
+    stopped_at = time.monotonic()
+    assert gateway.request("DELETE", f"/sessions/{body(running)['sessionId']}", user=holder).status_code == 200
+    worker.join()
+    assert served_at and served_at[0] - stopped_at < 2.0, served_at[0] - stopped_at
+    assert bot_owners(emulator) == [holder, waiter]
+
+
+def test_pcc_is_asked_at_most_dispatch_calls_per_second(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any],
+        configure_stage: Callable[..., None]) -> None:
+    """A head at capacity, with the backoff as short as allowed: the call rate is the configured bound."""
+    configure_stage(RETRY_BASE_SECONDS="0.01", RETRY_CAP_SECONDS="0.01", DISPATCH_CALLS_PER_SECOND="4",
+                    DISPATCH_RUN_SECONDS="3")
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    request_id = queued(gateway, new_user())["requestId"]
+    calls_before = emulator.org.start_calls
+    t0 = time.monotonic()
+    drain(gateway, queue, until=lambda: time.monotonic() - t0 > 3.5, timeout=10)
+    calls = emulator.org.start_calls - calls_before
+    elapsed = time.monotonic() - t0
+    assert 4 <= calls <= 4 * elapsed + 1, (calls, elapsed)
+    assert state(request_id) == "queued" and int(start_requests.get(request_id)["attempts"]) == calls  # type: ignore[index]
+
+
+def test_the_queue_cap_answers_503_queue_full_and_frees_the_slot(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any],
+        configure_stage: Callable[..., None]) -> None:
+    configure_stage(MAX_QUEUED="2")
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    queued(gateway, new_user())
+    second = queued(gateway, new_user())
+    third = new_user()
+    full = gateway.start(third, {"transport": "daily"})
+    data = assert_error(full, 503, "queue_full")
+    assert "2 starts already wait" in data["detail"]
+    assert int(full.headers["Retry-After"]) >= 1
+    assert session_store.active_slots(third) == 0  # nothing held for a start that was refused
+    # A place frees (a cancel), and the next start gets it.
+    assert gateway.request("DELETE", second["statusUrl"], user=second_user(second)).status_code == 200
+    assert gateway.start(third, {"transport": "daily"}).status_code == 202
+
+
+def second_user(answer: dict[str, Any]) -> str:
+    record = start_requests.get(answer["requestId"])
+    assert record is not None
+    return str(record["user_id"])

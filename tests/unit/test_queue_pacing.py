@@ -1,0 +1,63 @@
+"""The queue's arithmetic, without AWS: exact positions from (head, gone), and the dispatcher's pacing."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+from chalicelib.agent_queue import QueueState
+from chalicelib.dispatcher import GROW, SHRINK_AFTER_MISS, SHRINK_AFTER_SUCCESS, Pacer
+
+
+def test_positions_count_only_the_starts_still_waiting_ahead() -> None:
+    state = QueueState("a", tail=10, head=4, gone={6, 7, 12})
+    assert state.waiting() == 10 - 4 + 1 - 2  # 12 is not handed out yet: ignored
+    assert [state.position(s) for s in (4, 5, 8, 9, 10)] == [1, 2, 3, 4, 5]
+    assert QueueState("a").waiting() == 0
+
+
+def test_eta_uses_the_measured_interval_or_the_default() -> None:
+    assert QueueState("a", free_interval=0.5).eta_seconds(10, 3.0) == pytest.approx(5.0)
+    assert QueueState("a").eta_seconds(10, 3.0) == pytest.approx(30.0)
+
+
+def test_pacer_waits_before_the_first_try_and_backs_off_to_the_cap() -> None:
+    pacer = Pacer(base=0.5, cap=3.0, min_gap=0.2, interval=None)
+    assert pacer.wait == 0.5 and pacer.next_call > time.monotonic()
+    pacer.called()
+    waits = []
+    for _ in range(6):
+        pacer.miss()
+        waits.append(pacer.wait)
+    assert waits[0] == pytest.approx(0.5 * GROW) and waits[-1] == 3.0
+    assert all(b >= a for a, b in itertools.pairwise(waits))
+
+
+def test_pacer_shortens_its_wait_after_successes_and_measures_the_drain_interval() -> None:
+    pacer = Pacer(base=1.0, cap=3.0, min_gap=0.01, interval=None)
+    pacer.called()
+    pacer.miss()
+    assert pacer.success() is None  # one success measures nothing yet
+    assert pacer.wait == pytest.approx(1.0 * GROW * SHRINK_AFTER_MISS)  # after a 429: barely shorter
+    pacer.last_success = time.monotonic() - 1.0  # the next success comes 1 s later
+    before = pacer.wait
+    interval = pacer.success()
+    assert interval == pytest.approx(1.0, abs=0.05)  # the drain rate, for the ETA
+    assert pacer.wait == pytest.approx(before * SHRINK_AFTER_SUCCESS)  # in a row: capacity was waiting
+
+
+def test_a_new_run_starts_from_the_measured_interval() -> None:
+    assert Pacer(base=1.0, cap=3.0, min_gap=0.01, interval=0.4).wait == pytest.approx(0.4 * SHRINK_AFTER_MISS)
+
+
+def test_pacer_never_calls_faster_than_the_bound_and_a_wake_cuts_the_wait() -> None:
+    pacer = Pacer(base=0.0001, cap=0.0001, min_gap=0.25, interval=0.001)
+    assert pacer.wait == 0.25
+    pacer.called()
+    pacer.woken()
+    assert pacer.next_call == pytest.approx(pacer.last_call + 0.25)
+    slow = Pacer(base=3.0, cap=3.0, min_gap=0.1, interval=None)
+    slow.woken()
+    assert slow.next_call <= time.monotonic()
