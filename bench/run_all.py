@@ -46,7 +46,7 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    from bench import cold_start, crash_recovery, package_size, queue_latency, warm_overhead
+    from bench import cold_start, crash_recovery, package_size, queue_latency, queue_storm, warm_overhead
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     quick = "--quick" in sys.argv
@@ -59,6 +59,8 @@ def main() -> int:
     benchmarks: dict[str, Callable[[], Any]] = {"cold_start": lambda: cold_start.run(runs=5 if quick else 15),
                   "warm_overhead": lambda: warm_overhead.run(n=30 if quick else 200),
                   "queue_latency": lambda: queue_latency.run(samples=4 if quick else 20),
+                  "queue_storm": lambda: queue_storm.run(starts=60, users=20, late_arrivals=10) if quick
+                  else queue_storm.run(),
                   "crash_recovery": lambda: crash_recovery.run(samples=5 if quick else 20),
                   "package_size": package_size.run}
     terminal = sys.stdout

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -134,16 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.update(stage_env(args.project_dir, args.stage))
     sys.path.insert(0, str(ROOT))
-    import boto3
 
     from app import app
 
-    sqs = boto3.client("sqs")
     queue_url = os.environ.get("RETRY_QUEUE_URL", "")
     override = float(os.environ.get("LOCAL_SCHEDULE_SECONDS", "0") or 0) or None
     intervals = schedules(app, override)
     next_run = {name: time.monotonic() + interval for name, interval in intervals.items()}
     print(f"[local events] schedules: {intervals}", flush=True)
+    stop = threading.Event()
+    if sqs_handlers(app) and queue_url:
+        # As many concurrent invocations as the event source allows (a dispatcher run lasts up to
+        # DISPATCH_RUN_SECONDS and must not hold up the other agents' runs or the schedules).
+        for _ in range(_max_concurrency(app)):
+            threading.Thread(target=_consume, args=(app, queue_url, stop), daemon=True).start()
     try:
         while True:
             now = time.monotonic()
@@ -151,13 +156,27 @@ def main(argv: list[str] | None = None) -> int:
                 if now >= due:
                     run_schedule(app, name)
                     next_run[name] = time.monotonic() + intervals[name]
-            until_next = min([d - time.monotonic() for d in next_run.values()] + [5.0])
-            if not sqs_handlers(app) or not queue_url:
-                time.sleep(max(0.1, until_next))
-                continue
-            poll_once(app, sqs, queue_url, wait_seconds=max(0, min(5, int(until_next))))
+            time.sleep(max(0.1, min([d - time.monotonic() for d in next_run.values()] + [1.0])))
     except KeyboardInterrupt:
+        stop.set()
         return 0
+
+
+def _max_concurrency(app: Any) -> int:
+    found = [getattr(s, "maximum_concurrency", None) for s in app.event_sources if getattr(s, "queue", None)]
+    return max([int(f) for f in found if f] or [1])
+
+
+def _consume(app: Any, queue_url: str, stop: threading.Event) -> None:
+    import boto3
+
+    sqs = boto3.client("sqs")
+    while not stop.is_set():
+        try:
+            poll_once(app, sqs, queue_url, wait_seconds=5)
+        except Exception as exc:  # noqa: BLE001 - e.g. moto restarting: try again, as Lambda's poller would
+            print(f"[sqs poller] receive failed ({type(exc).__name__})", file=sys.stderr, flush=True)
+            time.sleep(1)
 
 
 if __name__ == "__main__":

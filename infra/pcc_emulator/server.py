@@ -224,9 +224,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"start": org.start_faults})
         elif parts == ["sessions"] and self.command == "GET":
             with org.lock:  # every session the org ever started, in start order (benchmarks time them)
+                ordered = sorted(org.sessions.values(), key=lambda s: s.created_at)
                 started = [{"sessionId": s.session_id, "agent": s.agent, "active": s.active,
-                            "createdEpoch": s.created_at} for s in sorted(org.sessions.values(),
-                                                                          key=lambda s: s.created_at)]
+                            "createdEpoch": s.created_at, "endedEpoch": s.ended_at} for s in ordered]
             self._json(200, {"active": sorted(org.active_session_ids()), "sessions": started})
         elif parts == ["proxy-calls"]:
             with org.lock:

@@ -327,6 +327,10 @@ def test_429_storm_nothing_lost_nothing_started_twice(
         assert result.status_code == 200
         record = session_store.get_session(body(result)["sessionId"])
         assert record is not None and record["user_id"] == user
+    # First come, first served: queued starts were served in the order of their queue places.
+    records = sorted((start_requests.get(rid) for rid in queued.values()), key=lambda r: int(r["seq"]))  # type: ignore[index]
+    served = [emulator.org.sessions[r["session_id"]].created_at for r in records if r and r["state"] == "started"]
+    assert served == sorted(served), "a queued start was overtaken"
     print(f"storm: direct={len(direct)} queued={len(queued)} started_via_queue={len(started_via_queue)} "
           f"failed={len(failed)}")
 

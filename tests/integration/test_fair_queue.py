@@ -5,6 +5,7 @@ DynamoDB, not from our answers."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -70,7 +71,15 @@ def test_queued_starts_are_served_in_arrival_order_and_positions_are_exact(
     served = [a["requestId"] for i, a in enumerate(answers) if i != 2]
     drain(gateway, queue, until=lambda: all(state(r) == "started" for r in served), timeout=30)
     assert bot_owners(emulator) == [u for i, u in enumerate(users) if i != 2]  # 0 inversions
-    assert agent_queue.read("my-agent").waiting() == 0
+    state_after = agent_queue.read("my-agent")
+    assert state_after.waiting() == 0
+    # The ETA comes from the measured interval between served starts: position x interval.
+    interval = state_after.free_interval
+    assert interval is not None and interval > 0
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    first, second = queued(gateway, new_user()), queued(gateway, new_user())
+    assert first["etaSeconds"] == math.ceil(interval) and second["etaSeconds"] == math.ceil(2 * interval)
+    assert second["retryAfter"] == max(1, min(30, math.ceil(2 * interval)))
 
 
 def test_a_stop_through_the_api_wakes_the_dispatcher_at_once(
