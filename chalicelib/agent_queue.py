@@ -162,10 +162,11 @@ def acquire(agent: str, owner: str, seconds: float, now: float | None = None) ->
 
     def take() -> None:
         updated.update(table().update_item(
-            Key=_state_key(agent), UpdateExpression="SET lease_owner = :o, lease_until = :u",
+            # the wake-up that asked for this run is consumed: the next arrival may ask again
+            Key=_state_key(agent), UpdateExpression="SET lease_owner = :o, lease_until = :u, wake_sent_at = :zero",
             ConditionExpression="attribute_exists(PK) AND "
                                 "(attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :o)",
-            ExpressionAttributeValues={":o": owner, ":u": int(now + seconds), ":now": int(now)},
+            ExpressionAttributeValues={":o": owner, ":u": int(now + seconds), ":now": int(now), ":zero": 0},
             ReturnValues="ALL_NEW")["Attributes"])
 
     return QueueState.from_item(agent, updated) if conditionally(take) else None

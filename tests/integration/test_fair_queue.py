@@ -145,3 +145,27 @@ def second_user(answer: dict[str, Any]) -> str:
     record = start_requests.get(answer["requestId"])
     assert record is not None
     return str(record["user_id"])
+
+
+def test_work_arriving_after_a_run_ended_starts_a_new_run_at_once(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any]) -> None:
+    """A run that emptied the queue consumed its wake-up: the next queued start asks for a run again at once
+    (not after the 10 s gate that keeps a storm of starts from becoming a storm of messages)."""
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    first = queued(gateway, new_user())
+    second_before_run = queued(gateway, new_user())
+    assert messages_waiting(queue) == 1  # two starts, one wake-up
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
+    drain(gateway, queue, until=lambda: state(second_before_run["requestId"]) == "started", timeout=15)
+    assert state(first["requestId"]) == "started" and messages_waiting(queue) == 0
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    late = queued(gateway, new_user())
+    assert messages_waiting(queue) == 1
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
+    drain(gateway, queue, until=lambda: state(late["requestId"]) == "started", timeout=15)
+
+
+def messages_waiting(queue: dict[str, Any]) -> int:
+    attrs = queue["sqs"].get_queue_attributes(QueueUrl=queue["url"], AttributeNames=["All"])["Attributes"]
+    return sum(int(attrs[k]) for k in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed",
+                                       "ApproximateNumberOfMessagesNotVisible"))
