@@ -138,6 +138,20 @@ def mark_gone(agent: str, seq: int) -> None:
         ExpressionAttributeValues={":s": {seq}, ":n": seq}))
 
 
+def advance(agent: str, seq: int, free_interval: float | None = None) -> None:
+    """The head `seq` left the queue (dispatcher only): one write moves head past it and records the
+    measured interval; if head moved meanwhile (it cannot, with one dispatcher) fall back to `gone`."""
+    update = "SET head = :next"
+    values: dict[str, Any] = {":seq": seq, ":next": seq + 1}
+    if free_interval is not None:
+        update += ", free_interval = :f"
+        values[":f"] = Decimal(str(round(free_interval, 3)))
+    if not conditionally(lambda: table().update_item(
+            Key=_state_key(agent), UpdateExpression=update, ConditionExpression="head = :seq",
+            ExpressionAttributeValues=values)):
+        mark_gone(agent, seq)
+
+
 def fold_head(state: QueueState) -> QueueState:
     """Move head past the numbers that have left (dispatcher only); returns the state as written."""
     head, folded = state.head, set()
@@ -176,11 +190,6 @@ def release(agent: str, owner: str) -> None:
     conditionally(lambda: table().update_item(
         Key=_state_key(agent), UpdateExpression="SET lease_until = :zero", ConditionExpression="lease_owner = :o",
         ExpressionAttributeValues={":zero": 0, ":o": owner}))
-
-
-def record_free_interval(agent: str, interval: float) -> None:
-    table().update_item(Key=_state_key(agent), UpdateExpression="SET free_interval = :f",
-                        ExpressionAttributeValues={":f": Decimal(str(round(interval, 3)))})
 
 
 # ------------------------------------------------------------------ wake-ups

@@ -128,12 +128,20 @@ def _loop(settings: Settings, agent: str, owner: str, state: agent_queue.QueueSt
     wakes_seen = state.wakes
     missing_since: dict[int, float] = {}
     head: tuple[int, dict[str, Any]] | None = None
+    lease_until = time.time() + LEASE_SECONDS
     while time.monotonic() < ends:
-        renewed = agent_queue.acquire(agent, owner, LEASE_SECONDS)
-        if renewed is None:
-            logger.error("dispatcher lost its lease", extra={"agent": agent})
-            return
-        state = agent_queue.fold_head(renewed)
+        if lease_until - time.time() < LEASE_SECONDS / 2:  # renew (a write) only now and then; read otherwise
+            renewed = agent_queue.acquire(agent, owner, LEASE_SECONDS)
+            if renewed is None:
+                logger.error("dispatcher lost its lease", extra={"agent": agent})
+                return
+            state, lease_until = renewed, time.time() + LEASE_SECONDS
+        else:
+            state = agent_queue.read(agent)
+            if state.lease_owner != owner:
+                logger.error("dispatcher lost its lease", extra={"agent": agent})
+                return
+        state = agent_queue.fold_head(state)
         if state.waiting() == 0:
             return
         if state.wakes != wakes_seen:
@@ -149,7 +157,7 @@ def _loop(settings: Settings, agent: str, owner: str, state: agent_queue.QueueSt
         now = time.time()
         if now >= request["deadline"]:
             _fail(request, "deadline_exceeded", DEADLINE_DETAIL, (start_requests.QUEUED, start_requests.STARTING))
-            agent_queue.mark_gone(agent, seq)
+            agent_queue.advance(agent, seq)
             summary["failed"] += 1
             head = None
             continue
@@ -165,7 +173,7 @@ def _loop(settings: Settings, agent: str, owner: str, state: agent_queue.QueueSt
         # (no re-read after the wait: the claim is conditional, so a head cancelled meanwhile is skipped)
         outcome = _attempt(settings, agent, request, pacer)
         if outcome in ("started", "failed"):
-            agent_queue.mark_gone(agent, seq)
+            agent_queue.advance(agent, seq, pacer.interval if outcome == "started" else None)
         if outcome != "retry":
             head = None
         summary[{"started": "started", "retry": "retried", "failed": "failed", "skipped": "skipped"}[outcome]] += 1
@@ -178,13 +186,13 @@ def _head_request(agent: str, seq: int, missing_since: dict[int, float]) -> dict
         first = missing_since.setdefault(seq, time.monotonic())
         if time.monotonic() - first > ENTRY_GRACE_SECONDS and agent_queue.abandon(agent, seq):
             logger.warning("queue place abandoned", extra={"agent": agent, "seq": seq})
-            agent_queue.mark_gone(agent, seq)
+            agent_queue.advance(agent, seq)
         else:
             time.sleep(0.05)
         return None
     request = start_requests.get(str(entry["request_id"])) if entry.get("request_id") else None
     if request is None or request["state"] in start_requests.TERMINAL:
-        agent_queue.mark_gone(agent, seq)  # cancelled, expired, or left without being folded in
+        agent_queue.advance(agent, seq)  # cancelled, expired, or left without being folded in
         return None
     return request
 
@@ -236,9 +244,7 @@ def _attempt(settings: Settings, agent: str, request: dict[str, Any], pacer: Pac
         stop_quietly(agent, session_id)
         return "skipped"
     count("QueuedStartsStarted")
-    interval = pacer.success()
-    if interval is not None:
-        agent_queue.record_free_interval(agent, interval)
+    pacer.success()
     logger.info("queued start served", extra={"request_id": request_id, "session_id": session_id,
                                                "attempt": attempt})
     return "started"
