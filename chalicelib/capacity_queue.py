@@ -195,11 +195,7 @@ def parse_wait(raw: str | None) -> int:
 def handle_message(body: str) -> dict[str, int]:
     """One SQS message (batch_size=1): a dispatcher run for the agent it names. Raises only when the
     message must be redelivered (a malformed one ends in the DLQ)."""
-    try:
-        return dispatcher.handle_message(body)
-    except (ValueError, json.JSONDecodeError):
-        logger.error("malformed queue message: left for the DLQ")
-        raise
+    return dispatcher.handle_message(body)
 
 
 # ------------------------------------------------------------------ the sweeper

@@ -270,8 +270,12 @@ def _fail(request: dict[str, Any], code: str, detail: str, states: tuple[str, ..
 def handle_message(body: str) -> dict[str, int]:
     """One worker message: `{"kind": "dispatch", "agent": ...}` (or a request message of the previous
     design, which names its agent). Raises on a malformed message (redelivered, then the DLQ)."""
-    message = json.loads(body)
+    try:
+        message = json.loads(body)
+    except ValueError:
+        message = None
     if not isinstance(message, dict) or not isinstance(message.get("agent"), str):
+        logger.error("malformed queue message: left for the DLQ")
         raise ValueError("a queue message names its agent")
     agent = message["agent"]
     if agent not in get_settings().agents:
