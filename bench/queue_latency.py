@@ -1,9 +1,10 @@
 """Capacity queue: time from capacity freeing to the queued start being served (p50/p95).
 
-Each sample: the agent (capacity 1) is busy, a start is queued (202), the busy session ends after a
-random hold, and we time until the request is `started`. A worker thread plays Lambda's SQS event
-source (long-polling the queue, one message per invoke). Run for two backoff settings in one run; the
-ratio to the per-hop cap shows how much of the wait is the backoff itself.
+Each sample: the agent (capacity 1) is busy, a start is queued (202), the busy session ends at Pipecat
+Cloud after a random hold (the gateway is not told, so no wake-up helps), and we time until the request
+is `started`. A worker thread plays Lambda's SQS event source (long-polling the queue, one message per
+invoke). Run for two head-backoff settings in one run; the ratio to the cap shows how much of the wait
+is the backoff itself.
 """
 
 from __future__ import annotations
