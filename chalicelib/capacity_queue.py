@@ -22,6 +22,7 @@ from . import agent_queue, dispatcher, rate_limits, start_requests
 from .errors import ApiError
 from .observability import count, logger
 from .pcc_responses import HttpResult
+from .session_store import conditional_failed
 from .settings import get_settings
 from .start_policy import PlannedStart
 
@@ -67,8 +68,11 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str
             request_id=request_id, user_id=user_id, agent=plan.agent, transport=plan.transport,
             pcc_request=plan.pcc_request, deadline=now + settings.start_deadline_seconds, next_attempt_at=now,
             seq=seq, entry=agent_queue.entry_put(plan.agent, seq, request_id), intent=intent)
-    except Exception:
+    except Exception as exc:
         agent_queue.mark_gone(plan.agent, seq)  # the place stays empty: let the dispatcher pass it
+        if conditional_failed(exc):  # this Lambda stalled so long that the dispatcher gave the place up
+            raise ApiError(503, "queue_unavailable", "The start could not be queued; try again",
+                           headers={"Retry-After": "1"}) from None
         raise
     try:
         agent_queue.start_dispatcher(plan.agent)

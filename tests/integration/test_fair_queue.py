@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib import agent_queue, session_store, start_requests
+import pytest
+
+from chalicelib import agent_queue, dispatcher, session_store, start_requests
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_capacity_queue import drain
@@ -169,3 +171,31 @@ def messages_waiting(queue: dict[str, Any]) -> int:
     attrs = queue["sqs"].get_queue_attributes(QueueUrl=queue["url"], AttributeNames=["All"])["Attributes"]
     return sum(int(attrs[k]) for k in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed",
                                        "ApproximateNumberOfMessagesNotVisible"))
+
+
+def test_a_place_whose_enqueue_died_is_given_up_and_the_queue_moves_on(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Lambda that took a place and died before recording its start leaves a hole: the dispatcher gives
+    the place up after ENTRY_GRACE_SECONDS instead of waiting on it for ever, and a start that comes back
+    for that place later is refused cleanly (503), never recorded behind the queue's back."""
+    first_user, behind_user = new_user(), new_user()
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    first = queued(gateway, first_user)
+    dead = agent_queue.allocate("my-agent", 500)
+    assert dead is not None
+    behind = queued(gateway, behind_user)
+    assert behind["position"] == 3  # the hole counts until it is given up
+    monkeypatch.setattr(dispatcher, "ENTRY_GRACE_SECONDS", 0.5)
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
+    drain(gateway, queue, until=lambda: state(behind["requestId"]) == "started", timeout=20)
+    assert state(first["requestId"]) == "started"
+    assert (agent_queue.entry("my-agent", dead) or {}).get("abandoned") is True
+    assert bot_owners(emulator) == [first_user, behind_user]
+    # The stalled Lambda finally records its start at the place that was given up: refused, slot freed.
+    late_user = new_user()
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    monkeypatch.setattr(agent_queue, "allocate", lambda agent, max_queued: dead)
+    refused = gateway.start(late_user, {"transport": "daily"})
+    assert_error(refused, 503, "queue_unavailable")
+    assert refused.headers["Retry-After"] == "1"
+    assert session_store.active_slots(late_user) == 0
