@@ -53,14 +53,15 @@ FUNCTION_PERMISSIONS: dict[str, dict[str, Any]] = {
     },
     "retry_worker": {
         "dynamodb": ["GetItem", "PutItem", "UpdateItem"],
-        # SendMessage: the worker re-queues with a delay. The rest is what Lambda's SQS event source
+        # SendMessage: a dispatcher run hands over to the next. The rest is what Lambda's SQS event source
         # mapping needs on the function's own role to poll the queue for it (AWS Lambda developer guide,
         # "Execution role permissions" for SQS); the code itself never receives or deletes.
         "sqs": ["SendMessage", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes"],
         "secret": True,
     },
     "reconcile_sessions": {
-        # GetItem: the sweeper re-reads a request it expires; DeleteItem: recovery retires start intents
+        # GetItem: the sweeper re-reads a request it expires and the queues it restarts; DeleteItem:
+        # recovery retires start intents
         "dynamodb": ["GetItem", "UpdateItem", "DeleteItem"],
         "index_query": True,
         "sqs": ["SendMessage"],
