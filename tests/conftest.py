@@ -207,3 +207,12 @@ def emulator_admin(emulator: EmulatorServer, path: str, body: Any = None) -> Any
     response = httpx.post(f"{emulator.url}/_emulator/{path}", json=body or {})
     response.raise_for_status()
     return response.json()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Skip the interpreter's exit-time garbage collection over the session's heap (gigabytes of moto's
+    in-memory AWS: its transactions deep-copy the whole table), which otherwise holds the run open for
+    minutes after the last test. Nothing runs after this that needs collecting."""
+    import gc
+
+    gc.freeze()

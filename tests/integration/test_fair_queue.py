@@ -87,9 +87,9 @@ def test_queued_starts_are_served_in_arrival_order_and_positions_are_exact(
 def test_a_stop_through_the_api_wakes_the_dispatcher_at_once(
         gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any],
         configure_stage: Callable[..., None]) -> None:
-    """The head backs off 8 s between tries; stopping a session through the gateway frees its place and the
-    queued start is served well before the backoff would have tried again."""
-    configure_stage(RETRY_BASE_SECONDS="8", RETRY_CAP_SECONDS="8", DISPATCH_RUN_SECONDS="20")
+    """The head waits 10 s between tries; stopping a session through the gateway frees its place and the
+    queued start is served long before the head would have been tried again (>= 9 s after the stop)."""
+    configure_stage(RETRY_BASE_SECONDS="10", RETRY_CAP_SECONDS="10", DISPATCH_RUN_SECONDS="20")
     holder, waiter = new_user(), new_user()
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 1})
     running = gateway.start(holder, {"transport": "daily"})
@@ -99,12 +99,12 @@ def test_a_stop_through_the_api_wakes_the_dispatcher_at_once(
     worker = threading.Thread(target=lambda: (drain(gateway, queue, until=lambda: state(request_id) == "started",
                                                     timeout=30), served_at.append(time.monotonic())))
     worker.start()
-    time.sleep(1.5)  # the dispatcher runs and sits in its 8 s backoff
+    time.sleep(1.0)  # the dispatcher runs and sits in its 10 s wait
     assert state(request_id) == "queued"
     stopped_at = time.monotonic()
     assert gateway.request("DELETE", f"/sessions/{body(running)['sessionId']}", user=holder).status_code == 200
     worker.join()
-    assert served_at and served_at[0] - stopped_at < 2.0, served_at[0] - stopped_at
+    assert served_at and served_at[0] - stopped_at < 6.0, served_at[0] - stopped_at  # ~0.2 s when idle
     assert bot_owners(emulator) == [holder, waiter]
 
 
