@@ -25,10 +25,13 @@ from infra.pcc_emulator import EmulatorServer, Organisation  # noqa: E402
 from tests.support import (  # noqa: E402
     OidcIssuer,
     clear_agent_queues,
+    make_chalice_test_client_thread_safe,
     make_project_dir,
     new_user,
     reset_gateway_caches,
 )
+
+make_chalice_test_client_thread_safe()
 
 AGENTS = {
     "my-agent": {"allowed_room_properties": ["enable_recording"], "room_properties": {"exp_minutes": 60}},

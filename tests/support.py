@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,42 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+_ENV_LOCK = threading.Lock()
+_env_users = 0
+_env_original: Any = None
+
+
+@contextlib.contextmanager
+def _shared_patched_env_vars(self: Any, environment_variables: dict[str, str]) -> Iterator[None]:
+    """Chalice's test client swaps `os.environ` for a patched copy around each call and swaps the original
+    back after it. Two overlapping calls (tests drive the gateway from threads) restore each other's copy,
+    which left the stage's environment in `os.environ` for the rest of the run. Here the first call in
+    patches, the last one out restores, under a lock. Overlapping calls come from one Gateway, so they
+    share one stage environment."""
+    global _env_users, _env_original
+    with _ENV_LOCK:
+        if _env_users == 0:
+            _env_original = os.environ
+            patched = os.environ.copy()
+            patched.update(environment_variables)
+            os.environ = patched  # type: ignore[assignment]  # noqa: B003 (as Chalice does: swapped, not cleared)
+        _env_users += 1
+    try:
+        yield
+    finally:
+        with _ENV_LOCK:
+            _env_users -= 1
+            if _env_users == 0:
+                os.environ = _env_original  # noqa: B003
+                _env_original = None
+
+
+def make_chalice_test_client_thread_safe() -> None:
+    from chalice import test as chalice_test
+
+    chalice_test.BaseClient._patched_env_vars = _shared_patched_env_vars  # type: ignore[method-assign]
 
 
 def reset_gateway_caches() -> None:
