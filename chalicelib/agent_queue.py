@@ -49,6 +49,7 @@ class QueueState:
     lease_until: float = 0.0
     wakes: int = 0
     free_interval: float | None = None
+    wake_sent_at: int = 0
 
     @classmethod
     def from_item(cls, agent: str, item: dict[str, Any] | None) -> QueueState:
@@ -58,7 +59,8 @@ class QueueState:
         return cls(agent, tail=int(values.get("tail", 0)), head=int(values.get("head", 1)),
                    gone={int(g) for g in values.get("gone", set())}, lease_owner=str(values.get("lease_owner", "")),
                    lease_until=float(values.get("lease_until", 0)), wakes=int(values.get("wakes", 0)),
-                   free_interval=float(values["free_interval"]) if values.get("free_interval") else None)
+                   free_interval=float(values["free_interval"]) if values.get("free_interval") else None,
+                   wake_sent_at=int(values.get("wake_sent_at", 0)))
 
     def waiting(self) -> int:
         """How many starts are in the queue (queued, or being tried by the dispatcher)."""
@@ -81,21 +83,25 @@ def read(agent: str) -> QueueState:
 
 
 # ------------------------------------------------------------------ joining the queue
-def allocate(agent: str, max_queued: int) -> int | None:
-    """Hand out the next sequence number, unless `max_queued` starts already wait (None: full).
+def allocate(agent: str, max_queued: int, known: QueueState | None = None) -> QueueState | None:
+    """Hand out the next sequence number, unless `max_queued` starts already wait (None: full). Returns the
+    queue state the bump wrote: its `tail` is the number handed out, and positions can be read from it.
 
     `head - 1 + |gone >= head|` (the numbers that have left) never decreases, so a limit computed from
-    a stale read is only ever too strict; a refusal is checked once more against a fresh read."""
+    a stale read (`known`, if the caller has just read the state) is only ever too strict; a refusal is
+    checked once more against a fresh read."""
+    state = known
     for _ in range(2):
-        state = read(agent)
+        state = state or read(agent)
         left = state.head - 1 + sum(1 for g in state.gone if g >= state.head)
-        seq = _next_number(agent, left + max_queued)
-        if seq is not None:
-            return seq
+        placed = _next_number(agent, left + max_queued)
+        if placed is not None:
+            return placed
+        state = None
     return None
 
 
-def _next_number(agent: str, limit: int) -> int | None:
+def _next_number(agent: str, limit: int) -> QueueState | None:
     updated: dict[str, Any] = {}
 
     def bump() -> None:
@@ -104,10 +110,10 @@ def _next_number(agent: str, limit: int) -> int | None:
             UpdateExpression="ADD tail :one SET head = if_not_exists(head, :one)",
             ConditionExpression="attribute_not_exists(tail) OR tail < :limit",
             ExpressionAttributeValues={":one": 1, ":limit": limit},
-            ReturnValues="UPDATED_NEW",
+            ReturnValues="ALL_NEW",
         )["Attributes"])
 
-    return int(updated["tail"]) if conditionally(bump) else None
+    return QueueState.from_item(agent, updated) if conditionally(bump) else None
 
 
 def entry_put(agent: str, seq: int, request_id: str) -> dict[str, Any]:
@@ -200,12 +206,15 @@ def send_wake(agent: str, delay_seconds: int = 0, freed: bool = False) -> None:
                                MessageBody=json.dumps({"kind": "dispatch", "agent": agent, "freed": freed}))
 
 
-def start_dispatcher(agent: str, now: float | None = None) -> None:
+def start_dispatcher(agent: str, now: float | None = None, known: QueueState | None = None) -> None:
     """Work arrived: make sure a dispatcher runs. Sends one wake-up per WAKE_GATE_SECONDS at most while
     none holds the lease (a storm of starts does not become a storm of worker invocations); raises when
-    the message cannot be sent."""
+    the message cannot be sent. `known`: the state written when the work joined; if it already showed a
+    live lease or a recent wake-up, the gate's write is skipped (it would have been refused)."""
     now = time.time() if now is None else now
     gate = {":now": int(now), ":gate": int(now - WAKE_GATE_SECONDS)}
+    if known is not None and (known.leased(now) or known.wake_sent_at >= gate[":gate"]):
+        return
     if not conditionally(lambda: table().update_item(
             Key=_state_key(agent), UpdateExpression="SET wake_sent_at = :now",
             ConditionExpression="(attribute_not_exists(lease_until) OR lease_until < :now) AND "

@@ -44,23 +44,26 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def waiting(agent: str) -> int:
-    """How many starts wait for `agent` (one consistent read)."""
-    return agent_queue.read(agent).waiting()
+def queue_state(agent: str) -> agent_queue.QueueState:
+    """The agent's queue as it stands (one consistent read); `.waiting()` is how many starts wait."""
+    return agent_queue.read(agent)
 
 
 # ------------------------------------------------------------------ /start: joining the queue
-def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str, Any] | None = None) -> HttpResult:
+def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str, Any] | None = None,
+            known: agent_queue.QueueState | None = None) -> HttpResult:
     """Take the next place in the agent's queue and record the start there; the request takes the slot over
-    from the start intent in the same transaction, and holds it while queued."""
+    from the start intent in the same transaction, and holds it while queued. `known`: the queue state the
+    caller has just read, if it has (it saves a read; the place is still taken atomically)."""
     settings = get_settings()
-    seq = agent_queue.allocate(plan.agent, settings.max_queued)
-    if seq is None:
+    placed = agent_queue.allocate(plan.agent, settings.max_queued, known)
+    if placed is None:
         count("StartRejected", code="queue_full")
         state = agent_queue.read(plan.agent)
         retry_after = max(1, min(RETRY_AFTER_MAX_SECONDS, math.ceil(state.free_interval or settings.retry_cap_seconds)))
         raise ApiError(503, "queue_full", f"{settings.max_queued} starts already wait for this agent; try again later",
                        headers={"Retry-After": str(retry_after)})
+    seq = placed.tail
     now = time.time()
     request_id = start_requests.new_request_id()
     try:
@@ -75,7 +78,7 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str
                            headers={"Retry-After": "1"}) from None
         raise
     try:
-        agent_queue.start_dispatcher(plan.agent)
+        agent_queue.start_dispatcher(plan.agent, known=placed)
     except Exception:  # noqa: BLE001 - cannot reach the queue: fail the request explicitly, free the slot
         logger.exception("could not wake the dispatcher", extra={"request_id": request_id})
         # The slot now belongs to the request: failing it (conditional on `queued`) frees the slot once;
@@ -86,14 +89,16 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str
         raise SlotHandedOver(503, "queue_unavailable", "The agent is at capacity and the retry queue is "
                              "unavailable", headers={"Retry-After": "5"}) from None
     count("StartsQueued")
-    return pending_response(request, status_base, now)
+    return pending_response(request, status_base, now, placed)
 
 
-def pending_response(request: dict[str, Any], status_base: str, now: float) -> HttpResult:
-    """202: the exact place in the agent's queue and an ETA from the measured rate capacity frees at."""
+def pending_response(request: dict[str, Any], status_base: str, now: float,
+                     state: agent_queue.QueueState | None = None) -> HttpResult:
+    """202: the exact place in the agent's queue and an ETA from the measured rate capacity frees at
+    (`state`: the queue as just read or written, else it is read)."""
     settings = get_settings()
     status_url = f"{status_base.rstrip('/')}/{request['request_id']}"
-    state = agent_queue.read(request["agent"])
+    state = state or agent_queue.read(request["agent"])
     position = state.position(int(request["seq"])) if "seq" in request else state.waiting()
     eta = state.eta_seconds(position, settings.retry_cap_seconds)
     retry_after = max(1, min(RETRY_AFTER_MAX_SECONDS, math.ceil(eta)))

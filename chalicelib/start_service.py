@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import capacity_queue, pcc_client, rate_limits, session_store, start_intents
+from .agent_queue import QueueState
 from .errors import ApiError
 from .idempotency import check_key, run_once
 from .models import StartRequest
@@ -59,13 +60,13 @@ def execute_start(
     queueable = queue_on_capacity and capacity_queue.enabled()
     if queueable:
         try:
-            joins_queue = capacity_queue.waiting(plan.agent) > 0
+            queue = capacity_queue.queue_state(plan.agent)
         except Exception:
             start_intents.settle_not_started(intent)
             raise
-        if joins_queue:
+        if queue.waiting() > 0:
             count("StartsJoinedQueue")
-            return _enqueue(user_id, plan, status_base, intent)
+            return _enqueue(user_id, plan, status_base, intent, queue)
     try:
         keys = get_secrets()
         result = pcc_client.start(plan.agent, plan.pcc_request, keys.public_key.get_secret_value(),
@@ -100,9 +101,10 @@ def execute_start(
     return shape(plan.transport, result)
 
 
-def _enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str, Any]) -> HttpResult:
+def _enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str, Any],
+             known: QueueState | None = None) -> HttpResult:
     try:
-        return capacity_queue.enqueue(user_id, plan, status_base, intent)
+        return capacity_queue.enqueue(user_id, plan, status_base, intent, known)
     except capacity_queue.SlotHandedOver:
         raise  # the failed request freed the slot it took over
     except Exception:

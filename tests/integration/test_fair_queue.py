@@ -5,6 +5,7 @@ DynamoDB, not from our answers."""
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -181,8 +182,9 @@ def test_a_place_whose_enqueue_died_is_given_up_and_the_queue_moves_on(
     first_user, behind_user = new_user(), new_user()
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
     first = queued(gateway, first_user)
-    dead = agent_queue.allocate("my-agent", 500)
-    assert dead is not None
+    placed = agent_queue.allocate("my-agent", 500)
+    assert placed is not None
+    dead = placed.tail
     behind = queued(gateway, behind_user)
     assert behind["position"] == 3  # the hole counts until it is given up
     monkeypatch.setattr(dispatcher, "ENTRY_GRACE_SECONDS", 0.5)
@@ -194,8 +196,31 @@ def test_a_place_whose_enqueue_died_is_given_up_and_the_queue_moves_on(
     # The stalled Lambda finally records its start at the place that was given up: refused, slot freed.
     late_user = new_user()
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
-    monkeypatch.setattr(agent_queue, "allocate", lambda agent, max_queued: dead)
+    monkeypatch.setattr(agent_queue, "allocate", lambda agent, max_queued, known=None: placed)
     refused = gateway.start(late_user, {"transport": "daily"})
     assert_error(refused, 503, "queue_unavailable")
     assert refused.headers["Retry-After"] == "1"
     assert session_store.active_slots(late_user) == 0
+
+
+def test_joining_a_waiting_queue_reads_the_queue_state_once(gateway: Gateway, emulator: EmulatorServer,
+                                                             queue: dict[str, Any]) -> None:
+    """The queue state is read once (is anything waiting?) and written once (take the next number); the
+    202's position comes from what that write returned, not from more reads."""
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    queued(gateway, new_user())
+    state_key = {"PK": {"S": "QUEUE#my-agent"}, "SK": {"S": "STATE"}}
+    calls: list[str] = []
+
+    def on_call(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if json.loads(params["body"] or b"{}").get("Key") == state_key:
+            calls.append(model.name)
+
+    events = session_store.table().meta.client.meta.events
+    events.register("before-call.dynamodb", on_call)
+    try:
+        second = queued(gateway, new_user())
+    finally:
+        events.unregister("before-call.dynamodb", on_call)
+    assert second["position"] == 2
+    assert sorted(calls) == ["GetItem", "UpdateItem"], calls
