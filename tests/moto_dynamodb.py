@@ -6,16 +6,25 @@ makes each conditional write (and each transaction) atomic; the gateway's exactl
 that, and its tests deliver the same message concurrently on purpose. One re-entrant lock around moto's
 write paths restores the real semantics. And like DynamoDB, a TransactWriteItems repeated with the same
 `ClientRequestToken` (botocore fills one in and keeps it when it retries after a timeout) succeeds
-without being applied twice; moto would re-apply it and fail its own conditions. Nothing else changes.
+without being applied twice; moto would re-apply it and fail its own conditions.
+
+One change for speed, not semantics: moto backs up every table a transaction touches with a deep copy of
+the whole table (all items), so a transaction costs time in proportion to the table, and the test table
+grows through the run. Here only the items the transaction names are saved, and put back if it fails;
+the table copy is skipped. Items no transaction names cannot change inside one, so what is restored is
+the same.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 from typing import Any
 
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 
 _LOCK = threading.RLock()
@@ -36,6 +45,23 @@ def install() -> None:
                 return __original(self, *args, **kwargs)
 
         setattr(DynamoDBBackend, name, atomic)
+    backed_up = DynamoDBBackend.transact_write_items  # (already made atomic above)
+
+    @functools.wraps(backed_up)
+    def item_backups(self: Any, transact_items: list[dict[str, Any]]) -> Any:
+        with _LOCK:
+            saved = _save_items(self, transact_items)
+            Table.__deepcopy__ = _same_table  # type: ignore[attr-defined]
+            try:
+                return backed_up(self, transact_items)
+            except Exception:
+                for table, hash_key, range_key, item in reversed(saved):
+                    _put_back(table, hash_key, range_key, item)
+                raise
+            finally:
+                del Table.__deepcopy__  # type: ignore[attr-defined]
+
+    DynamoDBBackend.transact_write_items = item_backups  # type: ignore[method-assign]
     original_transact = DynamoHandler.transact_write_items
 
     @functools.wraps(original_transact)
@@ -51,3 +77,36 @@ def install() -> None:
 
     DynamoHandler.transact_write_items = idempotent  # type: ignore[method-assign]
     _installed = True
+
+
+def _same_table(self: Table, memo: dict[int, Any]) -> Table:
+    return self
+
+
+def _save_items(backend: Any, transact_items: list[dict[str, Any]]) -> list[tuple[Table, Any, Any, Any]]:
+    """(table, hash key, range key, a copy of the item or None) for every item the transaction names."""
+    saved = []
+    for entry in transact_items:
+        for op_type, op in entry.items():
+            table = backend.tables.get(op.get("TableName"))
+            key = op.get("Item") if op_type == "Put" else op.get("Key")
+            if table is None or not isinstance(key, dict) or table.hash_key_attr not in key:
+                continue  # moto refuses this operation before it writes anything
+            hash_key = DynamoType(key[table.hash_key_attr])
+            range_key = DynamoType(key[table.range_key_attr]) if table.range_key_attr in key else None
+            if table.range_key_attr is not None and range_key is None:
+                continue
+            saved.append((table, hash_key, range_key, copy.deepcopy(table.get_item(hash_key, range_key))))
+    return saved
+
+
+def _put_back(table: Table, hash_key: Any, range_key: Any, item: Any) -> None:
+    if range_key is None:
+        if item is None:
+            table.items.pop(hash_key, None)
+        else:
+            table.items[hash_key] = item
+    elif item is None:
+        table.items[hash_key].pop(range_key, None)
+    else:
+        table.items[hash_key][range_key] = item

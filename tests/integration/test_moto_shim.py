@@ -1,0 +1,69 @@
+"""The test harness's DynamoDB (tests/moto_dynamodb.py): a cancelled transaction leaves every item it named
+as it was (moto's whole-table backup is replaced by a backup of those items), a successful one applies
+everything, and a retried ClientRequestToken is not applied twice."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+
+def _key(name: str) -> dict[str, str]:
+    return {"PK": f"SHIM#{name}", "SK": "X"}
+
+
+def _get(table: Any, key: dict[str, str]) -> dict[str, Any] | None:
+    item = table.get_item(Key=key, ConsistentRead=True).get("Item")
+    return dict(item) if item else None
+
+
+def test_a_cancelled_transaction_leaves_every_item_as_it_was(table: Any) -> None:
+    tag = uuid.uuid4().hex
+    new, existing, deleted, guard = (_key(f"{tag}-{n}") for n in ("new", "existing", "deleted", "guard"))
+    table.put_item(Item={**existing, "x": 1, "keep": "yes"})
+    table.put_item(Item={**deleted, "x": 1})
+    name = table.name
+    with pytest.raises(ClientError) as caught:
+        table.meta.client.transact_write_items(TransactItems=[
+            {"Put": {"TableName": name, "Item": {**new, "x": 1}}},
+            {"Update": {"TableName": name, "Key": existing, "UpdateExpression": "SET x = :two REMOVE keep",
+                        "ExpressionAttributeValues": {":two": 2}}},
+            {"Delete": {"TableName": name, "Key": deleted}},
+            {"ConditionCheck": {"TableName": name, "Key": guard, "ConditionExpression": "attribute_exists(PK)"}},
+        ])
+    assert caught.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert _get(table, new) is None
+    assert _get(table, existing) == {**existing, "x": 1, "keep": "yes"}
+    assert _get(table, deleted) == {**deleted, "x": 1}
+
+
+def test_a_transaction_naming_one_item_twice_changes_nothing(table: Any) -> None:
+    tag = uuid.uuid4().hex
+    first, twice = _key(f"{tag}-first"), _key(f"{tag}-twice")
+    with pytest.raises(ClientError):
+        table.meta.client.transact_write_items(TransactItems=[
+            {"Put": {"TableName": table.name, "Item": {**first, "x": 1}}},
+            {"Put": {"TableName": table.name, "Item": {**twice, "x": 1}}},
+            {"Put": {"TableName": table.name, "Item": {**twice, "x": 2}}},
+        ])
+    assert _get(table, first) is None and _get(table, twice) is None
+
+
+def test_a_transaction_applies_everything_once_per_request_token(table: Any) -> None:
+    tag = uuid.uuid4().hex
+    counter, created = _key(f"{tag}-counter"), _key(f"{tag}-created")
+    table.put_item(Item={**counter, "n": 0})
+    items = [
+        {"Update": {"TableName": table.name, "Key": counter, "UpdateExpression": "ADD n :one",
+                    "ExpressionAttributeValues": {":one": 1}}},
+        {"Put": {"TableName": table.name, "Item": {**created, "x": 1},
+                 "ConditionExpression": "attribute_not_exists(PK)"}},
+    ]
+    token = uuid.uuid4().hex
+    table.meta.client.transact_write_items(TransactItems=items, ClientRequestToken=token)
+    table.meta.client.transact_write_items(TransactItems=items, ClientRequestToken=token)  # a retry
+    assert _get(table, counter) == {**counter, "n": 1}
+    assert _get(table, created) == {**created, "x": 1}
