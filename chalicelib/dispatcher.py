@@ -11,8 +11,10 @@ RETRY_BASE_SECONDS, or from the interval between successes measured by the previ
 The stored interval is also the queue's ETA (position x interval). Simulated and measured in
 bench/queue_storm.py: drain time ~1.0x the ideal at ~1.2 PCC calls per started session.
 
-Every request transition stays conditional (chalicelib.start_requests), so a second dispatcher that
-took over an expired lease can never start a request twice; a bot whose answer was lost is stopped by
+A killed run (no except or finally of ours runs) is replaced by the watchdog message it armed when it
+took the lease, delivered just after the lease would expire. Every request transition stays conditional
+(chalicelib.start_requests), so a second dispatcher that took over an expired lease can never start a
+request twice; a bot whose answer was lost is stopped by
 the orphan sweeper (no record claims it).
 """
 
@@ -33,6 +35,8 @@ from .sessions_service import stop_quietly
 from .settings import Settings, get_settings
 
 LEASE_SECONDS = 70  # the worker's 60 s Lambda timeout + a margin: a lease older than this was abandoned
+# Leases are stored in whole seconds and expire when `lease_until < now`: 2 s after LEASE_SECONDS at most.
+WATCHDOG_DELAY_SECONDS = LEASE_SECONDS + 2
 ENTRY_GRACE_SECONDS = 10  # a number handed out whose entry is still missing after this was abandoned
 WAKE_POLL_SECONDS = 0.1
 # The head's wait: x0.95 after a success that followed a 429, x0.8 after two successes in a row (capacity
@@ -102,6 +106,8 @@ def run(agent: str, budget_seconds: float | None = None, *, freed: bool = False)
     state = agent_queue.acquire(agent, owner, LEASE_SECONDS)
     if state is None:
         return {**summary, "busy": 1}  # another dispatcher serves this agent
+    if state.waiting():
+        _arm_watchdog(agent)
     try:
         _loop(settings, agent, owner, state, budget_seconds or settings.dispatch_run_seconds, summary, freed)
     except Exception:
@@ -116,6 +122,18 @@ def run(agent: str, budget_seconds: float | None = None, *, freed: bool = False)
     if after.waiting() and not after.leased(time.time()):
         agent_queue.send_wake(agent)  # run time spent, or work arrived as the lease was let go: hand over
     return summary
+
+
+def _arm_watchdog(agent: str) -> None:
+    """A wake-up due just after this run's lease (and its attempt's claim) would run out. If this invocation
+    is killed (no except or finally of ours runs), the next dispatcher starts then: recovery takes
+    WATCHDOG_DELAY_SECONDS, not the message's visibility timeout (360 s) or the next reconcile run. A run
+    that ends normally hands over first, so its watchdog finds the next run's lease and is dropped (or an
+    empty queue)."""
+    try:
+        agent_queue.send_wake(agent, delay_seconds=WATCHDOG_DELAY_SECONDS)
+    except Exception:  # noqa: BLE001 - the reconcile schedule restarts idle queues
+        logger.warning("could not arm the dispatcher's watchdog", extra={"agent": agent})
 
 
 def _loop(settings: Settings, agent: str, owner: str, state: agent_queue.QueueState, budget: float,
@@ -136,6 +154,7 @@ def _loop(settings: Settings, agent: str, owner: str, state: agent_queue.QueueSt
                 logger.error("dispatcher lost its lease", extra={"agent": agent})
                 return
             state, lease_until = renewed, time.time() + LEASE_SECONDS
+            _arm_watchdog(agent)
         else:
             state = agent_queue.read(agent)
             if state.lease_owner != owner:

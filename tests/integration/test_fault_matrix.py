@@ -20,7 +20,15 @@ from typing import Any
 
 import pytest
 
-from chalicelib import capacity_queue, orphan_sweeper, pcc_client, session_store, start_intents, start_requests
+from chalicelib import (
+    capacity_queue,
+    dispatcher,
+    orphan_sweeper,
+    pcc_client,
+    session_store,
+    start_intents,
+    start_requests,
+)
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import sqs_event
 from tests.conftest import Gateway, emulator_admin
@@ -143,6 +151,34 @@ def test_worker_killed_after_pcc_created_the_bot(app_env: Gateway, emulator: Emu
     assert len(emulator.org.active_session_ids()) == 9  # 6 served + 3 orphans
     one_sweep()
     assert len(emulator.org.active_session_ids()) == 6  # one bot per request
+    assert_settled(emulator, users)
+
+
+def test_a_killed_dispatcher_is_replaced_when_its_lease_runs_out(
+        app_env: Gateway, emulator: EmulatorServer, queue: dict[str, Any], fast: None,
+        killed_inside_call: Callable[[int], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No sweep and no schedule here, and no simulated time: the dispatcher is killed inside the head's PCC
+    call (its message stays in flight for the 360 s visibility timeout), and the watchdog it armed when it
+    took the lease brings the next one as soon as the lease has run out. The lease is 3 s here instead of
+    70 s (the watchdog fires 2 s after it), so recovery is expected after 3-5 s, and must come by 10 s."""
+    monkeypatch.setattr(dispatcher, "LEASE_SECONDS", 3)
+    monkeypatch.setattr(dispatcher, "WATCHDOG_DELAY_SECONDS", 5)
+    users = [new_user() for _ in range(2)]
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    ids = [json.loads(app_env.start(u, {"transport": "daily"}).body)["requestId"] for u in users]
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 50})
+    killed_inside_call(1)
+    for message in receive_all(queue, 1):
+        deliver(app_env, queue, message)
+    killed_at = time.monotonic()
+    assert start_requests.get(ids[0])["state"] == "starting"  # type: ignore[index]
+    drain(app_env, queue, until=lambda: all(start_requests.get(r)["state"] == "started" for r in ids),  # type: ignore[index]
+          timeout=20)
+    recovered_after = time.monotonic() - killed_at
+    assert 3 <= recovered_after < 10, recovered_after
+    assert bot_order(emulator, users) == users
+    one_sweep()
+    assert len(emulator.org.active_session_ids()) == 2  # the killed attempt's bot was an orphan: stopped
     assert_settled(emulator, users)
 
 
