@@ -14,8 +14,7 @@ bench/queue_storm.py: drain time ~1.0x the ideal at ~1.2 PCC calls per started s
 A killed run (no except or finally of ours runs) is replaced by the watchdog message it armed when it
 took the lease, delivered just after the lease would expire. Every request transition stays conditional
 (chalicelib.start_requests), so a second dispatcher that took over an expired lease can never start a
-request twice; a bot whose answer was lost is stopped by
-the orphan sweeper (no record claims it).
+request twice; a bot whose answer was lost is stopped by the orphan sweeper (no record claims it).
 """
 
 from __future__ import annotations
