@@ -9,6 +9,7 @@ from chalice.app import Chalice, Rate, Request, Response
 
 from chalicelib import (
     capacity_queue,
+    dispatcher,
     orphan_sweeper,
     reconcile,
     sessions_service,
@@ -219,7 +220,7 @@ def daily_dialout() -> Response:
                     name="retry_worker", maximum_concurrency=WORKER_MAX_CONCURRENCY)
 def retry_worker(event: Any) -> None:
     for record in event:  # batch_size=1: one record; raising leaves it for redelivery / the DLQ
-        capacity_queue.handle_message(record.body)
+        dispatcher.handle_message(record.body)
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile_sessions")

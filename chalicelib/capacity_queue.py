@@ -44,11 +44,6 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def queue_state(agent: str) -> agent_queue.QueueState:
-    """The agent's queue as it stands (one consistent read); `.waiting()` is how many starts wait."""
-    return agent_queue.read(agent)
-
-
 # ------------------------------------------------------------------ /start: joining the queue
 def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str, Any] | None = None,
             known: agent_queue.QueueState | None = None) -> HttpResult:
@@ -198,13 +193,6 @@ def parse_wait(raw: str | None) -> int:
     if not 0 <= wait <= settings.long_poll_max_seconds:
         raise ApiError(422, "validation_error", f"wait must be between 0 and {settings.long_poll_max_seconds}")
     return wait
-
-
-# ------------------------------------------------------------------ the worker
-def handle_message(body: str) -> dict[str, int]:
-    """One SQS message (batch_size=1): a dispatcher run for the agent it names. Raises only when the
-    message must be redelivered (a malformed one ends in the DLQ)."""
-    return dispatcher.handle_message(body)
 
 
 # ------------------------------------------------------------------ the sweeper

@@ -7,8 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import capacity_queue, pcc_client, rate_limits, session_store, start_intents
-from .agent_queue import QueueState
+from . import agent_queue, capacity_queue, pcc_client, rate_limits, session_store, start_intents
 from .errors import ApiError
 from .idempotency import check_key, run_once
 from .models import StartRequest
@@ -60,7 +59,7 @@ def execute_start(
     queueable = queue_on_capacity and capacity_queue.enabled()
     if queueable:
         try:
-            queue = capacity_queue.queue_state(plan.agent)
+            queue = agent_queue.read(plan.agent)
         except Exception:
             start_intents.settle_not_started(intent)
             raise
@@ -102,7 +101,7 @@ def execute_start(
 
 
 def _enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str, Any],
-             known: QueueState | None = None) -> HttpResult:
+             known: agent_queue.QueueState | None = None) -> HttpResult:
     try:
         return capacity_queue.enqueue(user_id, plan, status_base, intent, known)
     except capacity_queue.SlotHandedOver:
