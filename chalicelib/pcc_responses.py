@@ -73,7 +73,7 @@ def might_have_started(exc: PccCallError) -> bool:
 
 
 def client_response(transport: str, pcc: dict[str, Any]) -> HttpResult:
-    """The body each transport's client accepts as-is (see ../shared/REFERENCE.md)."""
+    """The body each transport's client accepts as-is (docs/pipecat-cloud-api.md)."""
     session_id = str(pcc["sessionId"])
     headers = {SESSION_ID_HEADER: session_id}
     if transport == "websocket":  # the body reaches the bot through the session, never in the URL

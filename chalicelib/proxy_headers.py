@@ -6,7 +6,8 @@ PROXY_RESPONSE_HEADERS) on top of a floor that no configuration can lift:
 - to the bot, never: credentials (`authorization`, `cookie`, `x-api-key`, our `x-dev-user`,
   `idempotency-key`), forwarding and client-address headers (`forwarded`, `x-forwarded-*`, `x-real-ip`,
   `via`, ...), AWS and CloudFront headers (`x-amz-*`, `x-amzn-*`, `cloudfront-*`), hop-by-hop headers,
-  `host`, `content-length`, `accept-encoding` (so the body comes back unencoded);
+  `host`, `content-length`, `accept-encoding` (so the body comes back unencoded), and the headers Pipecat
+  Cloud's base image reads as Pipecat Cloud's own (`x-daily-*`, `x-pcc-*`);
 - to the client, never: `set-cookie` (a bot must not set state on our origin), CORS headers (ours only),
   `location` and `refresh` (no redirects chosen by a bot), our own `x-session-id` / `x-request-id`,
   AWS headers, hop-by-hop headers, `content-length` / `content-encoding` (API Gateway sets them).
@@ -33,7 +34,10 @@ NEVER_TO_BOT = [
     "host", "content-length", "authorization", "cookie", "cookie2", "x-api-key", "x-dev-user", "x-dev-groups",
     "idempotency-key",
     "forwarded", "x-forwarded-*", "x-real-ip", "x-client-ip", "true-client-ip", "x-original-*", "via",
-    "x-amz-*", "x-amzn-*", "cloudfront-*", "accept-encoding", *_HOP_BY_HOP,
+    "x-amz-*", "x-amzn-*", "cloudfront-*", "accept-encoding",
+    # Pipecat Cloud's own (the base image takes them for the session id, room URL and token, transport,
+    # max session length): chalicelib.proxy_guard.
+    "x-daily-*", "x-pcc-*", *_HOP_BY_HOP,
 ]
 NEVER_TO_CLIENT = [
     "set-cookie", "set-cookie2", "access-control-*", "location", "refresh", "x-session-id", "x-request-id",

@@ -4,7 +4,8 @@ Owner-checked; forwards method, query, body and the allowed headers (chalicelib.
 public key; answers with the bot's status, body and allowed headers. Each path segment arrives decoded by
 API Gateway: one holding `/`, backslash, `%` or a control character, or starting with `.`, is refused (400), so
 an encoded `..%2F..%2Fstart` can neither climb out of the session's API nor slip past
-PROXY_ALLOWED_PATHS (fnmatch globs, matched on the checked segments).
+PROXY_ALLOWED_PATHS (fnmatch globs, matched on the checked segments). What the bot must never take from a
+client (offer `requestData`, the base image's internal routes, Pipecat Cloud's headers): chalicelib.proxy_guard.
 
 Chalice has no greedy `{proxy+}` path, so app.py registers `/sessions/{id}/{p1}`, `.../{p1}/{p2}`, ...
 up to MAX_PROXY_DEPTH segments, all served by `forward` below.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from . import pcc_client, proxy_headers, rate_limits
+from . import pcc_client, proxy_guard, proxy_headers, rate_limits
 from .errors import ApiError
 from .pcc_client import PccCallError
 from .pcc_responses import map_pcc_error
@@ -77,10 +78,14 @@ def forward(
                      what="Session API calls")
     record = owned_session(user_id, session_id)
     path = bot_path(segments)
+    proxy_guard.refuse_internal_route(segments)  # whatever PROXY_ALLOWED_PATHS says
     if not any(fnmatch.fnmatchcase("/".join(segments), pattern) for pattern in settings.proxy_allowed_paths):
         raise ApiError(403, "path_not_allowed", f"Bot path '{'/'.join(segments)}' is not allowed")
     if len(body) > settings.proxy_max_body_bytes:
         raise ApiError(413, "request_too_large", f"Request body exceeds {settings.proxy_max_body_bytes} bytes")
+    if proxy_guard.is_offer(segments):
+        policy = settings.agents[record["agent"]].offer_request_data if record["agent"] in settings.agents else None
+        body = proxy_guard.offer_body(body, policy or settings.proxy_offer_request_data)
     forwarded = proxy_headers.to_bot(headers, settings.proxy_request_headers)
     try:
         response = pcc_client.proxy(

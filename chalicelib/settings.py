@@ -32,6 +32,8 @@ class AgentPolicy(BaseModel):
     token_properties: dict[str, Any] = {}
     # Default ICE servers for SmallWebRTC: server decides.
     enable_default_ice_servers: bool = True
+    # SmallWebRTC offers carrying client `requestData` (chalicelib.proxy_guard); None: PROXY_OFFER_REQUEST_DATA.
+    offer_request_data: Literal["strip", "refuse"] | None = None
 
 
 class SettingsError(RuntimeError):
@@ -77,6 +79,7 @@ _ENV: dict[str, str] = {
     "START_RATE_PER_MINUTE": "start_rate_per_minute",
     "STATUS_RATE_PER_MINUTE": "status_rate_per_minute",
     "PROXY_RATE_PER_MINUTE": "proxy_rate_per_minute",
+    "PROXY_OFFER_REQUEST_DATA": "proxy_offer_request_data",
     "LONG_POLLS_PER_USER": "long_polls_per_user",
     "TELEPHONY_AGENT": "telephony_agent",
     "TELEPHONY_PUBLIC_BASE_URL": "telephony_public_base_url",
@@ -136,6 +139,9 @@ class Settings(BaseModel):
     # Header allow-lists (fnmatch, lower-case, comma-separated); chalicelib.proxy_headers adds a fixed floor.
     proxy_request_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUEST_HEADERS))
     proxy_response_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_RESPONSE_HEADERS))
+    # What the proxy does with client data in a SmallWebRTC offer (chalicelib.proxy_guard): take it out, or
+    # refuse the offer. An agent's policy may override it (`offer_request_data`).
+    proxy_offer_request_data: Literal["strip", "refuse"] = "strip"
     # Reconciliation stops sessions older than this (0: MAX_SESSION_SECONDS).
     session_hard_cap_seconds: int = Field(default=0, ge=0)
     # Capacity queue (chalicelib/dispatcher.py): the head's first wait after a 429 (and the wait before the

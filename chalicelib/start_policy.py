@@ -15,6 +15,10 @@ from .models import StartRequest, Transport
 from .settings import AgentPolicy, Settings
 
 IDENTITY_KEY = "user"
+# Keys of `body` only the server sets: the verified identity, and what telephony tells the bot about its call
+# (a web client that sent them could pose as a phone call, or make the bot dial out).
+TELEPHONY_KEY, DIALIN_KEY, DIALOUT_KEY = "telephony", "dialin_settings", "dialout_settings"
+RESERVED_BODY_KEYS = (IDENTITY_KEY, TELEPHONY_KEY, DIALIN_KEY, DIALOUT_KEY)
 BODY_LIMIT = 1024 * 1024  # 1 MB of JSON, every transport (Pipecat Cloud's API guide)
 
 
@@ -45,6 +49,15 @@ def _allowed(requested: dict[str, Any] | None, allowed: list[str], field: str) -
     return dict(requested)
 
 
+def refuse_reserved_keys(body: dict[str, Any]) -> None:
+    """422 `reserved_body_key` when a client's body holds a key the server sets."""
+    taken = [key for key in RESERVED_BODY_KEYS if key in body]
+    if taken:
+        raise ApiError(422, "reserved_body_key",
+                       f"body.{taken[0]} is set by the server; a client may not send "
+                       + ", ".join(f"body.{k}" for k in RESERVED_BODY_KEYS))
+
+
 def with_identity(body: dict[str, Any], user_id: str, transport: Transport) -> dict[str, Any]:
     """`body` plus the verified identity, checked against Pipecat Cloud's size limit for the transport."""
     out = dict(body)
@@ -65,9 +78,7 @@ def plan_start(settings: Settings, request: StartRequest, user_id: str) -> Plann
     if transport not in policy.transports:
         raise ApiError(422, "transport_not_allowed",
                        f"Transport {transport!r} is not enabled for agent {agent!r}")
-    if IDENTITY_KEY in request.body:
-        raise ApiError(422, "reserved_body_key",
-                       f"body.{IDENTITY_KEY} is set by the server from your verified identity")
+    refuse_reserved_keys(request.body)
 
     pcc: dict[str, Any] = {"transport": transport}
     if transport == "daily":

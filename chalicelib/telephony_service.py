@@ -33,7 +33,14 @@ from .pcc_responses import HttpResult, client_response
 from .request_parsing import parse_json_object, validation_error
 from .secrets_store import GatewaySecrets, get_secrets
 from .settings import Settings, get_settings
-from .start_policy import PlannedStart, with_identity
+from .start_policy import (
+    DIALIN_KEY,
+    DIALOUT_KEY,
+    TELEPHONY_KEY,
+    PlannedStart,
+    refuse_reserved_keys,
+    with_identity,
+)
 from .start_service import execute_start
 
 XML_TYPE = "application/xml"
@@ -87,7 +94,7 @@ def _start_for_call(settings: Settings, call: Call) -> dict[str, Any]:
     """Token auth: start a websocket session for this call (once per call id). ApiError 429 at capacity."""
     agent = _agent(settings)
     principal = settings.telephony_owner
-    body = {"telephony": {"provider": call.provider, "call_id": call.call_id, "from": call.caller,
+    body = {TELEPHONY_KEY: {"provider": call.provider, "call_id": call.call_id, "from": call.caller,
                           "to": call.callee}}
     plan = PlannedStart(agent, "websocket", {"transport": "websocket",
                                              "body": with_identity(body, principal, "websocket")},
@@ -264,7 +271,7 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
     agent = _agent(settings)
     principal = settings.telephony_owner
     caller = str(data.get("From") or "")
-    body = {"dialin_settings": {"From": caller, "To": str(data.get("To") or ""), "call_id": call_id,
+    body = {DIALIN_KEY: {"From": caller, "To": str(data.get("To") or ""), "call_id": call_id,
                                 "call_domain": call_domain, "sip_headers": data.get("sipHeaders") or {}}}
     plan = PlannedStart(agent, "daily", {
         "transport": "daily",
@@ -332,8 +339,7 @@ def daily_dialout(caller: Principal, raw_body: bytes, status_base: str) -> HttpR
         request = DialoutRequest.model_validate(parse_json_object(raw_body, max_bytes=64 * 1024))
     except ValidationError as exc:
         raise validation_error(exc) from None
-    if "user" in request.body:
-        raise ApiError(422, "reserved_body_key", "body.user is set by the server")
+    refuse_reserved_keys(request.body)
     dialout_policy.authorize(caller, settings, phone_number=request.phoneNumber, sip_uri=request.sipUri,
                              caller_id=request.callerId)
     owner = caller.user_id
@@ -341,7 +347,7 @@ def daily_dialout(caller: Principal, raw_body: bytes, status_base: str) -> HttpR
         {"sipUri": str(request.sipUri)}
     if request.callerId and request.phoneNumber:
         target["callerId"] = request.callerId
-    body = {**request.body, "dialout_settings": [target]}
+    body = {**request.body, DIALOUT_KEY: [target]}
     plan = PlannedStart(_agent(settings), "daily", {
         "transport": "daily",
         "createDailyRoom": True,

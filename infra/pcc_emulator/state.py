@@ -1,6 +1,7 @@
 """In-memory model of a Pipecat Cloud organisation: agents, sessions, websocket tokens.
 
-Behaviour follows ../shared/REFERENCE.md (the public Pipecat Cloud docs and OpenAPI).
+Behaviour follows docs/pipecat-cloud-api.md (what the gateway relies on, from the public Pipecat Cloud docs,
+its OpenAPI and its base image).
 All methods are thread-safe: the HTTP server calls them from many threads.
 """
 
@@ -76,10 +77,17 @@ class Session:
     ended_at: float | None = None
     completion_status: str | None = None
     meeting_ids: list[dict[str, str]] = field(default_factory=list)
+    offer_data: Any = None  # the `requestData` of the SmallWebRTC offer that connected the bot, if any
 
     @property
     def active(self) -> bool:
         return self.ended_at is None
+
+    @property
+    def bot_body(self) -> Any:
+        """The body the bot runs with: as Pipecat Cloud's base image decides it, an offer's non-empty
+        `requestData` replaces the body given at /start."""
+        return self.offer_data if self.offer_data else self.body
 
     def summary(self, org: str) -> dict[str, Any]:
         return {
@@ -389,6 +397,10 @@ class Organisation:
                 if k.lower() not in ("host", "content-length", "authorization")
             }
             self.proxy_calls.append(ProxyCall(session_id, method, path, query, forwarded, body))
+            if path == "api/offer" and method == "POST":
+                session.offer_data = _offer_request_data(body)
+            if path == "echo/body":  # the bot reports the body it runs with
+                return 200, {"content-type": "application/json"}, json.dumps({"body": session.bot_body}).encode()
         return _echo_bot(session_id, method, path, query, forwarded, body)
 
     # ----------------------------------------------------------- private API
@@ -444,6 +456,19 @@ class Organisation:
         with self.lock:
             self._expire()
             return self._agent(agent_name).public(self._active_count(agent_name))
+
+
+def _offer_request_data(body: bytes) -> Any:
+    """What the base image's `POST /api/offer` takes from an offer for the bot's body: pipecat's
+    SmallWebRTCRequest reads `requestData` (its alias) or `request_data`, from JSON parsed off the raw bytes
+    whatever the Content-Type (Starlette's `Request.json()`)."""
+    try:
+        offer = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    if not isinstance(offer, dict):
+        return None
+    return offer["requestData"] if "requestData" in offer else offer.get("request_data")
 
 
 def _echo_bot(

@@ -1,4 +1,4 @@
-"""The Pipecat Cloud emulator behaves as ../shared/REFERENCE.md describes (over real HTTP)."""
+"""The Pipecat Cloud emulator behaves as docs/pipecat-cloud-api.md describes (over real HTTP)."""
 
 from __future__ import annotations
 

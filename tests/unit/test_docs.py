@@ -26,3 +26,16 @@ def test_every_environment_variable_is_in_the_readme() -> None:
     assert {"PCC_AGENTS", "LOCAL_SCHEDULE_SECONDS", "API_THROTTLE_RATE", "COGNITO_USER_POOL_ARN"} <= found
     missing = sorted(name for name in found if f"`{name}`" not in readme)
     assert not missing, f"README does not mention: {missing}"
+
+
+def test_nothing_points_outside_the_repository() -> None:
+    """A person who clones the repository has only the repository: no file may send them to a path above it."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    outside = re.compile(r"\.\./(?:\.\./)*shared/|REFERENCE\.md")
+    offenders = [name for name in tracked.split()
+                 if (ROOT / name).is_file() and not name.endswith(("package-lock.json",))
+                 and outside.search((ROOT / name).read_text(errors="replace"))
+                 and name != "tests/unit/test_docs.py"]
+    assert not offenders, offenders
