@@ -101,6 +101,12 @@ def start() -> Response:
     return json_response(result.status, result.body, result.headers)
 
 
+@app.route("/start", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
+def pending_starts() -> Response:
+    request = _request()
+    return json_response(200, capacity_queue.list_pending(_user(request), _start_base(request)))
+
+
 @app.route("/start/{request_id}", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
 def start_status(request_id: str) -> Response:
     request = _request()

@@ -22,6 +22,7 @@ from . import agent_queue, dispatcher, rate_limits, start_requests
 from .errors import ApiError
 from .observability import count, logger
 from .pcc_responses import HttpResult
+from .request_parsing import query_error
 from .session_store import conditional_failed
 from .settings import get_settings
 from .start_policy import PlannedStart
@@ -30,6 +31,7 @@ SWEEP_GRACE_SECONDS = 120
 POLL_INTERVAL_SECONDS = 0.25
 RETRY_AFTER_MAX_SECONDS = 30
 DEADLINE_DETAIL = dispatcher.DEADLINE_DETAIL
+LONG_POLL_REFUSALS = ("status_rate_limited", "too_many_long_polls")
 
 
 class SlotHandedOver(ApiError):
@@ -96,7 +98,7 @@ def pending_response(request: dict[str, Any], status_base: str, now: float,
     state = state or agent_queue.read(request["agent"])
     position = state.position(int(request["seq"])) if "seq" in request else state.waiting()
     eta = state.eta_seconds(position, settings.retry_cap_seconds)
-    retry_after = max(1, min(RETRY_AFTER_MAX_SECONDS, math.ceil(eta)))
+    retry_after = max(1, min(retry_after_cap(settings.queued_abandon_seconds), math.ceil(eta)))
     body = {
         "requestId": request["request_id"],
         "status": "queued",
@@ -108,6 +110,12 @@ def pending_response(request: dict[str, Any], status_base: str, now: float,
         "nextAttemptAt": _iso(now + eta),
     }
     return HttpResult(202, body, {"Location": status_url, "Retry-After": str(retry_after)})
+
+
+def retry_after_cap(abandon_seconds: int) -> int:
+    """The longest Retry-After of a queued start: a client that follows it asks at least 3 times before its
+    start would count as abandoned."""
+    return min(RETRY_AFTER_MAX_SECONDS, abandon_seconds // 3) if abandon_seconds else RETRY_AFTER_MAX_SECONDS
 
 
 # ------------------------------------------------------------------ GET / DELETE /start/{id}
@@ -140,12 +148,14 @@ def outcome(request: dict[str, Any], status_base: str, now: float) -> HttpResult
     state = request["state"]
     if state == start_requests.STARTED:
         return HttpResult.from_dict(json.loads(request["result"]))
+    ids = {"requestId": request["request_id"], "reason": request.get("error_code", state)}
     if state == start_requests.FAILED:
-        reason = request.get("error_code", "failed")
-        raise ApiError(410, "start_failed", f"The queued start failed for good ({reason}): "
-                                            f"{request.get('error_detail', '')}")
+        raise ApiError(410, "start_failed", f"The queued start failed for good ({ids['reason']}): "
+                                            f"{request.get('error_detail', '')}", extra=ids)
     if state == start_requests.CANCELLED:
-        raise ApiError(409, "start_cancelled", "The queued start was cancelled")
+        detail = "The queued start was cancelled" + (
+            f": {dispatcher.ABANDONED_DETAIL}" if ids["reason"] == "abandoned" else "")
+        raise ApiError(409, "start_cancelled", detail, extra=ids)
     return pending_response(request, status_base, now)
 
 
@@ -162,12 +172,38 @@ def status(user_id: str, request_id: str, status_base: str, wait: int = 0) -> Ht
     settings = get_settings()
     rate_limits.take(f"status#{user_id}", settings.status_rate_per_minute, 60, code="status_rate_limited",
                      what="Status polls")
-    request = _expire_if_overdue(_owned(user_id, request_id), time.time())
+    now = time.time()
+    request = _expire_if_overdue(_owned(user_id, request_id), now)
+    if request["state"] not in start_requests.TERMINAL and float(request.get("seen_at", 0)) < int(now + wait):
+        start_requests.seen(request_id, now + wait)  # a long-poll: its owner waits until it ends
     if wait and request["state"] not in start_requests.TERMINAL:
         with rate_limits.concurrent(f"longpoll#{user_id}", settings.long_polls_per_user, wait + 5,
                                     code="too_many_long_polls", what="Long-polls"):
             request = wait_for(request, wait)
     return outcome(request, status_base, time.time())
+
+
+def long_poll_after_start(user_id: str, queued: HttpResult, status_base: str, wait: int) -> HttpResult:
+    """`POST /start?wait=N` that was queued: long-poll it. The request exists, so a long-poll that cannot be
+    granted (the status rate or the long-poll seats are spent) answers the plain 202, never an error."""
+    try:
+        return status(user_id, str(queued.body["requestId"]), status_base, wait)
+    except ApiError as exc:
+        if exc.code not in LONG_POLL_REFUSALS:
+            raise
+        count("LongPollsRefused", code=exc.code)
+        return queued
+
+
+def list_pending(user_id: str, status_base: str) -> dict[str, Any]:
+    """GET /start: the caller's queued and starting requests (a client that lost a requestId finds it here
+    to cancel it). Listing does not count as asking about them (chalicelib.dispatcher.abandoned)."""
+    settings = get_settings()
+    since = _iso(time.time() - settings.start_deadline_seconds - SWEEP_GRACE_SECONDS)
+    found = start_requests.user_pending(user_id, since)
+    base = status_base.rstrip("/")
+    return {"starts": [{"requestId": r["request_id"], "status": r["state"], "agent": r["agent"],
+                        "createdAt": r["created_at"], "statusUrl": f"{base}/{r['request_id']}"} for r in found]}
 
 
 def cancel(user_id: str, request_id: str) -> HttpResult:
@@ -189,18 +225,19 @@ def parse_wait(raw: str | None) -> int:
     try:
         wait = int(raw)  # type: ignore[arg-type]
     except ValueError:
-        raise ApiError(422, "validation_error", "wait must be a whole number of seconds") from None
+        raise query_error("wait", "must be a whole number of seconds") from None
     if not 0 <= wait <= settings.long_poll_max_seconds:
-        raise ApiError(422, "validation_error", f"wait must be between 0 and {settings.long_poll_max_seconds}")
+        raise query_error("wait", f"must be between 0 and {settings.long_poll_max_seconds}")
     return wait
 
 
 # ------------------------------------------------------------------ the sweeper
 def sweep(now: float | None = None) -> dict[str, int]:
-    """Fail requests past their deadline and restart the dispatcher of any agent whose queue waits with
-    none running (a lost wake-up, a dispatcher that died). Run from the reconcile schedule."""
+    """Fail requests past their deadline, cancel abandoned ones, and restart the dispatcher of any agent whose
+    queue waits with none running (a lost wake-up, a dispatcher that died). Run from the reconcile schedule."""
     now = now or time.time()
-    summary = {"pending": 0, "expired": 0, "woken": 0}
+    settings = get_settings()
+    summary = {"pending": 0, "expired": 0, "abandoned": 0, "woken": 0}
     if not enabled():
         return summary
     agents: set[str] = set()
@@ -211,6 +248,10 @@ def sweep(now: float | None = None) -> dict[str, int]:
         before = request["state"]
         if _expire_if_overdue(request, now)["state"] != before:
             summary["expired"] += 1
+            continue
+        if dispatcher.abandoned(request, now, settings.queued_abandon_seconds) \
+                and dispatcher.abandon(request, now, settings.queued_abandon_seconds):
+            summary["abandoned"] += 1
             continue
         agents.add(request["agent"])
     for agent in sorted(agents):

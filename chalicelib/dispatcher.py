@@ -43,6 +43,7 @@ WAKE_POLL_SECONDS = 0.1
 # measured in bench/queue_storm.py (drain ~1.0x the ideal at <= 1.5 PCC calls per started session).
 SHRINK_AFTER_MISS, SHRINK_AFTER_SUCCESS, GROW, SMOOTHING = 0.95, 0.8, 1.5, 0.3
 DEADLINE_DETAIL = "Pipecat Cloud stayed at capacity until the deadline"
+ABANDONED_DETAIL = "nobody asked about it for QUEUED_ABANDON_SECONDS, so no bot was started for it"
 
 Outcome = Literal["started", "retry", "failed", "skipped"]
 
@@ -101,7 +102,7 @@ def run(agent: str, budget_seconds: float | None = None, *, freed: bool = False)
     capacity, so the head is tried at once). Returns what it did."""
     settings = get_settings()
     owner = uuid.uuid4().hex
-    summary = {"started": 0, "retried": 0, "failed": 0, "skipped": 0}
+    summary = {"started": 0, "retried": 0, "failed": 0, "skipped": 0, "abandoned": 0}
     state = agent_queue.acquire(agent, owner, LEASE_SECONDS)
     if state is None:
         return {**summary, "busy": 1}  # another dispatcher serves this agent
@@ -189,12 +190,52 @@ def _loop(settings: Settings, agent: str, owner: str, state: agent_queue.QueueSt
             if time.monotonic() < pacer.next_call:
                 continue  # the run's time is up
         # (no re-read after the wait: the claim is conditional, so a head cancelled meanwhile is skipped)
+        if _abandoned(settings, request):
+            summary["abandoned"] += 1
+            head = None
+            continue
         outcome = _attempt(settings, agent, request, pacer)
         if outcome in ("started", "failed"):
             agent_queue.advance(agent, seq, pacer.interval if outcome == "started" else None)
         if outcome != "retry":
             head = None
         summary[{"started": "started", "retry": "retried", "failed": "failed", "skipped": "skipped"}[outcome]] += 1
+
+
+def abandoned(request: dict[str, Any], now: float, abandon_seconds: int) -> bool:
+    """Queued, and its owner has not asked about it for `abandon_seconds` (requests without `seen_at`,
+    recorded before abandonment existed, never are)."""
+    return bool(abandon_seconds) and request["state"] == start_requests.QUEUED and "seen_at" in request \
+        and now - float(request["seen_at"]) > abandon_seconds
+
+
+def abandon(request: dict[str, Any], now: float, abandon_seconds: int) -> bool:
+    """Cancel an abandoned queued start (`abandoned`), freeing its slot and its place; False when its owner
+    asked about it after all (conditional on `seen_at`) or it left the queue."""
+    if start_requests.finish_without_session(request, start_requests.CANCELLED, "abandoned", ABANDONED_DETAIL,
+                                             (start_requests.QUEUED,), abandoned_before=now - abandon_seconds):
+        agent_queue.mark_gone(request["agent"], int(request["seq"]))
+        count("QueuedStartsAbandoned")
+        logger.info("queued start abandoned", extra={"request_id": request["request_id"]})
+        return True
+    return False
+
+
+def _abandoned(settings: Settings, request: dict[str, Any]) -> bool:
+    """True when the head was abandoned (nobody asked about it lately) and is now cancelled, not started.
+    The head is kept across retries without a re-read, so its `seen_at` may be stale: a fresh read decides,
+    and the cancel is conditional on it (an owner asking at that moment wins)."""
+    limit, now = settings.queued_abandon_seconds, time.time()
+    if not abandoned(request, now, limit):
+        return False
+    fresh = start_requests.get(request["request_id"])
+    if fresh is None or not abandoned(fresh, now, limit):
+        request.update(fresh or {})
+        return False
+    if abandon(fresh, now, limit):  # its place is marked gone: the next loop folds the head past it
+        return True
+    request.update(start_requests.get(request["request_id"]) or {})
+    return False
 
 
 def _head_request(agent: str, seq: int, missing_since: dict[int, float]) -> dict[str, Any] | None:

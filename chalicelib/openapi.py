@@ -50,6 +50,20 @@ class CancelResult(BaseModel):
     status: str
 
 
+class PendingStart(BaseModel):
+    requestId: str
+    status: str
+    agent: str
+    createdAt: str
+    statusUrl: str
+
+
+class PendingStarts(BaseModel):
+    """The caller's queued and starting requests (listing them does not count as asking about them)."""
+
+    starts: list[PendingStart]
+
+
 class DialinAnswer(BaseModel):
     status: str
     sessionId: str | None = None
@@ -58,7 +72,7 @@ class DialinAnswer(BaseModel):
 SCHEMAS: list[type[BaseModel]] = [
     models.StartRequest, models.ErrorResponse, models.DailyStartResponse, models.WebRTCStartResponse,
     models.WebSocketStartResponse, models.HealthResponse, QueuedStart, SessionRecord, SessionList, SessionDetails,
-    CancelResult, DialinAnswer, DialoutRequest,
+    CancelResult, PendingStart, PendingStarts, DialinAnswer, DialoutRequest,
 ]
 
 
@@ -95,7 +109,11 @@ def _paths(proxy_depth: int) -> dict[str, Any]:
                             "responses": {"200": _json(_ref("HealthResponse"), "OK")}}},
         "/openapi.json": {"get": {"operationId": "openapi", "security": [],
                                   "responses": {"200": _json({"type": "object"}, "This document")}}},
-        "/start": {"post": {
+        "/start": {"get": {
+            "operationId": "pendingStarts", "security": SECURED,
+            "responses": {"200": _json(_ref("PendingStarts"), "Queued or starting, newest first"),
+                          **_errors(*AUTH_ERRORS)},
+        }, "post": {
             "operationId": "startSession", "security": SECURED,
             "parameters": [WAIT, {"name": "Idempotency-Key", "in": "header", "required": False,
                                   "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"}}],

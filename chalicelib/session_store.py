@@ -40,6 +40,15 @@ def conditional_failed(exc: Exception) -> bool:
     return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
 
 
+def cancellation_codes(exc: Exception) -> list[str]:
+    """Per item, why a transaction was cancelled (`ConditionalCheckFailed`, `None`, ...); [] when `exc` is no
+    cancelled transaction."""
+    response = getattr(exc, "response", None) or {}
+    if response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return []
+    return [str(r.get("Code")) for r in response.get("CancellationReasons", [])] or ["Unknown"]
+
+
 def conditionally(write: Callable[[], object]) -> bool:
     """Run a conditional write; False when its condition did not hold (the state moved on)."""
     try:
@@ -182,31 +191,48 @@ def mark_ended(session_id: str, user_id: str, status: str, reason: str) -> bool:
             return False
 
 
+LIST_PAGES_PER_CALL = 3  # DynamoDB queries one GET /sessions makes at the most
+FILTERED_PAGE_ITEMS = 100  # records one filtered page evaluates (DynamoDB's Limit counts before the filter)
+
+
 def list_user_sessions(
     user_id: str, *, limit: int, status: str | None = None, start_key: dict[str, Any] | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """A page of the user's sessions, newest first, and the key to continue from (None: no more).
+
+    The cost of a call does not grow with the user's history: at most LIST_PAGES_PER_CALL queries, each
+    evaluating at most FILTERED_PAGE_ITEMS records when a status filter is given (`limit` otherwise). A
+    filtered call may so return fewer than `limit` sessions (even none) with a key to go on from."""
     kwargs: dict[str, Any] = {
         "IndexName": "GSI1",
         "KeyConditionExpression": "GSI1PK = :pk",
         "ExpressionAttributeValues": {":pk": f"USER#{user_id}#SESSIONS"},
         "ScanIndexForward": False,
-        "Limit": limit,
+        "Limit": max(limit, FILTERED_PAGE_ITEMS) if status else limit,
     }
     if status:
         kwargs["FilterExpression"] = "#s = :status"
         kwargs["ExpressionAttributeNames"] = {"#s": "status"}
         kwargs["ExpressionAttributeValues"][":status"] = status
     items: list[dict[str, Any]] = []
-    while True:
+    for _ in range(LIST_PAGES_PER_CALL):
         if start_key:
             kwargs["ExclusiveStartKey"] = start_key
         page = table().query(**kwargs)
-        items.extend(page.get("Items", []))
+        found = page.get("Items", [])
         start_key = page.get("LastEvaluatedKey")
-        if len(items) >= limit or not start_key:
+        if len(items) + len(found) >= limit:
+            taken = found[:limit - len(items)]
+            items.extend(taken)
+            if len(taken) < len(found) or start_key:  # more may follow the last one returned
+                start_key = {k: taken[-1][k] for k in ("PK", "SK", "GSI1PK", "GSI1SK")}
             break
-        kwargs["Limit"] = limit - len(items)
-    return [public_record(i) for i in items[:limit]], start_key
+        items.extend(found)
+        if not start_key:
+            break
+        if not status:
+            kwargs["Limit"] = limit - len(items)
+    return [public_record(i) for i in items], start_key
 
 
 def query_index_partition(partition: str, limit: int = 500) -> list[dict[str, Any]]:

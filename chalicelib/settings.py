@@ -73,12 +73,14 @@ _ENV: dict[str, str] = {
     "START_DEADLINE_SECONDS": "start_deadline_seconds",
     "MAX_RECEIVE_COUNT": "max_receive_count",
     "LONG_POLL_MAX_SECONDS": "long_poll_max_seconds",
+    "QUEUED_ABANDON_SECONDS": "queued_abandon_seconds",
     "MAX_QUEUED": "max_queued",
     "DISPATCH_CALLS_PER_SECOND": "dispatch_calls_per_second",
     "DISPATCH_RUN_SECONDS": "dispatch_run_seconds",
     "START_RATE_PER_MINUTE": "start_rate_per_minute",
     "STATUS_RATE_PER_MINUTE": "status_rate_per_minute",
     "PROXY_RATE_PER_MINUTE": "proxy_rate_per_minute",
+    "DETAILS_RATE_PER_MINUTE": "details_rate_per_minute",
     "PROXY_OFFER_REQUEST_DATA": "proxy_offer_request_data",
     "LONG_POLLS_PER_USER": "long_polls_per_user",
     "TELEPHONY_AGENT": "telephony_agent",
@@ -155,11 +157,16 @@ class Settings(BaseModel):
     start_deadline_seconds: int = Field(default=600, ge=1)
     max_receive_count: int = Field(default=5, ge=1)
     long_poll_max_seconds: int = Field(default=25, ge=0, le=25)
+    # A queued start whose owner has not asked about it (the 202, a status poll, a long-poll) for this long is
+    # cancelled (`abandoned`) instead of started: a bot nobody waits for still bills. 0: off. Retry-After is
+    # at most a third of it, so a client that follows Retry-After is never abandoned.
+    queued_abandon_seconds: int = Field(default=30, ge=0, le=3600)
     # Per-user limits (fixed one-minute windows in DynamoDB, chalicelib/rate_limits.py): POST /start,
     # GET /start/{id} (long-polls included), session API proxy calls; concurrent long-polls.
     start_rate_per_minute: int = Field(default=20, ge=1)
     status_rate_per_minute: int = Field(default=120, ge=1)
     proxy_rate_per_minute: int = Field(default=600, ge=1)
+    details_rate_per_minute: int = Field(default=60, ge=1)  # GET /sessions/{id}: one private-API call each
     long_polls_per_user: int = Field(default=2, ge=1, le=20)
     # Telephony webhooks.
     telephony_agent: str | None = None
@@ -263,6 +270,8 @@ class Settings(BaseModel):
         if self.dispatch_run_seconds + self.pcc_connect_timeout + self.pcc_read_timeout > 55:
             raise ValueError("DISPATCH_RUN_SECONDS + PCC_CONNECT_TIMEOUT + PCC_READ_TIMEOUT must be at most 55 "
                              "(the queue worker's 60 s Lambda timeout, less a margin)")
+        if 0 < self.queued_abandon_seconds < 9:
+            raise ValueError("QUEUED_ABANDON_SECONDS must be 0 (off) or at least 9 (Retry-After is a third of it)")
         if self.retry_cap_seconds < self.retry_base_seconds:
             raise ValueError("RETRY_CAP_SECONDS must be at least RETRY_BASE_SECONDS")
         if self.auth_mode == "jwt" and not (self.oidc_issuer and self.oidc_audience):

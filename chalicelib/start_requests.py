@@ -25,6 +25,7 @@ INLINE_REQUEST_BYTES = 64 * 1024
 CHUNK_BYTES = 300 * 1024
 TERMINAL = (STARTED, FAILED, CANCELLED)
 PENDING_INDEX_KEY = "PENDING"
+FINISH_ATTEMPTS = 5  # a request that keeps coming back between our reads and writes (never seen in practice)
 
 
 def _key(request_id: str) -> dict[str, str]:
@@ -59,6 +60,7 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
         "next_attempt": 1,
         "next_attempt_at": int(next_attempt_at),
         "deadline": int(deadline),
+        "seen_at": int(next_attempt_at),  # the 202 itself: its owner knows of it now
         "created_at": created,
         "ttl": int(deadline) + 86400,
     }
@@ -164,29 +166,74 @@ def complete(request: dict[str, Any], attempt: int, session_id: str, result: dic
 
 
 def finish_without_session(request: dict[str, Any], state: str, code: str, detail: str,
-                           from_states: tuple[str, ...]) -> bool:
-    """-> failed/cancelled from one of `from_states`, freeing the user's slot in the same transaction."""
+                           from_states: tuple[str, ...], *, abandoned_before: float | None = None) -> bool:
+    """-> failed/cancelled from one of `from_states`, freeing the user's slot in the same transaction.
+
+    Exactly once by construction: the slot is released only by the write that moves the request out of
+    `from_states`. When the request's own condition refused the transaction, the request is read again: if
+    it is back in `from_states` (a dispatcher claimed it and requeued it meanwhile), the transaction is tried
+    again, never the request alone. Only when the slot counter's condition alone refused it (the counter was
+    already at zero: drift) does the request move without a release. `abandoned_before`: only if its owner
+    has not asked about it since then (`seen_at`, chalicelib.capacity_queue)."""
     ddb = table()
     values: dict[str, Any] = {":new": state, ":code": code, ":detail": detail[:1000], ":now": now_iso()}
     for i, from_state in enumerate(from_states):
         values[f":from{i}"] = from_state
+    condition = "(" + " OR ".join(f"#s = :from{i}" for i in range(len(from_states))) + ")"
+    if abandoned_before is not None:
+        condition += " AND (attribute_not_exists(seen_at) OR seen_at < :cutoff)"
+        values[":cutoff"] = int(abandoned_before)
     request_update = {
         "TableName": ddb.name,
         "Key": _key(request["request_id"]),
         "UpdateExpression": "SET #s = :new, error_code = :code, error_detail = :detail, finished_at = :now "
                             "REMOVE GSI2PK, GSI2SK, lease_until",
-        "ConditionExpression": " OR ".join(f"#s = :from{i}" for i in range(len(from_states))),
+        "ConditionExpression": condition,
         "ExpressionAttributeNames": {"#s": "state"},
         "ExpressionAttributeValues": values,
     }
-    if conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
-            {"Update": request_update}, {"Update": release_slot_update(ddb.name, request["user_id"])}])):
-        return True
-    # Either the state moved on (nothing to do) or the slot counter was already at zero (drift):
-    current = get(request["request_id"])
-    if current is None or current["state"] not in from_states:
-        return False
-    return conditionally(lambda: ddb.meta.client.update_item(**request_update))
+    for _ in range(FINISH_ATTEMPTS):
+        try:
+            ddb.meta.client.transact_write_items(TransactItems=[
+                {"Update": request_update}, {"Update": release_slot_update(ddb.name, request["user_id"])}])
+            return True
+        except Exception as exc:
+            refused = session_store.cancellation_codes(exc)
+            if not refused:
+                raise
+        if refused[1:2] == ["ConditionalCheckFailed"] and refused[0] == "None":
+            # The request could move but the counter is already at zero (drift): nothing to give back.
+            if conditionally(lambda: ddb.meta.client.update_item(**request_update)):
+                return True
+        elif refused[0] not in ("ConditionalCheckFailed", "Unknown"):
+            continue  # a conflicting transaction in flight: try again
+        current = get(request["request_id"])  # the request moved: did it come back?
+        if current is None or current["state"] not in from_states or (
+                abandoned_before is not None and current.get("seen_at", 0) >= int(abandoned_before)):
+            return False
+    return False
+
+
+def seen(request_id: str, until: float) -> None:
+    """Its owner asked about the request (a status poll; a long-poll counts until it ends)."""
+    conditionally(lambda: table().update_item(
+        Key=_key(request_id), UpdateExpression="SET seen_at = :until",
+        ConditionExpression="attribute_exists(PK) AND #s IN (:queued, :starting) "
+                            "AND (attribute_not_exists(seen_at) OR seen_at < :until)",
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":until": int(until), ":queued": QUEUED, ":starting": STARTING}))
+
+
+def user_pending(user_id: str, since_iso: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The user's queued or starting requests created since `since_iso`, newest first. Bounded: one query
+    over the user's recent requests (older ones are past their deadline), at most `limit` evaluated."""
+    page = table().query(
+        IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk AND GSI1SK >= :since",
+        FilterExpression="#s IN (:queued, :starting)", ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":pk": f"USER#{user_id}#REQUESTS", ":since": since_iso, ":queued": QUEUED,
+                                   ":starting": STARTING},
+        ScanIndexForward=False, Limit=limit)
+    return [dict(session_store.plain(item)) for item in page.get("Items", [])]
 
 
 def pending(limit: int = 500) -> list[dict[str, Any]]:

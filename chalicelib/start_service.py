@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 
-from . import agent_queue, capacity_queue, pcc_client, rate_limits, session_store, start_intents
+from . import agent_queue, capacity_queue, pcc_client, rate_limits, session_store, start_intents, start_requests
 from .errors import ApiError
 from .idempotency import check_key, run_once
 from .models import StartRequest
@@ -129,5 +130,7 @@ def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,
             lambda: execute_start(user_id, plan, status_base).as_dict(),
         ))
     if result.status == 202 and wait:
-        return capacity_queue.status(user_id, str(result.body["requestId"]), status_base, wait)
+        return capacity_queue.long_poll_after_start(user_id, result, status_base, wait)
+    if result.status == 202 and idempotency_key:  # a retry of a queued start: its owner still asks for it
+        start_requests.seen(str(result.body["requestId"]), time.time())
     return result

@@ -50,6 +50,16 @@ try {
   await page.waitForSelector('#status[data-state="started"]', { timeout: 60000 });
   result.startedAfterQueue = await page.getAttribute("#status", "data-session-id");
 
+  // 2b. at capacity again: give up while queued; the helper cancels, so nothing waits and no bot starts
+  await admin("agents/my-agent", { max_agents: 0 });
+  await page.click("#start");
+  await page.waitForSelector('#status[data-state="queued"]', { timeout: 20000 });
+  await page.click("#cancel");
+  await page.waitForSelector('#status[data-state="cancelled"]', { timeout: 20000 });
+  result.cancelledText = await page.textContent("#status");
+  result.pendingAfterCancel = (await (await fetch(`${apiUrl}/start`, { headers: { "X-Dev-User": user } })).json());
+  await admin("agents/my-agent", { max_agents: 50 });
+
   // 3. stop the first session from the list
   await page.click("#list");
   await page.click(`li[data-session-id="${result.sessionId}"] button.stop`);

@@ -34,6 +34,9 @@ def test_demo_page_starts_queues_lists_and_stops(local_stack: LocalStack, tmp_pa
     assert result["queuedText"].startswith("queued: position 1, attempt")
     assert result["startedAfterQueue"] and result["startedAfterQueue"] != result["sessionId"]
     assert result["stoppedStatus"] == f"stopped: {result['sessionId']}"
+    # giving up a queued start cancels it: the gateway holds nothing pending for the user
+    assert result["cancelledText"].startswith("cancelled:"), result["cancelledText"]
+    assert result["pendingAfterCancel"] == {"starts": []}
     # a 422 reads as a sentence in client-js, never "[object Object]"
     assert result["invalidText"].startswith("error: Invalid request: transport:"), result["invalidText"]
     assert "[object Object]" not in result["invalidText"]

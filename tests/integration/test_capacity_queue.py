@@ -280,8 +280,10 @@ def test_429_storm_nothing_lost_nothing_started_twice(
         gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any],
         configure_stage: Callable[..., None]) -> None:
     """200 starts against an agent of capacity 5 whose sessions end over time."""
+    # Runs as deployed (the fixture shortens them for the small tests); these clients wait for their starts
+    # without polling, so abandonment is off (tests/integration/test_abandoned_starts.py covers it).
     configure_stage(RETRY_BASE_SECONDS="0.5", RETRY_CAP_SECONDS="2", START_DEADLINE_SECONDS="120",
-                    DISPATCH_RUN_SECONDS="30")  # as deployed (the fixture shortens runs for the small tests)
+                    DISPATCH_RUN_SECONDS="30", QUEUED_ABANDON_SECONDS="0")
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     users = [new_user() for _ in range(200)]
     stop = threading.Event()

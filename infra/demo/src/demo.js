@@ -22,40 +22,63 @@ function setStatus(text, state) {
 }
 
 // The polling helper: startBot() hands back any 2xx body; a 202 means "queued", so poll statusUrl
-// (honouring retryAfter) until the gateway answers 200 with the transport's start body.
-export async function startWithQueue(client, startParams, onQueued) {
+// (honouring retryAfter) until the gateway answers 200 with the transport's start body. Giving up (the
+// signal aborts, an error, the tab closes) cancels the queued start: no bot is started for nobody.
+export async function startWithQueue(client, startParams, { onQueued = () => {}, signal } = {}) {
   let result = await client.startBot(startParams);
-  while (result && result.status === "queued") {
-    onQueued(result);
-    await new Promise((resolve) => setTimeout(resolve, Math.max(1, result.retryAfter) * 1000));
-    const response = await fetch(new URL(result.statusUrl, startParams.endpoint), {
-      headers: startParams.headers,
-    });
-    const body = await response.json();
-    if (response.status === 202) { result = body; continue; }
-    if (!response.ok) throw new Error(body.detail ?? response.statusText);
-    return body;
+  if (!result || result.status !== "queued") return result;
+  const statusUrl = new URL(result.statusUrl, startParams.endpoint);
+  const cancel = () => fetch(statusUrl, { method: "DELETE", headers: startParams.headers, keepalive: true });
+  addEventListener("pagehide", cancel);
+  try {
+    while (result.status === "queued") {
+      onQueued(result);
+      await new Promise((resolve, reject) => {
+        const timer = setTimeout(resolve, Math.max(1, result.retryAfter) * 1000);
+        signal?.addEventListener("abort", () => { clearTimeout(timer); reject(new Error("cancelled")); },
+                                { once: true });
+      });
+      const response = await fetch(statusUrl, { headers: startParams.headers, signal });
+      const body = await response.json();
+      if (response.status === 202) { result = body; continue; }
+      if (!response.ok) throw new Error(body.detail ?? response.statusText);
+      return body;
+    }
+    return result;
+  } catch (error) {
+    await cancel().catch(() => {});
+    throw error;
+  } finally {
+    removeEventListener("pagehide", cancel);
   }
-  return result;
 }
+
+let giveUp = null; // the queued start's AbortController, while one waits
 
 async function start() {
   const client = new PipecatClient({ transport: new SmallWebRTCTransport(), enableMic: false });
   setStatus("starting…", "starting");
+  giveUp = new AbortController();
+  $("cancel").hidden = false;
   try {
     const result = await startWithQueue(
       client,
       { endpoint: `${$("api").value}/start`, headers: authHeaders(),
         requestData: { transport: "webrtc", body: { source: "demo" } } },
-      (queued) => setStatus(
-        `queued: position ${queued.position}, attempt ${queued.attempts}, next try ${queued.nextAttemptAt}`,
-        "queued"),
+      { signal: giveUp.signal,
+        onQueued: (queued) => setStatus(
+          `queued: position ${queued.position}, attempt ${queued.attempts}, next try ${queued.nextAttemptAt}`,
+          "queued") },
     );
     setStatus(`started: ${result.sessionId}`, "started");
     $("status").dataset.sessionId = result.sessionId;
     await listSessions();
   } catch (error) {
-    setStatus(`error: ${error.message ?? error}`, "error");
+    if (giveUp?.signal.aborted) setStatus("cancelled: the queued start was given back", "cancelled");
+    else setStatus(`error: ${error.message ?? error}`, "error");
+  } finally {
+    $("cancel").hidden = true;
+    giveUp = null;
   }
 }
 
@@ -126,6 +149,7 @@ async function stopSession(sessionId) {
 }
 
 $("start").onclick = start;
+$("cancel").onclick = () => giveUp?.abort();
 $("start-ws").onclick = startWebsocket;
 $("start-invalid").onclick = startInvalid;
 $("list").onclick = listSessions;
