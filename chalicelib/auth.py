@@ -24,7 +24,7 @@ from .observability import logger
 from .settings import Settings, get_settings
 
 DEV_USER_HEADER = "x-dev-user"
-_USER_ID = re.compile(r"^[A-Za-z0-9@._:|+\-]{1,128}$")
+_USER_ID = re.compile(r"[A-Za-z0-9@._:|+\-]{1,128}")  # always fullmatch: `$` would let a final "\n" pass
 _ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 # What a key of each JWK type can verify (RFC 7518): a token may only use one of these for its key.
 _KEY_FAMILIES = {"RSA": {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}, "EC": {"ES256", "ES384", "ES512"}}
@@ -107,7 +107,7 @@ def _verify_jwt(token: str, settings: Settings) -> Principal:
 
 
 def _checked_user_id(value: Any) -> str:
-    if not isinstance(value, str) or not _USER_ID.match(value):
+    if not isinstance(value, str) or not _USER_ID.fullmatch(value):
         raise _unauthorized("Token has no usable subject")
     return value
 
@@ -138,7 +138,7 @@ def authenticate_principal(request: Request) -> Principal:
         if not dev_user:
             raise _unauthorized("Missing X-Dev-User header: the local stage uses insecure dev auth, "
                                 "send `X-Dev-User: <any user id>`")
-        if not _USER_ID.match(dev_user):
+        if not _USER_ID.fullmatch(dev_user):
             raise _unauthorized("X-Dev-User must be 1-128 characters of A-Z a-z 0-9 @ . _ : | + -")
         return Principal(dev_user, _names(str(request.headers.get("x-dev-groups") or "")))
     if settings.auth_mode == "cognito":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,13 @@ def error_response(error: ApiError, cors_origin: str) -> Response:
     return json_response(error.status, error.body(), headers)
 
 
+def snake_case_code(chalice_code: str) -> str:
+    """Chalice's error names as our codes: `UnsupportedMediaType` -> `unsupported_media_type`,
+    `MethodNotAllowedError` -> `method_not_allowed`."""
+    name = chalice_code.removesuffix("Error") or chalice_code
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
 def _normalise_chalice_error(response: Response) -> Response:
     """Chalice's own errors ({"Code", "Message"}: 415, 405, 500) get our {"detail", "code"} shape."""
     body = response.body
@@ -42,7 +50,7 @@ def _normalise_chalice_error(response: Response) -> Response:
         except ValueError:
             return response
     if response.status_code >= 400 and isinstance(body, dict) and set(body) == {"Code", "Message"}:
-        code = "internal_error" if response.status_code >= 500 else str(body["Code"])
+        code = "internal_error" if response.status_code >= 500 else snake_case_code(str(body["Code"]))
         detail = "Internal error" if response.status_code >= 500 else str(body["Message"])
         response.body = json.dumps({"detail": detail, "code": code})
         response.headers["Content-Type"] = "application/json"

@@ -34,8 +34,9 @@ def check_key(key: str) -> str:
 
 
 def run_once(user_id: str, key: str, request: dict[str, Any], action: Callable[[], dict[str, Any]],
-             lambda_context: Any = None) -> dict[str, Any]:
-    """Run `action` at most once per (user, key); later calls get its stored result."""
+             lambda_context: Any = None, *, ttl_seconds: int | None = None) -> dict[str, Any]:
+    """Run `action` at most once per (user, key); later calls get its stored result, for `ttl_seconds`
+    (default IDEMPOTENCY_TTL_SECONDS)."""
     from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415 - lazy: only with the header
         DynamoDBPersistenceLayer,
         IdempotencyConfig,
@@ -58,7 +59,7 @@ def run_once(user_id: str, key: str, request: dict[str, Any], action: Callable[[
     config = IdempotencyConfig(
         event_key_jmespath="[user, key]",
         payload_validation_jmespath="request",
-        expires_after_seconds=settings.idempotency_ttl_seconds,
+        expires_after_seconds=ttl_seconds or settings.idempotency_ttl_seconds,
         raise_on_no_idempotency_key=True,
     )
     lambda_context = lambda_context or _lambda_context

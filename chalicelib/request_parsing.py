@@ -92,3 +92,9 @@ def validation_error(exc: ValidationError) -> ApiError:
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return ApiError(422, "validation_error", "Invalid request: " + "; ".join(parts) + more,
                     extra={"errors": errors})
+
+
+def query_error(name: str, message: str) -> ApiError:
+    """422 `validation_error` for a query parameter, in the same shape as a body's (`errors` included)."""
+    return ApiError(422, "validation_error", f"Invalid request: {name}: {message}",
+                    extra={"errors": [{"loc": ["query", name], "msg": message, "type": "value_error"}]})

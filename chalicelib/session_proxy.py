@@ -14,6 +14,7 @@ up to MAX_PROXY_DEPTH segments, all served by `forward` below.
 from __future__ import annotations
 
 import fnmatch
+import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -96,8 +97,30 @@ def forward(
         raise map_pcc_error(exc) from None
     if response.status_code == 401:
         raise map_pcc_error(PccCallError(401, _json_or_none(response)))
+    refusal = pcc_refusal(response.status_code, response.content)
+    if refusal is not None:
+        raise refusal
     out_headers = proxy_headers.to_client(dict(response.headers.items()), settings.proxy_response_headers)
     return ProxyResult(response.status_code, out_headers, b"" if method == "HEAD" else response.content)
+
+
+def pcc_refusal(status: int, content: bytes) -> ApiError | None:
+    """Pipecat Cloud's own refusal of a proxied call (the session ended or is unknown, the deployment is not
+    ready, its 5xx) in our `{"detail", "code"}` shape. The rule: an error status whose body is exactly
+    Pipecat Cloud's error object (`{"error": str, "code": str}`, nothing else) is Pipecat Cloud's; every other
+    answer, errors included, is the bot's own API and passes unchanged."""
+    if status < 400 or len(content) > 4096:
+        return None
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return None
+    if not (isinstance(body, dict) and set(body) == {"error", "code"}
+            and all(isinstance(v, str) for v in body.values())):
+        return None
+    if status == 404:
+        return ApiError(404, "session_not_found", "The session has ended or is not known to Pipecat Cloud")
+    return map_pcc_error(PccCallError(status, body))
 
 
 def _json_or_none(response: Any) -> Any:

@@ -10,15 +10,18 @@ import binascii
 import json
 from typing import Any
 
-from . import agent_queue, pcc_client, session_store
+from . import agent_queue, pcc_client, rate_limits, session_store
 from .errors import ApiError
 from .observability import logger
 from .pcc_client import PccCallError
 from .pcc_responses import map_pcc_error
+from .request_parsing import query_error
 from .secrets_store import get_secrets
+from .settings import get_settings
 
 PCC_DETAIL_FIELDS = ("endedAt", "completionStatus", "botStartSeconds", "coldStart", "createdAt",
                      "resourceMetrics", "meetingIds")
+MAX_CURSOR_KEY_BYTES = 1024  # DynamoDB's limit for a sort key value (a partition key may hold 2048)
 STATUSES = (session_store.ACTIVE, session_store.ENDED, session_store.STOPPED)
 
 
@@ -51,13 +54,17 @@ def _encode_cursor(key: dict[str, Any] | None) -> str | None:
 
 
 def _decode_cursor(user_id: str, cursor: str) -> dict[str, Any]:
+    if len(cursor) > 8 * MAX_CURSOR_KEY_BYTES:
+        raise ApiError(400, "invalid_cursor", "cursor is not valid")
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ApiError(400, "invalid_cursor", "cursor is not valid") from None
     expected = {"PK", "SK", "GSI1PK", "GSI1SK"}
     if not isinstance(key, dict) or set(key) != expected or key.get("GSI1PK") != f"USER#{user_id}#SESSIONS" \
-            or not all(isinstance(v, str) for v in key.values()):
+            or key.get("SK") != "META" or not str(key.get("PK", "")).startswith("SESSION#") \
+            or not all(isinstance(v, str) and 0 < len(v.encode("utf-8", "surrogatepass")) <= MAX_CURSOR_KEY_BYTES
+                       for v in key.values()):
         raise ApiError(400, "invalid_cursor", "cursor is not valid")
     return key
 
@@ -65,13 +72,13 @@ def _decode_cursor(user_id: str, cursor: str) -> dict[str, Any]:
 def list_sessions(user_id: str, params: dict[str, str]) -> dict[str, Any]:
     status = params.get("status") or None
     if status is not None and status not in STATUSES:
-        raise ApiError(422, "validation_error", f"status must be one of {list(STATUSES)}")
+        raise query_error("status", f"must be one of {list(STATUSES)}")
     try:
         limit = int(params.get("limit", "20"))
     except ValueError:
-        raise ApiError(422, "validation_error", "limit must be an integer") from None
+        raise query_error("limit", "must be an integer") from None
     if not 1 <= limit <= 100:
-        raise ApiError(422, "validation_error", "limit must be between 1 and 100")
+        raise query_error("limit", "must be between 1 and 100")
     start_key = _decode_cursor(user_id, params["cursor"]) if params.get("cursor") else None
     items, next_key = session_store.list_user_sessions(user_id, limit=limit, status=status, start_key=start_key)
     return {"sessions": items, "nextCursor": _encode_cursor(next_key)}
@@ -79,6 +86,9 @@ def list_sessions(user_id: str, params: dict[str, str]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ details
 def session_details(user_id: str, session_id: str) -> dict[str, Any]:
+    settings = get_settings()
+    rate_limits.take(f"details#{user_id}", settings.details_rate_per_minute, 60, code="details_rate_limited",
+                     what="Session details (each asks Pipecat Cloud's private API)")
     record = owned_session(user_id, session_id)
     details: dict[str, Any] | None = None
     try:

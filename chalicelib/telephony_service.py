@@ -104,8 +104,17 @@ def _start_for_call(settings: Settings, call: Call) -> dict[str, Any]:
         return execute_start(principal, plan, limit=settings.telephony_session_limit, queue_on_capacity=False,
                              shape=_raw_ws, read_timeout=settings.telephony_start_timeout_seconds).as_dict()
 
-    stored = run_once(principal, f"{call.provider}:{call.call_id}", {"call_id": call.call_id}, action)
+    stored = run_once(principal, f"{call.provider}:{call.call_id}", {"call_id": call.call_id}, action,
+                      ttl_seconds=answer_ttl_seconds(settings))
     return dict(stored["body"])
+
+
+def answer_ttl_seconds(settings: Settings) -> int:
+    """How long a call's first answer is kept: as long as the call's webhooks may still come (the retry
+    window, the hold loop), and never less than IDEMPOTENCY_TTL_SECONDS. Inside that time the same call id
+    always gets the same answer and never a second bot, whatever the two settings say."""
+    return max(settings.idempotency_ttl_seconds, settings.telephony_retry_window_seconds,
+               settings.telephony_hold_window_seconds)
 
 
 def _stream_url(settings: Settings, call: Call, agent: str) -> str | None:
@@ -296,7 +305,8 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
         raise AssertionError("unreachable")  # pragma: no cover
 
     try:
-        stored = run_once(principal, f"daily:{call_id}", {"call_id": call_id}, action)
+        stored = run_once(principal, f"daily:{call_id}", {"call_id": call_id}, action,
+                          ttl_seconds=answer_ttl_seconds(settings))
     except ApiError as exc:
         if exc.status == 429:
             count("CallsRejectedAtCapacity", provider="daily")

@@ -113,6 +113,7 @@ def stack(moto_url: str, emulator_server: EmulatorServer, oidc: OidcIssuer,
             "START_RATE_PER_MINUTE": "100000",
             "STATUS_RATE_PER_MINUTE": "100000",
             "PROXY_RATE_PER_MINUTE": "100000",
+            "DETAILS_RATE_PER_MINUTE": "100000",
         },
     )
     return {"outputs": outputs, "project": project}

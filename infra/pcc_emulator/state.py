@@ -491,6 +491,10 @@ def _echo_bot(
     if path == "echo/headers":  # a hostile bot: answers with whatever headers the query names (h=Name:Value)
         chosen = dict(item.split(":", 1) for item in parse_qs(query).get("h", []) if ":" in item)
         return 200, {"content-type": "application/json", **{k.lower(): v for k, v in chosen.items()}}, b"{}"
+    if path == "echo/status":  # a bot answering an error of its own (status from `s`): its API, not PCC's
+        code = int(parse_qs(query).get("s", ["404"])[0])
+        own_error = b'{"error":"no such thing","code":"x","bot":true}'
+        return code, {"content-type": "application/json", "x-echo-bot": "1"}, own_error
     if path == "echo/raw":  # a bot answering with exactly the bytes and content type it was sent
         return 200, {"content-type": headers.get("content-type", "application/octet-stream"), "x-echo-bot": "1"}, body
     echo = {

@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 import pytest
 
-from infra.api_guard_rails import DEFAULT_BURST, DEFAULT_RATE
+from infra.api_guard_rails import DEFAULT_BURST, DEFAULT_RATE, GATEWAY_RESPONSES
 from infra.deploy import FUNCTION_PERMISSIONS, function_name, policy_file
 from tests.infrastructure import moto_apigateway
 
@@ -174,6 +174,24 @@ def test_rest_api_serves_every_route_with_binary_types_and_throttling(
     throttling = stage["methodSettings"]["*/*"]
     assert throttling["throttlingRateLimit"] == DEFAULT_RATE
     assert throttling["throttlingBurstLimit"] == DEFAULT_BURST
+
+
+def test_what_api_gateway_answers_by_itself_is_json_detail_and_code(
+        aws: dict[str, str], deployed: dict[str, Any]) -> None:
+    """An unknown route (or a proxy path deeper than 6 segments) is 404 `route_not_found`, not API Gateway's
+    `403 Missing Authentication Token`; every gateway response is `{"detail", "code"}` JSON."""
+    apigateway = _client(aws, "apigateway")
+    [api] = apigateway.get_rest_apis()["items"]
+    responses = {r["responseType"]: r for r in apigateway.get_gateway_responses(restApiId=api["id"])["items"]}
+    for response_type, (status, code, _detail) in GATEWAY_RESPONSES.items():
+        response = responses[response_type]
+        body = json.loads(response["responseTemplates"]["application/json"])
+        assert set(body) == {"detail", "code"} and body["code"] == code, response_type
+        if status is not None:
+            assert response["statusCode"] == status, response_type
+        assert response["responseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"].startswith("'")
+    assert responses["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
+    assert responses["THROTTLED"]["statusCode"] == "429"
 
 
 def test_dlq_alarm_mails_the_operator_and_the_dashboard_shows_the_app(aws: dict[str, str],

@@ -278,7 +278,7 @@ def test_errors_carry_cors_headers_so_browsers_can_read_them(gateway: Gateway) -
 
 def test_wrong_content_type_is_json_error(gateway: Gateway, user: str) -> None:
     response = gateway.request("POST", "/start", user=user, body=b"x", headers={"Content-Type": "text/plain"})
-    assert_error(response, 415, "UnsupportedMediaType")
+    assert_error(response, 415, "unsupported_media_type")
 
 
 def test_logs_never_contain_keys_or_tokens(gateway: Gateway, emulator: EmulatorServer, user: str) -> None:

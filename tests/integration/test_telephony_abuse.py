@@ -28,22 +28,72 @@ from tests.support import LambdaContext, OidcIssuer, api_gateway_event
 EXOTEL_TOKEN = "exotel-url-token-0123456789abcdef"
 
 
+class CallClock:
+    """The clock replay protection reads (chalicelib.call_records), moved on by the test: a verdict about a
+    window never depends on how fast a loaded machine delivered the first webhook."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture()
+def call_clock(monkeypatch: pytest.MonkeyPatch) -> CallClock:
+    from chalicelib import call_records
+
+    clock = CallClock()
+    monkeypatch.setattr(call_records, "time", clock)
+    return clock
+
+
 # ------------------------------------------------------------------ replays
 def test_a_twilio_webhook_replayed_after_the_retry_window_starts_nothing(phone: Any, gateway: Gateway,
-                                                                         emulator: EmulatorServer) -> None:
+                                                                         emulator: EmulatorServer,
+                                                                         call_clock: CallClock) -> None:
     """Twilio signs no timestamp: replayed after both the retry window and the idempotency TTL, the
     captured webhook is still refused (the call id is remembered for 24 h on its own)."""
-    phone(TELEPHONY_WEBSOCKET_AUTH="token", TELEPHONY_RETRY_WINDOW_SECONDS="1", IDEMPOTENCY_TTL_SECONDS="1")
+    phone(TELEPHONY_WEBSOCKET_AUTH="token", TELEPHONY_RETRY_WINDOW_SECONDS="60", IDEMPOTENCY_TTL_SECONDS="1")
     call = new_call()
     first = parse(twilio_call(gateway, call)).find("./Connect/Stream")
     retried = parse(twilio_call(gateway, call)).find("./Connect/Stream")  # the provider's own retry
     assert first is not None and retried is not None and first.get("url") == retried.get("url")
-    time.sleep(2.2)
+    call_clock.advance(61)  # past the retry window (and, for the idempotency store, far past its 1 s TTL)
     assert_error(twilio_call(gateway, call), 409, "call_replayed")
     assert emulator.org.start_calls == 1
     item = boto3.resource("dynamodb").Table(gateway_table()).get_item(
         Key={"PK": f"CALL#twilio#{call['CallSid']}", "SK": "META"})["Item"]
     assert int(item["ttl"]) - time.time() > 86400 - 60  # remembered for a day
+
+
+@pytest.mark.parametrize(("ttl", "window"), [("1", "3600"), ("600", "900")])
+def test_inside_the_retry_window_a_call_always_gets_its_first_answer(phone: Any, gateway: Gateway,
+                                                                     emulator: EmulatorServer, ttl: str,
+                                                                     window: str) -> None:
+    """IDEMPOTENCY_TTL_SECONDS shorter than the retry window (settings accept it; the defaults do with a
+    window above 600 s): the call's answer is kept for the whole window, so a provider retry after the
+    idempotency TTL still gets the first answer and never a second bot."""
+    phone(TELEPHONY_WEBSOCKET_AUTH="token", IDEMPOTENCY_TTL_SECONDS=ttl, TELEPHONY_RETRY_WINDOW_SECONDS=window)
+    call = new_call()
+
+    def answers() -> dict[str, int]:  # the telephony principal's stored answers, by record
+        items = boto3.resource("dynamodb").Table(gateway_table()).query(
+            KeyConditionExpression="PK = :pk", ExpressionAttributeValues={":pk": f"IDEMPOTENCY#{OWNER}"})["Items"]
+        return {str(i["SK"]): int(i["ttl"]) for i in items}
+
+    earlier, before = answers(), time.time()
+    first = parse(twilio_call(gateway, call)).find("./Connect/Stream")
+    [kept_until] = [ttl for sk, ttl in answers().items() if sk not in earlier]
+    assert kept_until >= int(before) + int(window)
+    if ttl == "1":
+        time.sleep(1.5)  # at least past the idempotency TTL, however loaded the machine (well inside 3600 s)
+    again = parse(twilio_call(gateway, call)).find("./Connect/Stream")
+    assert first is not None and again is not None and again.get("url") == first.get("url")
+    assert emulator.org.start_calls == 1 and len(emulator.org.sessions) == 1
 
 
 def gateway_table() -> str:
@@ -52,13 +102,14 @@ def gateway_table() -> str:
     return os.environ["TABLE_NAME"]
 
 
-def test_plivo_and_daily_replays_are_refused_too(phone: Any, gateway: Gateway, emulator: EmulatorServer) -> None:
-    phone(TELEPHONY_WEBSOCKET_AUTH="token", TELEPHONY_RETRY_WINDOW_SECONDS="1")
+def test_plivo_and_daily_replays_are_refused_too(phone: Any, gateway: Gateway, emulator: EmulatorServer,
+                                                call_clock: CallClock) -> None:
+    phone(TELEPHONY_WEBSOCKET_AUTH="token", TELEPHONY_RETRY_WINDOW_SECONDS="60")
     plivo = {"CallUUID": f"uuid-{time.time_ns()}", "From": "+15550001111", "To": "+15550002222"}
     assert plivo_call(gateway, plivo).status_code == 200
     dialin = new_dialin()
     assert daily_dialin(gateway, dialin).status_code == 200
-    time.sleep(2.2)
+    call_clock.advance(61)
     assert_error(plivo_call(gateway, plivo), 409, "call_replayed")
     assert_error(daily_dialin(gateway, dialin), 409, "call_replayed")  # freshly signed, same call id
     assert emulator.org.start_calls == 2
@@ -164,7 +215,7 @@ def test_exotel_without_a_configured_token_fails_closed(phone: Any, app_env: Gat
 
 
 def test_exotel_url_token_source_allow_list_and_replay(exotel_secret: Any, app_env: Gateway,
-                                                        emulator: EmulatorServer) -> None:
+                                                        emulator: EmulatorServer, call_clock: CallClock) -> None:
     assert exotel(app_env, EXOTEL_TOKEN[:-1] + "0", exotel_call())["status"] == 403
     assert exotel(app_env, "", exotel_call())["status"] in (403, 404)
     call = exotel_call()
@@ -172,14 +223,14 @@ def test_exotel_url_token_source_allow_list_and_replay(exotel_secret: Any, app_e
     assert static["status"] == 200
     assert static["body"] == {"url": "wss://api.pipecat.daily.co/ws/exotel?serviceHost=my-agent.emu-org"}
     exotel_secret(EXOTEL_ALLOWED_IPS="198.51.100.0/24", TELEPHONY_WEBSOCKET_AUTH="token",
-                  TELEPHONY_RETRY_WINDOW_SECONDS="1")
+                  TELEPHONY_RETRY_WINDOW_SECONDS="60")
     assert exotel(app_env, EXOTEL_TOKEN, exotel_call(), source_ip="203.0.113.7")["status"] == 403
     call = exotel_call()
     started = exotel(app_env, EXOTEL_TOKEN, call, source_ip="198.51.100.9")
     assert started["status"] == 200 and started["body"]["url"].startswith("ws://")  # {wsUrl}/{token}
     [session] = emulator.org.sessions.values()
     assert session.body["telephony"]["provider"] == "exotel" and session.body["user"] == {"id": OWNER}
-    time.sleep(2.2)
+    call_clock.advance(61)
     replay = exotel(app_env, EXOTEL_TOKEN, call, source_ip="198.51.100.9")
     assert replay["status"] == 409 and replay["body"]["code"] == "call_replayed"
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
