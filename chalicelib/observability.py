@@ -58,6 +58,8 @@ class RedactingFilter(logging.Filter):
 
 # httpx logs every request URL at INFO; ours carry no secrets, but proxied query strings might.
 logging.getLogger("httpx").setLevel(logging.WARNING)
+# botocore tells at INFO where it found credentials and endpoints, on every new client: not our story.
+logging.getLogger("botocore").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 logger = Logger(service=SERVICE)

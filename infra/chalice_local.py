@@ -1,16 +1,30 @@
-"""`chalice local` with every HTTP method routed to the app, as API Gateway routes them.
+"""`chalice local` with every HTTP method routed to the app, as API Gateway routes them, and one readable
+line per request.
 
 Chalice's dev server handles only the seven methods the app can register; any other (TRACE, CONNECT,
 QUERY, ...) gets http.server's own 501 without reaching the app, which no deployed stage ever answers.
 Routing every method through the app gives the app's answer instead (405 as `{detail, code}`).
+
+Each request is logged as `POST /start 202 41 ms user=alice` (the local stage's `X-Dev-User`, else `-`)
+instead of http.server's access line; the query string is left out (it may carry tokens).
 
     python -m infra.chalice_local --project-dir DIR local --stage local --port 8000
 """
 
 from __future__ import annotations
 
+import re
 import sys
+import time
 from typing import Any
+
+_USER = re.compile(r"[A-Za-z0-9@._:|+\-]{1,128}")
+
+
+def request_line(method: str, path: str, status: int | str, seconds: float, user: str | None) -> str:
+    """The one line a request is logged as (no query string, no header but the dev user's id)."""
+    shown = user if user and _USER.fullmatch(user) else "-"
+    return f"{method} {path.split('?', 1)[0]} {status} {seconds * 1000:.0f} ms user={shown}"
 
 
 def main() -> int:
@@ -23,7 +37,22 @@ def main() -> int:
             return self._generic_handle
         raise AttributeError(name)
 
+    handle = ChaliceRequestHandler._generic_handle
+
+    def timed_handle(self: Any) -> None:
+        self._started = time.monotonic()
+        handle(self)
+
+    def log_request(self: Any, code: Any = "-", size: Any = "-") -> None:
+        seconds = time.monotonic() - getattr(self, "_started", time.monotonic())
+        print(request_line(self.command, self.path, getattr(code, "value", code), seconds,
+                           self.headers.get("x-dev-user")), file=sys.stderr, flush=True)
+
     ChaliceRequestHandler.__getattr__ = any_method  # type: ignore[attr-defined]
+    ChaliceRequestHandler._generic_handle = timed_handle  # type: ignore[method-assign]
+    for name in ("do_GET", "do_POST", "do_PUT", "do_PATCH", "do_DELETE", "do_OPTIONS", "do_HEAD"):
+        setattr(ChaliceRequestHandler, name, timed_handle)  # bound to the original at class definition
+    ChaliceRequestHandler.log_request = log_request  # type: ignore[method-assign]
     return int(chalice_main() or 0)
 
 

@@ -25,16 +25,19 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from infra.deploy import DEFAULT_CONFIG, deploy
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / ".local"
+LOGS = RUNS / "logs"  # each component's whole output, one file each, overwritten by the next run
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 PR_SET_PDEATHSIG = 1
@@ -44,8 +47,16 @@ class ComponentFailed(RuntimeError):
     pass
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the child gets SIGTERM when the launcher dies, however it dies (kill -9 included)."""
+STOP_SIGNAL = signal.SIGTERM  # every component's default action on it is to exit at once
+STOP_GRACE_SECONDS = 3.0  # then what is left is killed: the whole stack stops in well under 5 s
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Default signal dispositions (a launcher started with `nohup ... &` has SIGINT ignored, and a child
+    would inherit that through exec), and, on Linux, SIGTERM when the launcher dies, however it dies
+    (kill -9 included)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
@@ -56,16 +67,74 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class Component:
     name: str
     proc: subprocess.Popen[bytes]
+    log: Path | None = None
+
+
+# The keys of the gateway's JSON log lines the console shows (the log file keeps every key).
+SHOWN_KEYS = ("user_id", "session_id", "request_id", "agent", "transport", "code", "status", "provider", "seq",
+              "attempt", "reason", "error")
+
+
+def readable(line: str) -> str | None:
+    """A line of the gateway's output as the console shows it: its JSON log records as one short line of
+    text (time, level, message, the keys that say what happened), EMF metric records not at all (they are in
+    the log file), anything else as it is."""
+    text = line.rstrip("\r\n")
+    if not text.startswith("{"):
+        return text
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(record, dict):
+        return text
+    if "_aws" in record:
+        return None
+    if "level" not in record or "message" not in record:
+        return text
+    shown = " ".join(f"{key}={record[key]}" for key in SHOWN_KEYS if record.get(key) not in (None, ""))
+    out = f"{str(record.get('timestamp', ''))[11:19]} {record['level']:<7} {record['message']}"
+    out += f"  {shown}" if shown else ""
+    if record.get("exception"):
+        out += "\n" + str(record["exception"])
+    return out
+
+
+def _pump(source: Any, log: Path, console: Any) -> None:
+    """Copy a component's output into its log file, and the readable form of each line to the console."""
+    with log.open("ab") as sink:
+        for raw in iter(source.readline, b""):
+            sink.write(raw)
+            sink.flush()
+            shown = readable(raw.decode("utf-8", "replace"))
+            if shown is not None:
+                print(shown, file=console, flush=True)
 
 
 @dataclass
 class Stack:
     components: list[Component] = field(default_factory=list)
 
-    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Component:
-        print(f"[make dev] starting {name}: {' '.join(cmd)}", flush=True)
-        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent)
-        component = Component(name, proc)
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None, *, log: str,
+              console: bool = False) -> Component:
+        """Start a component; its whole output goes to `.local/logs/<log>.log`, and with `console` also,
+        readably, to the console (the gateway's own lines); without it only the file has it (moto's access
+        lines, the emulator's)."""
+        LOGS.mkdir(parents=True, exist_ok=True)
+        path = LOGS / f"{log}.log"
+        path.write_bytes(b"")
+        where = "" if console else f" (output: {path.relative_to(ROOT)})"
+        print(f"[make dev] starting {name}{where}: {' '.join(cmd)}", flush=True)
+        full_env = {**os.environ, **(env or {})}
+        if console:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, preexec_fn=_child_setup, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+            threading.Thread(target=_pump, args=(proc.stdout, path, sys.stdout), daemon=True).start()
+        else:
+            with path.open("ab") as sink:
+                proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, preexec_fn=_child_setup, stdout=sink,
+                                        stderr=subprocess.STDOUT)
+        component = Component(name, proc, path)
         self.components.append(component)
         return component
 
@@ -73,22 +142,38 @@ class Stack:
         for component in self.components:
             code = component.proc.poll()
             if code is not None:
-                raise ComponentFailed(f"{component.name} exited with code {code} (its output is above)")
+                where = f"its output: {component.log.relative_to(ROOT)}" if component.log else "its output is above"
+                tail = _tail(component.log) if component.log else ""
+                raise ComponentFailed(f"{component.name} exited with code {code} ({where}){tail}")
 
     def stop(self) -> None:
+        """STOP_SIGNAL to every component at once, STOP_GRACE_SECONDS for all of them together, then kill."""
         for component in reversed(self.components):
             if component.proc.poll() is None:
-                component.proc.send_signal(signal.SIGINT)
+                component.proc.send_signal(STOP_SIGNAL)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
         for component in self.components:
             try:
-                component.proc.wait(timeout=10)
+                component.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 component.proc.kill()
                 component.proc.wait()
 
 
+def _tail(log: Path, lines: int = 5) -> str:
+    try:
+        last = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "".join(f"\n  | {line}" for line in last)
+
+
 def port_in_use(port: int) -> bool:
+    """Whether a server could not bind `port`, tried the way the servers bind (SO_REUSEADDR, as moto's
+    werkzeug, `http.server` and the emulator do): sockets of a stack that just stopped, left in TIME_WAIT,
+    do not count; a listener does."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -152,6 +237,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even when started ignoring it
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGHUP, _on_sigterm)
     moto_port = int(os.environ.get("MOTO_PORT", "5000"))
@@ -179,7 +265,7 @@ def main() -> int:
     moto_url = f"http://127.0.0.1:{moto_port}"
     try:
         project = generated_project(run_dir)
-        stack.start("moto server", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)])
+        stack.start("moto server", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], log="moto")
         wait_http(f"{moto_url}/moto-api/", stack, "moto server")
         extra_env: dict[str, str] = {"AWS_ENDPOINT_URL": moto_url}
         if real_keys:
@@ -192,7 +278,7 @@ def main() -> int:
         else:
             stack.start("Pipecat Cloud emulator",
                         [PYTHON, "-m", "infra.pcc_emulator", "--port", str(emulator_port), "--agent", "my-agent",
-                         "--max-agents", os.environ.get("EMULATOR_MAX_AGENTS", "5")])
+                         "--max-agents", os.environ.get("EMULATOR_MAX_AGENTS", "5")], log="emulator")
             emulator_url = f"http://127.0.0.1:{emulator_port}"
             wait_http(f"{emulator_url}/_emulator/stats", stack, "Pipecat Cloud emulator")
             with urllib.request.urlopen(f"{emulator_url}/_emulator/keys") as response:
@@ -203,12 +289,14 @@ def main() -> int:
         print(f"[make dev] infra deployed into moto: table={outputs['TableName']}", flush=True)
         reload_flag = "--autoreload" if os.environ.get("CHALICE_AUTORELOAD", "0") == "1" else "--no-autoreload"
         stack.start("chalice local", [PYTHON, "-m", "infra.chalice_local", "--project-dir", str(project), "local",
-                                      "--stage", "local", "--port", str(api_port), reload_flag])
+                                      "--stage", "local", "--port", str(api_port), reload_flag],
+                    log="gateway", console=True)
         stack.start("local event sources (SQS poller + schedule)",
-                    [PYTHON, "-m", "infra.sqs_poller", "--stage", "local", "--project-dir", str(project)])
+                    [PYTHON, "-m", "infra.sqs_poller", "--stage", "local", "--project-dir", str(project)],
+                    log="events", console=True)
         if demo_built:
             stack.start("demo page server", [PYTHON, "-m", "http.server", str(demo_port), "--bind", "127.0.0.1",
-                                             "--directory", str(demo_dir)])
+                                             "--directory", str(demo_dir)], log="demo")
             print(f"[make dev] demo page: http://127.0.0.1:{demo_port}/index.html?api=http://127.0.0.1:{api_port}",
                   flush=True)
         else:

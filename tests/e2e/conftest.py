@@ -24,9 +24,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _ignore_sigint() -> None:  # as `nohup make dev &` leaves it: background jobs start with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class LocalStack:
-    def __init__(self, **env: str) -> None:
-        self.api, self.moto, self.emu, self.demo = free_port(), free_port(), free_port(), free_port()
+    def __init__(self, ports: tuple[int, int, int, int] | None = None, ignore_sigint: bool = False,
+                 **env: str) -> None:
+        self.api, self.moto, self.emu, self.demo = ports or (free_port(), free_port(), free_port(), free_port())
         full_env = {**os.environ, "API_PORT": str(self.api), "MOTO_PORT": str(self.moto),
                     "EMULATOR_PORT": str(self.emu), "DEMO_PORT": str(self.demo), "CHALICE_AUTORELOAD": "0", **env}
         for key in ("PCC_PUBLIC_KEY", "AWS_ENDPOINT_URL"):
@@ -34,8 +39,10 @@ class LocalStack:
         # output goes to a file: an unread pipe would fill up and block every process of the stack
         self._log = tempfile.NamedTemporaryFile(prefix="local-stack-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([sys.executable, "-m", "infra.local_stack"], cwd=ROOT, env=full_env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_ignore_sigint if ignore_sigint else None)
         self.output = ""
+        self.stop_seconds = 0.0
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -64,6 +71,7 @@ class LocalStack:
         raise RuntimeError(f"local stack did not come up:\n{self.stop()[-3000:]}")
 
     def stop(self, sig: int = signal.SIGINT) -> str:
+        started = time.monotonic()
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -71,6 +79,7 @@ class LocalStack:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        self.stop_seconds = time.monotonic() - started
         self._log.close()
         self.output = Path(self._log.name).read_text(errors="replace")
         return self.output

@@ -5,6 +5,7 @@ port or a component that died, runs the reconcile schedule locally, and says wha
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -72,6 +73,14 @@ def test_local_stack_serves_health_and_start_then_stops_cleanly_on_ctrl_c() -> N
     assert repo_state() == before
     assert not own_run_dirs(stack)
     assert wait_closed(stack.ports) == []
+    # a console a person can read: one line per request, moto's and the emulator's output in named files
+    assert re.search(r"^POST /start 200 \d+ ms user=e2e-user$", out, re.M), out[-3000:]
+    assert re.search(r"^POST /start 401 \d+ ms user=-$", out, re.M), out[-3000:]
+    assert "(output: .local/logs/moto.log)" in out and "(output: .local/logs/emulator.log)" in out
+    assert '"POST / HTTP/1.1"' not in out and "HTTP/1.1\" 200" not in out  # no access lines
+    assert '"_aws"' not in out  # EMF metric records stay in the log file
+    assert (ROOT / ".local" / "logs" / "moto.log").stat().st_size > 0
+    assert '"_aws"' in (ROOT / ".local" / "logs" / "gateway.log").read_text()
 
 
 @pytest.mark.timeout(180)
@@ -83,6 +92,28 @@ def test_sigterm_stops_like_ctrl_c() -> None:
     assert stack.proc.returncode == 0 and "[make dev] stopped" in out, out[-3000:]
     assert repo_state() == before and not own_run_dirs(stack)
     assert wait_closed(stack.ports) == []
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_started_with_nohup_it_still_stops_on_ctrl_c_and_sigterm_and_restarts_at_once(sig: int) -> None:
+    """`nohup make dev &` starts the launcher with SIGINT ignored; Ctrl-C (SIGINT) and SIGTERM must still stop
+    it and every child in well under 5 s, and the next `make dev` on the same ports must start at once (the
+    sockets the last one left in TIME_WAIT are no "port in use")."""
+    first = LocalStack(ignore_sigint=True)
+    first.wait_ready()
+    httpx.post(f"{first.api_url}/start", json={}, headers={"X-Dev-User": "restart-user"}, timeout=20)
+    out = first.stop(sig)
+    assert first.proc.returncode == 0 and "[make dev] stopped" in out, out[-3000:]
+    assert first.stop_seconds < 5, first.stop_seconds
+    assert wait_closed(first.ports) == []
+    second = LocalStack(ports=(first.api, first.moto, first.emu, first.demo))
+    try:
+        second.wait_ready()
+        assert httpx.get(f"{second.api_url}/health", timeout=5).status_code == 200
+    finally:
+        out = second.stop()
+    assert "already in use" not in out, out[-3000:]
 
 
 @pytest.mark.timeout(180)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -37,6 +38,30 @@ def test_taken_ports_are_named_with_the_variable_to_change() -> None:
     assert len(problems) == 1 and f"port {taken} (API_PORT" in problems[0] and f"API_PORT={taken + 1}" in problems[0]
 
 
+def test_a_port_whose_last_server_left_time_wait_sockets_is_free() -> None:
+    """A server that closed its connections first leaves them in TIME_WAIT on its port for ~60 s; a new
+    server binding with SO_REUSEADDR (as ours do) gets the port, so the check must not call it taken."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server closes first: its end goes to TIME_WAIT
+    client.recv(1)
+    client.close()
+    listener.close()
+    states = subprocess.run(["ss", "-tan", f"sport = :{port}"], capture_output=True, text=True).stdout
+    assert "TIME-WAIT" in states or not states, states  # (ss missing: nothing to show, the check still runs)
+    assert not local_stack.port_in_use(port)
+    with socket.socket() as holder:  # while something listens, it is taken
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        assert local_stack.port_in_use(port)
+
+
 def test_only_runs_of_dead_launchers_are_removed(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -51,3 +76,25 @@ def test_schedules_run_at_their_rate_unless_overridden() -> None:
 
     assert schedules(app) == {"reconcile_sessions": 300.0}
     assert schedules(app, 2.0) == {"reconcile_sessions": 2.0}
+
+
+def test_the_console_shows_the_gateways_records_as_short_lines() -> None:
+    record = {"level": "INFO", "location": "x:1", "message": "session started",
+              "timestamp": "2026-12-02 06:44:19,123+0000", "service": "pipecat-gateway", "session_id": "s1",
+              "user_id": "alice", "xray_trace_id": "1-2"}
+    assert local_stack.readable(json.dumps(record) + "\n") == \
+        "06:44:19 INFO    session started  user_id=alice session_id=s1"
+    failed = {**record, "level": "ERROR", "message": "unhandled error", "exception": "Traceback ...\nValueError: x"}
+    assert local_stack.readable(json.dumps(failed)).endswith("\nTraceback ...\nValueError: x")
+    assert local_stack.readable('{"_aws": {"CloudWatchMetrics": []}, "SessionsStarted": [1]}') is None
+    assert local_stack.readable("POST /start 200 12 ms user=alice") == "POST /start 200 12 ms user=alice"
+    assert local_stack.readable("{not json") == "{not json"
+
+
+def test_a_request_line_names_method_route_status_time_and_user_but_no_query() -> None:
+    from infra.chalice_local import request_line
+
+    assert request_line("GET", "/start/req_1?wait=5&token=x", 202, 0.0412, "alice") == \
+        "GET /start/req_1 202 41 ms user=alice"
+    assert request_line("POST", "/start", 401, 0.001, None).endswith("user=-")
+    assert request_line("POST", "/start", 401, 0.001, "evil\nINJECTED").endswith("user=-")
