@@ -6,7 +6,14 @@ STAMP := $(VENV)/.installed
 DEMO := infra/demo
 DEMO_BUILT := $(DEMO)/dist/demo.js
 
-.PHONY: dev test lint typecheck bench deploy clean demo
+.PHONY: dev test lint typecheck bench deploy clean demo prereqs-dev prereqs-test
+
+## What the machine must have (Python >= 3.11 with venv, node/npm, Chromium for the browser test), checked
+## first, each missing piece named with its fix.
+prereqs-dev:
+	@python3 infra/prereqs.py dev
+prereqs-test:
+	@python3 infra/prereqs.py test
 
 $(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -21,11 +28,13 @@ $(DEMO_BUILT): $(DEMO)/package.json $(DEMO)/package-lock.json $(DEMO)/src/demo.j
 demo: $(DEMO_BUILT)
 
 ## Local stack: moto server + Pipecat Cloud emulator + infra into moto + chalice local + SQS poller + demo page
-dev: $(STAMP) $(DEMO_BUILT)
+dev: prereqs-dev
+	@$(MAKE) --no-print-directory $(STAMP) $(DEMO_BUILT)
 	$(PY) -m infra.local_stack
 
 ## The whole suite: lint, types, unit / integration / e2e (incl. headless Chromium, schemathesis) / infrastructure
-test: $(STAMP) $(DEMO_BUILT)
+test: prereqs-test
+	@$(MAKE) --no-print-directory $(STAMP) $(DEMO_BUILT)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	@# pytest exits 5 when it collects no test: that is a failure here, never a silent pass.
