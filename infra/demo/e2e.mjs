@@ -1,4 +1,6 @@
-// Drives the demo page in headless Debian Chromium (playwright-core, no browser download).
+// Drives the demo page in headless Debian Chromium (playwright-core, no browser download) against the local
+// stack: each transport connected through the gateway as far as the emulator lets it, a queued start served
+// and one cancelled, a double click, a refused request, a 401, local times, the favicon and a narrow screen.
 // Usage: node e2e.mjs <demoUrl> <apiUrl> <emulatorUrl> <screenshotPath>
 import { chromium } from "playwright-core";
 
@@ -6,66 +8,118 @@ const [demoUrl, apiUrl, emulatorUrl, screenshot] = process.argv.slice(2);
 const admin = (path, body) => fetch(`${emulatorUrl}/_emulator/${path}`, {
   method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body ?? {}),
 });
+const emulatorGet = async (path) => (await fetch(`${emulatorUrl}/_emulator/${path}`)).json();
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-         "--use-fake-device-for-media-stream"],
+         "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required"],
 });
 const result = { consoleErrors: [] };
+const user = `browser-${Date.now()}`;
+const botsOf = async () => (await emulatorGet("sessions")).sessions.filter((s) => s.body?.user?.id === user);
 try {
   const page = await browser.newPage();
   page.on("pageerror", (e) => result.consoleErrors.push(String(e)));
-  const user = `browser-${Date.now()}`;
-  await page.goto(`${demoUrl}/index.html?api=${encodeURIComponent(apiUrl)}&user=${user}`);
+  // mic=0: Daily's client opens the microphone through a script on Daily's CDN, out of reach here
+  await page.goto(`${demoUrl}/index.html?api=${encodeURIComponent(apiUrl)}&user=${user}&mic=0`);
+  result.favicon = (await fetch(`${demoUrl}/${await page.getAttribute('link[rel="icon"]', "href")}`)).status;
+  const talk = async (transport) => {
+    await page.selectOption("#transport", transport);
+    await page.click("#talk");
+  };
+  const started = async () => {
+    try {
+      await page.waitForSelector('#status[data-state="started"]', { timeout: 30000 });
+    } catch (error) { // say what the page showed instead
+      throw new Error(`${error.message}\npage status: ${await page.textContent("#status")}`);
+    }
+    return page.$eval("#status", (el) => ({ ...el.dataset, text: el.textContent }));
+  };
+  const hangUp = async () => { // as a person would before the next call: USER_SESSION_LIMIT is 3
+    await page.click("#hang-up");
+    await page.waitForSelector('#status[data-state="stopped"]', { timeout: 20000 });
+  };
+  const connectionSettled = () => page.waitForSelector(
+    '#connection[data-state="error"], #connection[data-state="ready"], #connection[data-state="disconnected"]',
+    { timeout: 30000 });
 
-  // 1. a direct start
-  await page.click("#start");
-  await page.waitForSelector('#status[data-state="started"]', { timeout: 20000 });
-  result.started = await page.textContent("#status");
-  result.sessionId = await page.getAttribute("#status", "data-session-id");
-  await page.waitForSelector(`li[data-session-id="${result.sessionId}"]`);
-  result.listed = await page.$$eval("#sessions li", (items) => items.map((li) => li.dataset.sessionId));
+  // 1. SmallWebRTC (the default), double-clicked: one session, its offer through the gateway's proxy
+  await page.selectOption("#transport", "webrtc");
+  await page.dblclick("#talk");
+  result.webrtc = await started();
+  await connectionSettled();
+  await page.waitForFunction(() => document.getElementById("connection").dataset.offers !== undefined,
+                             null, { timeout: 30000 });
+  result.webrtcConnection = await page.$eval("#connection", (el) => ({ ...el.dataset, text: el.textContent }));
+  result.botsAfterDoubleClick = (await botsOf()).length;
+  result.offerCalls = (await emulatorGet("proxy-calls"))
+    .filter((c) => c.sessionId === result.webrtc.sessionId && c.path === "api/offer" && c.method === "POST").length;
+  await page.waitForSelector(`li[data-session-id="${result.webrtc.sessionId}"]`);
+  result.listedText = await page.textContent(`li[data-session-id="${result.webrtc.sessionId}"]`);
 
   // 1b. a refused request: client-js shows our `detail`, a readable sentence
   await page.click("#start-invalid");
   await page.waitForSelector('#status[data-state="error"]', { timeout: 20000 });
   result.invalidText = await page.textContent("#status");
 
-  // 1c. a websocket start with an 8 KB body: compact wsUrl, session id from GET /sessions
-  await page.click("#start-ws");
-  await page.waitForSelector('#ws[data-state="started"], #ws[data-state="error"]', { timeout: 20000 });
-  result.ws = await page.$eval("#ws", (el) => ({ ...el.dataset, text: el.textContent }));
-  result.wsSessions = await (await fetch(`${emulatorUrl}/v1/agents/my-agent/sessions?status=active&limit=50`,
-    { headers: { Authorization: "Bearer sk_emulator_private" } })).json();
+  // 2. WebSocket: exactly {token, wsUrl} from the gateway, the session id from GET /sessions, the token redeemed
+  await talk("websocket");
+  result.websocket = await started();
+  await connectionSettled();
+  result.websocketConnection = await page.$eval("#connection", (el) => ({ ...el.dataset, text: el.textContent }));
+  result.websocketBot = (await botsOf()).find((s) => s.sessionId === result.websocket.sessionId) ?? null;
+  await hangUp();
 
-  // 2. at capacity: the 202 is polled by the helper until capacity frees
+  // 3. Daily: a room from the gateway; joining it needs the real Daily, and the page says so plainly
+  await talk("daily");
+  result.daily = await started();
+  await connectionSettled();
+  result.dailyConnection = await page.$eval("#connection", (el) => ({ ...el.dataset, text: el.textContent }));
+  await hangUp();
+  result.hungUpStatus = await page.textContent("#status");
+
+  // 4. at capacity, over websocket: the 202 goes through the queue helper until capacity frees
   await admin("agents/my-agent", { max_agents: 0 });
-  await page.click("#start");
+  await talk("websocket");
   await page.waitForSelector('#status[data-state="queued"]', { timeout: 20000 });
   result.queuedText = await page.textContent("#status");
   await page.screenshot({ path: screenshot.replace(".png", "-queued.png") });
   await admin("agents/my-agent", { max_agents: 50 });
-  await page.waitForSelector('#status[data-state="started"]', { timeout: 60000 });
-  result.startedAfterQueue = await page.getAttribute("#status", "data-session-id");
+  result.startedAfterQueue = await started();
+  await hangUp();
 
-  // 2b. at capacity again: give up while queued; the helper cancels, so nothing waits and no bot starts
+  // 5. at capacity again: give up while queued; the helper cancels, so nothing waits and no bot starts
   await admin("agents/my-agent", { max_agents: 0 });
-  await page.click("#start");
+  const botsBefore = (await botsOf()).length;
+  await talk("webrtc");
   await page.waitForSelector('#status[data-state="queued"]', { timeout: 20000 });
   await page.click("#cancel");
   await page.waitForSelector('#status[data-state="cancelled"]', { timeout: 20000 });
   result.cancelledText = await page.textContent("#status");
-  result.pendingAfterCancel = (await (await fetch(`${apiUrl}/start`, { headers: { "X-Dev-User": user } })).json());
+  result.pendingAfterCancel = await (await fetch(`${apiUrl}/start`, { headers: { "X-Dev-User": user } })).json();
   await admin("agents/my-agent", { max_agents: 50 });
+  result.botsStartedByCancelled = (await botsOf()).length - botsBefore;
 
-  // 3. stop the first session from the list
+  // 6. stop the first session from the list
   await page.click("#list");
-  await page.click(`li[data-session-id="${result.sessionId}"] button.stop`);
-  await page.waitForSelector(`li[data-session-id="${result.sessionId}"][data-status="stopped"]`);
+  await page.click(`li[data-session-id="${result.webrtc.sessionId}"] button.stop`);
+  await page.waitForSelector(`li[data-session-id="${result.webrtc.sessionId}"][data-status="stopped"]`);
   result.stoppedStatus = await page.textContent("#status");
+
+  // 7. a 401 on the list says so, never a silently empty list
+  await page.fill("#token", "not-a-jwt");
+  await page.click("#list");
+  await page.waitForSelector('#sessions[data-state="error"]', { state: "attached", timeout: 20000 });
+  result.unauthorizedText = await page.textContent("#status");
+  await page.fill("#token", "");
   await page.screenshot({ path: screenshot, fullPage: true });
+
+  // 8. a narrow screen: nothing wider than the viewport
+  await page.setViewportSize({ width: 360, height: 740 });
+  result.narrowOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  await page.screenshot({ path: screenshot.replace(".png", "-narrow.png"), fullPage: true });
 } finally {
   await browser.close();
 }

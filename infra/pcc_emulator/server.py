@@ -226,7 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
             with org.lock:  # every session the org ever started, in start order (benchmarks time them)
                 ordered = sorted(org.sessions.values(), key=lambda s: s.created_at)
                 started = [{"sessionId": s.session_id, "agent": s.agent, "active": s.active,
-                            "createdEpoch": s.created_at, "endedEpoch": s.ended_at, "body": s.bot_body}
+                            "createdEpoch": s.created_at, "endedEpoch": s.ended_at, "body": s.bot_body,
+                            "connected": s.connected}
                            for s in ordered]
             self._json(200, {"active": sorted(org.active_session_ids()), "sessions": started})
         elif parts == ["proxy-calls"]:

@@ -1,12 +1,16 @@
 // pipecat-gateway demo: the real @pipecat-ai/client-js talking to the gateway's /start (never to
-// Pipecat Cloud directly), with the small polling helper for queued (202) starts.
+// Pipecat Cloud directly), then connecting the chosen transport, as a real app does. A queued (202) start goes
+// through the polling helper, and giving up cancels it.
 import { PipecatClient } from "@pipecat-ai/client-js";
-import { SmallWebRTCTransport } from "@pipecat-ai/small-webrtc-transport";
+import { DailyTransport } from "@pipecat-ai/daily-transport";
+import { DailyMediaManager, SmallWebRTCTransport, WavMediaManager } from "@pipecat-ai/small-webrtc-transport";
+import { WebSocketTransport } from "@pipecat-ai/websocket-transport";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
 $("api").value = params.get("api") || "http://127.0.0.1:8000";
 $("user").value = params.get("user") || "demo-user";
+if (params.get("transport")) $("transport").value = params.get("transport");
 
 function authHeaders() {
   const headers = new Headers({ "Content-Type": "application/json" });
@@ -16,9 +20,22 @@ function authHeaders() {
   return headers;
 }
 
-function setStatus(text, state) {
-  $("status").textContent = text;
-  $("status").dataset.state = state;
+function setBox(id, text, state) {
+  $(id).textContent = text;
+  $(id).dataset.state = state;
+}
+const setStatus = (text, state) => setBox("status", text, state);
+
+// Times as the person reading them lives them: local, not raw UTC.
+const localTime = (iso) => (iso ? new Date(iso).toLocaleString() : "");
+
+// One request at a time per button: a double click must not start two sessions.
+function busy(button, run) {
+  return async () => {
+    if (button.disabled) return;
+    button.disabled = true;
+    try { await run(); } finally { button.disabled = false; }
+  };
 }
 
 // The polling helper: startBot() hands back any 2xx body; a 202 means "queued", so poll statusUrl
@@ -53,65 +70,126 @@ export async function startWithQueue(client, startParams, { onQueued = () => {},
   }
 }
 
-let giveUp = null; // the queued start's AbortController, while one waits
+// Microphone and speaker handling for SmallWebRTC and WebSocket. Their default, Daily's media manager, loads a
+// script from Daily's CDN; the WAV media manager needs nothing from outside the page (`?media=daily` picks
+// Daily's). The Daily transport is Daily's own client and always needs Daily.
+const mediaManager = () => (params.get("media") === "daily" ? new DailyMediaManager() : new WavMediaManager());
+const TRANSPORTS = {
+  webrtc: () => new SmallWebRTCTransport({ mediaManager: mediaManager() }),
+  websocket: () => new WebSocketTransport({ mediaManager: mediaManager() }),
+  daily: () => new DailyTransport(),
+};
 
-async function start() {
-  const client = new PipecatClient({ transport: new SmallWebRTCTransport(), enableMic: false });
+// Each SmallWebRTC offer the page posted through the gateway's session proxy (noted by index.html's script,
+// which runs before client-js takes its reference to fetch).
+const offers = window.offers ?? [];
+
+let giveUp = null; // the queued start's AbortController, while one waits
+let client = null; // the connected (or connecting) client
+
+function connectionState(state) {
+  const shown = { ready: "ready: connected to the bot", connected: "connected", connecting: "connecting…",
+                  authenticating: "starting the bot…", disconnected: "disconnected" }[state] ?? state;
+  setBox("connection", `transport: ${shown}`, state);
+}
+
+function explainFailure(transport, error) {
+  const message = error?.message ?? String(error);
+  if (transport === "webrtc" && offers.length) {
+    const last = offers[offers.length - 1];
+    return `the offer reached the bot through the gateway and was answered (${last.status}), but no media ` +
+      `connection followed: the local Pipecat Cloud emulator's bot has none. Set PCC_PUBLIC_KEY (and ` +
+      `PCC_AGENTS) before make dev to talk to a real bot. (${message})`;
+  }
+  if (transport === "daily") {
+    return `the gateway started the bot and returned a Daily room, but the browser could not join it: the ` +
+      `local emulator's rooms do not exist at Daily. With a real Pipecat Cloud this is where you hear the ` +
+      `bot. (${message})`;
+  }
+  if (transport === "websocket") {
+    return `the gateway returned the websocket URL and token; the connection ended: the local emulator's ` +
+      `bot closes at once. With a real Pipecat Cloud this is where you hear the bot. (${message})`;
+  }
+  return message;
+}
+
+async function talk() {
+  const transport = $("transport").value;
+  offers.length = 0;
+  delete $("connection").dataset.offers;
+  client = new PipecatClient({
+    transport: TRANSPORTS[transport](),
+    enableMic: params.get("mic") !== "0",
+    enableCam: false,
+    callbacks: {
+      onTransportStateChanged: connectionState,
+      onTrackStarted: (track, participant) => {
+        if (track.kind === "audio" && participant && !participant.local) {
+          $("bot-audio").srcObject = new MediaStream([track]);
+          setBox("connection", "transport: ready: the bot's audio is playing", "ready");
+        }
+      },
+    },
+  });
   setStatus("starting…", "starting");
   giveUp = new AbortController();
   $("cancel").hidden = false;
+  let started = null;
   try {
-    const result = await startWithQueue(
+    started = await startWithQueue(
       client,
       { endpoint: `${$("api").value}/start`, headers: authHeaders(),
-        requestData: { transport: "webrtc", body: { source: "demo" } } },
+        requestData: { transport, body: { source: "demo" } } },
       { signal: giveUp.signal,
         onQueued: (queued) => setStatus(
-          `queued: position ${queued.position}, attempt ${queued.attempts}, next try ${queued.nextAttemptAt}`,
-          "queued") },
+          `queued: position ${queued.position}, attempt ${queued.attempts}, next try ` +
+          `${localTime(queued.nextAttemptAt)}`, "queued") },
     );
-    setStatus(`started: ${result.sessionId}`, "started");
-    $("status").dataset.sessionId = result.sessionId;
-    await listSessions();
   } catch (error) {
+    const message = error.message ?? String(error);
     if (giveUp?.signal.aborted) setStatus("cancelled: the queued start was given back", "cancelled");
-    else setStatus(`error: ${error.message ?? error}`, "error");
+    else if (/call object bundle/i.test(message)) {
+      setStatus("error: the browser could not load Daily's client from Daily's CDN (is this machine offline?); " +
+                `nothing was started. (${message})`, "error");
+    } else setStatus(`error: ${message}`, "error");
+    return;
   } finally {
     $("cancel").hidden = true;
     giveUp = null;
   }
+  // websocket answers only {wsUrl, token}: its session id is my newest active session
+  const sessionId = started.sessionId ?? (await newestActiveSession())?.sessionId ?? "";
+  setStatus(`started: ${sessionId}`, "started");
+  $("status").dataset.sessionId = sessionId;
+  $("status").dataset.transport = transport;
+  $("status").dataset.keys = Object.keys(started).sort().join(",");
+  await listSessions();
+  $("hang-up").hidden = false;
+  // Connecting is not awaited here: the talk button guards the start (a double click must not start two
+  // sessions), not the call, which lasts as long as the person talks.
+  client.connect(started)
+    .catch((error) => setBox("connection", `transport: ${explainFailure(transport, error)}`, "error"))
+    .finally(() => { $("connection").dataset.offers = JSON.stringify(offers); });
 }
 
-// A websocket start with a body. The body (8 KB here) reaches the bot through the authenticated session,
-// never in the URL, so wsUrl stays compact. The websocket transport accepts only {wsUrl, token}, so the
-// page learns its session id the documented way: my newest active session.
-async function startWebsocket() {
-  const client = new PipecatClient({ transport: new SmallWebRTCTransport(), enableMic: false });
-  const ws = $("ws");
-  try {
-    const result = await client.startBot({
-      endpoint: `${$("api").value}/start`, headers: authHeaders(),
-      requestData: { transport: "websocket", body: { source: "demo", notes: "n".repeat(8000) } },
-    });
-    const mine = await fetch(`${$("api").value}/sessions?status=active&limit=1`, { headers: authHeaders() });
-    const newest = (await mine.json()).sessions?.[0];
-    ws.dataset.keys = Object.keys(result).sort().join(",");
-    ws.dataset.wsUrl = result.wsUrl;
-    ws.dataset.sessionId = newest?.sessionId ?? "";
-    ws.dataset.state = "started";
-    ws.textContent = `websocket: ${result.wsUrl} (session ${ws.dataset.sessionId})`;
-  } catch (error) {
-    ws.dataset.state = "error";
-    ws.textContent = `error: ${error.message ?? error}`;
-  }
+async function hangUp() {
+  await client?.disconnect().catch(() => {});
+  $("hang-up").hidden = true;
+  const sessionId = $("status").dataset.sessionId;
+  if (sessionId) await stopSession(sessionId);
+}
+
+async function newestActiveSession() {
+  const mine = await fetch(`${$("api").value}/sessions?status=active&limit=1`, { headers: authHeaders() });
+  return mine.ok ? (await mine.json()).sessions?.[0] : undefined;
 }
 
 // What a user sees when the gateway refuses a request: client-js shows the error's `detail`.
 async function startInvalid() {
-  const client = new PipecatClient({ transport: new SmallWebRTCTransport(), enableMic: false });
+  const refused = new PipecatClient({ transport: new SmallWebRTCTransport(), enableMic: false });
   try {
-    await client.startBot({ endpoint: `${$("api").value}/start`, headers: authHeaders(),
-                            requestData: { transport: "carrier-pigeon" } });
+    await refused.startBot({ endpoint: `${$("api").value}/start`, headers: authHeaders(),
+                             requestData: { transport: "carrier-pigeon" } });
     setStatus("unexpectedly started", "started");
   } catch (error) {
     setStatus(`error: ${error.message ?? error}`, "error");
@@ -119,20 +197,28 @@ async function startInvalid() {
 }
 
 async function listSessions() {
-  const response = await fetch(`${$("api").value}/sessions?limit=20`, { headers: authHeaders() });
-  const data = await response.json();
   const list = $("sessions");
+  const response = await fetch(`${$("api").value}/sessions?limit=20`, { headers: authHeaders() });
+  const data = await response.json().catch(() => ({}));
   list.innerHTML = "";
+  if (!response.ok) { // never a silently empty list: say why
+    list.dataset.state = "error";
+    setStatus(`error: could not list your sessions (${response.status}): ${data.detail ?? response.statusText}`,
+              "error");
+    return;
+  }
+  list.dataset.state = "listed";
   for (const session of data.sessions ?? []) {
     const item = document.createElement("li");
     item.dataset.sessionId = session.sessionId;
     item.dataset.status = session.status;
-    item.textContent = `${session.sessionId} · ${session.transport} · ${session.status} `;
+    item.textContent = `${session.sessionId} · ${session.transport} · ${session.status} · ` +
+      `${localTime(session.createdAt)} `;
     if (session.status === "active") {
       const stop = document.createElement("button");
       stop.textContent = "Stop";
       stop.className = "stop";
-      stop.onclick = () => stopSession(session.sessionId);
+      stop.onclick = busy(stop, () => stopSession(session.sessionId));
       item.appendChild(stop);
     }
     list.appendChild(item);
@@ -148,8 +234,8 @@ async function stopSession(sessionId) {
   await listSessions();
 }
 
-$("start").onclick = start;
+$("talk").onclick = busy($("talk"), talk);
+$("hang-up").onclick = busy($("hang-up"), hangUp);
 $("cancel").onclick = () => giveUp?.abort();
-$("start-ws").onclick = startWebsocket;
-$("start-invalid").onclick = startInvalid;
-$("list").onclick = listSessions;
+$("start-invalid").onclick = busy($("start-invalid"), startInvalid);
+$("list").onclick = busy($("list"), listSessions);
