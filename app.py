@@ -30,6 +30,7 @@ from chalicelib.http import (
 from chalicelib.idempotency import use_lambda_context
 from chalicelib.observability import SERVICE, logger
 from chalicelib.pcc_responses import HttpResult
+from chalicelib.proxy_headers import forwarded_to_bot
 from chalicelib.secrets_store import get_secrets
 from chalicelib.session_proxy import MAX_PROXY_DEPTH, PROXY_CONTENT_TYPES, PROXY_METHODS, forward, is_preflight
 from chalicelib.settings import get_settings
@@ -143,7 +144,9 @@ def session_proxy(session_id: str, **segments: str) -> Response:
     request = _request()
     headers = request_headers(request)
     if is_preflight(request.method, headers):
-        return preflight_response(CORS, PROXY_METHODS)
+        allowed = get_settings().proxy_request_headers
+        return preflight_response(CORS, PROXY_METHODS, headers.get("access-control-request-headers", ""),
+                                  lambda name: forwarded_to_bot(name, allowed))
     path = [segments[f"p{i}"] for i in range(1, len(segments) + 1)]
     result = forward(_user(request), session_id, path, request.method, headers, _pairs(request), _raw_body(request))
     return proxy_response(result, app.api.binary_types, CORS)

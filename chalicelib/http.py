@@ -12,7 +12,12 @@ from chalice.app import CORSConfig, Response
 from .errors import ApiError
 from .observability import count, flush_metrics, logger
 
-ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Dev-User"]
+# What a browser may send us: our own headers, and the request headers the session proxy forwards by default
+# (chalicelib.proxy_headers). A preflight of a proxy route also allows each `x-*` header it asks for that the
+# proxy would forward (`preflight_response`): a wildcard cannot be listed.
+ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Dev-User", "X-Dev-Groups",
+                   "Accept-Language", "Content-Language", "Cache-Control", "Pragma", "Range", "If-Match",
+                   "If-None-Match", "If-Modified-Since", "If-Unmodified-Since"]
 EXPOSED_HEADERS = ["X-Session-Id", "Location", "Retry-After", "X-Request-Id"]
 
 
@@ -101,8 +106,15 @@ def proxy_response(result: Any, binary_types: list[str], cors: CORSConfig) -> Re
     return Response(body=body, status_code=result.status, headers=headers)
 
 
-def preflight_response(cors: CORSConfig, methods: list[str]) -> Response:
-    """A CORS preflight answer for routes that also serve OPTIONS themselves (the session proxy)."""
+def preflight_response(cors: CORSConfig, methods: list[str], requested: str = "",
+                       forwarded: Callable[[str], bool] = lambda name: False) -> Response:
+    """A CORS preflight answer for routes that also serve OPTIONS themselves (the session proxy): our
+    headers, plus each requested header `forwarded` says the proxy would pass to the bot."""
     headers: dict[str, str | list[str]] = dict(cors.get_access_control_headers())
     headers["Access-Control-Allow-Methods"] = ",".join(methods)
+    ours = {h.lower() for h in ALLOWED_HEADERS}
+    extra = [name for name in (p.strip().lower() for p in requested.split(",")) if name and name not in ours
+             and forwarded(name)]
+    if extra:
+        headers["Access-Control-Allow-Headers"] = ",".join([*ALLOWED_HEADERS, *extra])
     return Response(body="", status_code=200, headers=headers)

@@ -54,12 +54,17 @@ def _forwardable(value: str) -> bool:
     return all(ch == "\t" or " " <= ch <= "~" for ch in value)
 
 
+def forwarded_to_bot(name: str, allowed: list[str]) -> bool:
+    """Whether a request header of this name reaches the bot."""
+    return not _matches(name.lower(), NEVER_TO_BOT) and _matches(name.lower(), allowed)
+
+
 def to_bot(headers: dict[str, str], allowed: list[str]) -> dict[str, str]:
     """The request headers the bot gets (names lower-case). ApiError 400 on a value it cannot get."""
     out: dict[str, str] = {}
     for name, value in headers.items():
         key = name.lower()
-        if _matches(key, NEVER_TO_BOT) or not _matches(key, allowed):
+        if not forwarded_to_bot(key, allowed):
             continue
         if not _forwardable(value):
             raise ApiError(400, "invalid_header", f"Header '{key}' has characters that cannot be forwarded "

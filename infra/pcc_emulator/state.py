@@ -114,6 +114,8 @@ class Session:
             "cpuMillicoresP50": 120, "cpuMillicoresP90": 124, "cpuMillicoresP95": 125, "cpuMillicoresP99": 126,
             "memoryBytesP50": 212_000_000, "memoryBytesP90": 214_000_000, "memoryBytesP95": 214_000_000,
             "memoryBytesP99": 214_000_000, "sampleCount": len(samples), "timeseries": samples,
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"metrics/{self.session_id}")),
+            "sessionId": self.session_id, "eventTs": _iso(end), "createdAt": _iso(self.created_at),
         }
         return data
 

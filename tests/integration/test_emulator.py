@@ -148,7 +148,10 @@ def assert_session_details_shape(details: dict[str, Any]) -> None:
     assert all(set(m) == {"participantId", "meetingId"} and all(isinstance(v, str) for v in m.values())
                for m in details["meetingIds"])
     metrics = details["resourceMetrics"]
-    assert set(metrics) == {*METRIC_FIELDS, "sampleCount", "timeseries"}
+    # as the API reference's example and Pipecat Cloud's OpenAPI have them
+    assert set(metrics) == {*METRIC_FIELDS, "sampleCount", "timeseries", "id", "sessionId", "eventTs", "createdAt"}
+    assert metrics["sessionId"] == details["sessionId"] and isinstance(metrics["id"], str) and metrics["id"]
+    assert all(isinstance(metrics[f], str) and metrics[f].endswith("Z") for f in ("eventTs", "createdAt"))
     assert all(isinstance(metrics[f], int) for f in METRIC_FIELDS)
     assert metrics["sampleCount"] == len(metrics["timeseries"]) >= 1
     assert all(set(sample) == {"t", "c", "m"} and all(isinstance(v, int) for v in sample.values())

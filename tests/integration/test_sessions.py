@@ -125,13 +125,13 @@ def test_other_users_sessions_are_404_on_every_route(gateway: Gateway, emulator:
 def test_proxy_forwards_each_method_with_header_rules(gateway: Gateway, emulator: EmulatorServer, user: str,
                                                       method: str) -> None:
     sid = started(gateway, user)
-    response = gateway.request(method, f"/sessions/{sid}/bot/state/deep?x=1&x=2&y=z", user=user,
+    response = gateway.request(method, f"/sessions/{sid}/app/state/deep?x=1&x=2&y=z", user=user,
                                body=b'{"hello": "bot"}' if method in ("POST", "PUT", "PATCH") else b"",
                                headers={"X-Custom": "kept", "Idempotency-Key": "ours", "X-Dev-User": "ours"})
     assert response.status_code == 200
     assert response.headers["x-echo-bot"] == "1"  # the bot's own headers come back
     [call] = proxy_calls(emulator)
-    assert call["method"] == method and call["path"] == "bot/state/deep"
+    assert call["method"] == method and call["path"] == "app/state/deep"
     assert call["query"] == "x=1&x=2&y=z"
     assert call["headers"]["x-custom"] == "kept"
     for dropped in ("authorization", "host", "content-length", "idempotency-key", "x-dev-user"):
@@ -141,7 +141,7 @@ def test_proxy_forwards_each_method_with_header_rules(gateway: Gateway, emulator
     if method == "HEAD":
         assert response.body == b""
     else:
-        assert json.loads(response.body)["path"] == "bot/state/deep"
+        assert json.loads(response.body)["path"] == "app/state/deep"
 
 
 def test_proxy_depth_limits_allow_list_and_size(gateway: Gateway, emulator: EmulatorServer, user: str,
@@ -173,6 +173,18 @@ def test_proxy_preflight_needs_no_auth_and_allows_methods(gateway: Gateway, user
     assert response["statusCode"] == 200
     assert "PATCH" in response["headers"]["Access-Control-Allow-Methods"]
     assert "Authorization" in response["headers"]["Access-Control-Allow-Headers"]
+
+
+def test_proxy_preflight_allows_the_headers_the_proxy_forwards_and_no_others(gateway: Gateway, user: str) -> None:
+    sid = started(gateway, user)
+    response = gateway.client.http._local_gateway.handle_request(
+        method="OPTIONS", path=f"/sessions/{sid}/api/offer", body=b"",
+        headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,x-bot-mode,range,cache-control,cookie,"
+                                                   "x-forwarded-for,x-daily-room-url"})
+    allowed = {h.strip().lower() for h in response["headers"]["Access-Control-Allow-Headers"].split(",")}
+    assert {"authorization", "x-bot-mode", "range", "cache-control", "x-dev-groups"} <= allowed
+    assert not allowed & {"cookie", "x-forwarded-for", "x-daily-room-url"}
 
 
 def test_smallwebrtc_offer_flow_like_client_js(gateway: Gateway, emulator: EmulatorServer, user: str) -> None:

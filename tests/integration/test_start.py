@@ -265,7 +265,7 @@ def test_cors_preflight_allows_our_headers(gateway: Gateway) -> None:
                  "Access-Control-Request-Headers": "authorization,content-type,idempotency-key"})
     assert response["statusCode"] == 200
     allowed = response["headers"]["Access-Control-Allow-Headers"].lower()
-    for header in ("authorization", "content-type", "idempotency-key"):
+    for header in ("authorization", "content-type", "idempotency-key", "x-dev-groups", "x-dev-user"):
         assert header in allowed
     assert "POST" in response["headers"]["Access-Control-Allow-Methods"]
 
