@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Test processes: the suite waits on servers more than it computes, so 4 beat the machine's 2 cores.
+PYTEST_WORKERS ?= 4
 
 DEMO := infra/demo
 DEMO_BUILT := $(DEMO)/dist/demo.js
@@ -38,7 +40,9 @@ test: prereqs-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	@# pytest exits 5 when it collects no test: that is a failure here, never a silent pass.
-	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+	@# PYTEST_WORKERS processes (pytest-xdist), each with its own moto, emulator and stack; a file stays on one.
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -37,7 +37,8 @@ from infra.deploy import DEFAULT_CONFIG, deploy
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / ".local"
-LOGS = RUNS / "logs"  # each component's whole output, one file each, overwritten by the next run
+# Each component's whole output, one file each, overwritten by the next run (DEV_LOG_DIR: elsewhere).
+LOGS = Path(os.environ.get("DEV_LOG_DIR") or RUNS / "logs")
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 PR_SET_PDEATHSIG = 1
@@ -123,7 +124,7 @@ class Stack:
         LOGS.mkdir(parents=True, exist_ok=True)
         path = LOGS / f"{log}.log"
         path.write_bytes(b"")
-        where = "" if console else f" (output: {path.relative_to(ROOT)})"
+        where = "" if console else f" (output: {_shown(path)})"
         print(f"[make dev] starting {name}{where}: {' '.join(cmd)}", flush=True)
         full_env = {**os.environ, **(env or {})}
         if console:
@@ -142,7 +143,7 @@ class Stack:
         for component in self.components:
             code = component.proc.poll()
             if code is not None:
-                where = f"its output: {component.log.relative_to(ROOT)}" if component.log else "its output is above"
+                where = f"its output: {_shown(component.log)}" if component.log else "its output is above"
                 tail = _tail(component.log) if component.log else ""
                 raise ComponentFailed(f"{component.name} exited with code {code} ({where}){tail}")
 
@@ -158,6 +159,10 @@ class Stack:
             except subprocess.TimeoutExpired:
                 component.proc.kill()
                 component.proc.wait()
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _tail(log: Path, lines: int = 5) -> str:

@@ -32,8 +32,10 @@ class LocalStack:
     def __init__(self, ports: tuple[int, int, int, int] | None = None, ignore_sigint: bool = False,
                  **env: str) -> None:
         self.api, self.moto, self.emu, self.demo = ports or (free_port(), free_port(), free_port(), free_port())
-        full_env = {**os.environ, "API_PORT": str(self.api), "MOTO_PORT": str(self.moto),
-                    "EMULATOR_PORT": str(self.emu), "DEMO_PORT": str(self.demo), "CHALICE_AUTORELOAD": "0", **env}
+        self.log_dir = Path(tempfile.mkdtemp(prefix="make-dev-logs-"))  # its own: stacks may run side by side
+        full_env = {**os.environ, "DEV_LOG_DIR": str(self.log_dir), "API_PORT": str(self.api),
+                    "MOTO_PORT": str(self.moto), "EMULATOR_PORT": str(self.emu), "DEMO_PORT": str(self.demo),
+                    "CHALICE_AUTORELOAD": "0", **env}
         for key in ("PCC_PUBLIC_KEY", "AWS_ENDPOINT_URL"):
             full_env.pop(key, None)
         # output goes to a file: an unread pipe would fill up and block every process of the stack

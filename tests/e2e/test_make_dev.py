@@ -76,11 +76,11 @@ def test_local_stack_serves_health_and_start_then_stops_cleanly_on_ctrl_c() -> N
     # a console a person can read: one line per request, moto's and the emulator's output in named files
     assert re.search(r"^POST /start 200 \d+ ms user=e2e-user$", out, re.M), out[-3000:]
     assert re.search(r"^POST /start 401 \d+ ms user=-$", out, re.M), out[-3000:]
-    assert "(output: .local/logs/moto.log)" in out and "(output: .local/logs/emulator.log)" in out
+    assert f"(output: {stack.log_dir}/moto.log)" in out and f"(output: {stack.log_dir}/emulator.log)" in out
     assert '"POST / HTTP/1.1"' not in out and "HTTP/1.1\" 200" not in out  # no access lines
     assert '"_aws"' not in out  # EMF metric records stay in the log file
-    assert (ROOT / ".local" / "logs" / "moto.log").stat().st_size > 0
-    assert '"_aws"' in (ROOT / ".local" / "logs" / "gateway.log").read_text()
+    assert (stack.log_dir / "moto.log").stat().st_size > 0
+    assert '"_aws"' in (stack.log_dir / "gateway.log").read_text()
 
 
 @pytest.mark.timeout(180)

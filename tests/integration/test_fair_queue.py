@@ -89,23 +89,28 @@ def test_a_stop_through_the_api_wakes_the_dispatcher_at_once(
         gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any],
         configure_stage: Callable[..., None]) -> None:
     """The head waits 10 s between tries; stopping a session through the gateway frees its place and the
-    queued start is served long before the head would have been tried again (>= 9 s after the stop)."""
+    queued start is served before the head's own next try was due (the time the dispatcher recorded)."""
     configure_stage(RETRY_BASE_SECONDS="10", RETRY_CAP_SECONDS="10", DISPATCH_RUN_SECONDS="20")
     holder, waiter = new_user(), new_user()
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 1})
     running = gateway.start(holder, {"transport": "daily"})
     assert running.status_code == 200
     request_id = queued(gateway, waiter)["requestId"]
-    served_at: list[float] = []
-    worker = threading.Thread(target=lambda: (drain(gateway, queue, until=lambda: state(request_id) == "started",
-                                                    timeout=30), served_at.append(time.monotonic())))
+    worker = threading.Thread(target=lambda: drain(gateway, queue, until=lambda: state(request_id) == "started",
+                                                   timeout=30))
     worker.start()
-    time.sleep(1.0)  # the dispatcher runs and sits in its 10 s wait
-    assert state(request_id) == "queued"
-    stopped_at = time.monotonic()
+    deadline = time.monotonic() + 30  # until the dispatcher has tried the head once and sits in its 10 s wait
+    while int(start_requests.get(request_id)["attempts"]) < 1 and time.monotonic() < deadline:  # type: ignore[index]
+        time.sleep(0.05)
+    head = start_requests.get(request_id)
+    assert head is not None and head["state"] == "queued"
+    retry_due = float(head["next_attempt_at"])  # when the head would be tried again without a wake-up
     assert gateway.request("DELETE", f"/sessions/{body(running)['sessionId']}", user=holder).status_code == 200
     worker.join()
-    assert served_at and served_at[0] - stopped_at < 6.0, served_at[0] - stopped_at  # ~0.2 s when idle
+    served = start_requests.get(request_id)
+    assert served is not None and served["state"] == "started"
+    started_at = emulator.org.sessions[served["session_id"]].created_at
+    assert started_at < retry_due, (started_at, retry_due)  # woken: served before its own retry was due
     assert bot_owners(emulator) == [holder, waiter]
 
 
@@ -122,7 +127,7 @@ def test_pcc_is_asked_at_most_dispatch_calls_per_second(
     drain(gateway, queue, until=lambda: time.monotonic() - t0 > 3.5, timeout=10)
     calls = emulator.org.start_calls - calls_before
     elapsed = time.monotonic() - t0
-    assert 4 <= calls <= 4 * elapsed + 1, (calls, elapsed)
+    assert 2 <= calls <= 4 * elapsed + 1, (calls, elapsed)  # the bound is the point; a slow machine calls less
     assert state(request_id) == "queued" and int(start_requests.get(request_id)["attempts"]) == calls  # type: ignore[index]
 
 

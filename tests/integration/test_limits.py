@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib import session_store
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body
@@ -63,9 +64,12 @@ def test_concurrent_long_polls_per_user(gateway: Gateway, emulator: EmulatorServ
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
     status_url = body(gateway.start(user, {"transport": "daily"}))["statusUrl"]
     first: list[Any] = []
-    poller = threading.Thread(target=lambda: first.append(gateway.request("GET", f"{status_url}?wait=3", user=user)))
+    poller = threading.Thread(target=lambda: first.append(gateway.request("GET", f"{status_url}?wait=8", user=user)))
     poller.start()
-    time.sleep(1.0)
+    seat = {"PK": f"HOLD#longpoll#{user}", "SK": "0"}
+    deadline = time.monotonic() + 30  # until the first long-poll holds its seat (observed, not assumed)
+    while "Item" not in session_store.table().get_item(Key=seat, ConsistentRead=True) and time.monotonic() < deadline:
+        time.sleep(0.05)
     limited(gateway.request("GET", f"{status_url}?wait=3", user=user), "too_many_long_polls")
     assert gateway.request("GET", status_url, user=user).status_code == 202  # a plain poll is not a long-poll
     poller.join()

@@ -193,7 +193,9 @@ def test_pcc_unreachable_and_timeout(gateway: Gateway, emulator: EmulatorServer,
     configure_stage(PCC_READ_TIMEOUT="0.3")
     emulator_admin(emulator, "knobs", {"latency_ms": 800})
     assert_error(gateway.start(user, {}), 504, "upstream_timeout")
-    time.sleep(0.7)  # the emulator finishes the abandoned start: a bot we have no record of
+    deadline = time.monotonic() + 30  # the emulator finishes the abandoned start: a bot we have no record of
+    while not emulator.org.active_session_ids() and time.monotonic() < deadline:
+        time.sleep(0.05)
     emulator_admin(emulator, "knobs", {"latency_ms": 0})
     assert session_store.active_slots(user) == 1
     assert len(emulator.org.active_session_ids()) == 1
