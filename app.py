@@ -7,19 +7,10 @@ from typing import Any
 
 from chalice.app import Chalice, Rate, Request, Response
 
-from chalicelib import (
-    capacity_queue,
-    dispatcher,
-    orphan_sweeper,
-    reconcile,
-    sessions_service,
-    start_intents,
-    start_service,
-    telephony_service,
-)
-from chalicelib.auth import Principal, authenticate_principal, route_authorizer
-from chalicelib.errors import ApiError
-from chalicelib.http import (
+from chalicelib.pcc.responses import HttpResult
+from chalicelib.platform.auth import Principal, authenticate_principal, route_authorizer
+from chalicelib.platform.errors import ApiError
+from chalicelib.platform.http import (
     cors_config,
     error_middleware,
     json_response,
@@ -27,13 +18,20 @@ from chalicelib.http import (
     proxy_response,
     request_headers,
 )
-from chalicelib.idempotency import use_lambda_context
-from chalicelib.observability import SERVICE, logger
-from chalicelib.pcc_responses import HttpResult
-from chalicelib.proxy_headers import forwarded_to_bot
-from chalicelib.secrets_store import get_secrets
-from chalicelib.session_proxy import MAX_PROXY_DEPTH, PROXY_CONTENT_TYPES, PROXY_METHODS, forward, is_preflight
-from chalicelib.settings import get_settings
+from chalicelib.platform.idempotency import use_lambda_context
+from chalicelib.platform.observability import SERVICE, logger
+from chalicelib.platform.secrets import get_secrets
+from chalicelib.platform.settings import get_settings
+from chalicelib.sessions import service as sessions_service
+from chalicelib.sessions.proxy import MAX_PROXY_DEPTH, PROXY_CONTENT_TYPES, PROXY_METHODS, forward, is_preflight
+from chalicelib.sessions.proxy_headers import forwarded_to_bot
+from chalicelib.start import dispatcher
+from chalicelib.start import queue as capacity_queue
+from chalicelib.start import service as start_service
+from chalicelib.store import intents as start_intents
+from chalicelib.telephony import service as telephony_service
+from chalicelib.upkeep import orphans as orphan_sweeper
+from chalicelib.upkeep import reconcile
 
 app = Chalice(app_name=SERVICE, configure_logs=False)
 
@@ -87,7 +85,7 @@ def _start_base(request: Request) -> str:
 
 @app.route("/openapi.json", methods=["GET"], cors=CORS)
 def openapi_document() -> Response:
-    from chalicelib.openapi import document  # noqa: PLC0415 - only this route pays for building it
+    from chalicelib.api.openapi import document  # noqa: PLC0415 - only this route pays for building it
 
     return json_response(200, document(MAX_PROXY_DEPTH))
 

@@ -35,8 +35,11 @@ def run(samples: int = 20) -> dict[str, Any]:
 
 
 def _run(stack: BenchStack, samples: int) -> dict[str, Any]:
-    from chalicelib import orphan_sweeper, pcc_client, session_store, start_intents
-    from chalicelib.settings import get_settings
+    from chalicelib.pcc import client as pcc_client
+    from chalicelib.platform.settings import get_settings
+    from chalicelib.store import intents as start_intents
+    from chalicelib.store import sessions as session_store
+    from chalicelib.upkeep import orphans as orphan_sweeper
 
     settings = get_settings()
     real_start = pcc_client.start

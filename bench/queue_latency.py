@@ -35,7 +35,7 @@ def run(samples: int = 20, configs: tuple[tuple[float, int], ...] = ((0.5, 2), (
 
 
 def _run_config(stack: BenchStack, samples: int, cap: int) -> dict[str, Any]:
-    from chalicelib import start_requests
+    from chalicelib.store import queued_starts as start_requests
 
     sqs = boto3.client("sqs")
     queue_url = stack.outputs["RetryQueueUrl"]

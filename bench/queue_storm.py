@@ -48,7 +48,7 @@ def _epoch(iso: str) -> float:
 
 
 def _storm(stack: BenchStack, starts: int, users: int, late_arrivals: int, end_interval: float) -> dict[str, Any]:
-    from chalicelib import start_requests
+    from chalicelib.store import queued_starts as start_requests
 
     sqs = boto3.client("sqs")
     queue_url = stack.outputs["RetryQueueUrl"]
@@ -108,7 +108,7 @@ class Answer:
 
 
 def _request(request_id: str) -> dict[str, Any]:
-    from chalicelib import start_requests
+    from chalicelib.store import queued_starts as start_requests
 
     record = start_requests.get(request_id)
     assert record is not None, request_id

@@ -42,7 +42,9 @@ class DynamoTimer:
 def run(n: int = 200) -> dict[str, Any]:
     stack = BenchStack()
     try:
-        from chalicelib import pcc_client, session_store, settings
+        from chalicelib.pcc import client as pcc_client
+        from chalicelib.platform import settings
+        from chalicelib.store import sessions as session_store
 
         results: dict[str, Any] = {"n": n}
         payload = {"transport": "webrtc", "body": {"bench": True}}

@@ -225,7 +225,7 @@ def merged_stage_env(config: dict[str, Any], stage: str) -> dict[str, str]:
 
 def check_stage_settings(config: dict[str, Any], stage: str) -> None:
     """Fail now, naming the variable, on a configuration the functions would refuse at cold start."""
-    from chalicelib.settings import SettingsError, parse_settings
+    from chalicelib.platform.settings import SettingsError, parse_settings
 
     try:
         parse_settings(merged_stage_env(config, stage))

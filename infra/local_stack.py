@@ -6,7 +6,7 @@ SQS poller and the reconcile schedule, which `chalice local` does not run) and t
 
 Nothing tracked is written: the stage config `chalice local` reads (with this run's ports and moto's
 resource names) is generated into `.local/dev-<pid>/` (git-ignored), a project dir whose `app.py` and
-`chalicelib/*.py` link to the real files. Ctrl-C or SIGTERM stops everything it started and removes that
+`chalicelib/**/*.py` link to the real files. Ctrl-C or SIGTERM stops everything it started and removes that
 dir; the children also get SIGTERM from the kernel if this launcher is killed outright (`kill -9`), and
 the next run removes dirs left by launchers that no longer run.
 
@@ -225,15 +225,19 @@ def remove_stale_runs(runs: Path = RUNS) -> None:
 
 def generated_project(run_dir: Path, config: Path = DEFAULT_CONFIG) -> Path:
     """A Chalice project dir for this run: its own .chalice/config.json, the real code linked in.
-    `chalicelib` is a real dir of per-file links so `chalice local --autoreload` (which does not follow
-    linked dirs) still sees edits, and it watches only these files, never .venv or node_modules."""
+    `chalicelib` is a tree of real dirs holding per-file links (its packages included) so `chalice local
+    --autoreload` (which does not follow linked dirs) still sees edits, and it watches only these files,
+    never .venv or node_modules."""
     shutil.rmtree(run_dir, ignore_errors=True)
     (run_dir / ".chalice").mkdir(parents=True)
-    (run_dir / "chalicelib").mkdir()
     shutil.copy(config, run_dir / ".chalice" / "config.json")
     (run_dir / "app.py").symlink_to(ROOT / "app.py")
-    for source in sorted((ROOT / "chalicelib").glob("*.py")):
-        (run_dir / "chalicelib" / source.name).symlink_to(source)
+    for source in sorted((ROOT / "chalicelib").rglob("*.py")):
+        if "__pycache__" in source.parts:
+            continue
+        link = run_dir / source.relative_to(ROOT)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source)
     return run_dir
 
 

@@ -58,7 +58,9 @@ def make_chalice_test_client_thread_safe() -> None:
 
 def reset_gateway_caches() -> None:
     """Forget everything the app caches per container (settings, clients, secret, http pool)."""
-    from chalicelib import auth, aws, pcc_client, secrets_store, settings
+    from chalicelib.pcc import client as pcc_client
+    from chalicelib.platform import auth, aws, settings
+    from chalicelib.platform import secrets as secrets_store
 
     settings.get_settings.cache_clear()
     aws.reset_all()

@@ -207,7 +207,7 @@ def test_dlq_alarm_mails_the_operator_and_the_dashboard_shows_the_app(aws: dict[
     body = json.loads(cloudwatch.get_dashboard(DashboardName="pipecat-gateway-dev")["DashboardBody"])
     metrics = {m[1] for widget in body["widgets"] for m in widget["properties"]["metrics"]}
     # the app's own EMF metrics (every name must be one the code emits) and AWS's queue / API metrics
-    source = "\n".join(p.read_text() for p in (ROOT / "chalicelib").glob("*.py"))
+    source = "\n".join(p.read_text() for p in (ROOT / "chalicelib").rglob("*.py"))
     for name in ("SessionsStarted", "StartsQueued", "QueuedStartsStarted", "QueuedStartsFailed", "PccLatency",
                  "OrphansFound", "OrphansStopped"):
         assert name in metrics and f'"{name}"' in source, name

@@ -20,7 +20,10 @@ import boto3
 import pytest
 from botocore.client import BaseClient
 
-from chalicelib import capacity_queue, orphan_sweeper, reconcile, start_intents
+from chalicelib.start import queue as capacity_queue
+from chalicelib.store import intents as start_intents
+from chalicelib.upkeep import orphans as orphan_sweeper
+from chalicelib.upkeep import reconcile
 from infra.deploy import EVENT_SOURCE_ACTIONS, FUNCTION_PERMISSIONS, function_name, policy_file
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import poll_once, scheduled_event

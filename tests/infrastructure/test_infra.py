@@ -10,7 +10,7 @@ from typing import Any
 
 import boto3
 
-from chalicelib.settings import parse_settings
+from chalicelib.platform.settings import parse_settings
 from infra.deploy import FUNCTION_PERMISSIONS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -61,7 +61,7 @@ def test_package_is_well_under_the_lambda_limit(packaged: dict[str, Any]) -> Non
     assert package.stat().st_size < 10 * 1024 * 1024
     with zipfile.ZipFile(package) as zf:
         names = zf.namelist()
-    assert "app.py" in names and "chalicelib/start_service.py" in names
+    assert "app.py" in names and "chalicelib/start/service.py" in names
     assert not any(n.startswith(("boto3/", "botocore/", "moto/", "pytest")) for n in names)  # runtime-provided / dev
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import session_store
+from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body

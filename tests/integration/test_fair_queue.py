@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 
-from chalicelib import agent_queue, dispatcher, session_store, start_requests
+from chalicelib.start import dispatcher
+from chalicelib.store import agent_queue
+from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_capacity_queue import drain

@@ -20,15 +20,13 @@ from typing import Any
 
 import pytest
 
-from chalicelib import (
-    capacity_queue,
-    dispatcher,
-    orphan_sweeper,
-    pcc_client,
-    session_store,
-    start_intents,
-    start_requests,
-)
+from chalicelib.pcc import client as pcc_client
+from chalicelib.start import dispatcher
+from chalicelib.start import queue as capacity_queue
+from chalicelib.store import intents as start_intents
+from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import sessions as session_store
+from chalicelib.upkeep import orphans as orphan_sweeper
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import sqs_event
 from tests.conftest import Gateway, emulator_admin

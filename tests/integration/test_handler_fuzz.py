@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib import http
+from chalicelib.platform import http
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway
 from tests.support import LambdaContext, api_gateway_event, new_user

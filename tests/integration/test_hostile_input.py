@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import http
+from chalicelib.platform import http
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway
 from tests.integration.test_start import assert_error

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from chalicelib.openapi import document
-from chalicelib.session_proxy import MAX_PROXY_DEPTH
+from chalicelib.api.openapi import document
+from chalicelib.sessions.proxy import MAX_PROXY_DEPTH
 from tests.conftest import Gateway
 
 

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from chalicelib import orphan_sweeper, session_store, start_requests
+from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import sessions as session_store
+from chalicelib.upkeep import orphans as orphan_sweeper
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_capacity_queue import drain

@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 
-from chalicelib import capacity_queue, dispatcher, rate_limits, session_store, start_requests
+from chalicelib.platform import rate_limits
+from chalicelib.start import dispatcher
+from chalicelib.start import queue as capacity_queue
+from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_capacity_queue import at_capacity, drain, state
@@ -245,7 +249,7 @@ def test_abandonment_off_with_zero_and_settings_checked(gateway: Gateway, emulat
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
     set_seen(rid, time.time() - 3600)
     assert capacity_queue.sweep()["abandoned"] == 0 and state(rid) == "queued"
-    from chalicelib.settings import SettingsError, parse_settings
+    from chalicelib.platform.settings import SettingsError, parse_settings
 
     with pytest.raises(SettingsError, match="QUEUED_ABANDON_SECONDS"):
         parse_settings({"STAGE": "t", "PCC_AGENTS": "a", "PCC_SECRET_ID": "s", "TABLE_NAME": "t",

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chalicelib import session_store
+from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body
@@ -243,7 +243,7 @@ def test_reconciliation_stops_sessions_past_the_hard_cap(app_env: Gateway, emula
                                                          user: str) -> None:
     import time
 
-    from chalicelib import reconcile
+    from chalicelib.upkeep import reconcile
 
     sid = started(app_env, user)
     young = started(app_env, new_user())
@@ -259,7 +259,7 @@ def test_reconciliation_heals_a_drifted_slot_counter(app_env: Gateway, emulator:
                                                      user: str) -> None:
     import time
 
-    from chalicelib import reconcile
+    from chalicelib.upkeep import reconcile
 
     started(app_env, user)
     for _ in range(2):  # counted up with nothing that holds the slot (drift): only healing gives it back

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import boto3
 
-from chalicelib import session_store
+from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.support import new_user
@@ -188,7 +188,8 @@ def test_pcc_unreachable_and_timeout(gateway: Gateway, emulator: EmulatorServer,
                                      configure_stage: Any) -> None:
     """A timeout may have started a bot: the slot stays held until recovery (after the orphan sweep);
     a connection that never opened proves nothing started: its slot is freed at once."""
-    from chalicelib import orphan_sweeper, start_intents
+    from chalicelib.store import intents as start_intents
+    from chalicelib.upkeep import orphans as orphan_sweeper
 
     configure_stage(PCC_READ_TIMEOUT="0.3")
     emulator_admin(emulator, "knobs", {"latency_ms": 800})
@@ -245,7 +246,7 @@ def test_per_user_cap(gateway: Gateway, emulator: EmulatorServer, user: str) -> 
 
 
 def test_slot_reservation_is_atomic_under_races(app_env: Gateway, user: str) -> None:
-    from chalicelib import start_intents
+    from chalicelib.store import intents as start_intents
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(lambda _: start_intents.open_intent(user, "my-agent", 3, 20), range(20)))
@@ -286,7 +287,7 @@ def test_wrong_content_type_is_json_error(gateway: Gateway, user: str) -> None:
 def test_logs_never_contain_keys_or_tokens(gateway: Gateway, emulator: EmulatorServer, user: str) -> None:
     import io
 
-    from chalicelib.observability import logger
+    from chalicelib.platform.observability import logger
 
     handler = logger.handlers[0]
     stream = io.StringIO()

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from plivo.utils import signature_v3 as plivo_sdk
 from twilio.request_validator import RequestValidator
 
-from chalicelib import session_store
+from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body

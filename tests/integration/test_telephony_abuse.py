@@ -29,7 +29,7 @@ EXOTEL_TOKEN = "exotel-url-token-0123456789abcdef"
 
 
 class CallClock:
-    """The clock replay protection reads (chalicelib.call_records), moved on by the test: a verdict about a
+    """The clock replay protection reads (chalicelib.store.call_records), moved on by the test: a verdict about a
     window never depends on how fast a loaded machine delivered the first webhook."""
 
     def __init__(self) -> None:
@@ -44,7 +44,7 @@ class CallClock:
 
 @pytest.fixture()
 def call_clock(monkeypatch: pytest.MonkeyPatch) -> CallClock:
-    from chalicelib import call_records
+    from chalicelib.store import call_records
 
     clock = CallClock()
     monkeypatch.setattr(call_records, "time", clock)

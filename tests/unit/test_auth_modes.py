@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from chalicelib import auth
-from chalicelib.errors import ApiError
-from chalicelib.settings import _ENV, get_settings
+from chalicelib.platform import auth
+from chalicelib.platform.errors import ApiError
+from chalicelib.platform.settings import _ENV, get_settings
 
 
 class FakeRequest:

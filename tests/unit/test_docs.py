@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from chalicelib.settings import _ENV
+from chalicelib.platform.settings import _ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 READ = re.compile(r"""environ(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]+)["']""")

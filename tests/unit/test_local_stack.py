@@ -19,7 +19,8 @@ def test_generated_project_links_only_the_app_code(tmp_path: Path) -> None:
     project = local_stack.generated_project(tmp_path / "dev-1")
     files = sorted(str(p.relative_to(project)) for p in project.rglob("*") if p.is_file() or p.is_symlink())
     expected = sorted(["app.py", ".chalice/config.json",
-                       *(f"chalicelib/{p.name}" for p in (ROOT / "chalicelib").glob("*.py"))])
+                       *(str(p.relative_to(ROOT)) for p in (ROOT / "chalicelib").rglob("*.py")
+                         if "__pycache__" not in p.parts)])
     assert files == expected  # chalice --autoreload watches this dir: no .venv, no node_modules
     assert (project / "app.py").resolve() == ROOT / "app.py"
     assert (project / ".chalice" / "config.json").read_text() == (ROOT / ".chalice" / "config.json").read_text()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from app import app
-from chalicelib.models import StartRequest
-from chalicelib.openapi import document
-from chalicelib.session_proxy import MAX_PROXY_DEPTH
+from chalicelib.api.models import StartRequest
+from chalicelib.api.openapi import document
+from chalicelib.sessions.proxy import MAX_PROXY_DEPTH
 
 
 def test_every_route_and_method_is_documented_and_nothing_else() -> None:

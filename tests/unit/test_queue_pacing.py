@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from chalicelib.agent_queue import QueueState
-from chalicelib.dispatcher import GROW, SHRINK_AFTER_MISS, SHRINK_AFTER_SUCCESS, Pacer
+from chalicelib.start.dispatcher import GROW, SHRINK_AFTER_MISS, SHRINK_AFTER_SUCCESS, Pacer
+from chalicelib.store.agent_queue import QueueState
 
 
 def test_positions_count_only_the_starts_still_waiting_ahead() -> None:

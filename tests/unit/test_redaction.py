@@ -3,7 +3,7 @@ from __future__ import annotations
 import io
 import logging
 
-from chalicelib.observability import RedactingFilter, logger, redact
+from chalicelib.platform.observability import RedactingFilter, logger, redact
 
 
 def test_redact_masks_bearer_tokens_keys_and_token_fields() -> None:

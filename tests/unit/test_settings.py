@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.settings import SettingsError, parse_settings
+from chalicelib.platform.settings import SettingsError, parse_settings
 
 BASE = {"STAGE": "dev", "PCC_AGENTS": "my-agent", "PCC_SECRET_ID": "s", "TABLE_NAME": "t",
         "OIDC_ISSUER": "https://issuer.example", "OIDC_AUDIENCE": "aud"}

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from chalicelib.errors import ApiError
-from chalicelib.models import StartRequest
-from chalicelib.settings import parse_settings
-from chalicelib.start_policy import plan_start
+from chalicelib.api.models import StartRequest
+from chalicelib.platform.errors import ApiError
+from chalicelib.platform.settings import parse_settings
+from chalicelib.start.policy import plan_start
 
 SETTINGS = parse_settings({
     "STAGE": "dev", "PCC_SECRET_ID": "s", "TABLE_NAME": "t", "OIDC_ISSUER": "https://i", "OIDC_AUDIENCE": "a",

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from plivo.utils import signature_v3 as plivo_sdk
 from twilio.request_validator import RequestValidator
 
-from chalicelib import telephony_signatures as sig
-from chalicelib import telephony_xml as xml
+from chalicelib.telephony import signatures as sig
+from chalicelib.telephony import xml
 
 TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=12)
 PARAMS = st.dictionaries(st.text(alphabet="abcdefXYZ_", min_size=1, max_size=6), TEXT, max_size=5)

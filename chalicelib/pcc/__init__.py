@@ -1,0 +1,1 @@
+"""Talks to Pipecat Cloud: the pooled HTTP client and what its answers mean to our callers."""

@@ -1,0 +1,63 @@
+"""Per-user limits in DynamoDB: fixed-window rates and concurrency caps, each one conditional write.
+
+- take: at most `limit` per key per window. One item per key and window (`RATE#{key}` / window start),
+  counted with a conditional ADD, expiring by TTL after its window. Exceeding the limit is a 429 with
+  Retry-After = the seconds left in the window.
+- concurrent: at most `limit` holders at once (long-polls).
+
+Why fixed windows in DynamoDB: API Gateway usage plans meter API keys, not the JWT users we limit, and a
+token bucket needs a read and a conditional write per call where a window needs one write; the price
+is that a user may burst up to 2x the limit across a window boundary (documented in the README).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from chalicelib.platform.errors import ApiError
+from chalicelib.store.sessions import conditionally, table
+
+
+def take(key: str, limit: int, window_seconds: int, *, code: str, what: str, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    start = int(now) - int(now) % window_seconds
+    if limit <= 0:
+        raise ApiError(429, code, f"{what} is not allowed (limit 0)", headers={"Retry-After": str(window_seconds)})
+    taken = conditionally(lambda: table().update_item(
+        Key={"PK": f"RATE#{key}", "SK": str(start)},
+        UpdateExpression="ADD #n :one SET #ttl = :ttl",
+        ConditionExpression="attribute_not_exists(#n) OR #n < :limit",
+        ExpressionAttributeNames={"#n": "taken", "#ttl": "ttl"},
+        ExpressionAttributeValues={":one": 1, ":limit": limit, ":ttl": start + 2 * window_seconds},
+    ))
+    if not taken:
+        retry_after = max(1, start + window_seconds - int(now))
+        raise ApiError(429, code, f"{what}: at most {limit} per {window_seconds} s",
+                       headers={"Retry-After": str(retry_after)})
+
+
+@contextmanager
+def concurrent(key: str, limit: int, hold_seconds: float, *, code: str, what: str,
+               now: float | None = None) -> Iterator[None]:
+    """At most `limit` holders of `key` at once: one item per seat (`HOLD#{key}` / seat number), taken with
+    a conditional put, given back when the block ends. A holder that died (its Lambda killed) loses its
+    seat after `hold_seconds`, so a seat can never leak for longer."""
+    now = time.time() if now is None else now
+    owner = uuid.uuid4().hex
+    for seat in range(limit):
+        key_item = {"PK": f"HOLD#{key}", "SK": str(seat)}
+        if conditionally(lambda item=key_item: table().put_item(  # type: ignore[misc]
+                Item={**item, "owner": owner, "until": int(now + hold_seconds), "ttl": int(now + hold_seconds) + 3600},
+                ConditionExpression="attribute_not_exists(PK) OR #u < :now",
+                ExpressionAttributeNames={"#u": "until"}, ExpressionAttributeValues={":now": int(now)})):
+            try:
+                yield
+            finally:
+                conditionally(lambda item=key_item: table().delete_item(  # type: ignore[misc]
+                    Key=item, ConditionExpression="#o = :o", ExpressionAttributeNames={"#o": "owner"},
+                    ExpressionAttributeValues={":o": owner}))
+            return
+    raise ApiError(429, code, f"{what}: at most {limit} at a time", headers={"Retry-After": "1"})

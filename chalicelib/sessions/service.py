@@ -1,0 +1,136 @@
+"""A user's sessions: list (paginated), details (our record + Pipecat Cloud's), stop.
+
+Another user's session id is answered exactly like an unknown one (404): existence is not revealed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from chalicelib.pcc import client as pcc_client
+from chalicelib.pcc.client import PccCallError
+from chalicelib.pcc.responses import map_pcc_error
+from chalicelib.platform import rate_limits
+from chalicelib.platform.errors import ApiError
+from chalicelib.platform.observability import logger
+from chalicelib.platform.request_parsing import query_error
+from chalicelib.platform.secrets import get_secrets
+from chalicelib.platform.settings import get_settings
+from chalicelib.store import agent_queue
+from chalicelib.store import sessions as session_store
+
+PCC_DETAIL_FIELDS = ("endedAt", "completionStatus", "botStartSeconds", "coldStart", "createdAt",
+                     "resourceMetrics", "meetingIds")
+MAX_CURSOR_KEY_BYTES = 1024  # DynamoDB's limit for a sort key value (a partition key may hold 2048)
+STATUSES = (session_store.ACTIVE, session_store.ENDED, session_store.STOPPED)
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "session_not_found", "No such session")
+
+
+def owned_session(user_id: str, session_id: str) -> dict[str, Any]:
+    """The caller's session record, or 404 (also for someone else's session)."""
+    if not session_id or len(session_id) > 128:
+        raise _not_found()
+    record = session_store.get_session(session_id)
+    if record is None or record.get("user_id") != user_id:
+        raise _not_found()
+    return record
+
+
+def private_key() -> str:
+    key = get_secrets().private_key
+    if key is None:
+        raise ApiError(503, "private_key_missing", "The gateway has no Pipecat Cloud private key configured")
+    return key.get_secret_value()
+
+
+# ------------------------------------------------------------------ list
+def _encode_cursor(key: dict[str, Any] | None) -> str | None:
+    if not key:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(user_id: str, cursor: str) -> dict[str, Any]:
+    if len(cursor) > 8 * MAX_CURSOR_KEY_BYTES:
+        raise ApiError(400, "invalid_cursor", "cursor is not valid")
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "invalid_cursor", "cursor is not valid") from None
+    expected = {"PK", "SK", "GSI1PK", "GSI1SK"}
+    if not isinstance(key, dict) or set(key) != expected or key.get("GSI1PK") != f"USER#{user_id}#SESSIONS" \
+            or key.get("SK") != "META" or not str(key.get("PK", "")).startswith("SESSION#") \
+            or not all(isinstance(v, str) and 0 < len(v.encode("utf-8", "surrogatepass")) <= MAX_CURSOR_KEY_BYTES
+                       for v in key.values()):
+        raise ApiError(400, "invalid_cursor", "cursor is not valid")
+    return key
+
+
+def list_sessions(user_id: str, params: dict[str, str]) -> dict[str, Any]:
+    status = params.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise query_error("status", f"must be one of {list(STATUSES)}")
+    try:
+        limit = int(params.get("limit", "20"))
+    except ValueError:
+        raise query_error("limit", "must be an integer") from None
+    if not 1 <= limit <= 100:
+        raise query_error("limit", "must be between 1 and 100")
+    start_key = _decode_cursor(user_id, params["cursor"]) if params.get("cursor") else None
+    items, next_key = session_store.list_user_sessions(user_id, limit=limit, status=status, start_key=start_key)
+    return {"sessions": items, "nextCursor": _encode_cursor(next_key)}
+
+
+# ------------------------------------------------------------------ details
+def session_details(user_id: str, session_id: str) -> dict[str, Any]:
+    settings = get_settings()
+    rate_limits.take(f"details#{user_id}", settings.details_rate_per_minute, 60, code="details_rate_limited",
+                     what="Session details (each asks Pipecat Cloud's private API)")
+    record = owned_session(user_id, session_id)
+    details: dict[str, Any] | None = None
+    try:
+        raw = pcc_client.get_session(record["agent"], session_id, private_key())
+        details = {k: raw[k] for k in PCC_DETAIL_FIELDS if k in raw}
+    except PccCallError as exc:
+        if exc.status == 401:
+            map_pcc_error(exc)  # logs the operator problem
+        logger.info("PCC session details unavailable", extra={"session_id": session_id, "status": exc.status})
+    except ApiError as exc:
+        logger.info("PCC session details unavailable", extra={"session_id": session_id, "code": exc.code})
+    if details and details.get("endedAt") and record["status"] == session_store.ACTIVE:
+        # Pipecat Cloud says it ended: update our record and free the user's slot now.
+        if session_store.mark_ended(session_id, user_id, session_store.ENDED,
+                                    str(details.get("completionStatus") or "ended")):
+            record = session_store.get_session(session_id) or record
+            agent_queue.capacity_freed(record["agent"], "session_seen_ended")
+    return {**session_store.public_record(record), "pipecat": details}
+
+
+# ------------------------------------------------------------------ stop
+def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
+    """Stop via PCC's private API. Idempotent: stopping an ended session is not an error."""
+    record = owned_session(user_id, session_id)
+    if record["status"] == session_store.ACTIVE:
+        try:
+            pcc_client.stop_session(record["agent"], session_id, private_key())
+        except PccCallError as exc:
+            if exc.status != 404:  # 404: already gone at Pipecat Cloud, which is what we want
+                raise map_pcc_error(exc) from None
+        session_store.mark_ended(session_id, user_id, session_store.STOPPED, "stopped_by_user")
+        agent_queue.capacity_freed(record["agent"], "stopped_by_user")
+        record = session_store.get_session(session_id) or record
+    return session_store.public_record(record)
+
+
+def stop_quietly(agent: str, session_id: str) -> None:
+    """Best-effort stop of a bot we could not record (max duration and reconciliation are the backstop)."""
+    try:
+        pcc_client.stop_session(agent, session_id, private_key())
+    except Exception:  # noqa: BLE001 - best effort
+        logger.warning("could not stop an unrecorded session", extra={"session_id": session_id})

@@ -1,0 +1,1 @@
+"""Starting a session: the server policy, the direct start, the capacity queue and its dispatcher."""

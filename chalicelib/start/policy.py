@@ -1,0 +1,110 @@
+"""Server policy: turns a validated StartRequest into the Pipecat Cloud start request.
+
+Nothing from the client is forwarded verbatim: every field of the PCC request is set here, from the
+agent's policy, the allowed subset of user-supplied properties, and the verified identity.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.api.models import StartRequest, Transport
+from chalicelib.platform.errors import ApiError
+from chalicelib.platform.settings import AgentPolicy, Settings
+
+IDENTITY_KEY = "user"
+# Keys of `body` only the server sets: the verified identity, and what telephony tells the bot about its call
+# (a web client that sent them could pose as a phone call, or make the bot dial out).
+TELEPHONY_KEY, DIALIN_KEY, DIALOUT_KEY = "telephony", "dialin_settings", "dialout_settings"
+RESERVED_BODY_KEYS = (IDENTITY_KEY, TELEPHONY_KEY, DIALIN_KEY, DIALOUT_KEY)
+BODY_LIMIT = 1024 * 1024  # 1 MB of JSON, every transport (Pipecat Cloud's API guide)
+
+
+@dataclass(frozen=True)
+class PlannedStart:
+    agent: str
+    transport: Transport
+    pcc_request: dict[str, Any]
+    record_extra: dict[str, Any] = field(default_factory=dict)  # stored on the session record
+
+
+def resolve_agent(settings: Settings, requested: str | None) -> tuple[str, AgentPolicy]:
+    name = requested or settings.resolved_default_agent
+    if name is None:
+        raise ApiError(422, "agent_required", f"Choose an agent: one of {sorted(settings.agents)}")
+    policy = settings.agents.get(name)
+    if policy is None:
+        raise ApiError(404, "unknown_agent", f"Agent {name!r} is not available")
+    return name, policy
+
+
+def _allowed(requested: dict[str, Any] | None, allowed: list[str], field: str) -> dict[str, Any]:
+    if not requested:
+        return {}
+    denied = sorted(set(requested) - set(allowed))
+    if denied:
+        raise ApiError(422, "property_not_allowed", f"{field}: not allowed to set {denied}")
+    return dict(requested)
+
+
+def refuse_reserved_keys(body: dict[str, Any]) -> None:
+    """422 `reserved_body_key` when a client's body holds a key the server sets."""
+    taken = [key for key in RESERVED_BODY_KEYS if key in body]
+    if taken:
+        raise ApiError(422, "reserved_body_key",
+                       f"body.{taken[0]} is set by the server; a client may not send "
+                       + ", ".join(f"body.{k}" for k in RESERVED_BODY_KEYS))
+
+
+def with_identity(body: dict[str, Any], user_id: str, transport: Transport) -> dict[str, Any]:
+    """`body` plus the verified identity, checked against Pipecat Cloud's size limit for the transport."""
+    out = dict(body)
+    out[IDENTITY_KEY] = {"id": user_id}
+    size = body_size(out)
+    if size > BODY_LIMIT:
+        raise ApiError(413, "body_too_large", f"body is {size} bytes; the limit is {BODY_LIMIT} bytes")
+    return out
+
+
+def body_size(body: dict[str, Any]) -> int:
+    return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def plan_start(settings: Settings, request: StartRequest, user_id: str) -> PlannedStart:
+    agent, policy = resolve_agent(settings, request.agent)
+    transport: Transport = request.transport or policy.transports[0]
+    if transport not in policy.transports:
+        raise ApiError(422, "transport_not_allowed",
+                       f"Transport {transport!r} is not enabled for agent {agent!r}")
+    refuse_reserved_keys(request.body)
+
+    pcc: dict[str, Any] = {"transport": transport}
+    if transport == "daily":
+        room = _allowed(request.dailyRoomProperties, policy.allowed_room_properties,
+                        "dailyRoomProperties")
+        token = _allowed(request.dailyMeetingTokenProperties, policy.allowed_token_properties,
+                         "dailyMeetingTokenProperties")
+        room.update(policy.room_properties)
+        token.update(policy.token_properties)
+        pcc["createDailyRoom"] = True
+        if room:
+            pcc["dailyRoomProperties"] = room
+        if token:
+            pcc["dailyMeetingTokenProperties"] = token
+    elif request.dailyRoomProperties or request.dailyMeetingTokenProperties:
+        raise ApiError(422, "property_not_allowed",
+                       "Daily room and token properties apply only to the daily transport")
+    if transport == "webrtc" and policy.enable_default_ice_servers:
+        pcc["enableDefaultIceServers"] = True
+
+    if transport == "websocket" and policy.websocket_auth == "none":
+        # PCC rejects any body here, so no identity can be passed; say so instead of failing later.
+        if request.body:
+            raise ApiError(400, "websocket_body_not_allowed",
+                           f"Agent {agent!r} uses websocket_auth 'none': a body cannot be sent")
+        return PlannedStart(agent, transport, pcc)
+
+    pcc["body"] = with_identity(request.body, user_id, transport)
+    return PlannedStart(agent, transport, pcc)

@@ -1,0 +1,265 @@
+"""The capacity queue: a start refused with 429 joins its agent's FIFO (chalicelib.store.agent_queue) and is
+served in arrival order by the agent's dispatcher (chalicelib.start.dispatcher) until it starts, fails for good,
+is cancelled, or reaches its deadline. While anything waits for an agent, a new start joins the queue
+without calling Pipecat Cloud, so a late arrival never overtakes a queued start (telephony calls, which
+cannot wait, are the one documented exception: they keep trying Pipecat Cloud directly).
+
+Nothing is lost: the request record and its queue place are written in one transaction before the
+dispatcher is woken; every transition is conditional; the sweeper (reconcile schedule) restarts an idle
+queue's dispatcher and fails requests past their deadline. The user's active-session slot taken by
+/start is held while queued and freed on failure/cancel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.pcc.responses import HttpResult
+from chalicelib.platform import rate_limits
+from chalicelib.platform.errors import ApiError
+from chalicelib.platform.observability import count, logger
+from chalicelib.platform.request_parsing import query_error
+from chalicelib.platform.settings import get_settings
+from chalicelib.start import dispatcher
+from chalicelib.start.policy import PlannedStart
+from chalicelib.store import agent_queue
+from chalicelib.store import queued_starts as start_requests
+from chalicelib.store.sessions import conditional_failed
+
+SWEEP_GRACE_SECONDS = 120
+POLL_INTERVAL_SECONDS = 0.25
+RETRY_AFTER_MAX_SECONDS = 30
+DEADLINE_DETAIL = dispatcher.DEADLINE_DETAIL
+LONG_POLL_REFUSALS = ("status_rate_limited", "too_many_long_polls")
+
+
+class SlotHandedOver(ApiError):
+    """The start failed after its slot passed to a queued request, which frees it (exactly once)."""
+
+
+def enabled() -> bool:
+    return bool(get_settings().retry_queue_url)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ------------------------------------------------------------------ /start: joining the queue
+def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str, Any] | None = None,
+            known: agent_queue.QueueState | None = None) -> HttpResult:
+    """Take the next place in the agent's queue and record the start there; the request takes the slot over
+    from the start intent in the same transaction, and holds it while queued. `known`: the queue state the
+    caller has just read, if it has (it saves a read; the place is still taken atomically)."""
+    settings = get_settings()
+    placed = agent_queue.allocate(plan.agent, settings.max_queued, known)
+    if placed is None:
+        count("StartRejected", code="queue_full")
+        state = agent_queue.read(plan.agent)
+        retry_after = max(1, min(RETRY_AFTER_MAX_SECONDS, math.ceil(state.free_interval or settings.retry_cap_seconds)))
+        raise ApiError(503, "queue_full", f"{settings.max_queued} starts already wait for this agent; try again later",
+                       headers={"Retry-After": str(retry_after)})
+    seq = placed.tail
+    now = time.time()
+    request_id = start_requests.new_request_id()
+    try:
+        request = start_requests.create(
+            request_id=request_id, user_id=user_id, agent=plan.agent, transport=plan.transport,
+            pcc_request=plan.pcc_request, deadline=now + settings.start_deadline_seconds, next_attempt_at=now,
+            seq=seq, entry=agent_queue.entry_put(plan.agent, seq, request_id), intent=intent)
+    except Exception as exc:
+        agent_queue.mark_gone(plan.agent, seq)  # the place stays empty: let the dispatcher pass it
+        if conditional_failed(exc):  # this Lambda stalled so long that the dispatcher gave the place up
+            raise ApiError(503, "queue_unavailable", "The start could not be queued; try again",
+                           headers={"Retry-After": "1"}) from None
+        raise
+    try:
+        agent_queue.start_dispatcher(plan.agent, known=placed)
+    except Exception:  # noqa: BLE001 - cannot reach the queue: fail the request explicitly, free the slot
+        logger.exception("could not wake the dispatcher", extra={"request_id": request_id})
+        # The slot now belongs to the request: failing it (conditional on `queued`) frees the slot once;
+        # if even that write fails, the sweeper fails the request at its deadline and frees it then.
+        if start_requests.finish_without_session(request, start_requests.FAILED, "queue_unavailable",
+                                                 "The start could not be queued", (start_requests.QUEUED,)):
+            agent_queue.mark_gone(plan.agent, seq)
+        raise SlotHandedOver(503, "queue_unavailable", "The agent is at capacity and the retry queue is "
+                             "unavailable", headers={"Retry-After": "5"}) from None
+    count("StartsQueued")
+    return pending_response(request, status_base, now, placed)
+
+
+def pending_response(request: dict[str, Any], status_base: str, now: float,
+                     state: agent_queue.QueueState | None = None) -> HttpResult:
+    """202: the exact place in the agent's queue and an ETA from the measured rate capacity frees at
+    (`state`: the queue as just read or written, else it is read)."""
+    settings = get_settings()
+    status_url = f"{status_base.rstrip('/')}/{request['request_id']}"
+    state = state or agent_queue.read(request["agent"])
+    position = state.position(int(request["seq"])) if "seq" in request else state.waiting()
+    eta = state.eta_seconds(position, settings.retry_cap_seconds)
+    retry_after = max(1, min(retry_after_cap(settings.queued_abandon_seconds), math.ceil(eta)))
+    body = {
+        "requestId": request["request_id"],
+        "status": "queued",
+        "statusUrl": status_url,
+        "retryAfter": retry_after,
+        "attempts": int(request["attempts"]),
+        "position": position,
+        "etaSeconds": math.ceil(eta),
+        "nextAttemptAt": _iso(now + eta),
+    }
+    return HttpResult(202, body, {"Location": status_url, "Retry-After": str(retry_after)})
+
+
+def retry_after_cap(abandon_seconds: int) -> int:
+    """The longest Retry-After of a queued start: a client that follows it asks at least 3 times before its
+    start would count as abandoned."""
+    return min(RETRY_AFTER_MAX_SECONDS, abandon_seconds // 3) if abandon_seconds else RETRY_AFTER_MAX_SECONDS
+
+
+# ------------------------------------------------------------------ GET / DELETE /start/{id}
+def _owned(user_id: str, request_id: str) -> dict[str, Any]:
+    request = start_requests.get(request_id) if request_id.startswith("req_") and len(request_id) < 64 else None
+    if request is None or request["user_id"] != user_id:
+        raise ApiError(404, "start_request_not_found", "No such start request")
+    return request
+
+
+def _expire_if_overdue(request: dict[str, Any], now: float) -> dict[str, Any]:
+    if request["state"] in (start_requests.QUEUED, start_requests.STARTING) \
+            and now > request["deadline"] + SWEEP_GRACE_SECONDS \
+            and (request["state"] == start_requests.QUEUED or request.get("lease_until", 0) < now):
+        if start_requests.finish_without_session(
+                request, start_requests.FAILED, "deadline_exceeded", DEADLINE_DETAIL,
+                (start_requests.QUEUED, start_requests.STARTING)):
+            _left_queue(request)
+        return start_requests.get(request["request_id"]) or request
+    return request
+
+
+def _left_queue(request: dict[str, Any]) -> None:
+    if "seq" in request:
+        agent_queue.mark_gone(request["agent"], int(request["seq"]))
+
+
+def outcome(request: dict[str, Any], status_base: str, now: float) -> HttpResult:
+    """200 with the body a direct success would have had, 202 while pending, or a terminal error."""
+    state = request["state"]
+    if state == start_requests.STARTED:
+        return HttpResult.from_dict(json.loads(request["result"]))
+    ids = {"requestId": request["request_id"], "reason": request.get("error_code", state)}
+    if state == start_requests.FAILED:
+        raise ApiError(410, "start_failed", f"The queued start failed for good ({ids['reason']}): "
+                                            f"{request.get('error_detail', '')}", extra=ids)
+    if state == start_requests.CANCELLED:
+        detail = "The queued start was cancelled" + (
+            f": {dispatcher.ABANDONED_DETAIL}" if ids["reason"] == "abandoned" else "")
+        raise ApiError(409, "start_cancelled", detail, extra=ids)
+    return pending_response(request, status_base, now)
+
+
+def wait_for(request: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Long-poll: re-read the request until it leaves the queue or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while request["state"] not in start_requests.TERMINAL and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVAL_SECONDS)
+        request = start_requests.get(request["request_id"]) or request
+    return request
+
+
+def status(user_id: str, request_id: str, status_base: str, wait: int = 0) -> HttpResult:
+    settings = get_settings()
+    rate_limits.take(f"status#{user_id}", settings.status_rate_per_minute, 60, code="status_rate_limited",
+                     what="Status polls")
+    now = time.time()
+    request = _expire_if_overdue(_owned(user_id, request_id), now)
+    if request["state"] not in start_requests.TERMINAL and float(request.get("seen_at", 0)) < int(now + wait):
+        start_requests.seen(request_id, now + wait)  # a long-poll: its owner waits until it ends
+    if wait and request["state"] not in start_requests.TERMINAL:
+        with rate_limits.concurrent(f"longpoll#{user_id}", settings.long_polls_per_user, wait + 5,
+                                    code="too_many_long_polls", what="Long-polls"):
+            request = wait_for(request, wait)
+    return outcome(request, status_base, time.time())
+
+
+def long_poll_after_start(user_id: str, queued: HttpResult, status_base: str, wait: int) -> HttpResult:
+    """`POST /start?wait=N` that was queued: long-poll it. The request exists, so a long-poll that cannot be
+    granted (the status rate or the long-poll seats are spent) answers the plain 202, never an error."""
+    try:
+        return status(user_id, str(queued.body["requestId"]), status_base, wait)
+    except ApiError as exc:
+        if exc.code not in LONG_POLL_REFUSALS:
+            raise
+        count("LongPollsRefused", code=exc.code)
+        return queued
+
+
+def list_pending(user_id: str, status_base: str) -> dict[str, Any]:
+    """GET /start: the caller's queued and starting requests (a client that lost a requestId finds it here
+    to cancel it). Listing does not count as asking about them (chalicelib.start.dispatcher.abandoned)."""
+    settings = get_settings()
+    since = _iso(time.time() - settings.start_deadline_seconds - SWEEP_GRACE_SECONDS)
+    found = start_requests.user_pending(user_id, since)
+    base = status_base.rstrip("/")
+    return {"starts": [{"requestId": r["request_id"], "status": r["state"], "agent": r["agent"],
+                        "createdAt": r["created_at"], "statusUrl": f"{base}/{r['request_id']}"} for r in found]}
+
+
+def cancel(user_id: str, request_id: str) -> HttpResult:
+    request = _owned(user_id, request_id)
+    if request["state"] == start_requests.QUEUED:
+        if start_requests.finish_without_session(request, start_requests.CANCELLED, "cancelled",
+                                                 "Cancelled by the user", (start_requests.QUEUED,)):
+            _left_queue(request)
+        request = start_requests.get(request_id) or request
+    if request["state"] in (start_requests.STARTING, start_requests.STARTED):
+        raise ApiError(409, "not_cancellable", "The session is already starting or running; stop it instead")
+    return HttpResult(200, {"requestId": request_id, "status": request["state"]})
+
+
+def parse_wait(raw: str | None) -> int:
+    if raw in (None, ""):
+        return 0
+    settings = get_settings()
+    try:
+        wait = int(raw)  # type: ignore[arg-type]
+    except ValueError:
+        raise query_error("wait", "must be a whole number of seconds") from None
+    if not 0 <= wait <= settings.long_poll_max_seconds:
+        raise query_error("wait", f"must be between 0 and {settings.long_poll_max_seconds}")
+    return wait
+
+
+# ------------------------------------------------------------------ the sweeper
+def sweep(now: float | None = None) -> dict[str, int]:
+    """Fail requests past their deadline, cancel abandoned ones, and restart the dispatcher of any agent whose
+    queue waits with none running (a lost wake-up, a dispatcher that died). Run from the reconcile schedule."""
+    now = now or time.time()
+    settings = get_settings()
+    summary = {"pending": 0, "expired": 0, "abandoned": 0, "woken": 0}
+    if not enabled():
+        return summary
+    agents: set[str] = set()
+    for request in start_requests.pending():
+        summary["pending"] += 1
+        if request["state"] not in (start_requests.QUEUED, start_requests.STARTING):
+            continue
+        before = request["state"]
+        if _expire_if_overdue(request, now)["state"] != before:
+            summary["expired"] += 1
+            continue
+        if dispatcher.abandoned(request, now, settings.queued_abandon_seconds) \
+                and dispatcher.abandon(request, now, settings.queued_abandon_seconds):
+            summary["abandoned"] += 1
+            continue
+        agents.add(request["agent"])
+    for agent in sorted(agents):
+        state = agent_queue.read(agent)
+        if state.waiting() and not state.leased(now):
+            agent_queue.send_wake(agent)
+            summary["woken"] += 1
+    return summary

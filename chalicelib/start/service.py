@@ -1,0 +1,142 @@
+"""POST /start: validate, apply policy, take a user slot, call Pipecat Cloud, record the session."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from chalicelib.api.models import StartRequest
+from chalicelib.pcc import client as pcc_client
+from chalicelib.pcc.client import PccCallError
+from chalicelib.pcc.responses import HttpResult, client_response, is_capacity_error, map_pcc_error, might_have_started
+from chalicelib.platform import rate_limits
+from chalicelib.platform.errors import ApiError
+from chalicelib.platform.idempotency import check_key, run_once
+from chalicelib.platform.observability import count, logger
+from chalicelib.platform.request_parsing import parse_json_object, validation_error
+from chalicelib.platform.secrets import get_secrets
+from chalicelib.platform.settings import get_settings
+from chalicelib.sessions.service import stop_quietly
+from chalicelib.start import queue as capacity_queue
+from chalicelib.start.policy import PlannedStart, plan_start
+from chalicelib.store import agent_queue
+from chalicelib.store import intents as start_intents
+from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import sessions as session_store
+
+
+def parse_start_request(raw_body: bytes | None) -> StartRequest:
+    data = parse_json_object(raw_body, max_bytes=2 * 1024 * 1024)
+    try:
+        return StartRequest.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def execute_start(
+    user_id: str,
+    plan: PlannedStart,
+    status_base: str = "/start",
+    *,
+    limit: int | None = None,
+    queue_on_capacity: bool = True,
+    shape: Callable[[str, dict[str, Any]], HttpResult] = client_response,
+    read_timeout: float | None = None,
+) -> HttpResult:
+    """Take a slot with a start intent, call PCC, record the session (chalicelib.store.intents).
+
+    While starts wait in the agent's queue, a queueable start joins it without calling PCC (first come,
+    first served); telephony (`queue_on_capacity` off) always calls PCC: a caller on the line cannot wait.
+    The slot is freed at once when PCC's answer proves no bot was created; kept (intent `unknown`) when
+    it does not (timeout, 5xx, connection lost after sending), until recovery has let the orphan sweeper
+    stop any such bot; passed to a queued request on a capacity error (202), unless `queue_on_capacity`
+    is off (telephony holds the caller instead). A Lambda that dies mid-call leaves the intent `calling`
+    for recovery. `shape` builds the success answer from PCC's."""
+    settings = get_settings()
+    limit = limit or settings.user_session_limit
+    lease = settings.pcc_connect_timeout + (read_timeout or settings.pcc_read_timeout)
+    intent = start_intents.open_intent(user_id, plan.agent, limit, lease)
+    if intent is None:
+        count("StartRejected", code="user_session_limit")
+        raise ApiError(429, "user_session_limit",
+                       f"You already have {limit} active sessions; stop one first")
+    queueable = queue_on_capacity and capacity_queue.enabled()
+    if queueable:
+        try:
+            queue = agent_queue.read(plan.agent)
+        except Exception:
+            start_intents.settle_not_started(intent)
+            raise
+        if queue.waiting() > 0:
+            count("StartsJoinedQueue")
+            return _enqueue(user_id, plan, status_base, intent, queue)
+    try:
+        keys = get_secrets()
+        result = pcc_client.start(plan.agent, plan.pcc_request, keys.public_key.get_secret_value(),
+                                  read_timeout=read_timeout)
+    except PccCallError as exc:
+        if is_capacity_error(exc) and queueable:
+            return _enqueue(user_id, plan, status_base, intent)
+        error = map_pcc_error(exc)
+        if might_have_started(exc):
+            start_intents.mark_unknown(intent, error.code)
+        else:
+            start_intents.settle_not_started(intent)
+        count("StartRejected", code=error.code)
+        raise error from None
+    except Exception:
+        start_intents.settle_not_started(intent)  # no call was made (e.g. the secret is unreadable)
+        raise
+    session_id = str(result["sessionId"])
+    item = session_store.session_item(user_id=user_id, session_id=session_id, agent=plan.agent,
+                                      transport=plan.transport, extra=plan.record_extra or None)
+    try:
+        recorded = start_intents.settle_started(intent, item)
+    except Exception:  # noqa: BLE001 - storage refused: stop the bot; recovery frees the slot
+        logger.exception("recording the session failed; stopping it", extra={"session_id": session_id})
+        recorded = False
+    if not recorded:
+        stop_quietly(plan.agent, session_id)
+        raise ApiError(503, "record_failed", "The session could not be recorded; try again")
+    count("SessionsStarted")
+    logger.info("session started", extra={"session_id": session_id, "agent": plan.agent,
+                                          "transport": plan.transport, "user_id": user_id})
+    return shape(plan.transport, result)
+
+
+def _enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str, Any],
+             known: agent_queue.QueueState | None = None) -> HttpResult:
+    try:
+        return capacity_queue.enqueue(user_id, plan, status_base, intent, known)
+    except capacity_queue.SlotHandedOver:
+        raise  # the failed request freed the slot it took over
+    except Exception:
+        start_intents.settle_not_started(intent)  # the request was never recorded (or the queue is full)
+        raise
+
+
+def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,
+          status_base: str = "/start", wait: int = 0) -> HttpResult:
+    """POST /start. With `wait` > 0 a queued start is long-polled for up to `wait` seconds."""
+    settings = get_settings()
+    rate_limits.take(f"start#{user_id}", settings.start_rate_per_minute, 60, code="start_rate_limited",
+                     what="Starts")
+    request = parse_start_request(raw_body)
+    plan = plan_start(settings, request, user_id)
+    if not idempotency_key:
+        result = execute_start(user_id, plan, status_base)
+    else:
+        result = HttpResult.from_dict(run_once(
+            user_id,
+            check_key(idempotency_key),
+            request.model_dump(mode="json"),
+            lambda: execute_start(user_id, plan, status_base).as_dict(),
+        ))
+    if result.status == 202 and wait:
+        return capacity_queue.long_poll_after_start(user_id, result, status_base, wait)
+    if result.status == 202 and idempotency_key:  # a retry of a queued start: its owner still asks for it
+        start_requests.seen(str(result.body["requestId"]), time.time())
+    return result

@@ -1,0 +1,109 @@
+"""Start intents: a direct start is on record, holding its slot, before Pipecat Cloud is called.
+
+Item: PK `INTENT#{id}`, SK `META`; GSI1 `USER#{userId}#INTENTS` (slot healing counts them); sparse GSI2
+`INTENTS` (recovery walks them). States: `calling` (leased for the length of the call) and `unknown`.
+
+- open: one transaction takes the user's slot and writes the intent (`calling`, lease = the call's
+  timeouts + a margin). A start that then dies with its Lambda leaves exactly this behind.
+- settle_started: one transaction writes the session record and deletes the intent (the slot passes to
+  the session). settle_not_started: one transaction deletes the intent and frees the slot. Each is
+  conditional on the intent still being `calling`, so a slot is freed exactly once.
+- mark_unknown: the answer does not prove that no bot was created (timeout, 5xx, connection lost after
+  sending): the slot stays held and recovery decides.
+- recover (reconcile schedule, after the orphan sweep): an intent that is `unknown`, or `calling` past its
+  lease, is freed once it is older than lease + ORPHAN_GRACE_SECONDS: by then any bot its call created is
+  older than the grace and the orphan sweeper has stopped it (no session record claims it). Bound: a
+  crashed start holds its slot at most lease + grace + one schedule interval.
+A queued start takes its slot over from the intent in the transaction that records the request.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from chalicelib.platform.observability import count, logger
+from chalicelib.store.sessions import (
+    conditionally,
+    now_iso,
+    query_index_partition,
+    release_slot_update,
+    reserve_slot_update,
+    table,
+)
+
+INTENTS_INDEX_KEY = "INTENTS"
+CALLING, UNKNOWN = "calling", "unknown"
+LEASE_MARGIN_SECONDS = 10
+
+
+def _key(intent_id: str) -> dict[str, str]:
+    return {"PK": f"INTENT#{intent_id}", "SK": "META"}
+
+
+def delete_update(table_name: str, intent: dict[str, Any], state: str = CALLING) -> dict[str, Any]:
+    """Deleting the intent as a TransactWriteItems `Delete`, conditional on its state."""
+    return {"TableName": table_name, "Key": _key(intent["intent_id"]), "ConditionExpression": "#s = :s",
+            "ExpressionAttributeNames": {"#s": "state"}, "ExpressionAttributeValues": {":s": state}}
+
+
+def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float) -> dict[str, Any] | None:
+    """Take a slot and record the intent, together; None when all of the user's slots are taken."""
+    now = time.time()
+    created = now_iso()
+    intent_id = uuid.uuid4().hex
+    item = {
+        **_key(intent_id), "type": "start_intent", "intent_id": intent_id, "user_id": user_id, "agent": agent,
+        "state": CALLING, "created_at": created, "created_epoch": int(now),
+        "lease_until": int(now + lease_seconds + LEASE_MARGIN_SECONDS),
+        "GSI1PK": f"USER#{user_id}#INTENTS", "GSI1SK": f"{created}#{intent_id}",
+        "GSI2PK": INTENTS_INDEX_KEY, "GSI2SK": created, "ttl": int(now) + 7 * 86400,
+    }
+    ddb = table()
+    taken = conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
+        {"Update": reserve_slot_update(ddb.name, user_id, limit)},
+        {"Put": {"TableName": ddb.name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}},
+    ]))
+    return item if taken else None
+
+
+def settle_started(intent: dict[str, Any], session_item: dict[str, Any]) -> bool:
+    """Record the session and retire the intent (the slot goes with it). False: recovery took the intent."""
+    ddb = table()
+    return conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
+        {"Put": {"TableName": ddb.name, "Item": session_item, "ConditionExpression": "attribute_not_exists(PK)"}},
+        {"Delete": delete_update(ddb.name, intent)},
+    ]))
+
+
+def settle_not_started(intent: dict[str, Any], state: str = CALLING) -> bool:
+    """Retire the intent and free its slot, once."""
+    ddb = table()
+    return conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
+        {"Delete": delete_update(ddb.name, intent, state)},
+        {"Update": release_slot_update(ddb.name, intent["user_id"])},
+    ]))
+
+
+def mark_unknown(intent: dict[str, Any], reason: str) -> None:
+    conditionally(lambda: table().update_item(
+        Key=_key(intent["intent_id"]), UpdateExpression="SET #s = :u, reason = :r",
+        ConditionExpression="#s = :c", ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":u": UNKNOWN, ":r": reason, ":c": CALLING}))
+    count("StartsUnknown")
+
+
+def recover(grace_seconds: int, now: float | None = None) -> int:
+    """Free the slots of starts that died or ended unknown, once any bot of theirs had time to be swept."""
+    now = time.time() if now is None else now
+    freed = 0
+    for intent in query_index_partition(INTENTS_INDEX_KEY, limit=10_000):  # plain values already
+        stale = intent["state"] == UNKNOWN or (intent["state"] == CALLING and intent["lease_until"] < now)
+        settled_upstream = now > int(intent["lease_until"]) + grace_seconds
+        if stale and settled_upstream and settle_not_started(intent, intent["state"]):
+            freed += 1
+            logger.warning("start intent recovered", extra={"intent_id": intent["intent_id"],
+                                                            "state": intent["state"]})
+    count("StartsRecovered", freed)
+    return freed

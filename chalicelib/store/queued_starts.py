@@ -1,0 +1,242 @@
+"""DynamoDB data access for queued starts (the capacity queue's state machine).
+
+Item: PK `REQUEST#{requestId}`, SK `META`, with `seq`, its place in the agent's queue (chalicelib.store.agent_queue);
+GSI1PK `USER#{userId}#REQUESTS` / GSI1SK `{createdAt}#{id}`; sparse GSI2PK `PENDING` / GSI2SK `{createdAt}`
+while queued or starting (the sweeper's index).
+
+States: queued -> starting -> started | failed, queued -> cancelled, starting -> queued (retry).
+Every transition is a conditional write on (state, next_attempt), so a second dispatcher (one that took
+over an expired lease) can never move a request twice, and so never start two bots for one request.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from chalicelib.store import intents as start_intents
+from chalicelib.store import sessions as session_store
+from chalicelib.store.sessions import conditionally, now_iso, release_slot_update, table
+
+QUEUED, STARTING, STARTED, FAILED, CANCELLED = "queued", "starting", "started", "failed", "cancelled"
+# The Pipecat Cloud request is kept inline up to this size; larger ones (the body may be 1 MB, a DynamoDB
+# item at most 400 KB) go into BODY#nnn items of CHUNK_BYTES each, written in the same transaction.
+INLINE_REQUEST_BYTES = 64 * 1024
+CHUNK_BYTES = 300 * 1024
+TERMINAL = (STARTED, FAILED, CANCELLED)
+PENDING_INDEX_KEY = "PENDING"
+FINISH_ATTEMPTS = 5  # a request that keeps coming back between our reads and writes (never seen in practice)
+
+
+def _key(request_id: str) -> dict[str, str]:
+    return {"PK": f"REQUEST#{request_id}", "SK": "META"}
+
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_request: dict[str, Any],
+           deadline: float, next_attempt_at: float, seq: int, entry: dict[str, Any],
+           intent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Record a queued start at its place `seq` in the agent's queue (`entry`: the queue entry's `Put`), and
+    retire the start intent whose slot it takes over, in one transaction."""
+    created = now_iso()
+    item = {
+        **_key(request_id),
+        "GSI1PK": f"USER#{user_id}#REQUESTS",
+        "GSI1SK": f"{created}#{request_id}",
+        "GSI2PK": PENDING_INDEX_KEY,
+        "GSI2SK": created,
+        "type": "start_request",
+        "request_id": request_id,
+        "user_id": user_id,
+        "agent": agent,
+        "transport": transport,
+        "state": QUEUED,
+        "seq": seq,
+        "attempts": 0,
+        "next_attempt": 1,
+        "next_attempt_at": int(next_attempt_at),
+        "deadline": int(deadline),
+        "seen_at": int(next_attempt_at),  # the 202 itself: its owner knows of it now
+        "created_at": created,
+        "ttl": int(deadline) + 86400,
+    }
+    # JSON text: DynamoDB cannot hold floats in a map, and the request is replayed verbatim.
+    text = json.dumps(pcc_request, separators=(",", ":"), ensure_ascii=False).encode()
+    ddb = table()
+    writes: list[dict[str, Any]] = [{"Put": entry}]
+    if len(text) <= INLINE_REQUEST_BYTES:
+        item["pcc_request"] = text.decode()
+    else:
+        chunks = [text[i:i + CHUNK_BYTES] for i in range(0, len(text), CHUNK_BYTES)]
+        item["pcc_request_chunks"] = len(chunks)
+        writes += [{"Put": {"TableName": ddb.name, "Item": {"PK": item["PK"], "SK": _chunk_key(i), "data": chunk,
+                                                             "ttl": item["ttl"]}}} for i, chunk in enumerate(chunks)]
+    if intent is not None:
+        writes.append({"Delete": start_intents.delete_update(ddb.name, intent)})
+    ddb.meta.client.transact_write_items(TransactItems=[
+        {"Put": {"TableName": ddb.name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}, *writes])
+    return item
+
+
+def _chunk_key(index: int) -> str:
+    return f"BODY#{index:03d}"
+
+
+def pcc_request(request: dict[str, Any]) -> dict[str, Any]:
+    """The Pipecat Cloud request of a queued start, inline or reassembled from its chunks."""
+    if "pcc_request" in request:
+        return dict(json.loads(request["pcc_request"]))
+    parts = []
+    for index in range(int(request["pcc_request_chunks"])):
+        chunk = table().get_item(Key={"PK": request["PK"], "SK": _chunk_key(index)}, ConsistentRead=True)["Item"]
+        parts.append(bytes(chunk["data"].value if hasattr(chunk["data"], "value") else chunk["data"]))
+    return dict(json.loads(b"".join(parts)))
+
+
+def get(request_id: str, consistent: bool = True) -> dict[str, Any] | None:
+    item = table().get_item(Key=_key(request_id), ConsistentRead=consistent).get("Item")
+    return dict(session_store.plain(item)) if item else None
+
+
+def claim(request_id: str, attempt: int, lease_seconds: int, now: float) -> bool:
+    """queued -> starting for this attempt (or take over an expired lease). False: stale/duplicate."""
+    return conditionally(lambda: table().update_item(
+        Key=_key(request_id),
+        UpdateExpression="SET #s = :starting, lease_until = :lease, attempts = :attempt",
+        ConditionExpression="next_attempt = :attempt AND (#s = :queued OR (#s = :starting AND lease_until < :now))",
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":starting": STARTING, ":queued": QUEUED, ":attempt": attempt,
+                                   ":lease": int(now + lease_seconds), ":now": int(now)},
+    ))
+
+
+def release_claim(request_id: str, attempt: int) -> int:
+    """starting -> queued for the same attempt (the attempt crashed before an outcome); returns how many
+    attempts of this request have crashed (0: the state had moved on)."""
+    updated: dict[str, Any] = {}
+
+    def write() -> None:
+        updated.update(table().update_item(
+            Key=_key(request_id),
+            UpdateExpression="SET #s = :queued ADD crashes :one REMOVE lease_until",
+            ConditionExpression="#s = :starting AND next_attempt = :attempt",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt, ":one": 1},
+            ReturnValues="UPDATED_NEW")["Attributes"])
+
+    return int(updated.get("crashes", 0)) if conditionally(write) else 0
+
+
+def requeue(request_id: str, attempt: int, next_attempt_at: float, last_error: str) -> bool:
+    """starting -> queued with the next attempt number."""
+    return conditionally(lambda: table().update_item(
+        Key=_key(request_id),
+        UpdateExpression="SET #s = :queued, next_attempt = :next, next_attempt_at = :at, last_error = :err "
+                         "REMOVE lease_until",
+        ConditionExpression="#s = :starting AND next_attempt = :attempt",
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt,
+                                   ":next": attempt + 1, ":at": int(next_attempt_at), ":err": last_error},
+    ))
+
+
+def complete(request: dict[str, Any], attempt: int, session_id: str, result: dict[str, Any]) -> bool:
+    """starting -> started and the session record, in one transaction."""
+    ddb = table()
+    session = session_store.session_item(
+        user_id=request["user_id"], session_id=session_id, agent=request["agent"],
+        transport=request["transport"], extra={"request_id": request["request_id"]})
+    return conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
+        {"Put": {"TableName": ddb.name, "Item": session, "ConditionExpression": "attribute_not_exists(PK)"}},
+        {"Update": {
+            "TableName": ddb.name,
+            "Key": _key(request["request_id"]),
+            "UpdateExpression": "SET #s = :started, session_id = :sid, #r = :result, finished_at = :now "
+                                "REMOVE GSI2PK, GSI2SK, lease_until",
+            "ConditionExpression": "#s = :starting AND next_attempt = :attempt",
+            "ExpressionAttributeNames": {"#s": "state", "#r": "result"},
+            "ExpressionAttributeValues": {":started": STARTED, ":starting": STARTING, ":sid": session_id,
+                                          ":result": json.dumps(result), ":now": now_iso(), ":attempt": attempt},
+        }},
+    ]))
+
+
+def finish_without_session(request: dict[str, Any], state: str, code: str, detail: str,
+                           from_states: tuple[str, ...], *, abandoned_before: float | None = None) -> bool:
+    """-> failed/cancelled from one of `from_states`, freeing the user's slot in the same transaction.
+
+    Exactly once by construction: the slot is released only by the write that moves the request out of
+    `from_states`. When the request's own condition refused the transaction, the request is read again: if
+    it is back in `from_states` (a dispatcher claimed it and requeued it meanwhile), the transaction is tried
+    again, never the request alone. Only when the slot counter's condition alone refused it (the counter was
+    already at zero: drift) does the request move without a release. `abandoned_before`: only if its owner
+    has not asked about it since then (`seen_at`, chalicelib.start.queue)."""
+    ddb = table()
+    values: dict[str, Any] = {":new": state, ":code": code, ":detail": detail[:1000], ":now": now_iso()}
+    for i, from_state in enumerate(from_states):
+        values[f":from{i}"] = from_state
+    condition = "(" + " OR ".join(f"#s = :from{i}" for i in range(len(from_states))) + ")"
+    if abandoned_before is not None:
+        condition += " AND (attribute_not_exists(seen_at) OR seen_at < :cutoff)"
+        values[":cutoff"] = int(abandoned_before)
+    request_update = {
+        "TableName": ddb.name,
+        "Key": _key(request["request_id"]),
+        "UpdateExpression": "SET #s = :new, error_code = :code, error_detail = :detail, finished_at = :now "
+                            "REMOVE GSI2PK, GSI2SK, lease_until",
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": {"#s": "state"},
+        "ExpressionAttributeValues": values,
+    }
+    for _ in range(FINISH_ATTEMPTS):
+        try:
+            ddb.meta.client.transact_write_items(TransactItems=[
+                {"Update": request_update}, {"Update": release_slot_update(ddb.name, request["user_id"])}])
+            return True
+        except Exception as exc:
+            refused = session_store.cancellation_codes(exc)
+            if not refused:
+                raise
+        if refused[1:2] == ["ConditionalCheckFailed"] and refused[0] == "None":
+            # The request could move but the counter is already at zero (drift): nothing to give back.
+            if conditionally(lambda: ddb.meta.client.update_item(**request_update)):
+                return True
+        elif refused[0] not in ("ConditionalCheckFailed", "Unknown"):
+            continue  # a conflicting transaction in flight: try again
+        current = get(request["request_id"])  # the request moved: did it come back?
+        if current is None or current["state"] not in from_states or (
+                abandoned_before is not None and current.get("seen_at", 0) >= int(abandoned_before)):
+            return False
+    return False
+
+
+def seen(request_id: str, until: float) -> None:
+    """Its owner asked about the request (a status poll; a long-poll counts until it ends)."""
+    conditionally(lambda: table().update_item(
+        Key=_key(request_id), UpdateExpression="SET seen_at = :until",
+        ConditionExpression="attribute_exists(PK) AND #s IN (:queued, :starting) "
+                            "AND (attribute_not_exists(seen_at) OR seen_at < :until)",
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":until": int(until), ":queued": QUEUED, ":starting": STARTING}))
+
+
+def user_pending(user_id: str, since_iso: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The user's queued or starting requests created since `since_iso`, newest first. Bounded: one query
+    over the user's recent requests (older ones are past their deadline), at most `limit` evaluated."""
+    page = table().query(
+        IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk AND GSI1SK >= :since",
+        FilterExpression="#s IN (:queued, :starting)", ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":pk": f"USER#{user_id}#REQUESTS", ":since": since_iso, ":queued": QUEUED,
+                                   ":starting": STARTING},
+        ScanIndexForward=False, Limit=limit)
+    return [dict(session_store.plain(item)) for item in page.get("Items", [])]
+
+
+def pending(limit: int = 500) -> list[dict[str, Any]]:
+    """Queued or starting requests, oldest first (for the sweeper)."""
+    return session_store.query_index_partition(PENDING_INDEX_KEY, limit)  # projection ALL: whole items

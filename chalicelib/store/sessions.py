@@ -1,0 +1,311 @@
+"""DynamoDB data access for session records and per-user active-session slots.
+
+Single-table design (table from infra/template.yaml):
+
+- session record: PK `SESSION#{sessionId}`, SK `META`;
+  GSI1PK `USER#{userId}#SESSIONS`, GSI1SK `{createdAt}#{sessionId}` (a user's listing);
+  GSI2PK `ACTIVE`, GSI2SK `{createdAt}` only while active (sparse index for reconciliation).
+- user slot counter: PK `USER#{userId}`, SK `ACTIVE_SESSIONS`, attribute `active`.
+
+- a user's sessions newest first: Query GSI1 with ScanIndexForward=False;
+- owner check / lookups from webhooks: GetItem on SESSION#{id};
+- reconciliation: Query GSI2 `ACTIVE` (only active records carry GSI2PK).
+The slot counter is changed only with conditional writes, so the per-user cap holds under races.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from chalicelib.platform.aws import dynamodb_table
+from chalicelib.platform.settings import get_settings
+
+ACTIVE = "active"
+ENDED = "ended"
+STOPPED = "stopped"
+SLOTS_INDEX_KEY = "SLOTS"  # GSI2 partition of the per-user slot counters (for healing)
+
+
+def table() -> Any:
+    return dynamodb_table(get_settings().table_name)
+
+
+def conditional_failed(exc: Exception) -> bool:
+    """A write refused by its condition (or a transaction cancelled by one of its conditions)."""
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+def cancellation_codes(exc: Exception) -> list[str]:
+    """Per item, why a transaction was cancelled (`ConditionalCheckFailed`, `None`, ...); [] when `exc` is no
+    cancelled transaction."""
+    response = getattr(exc, "response", None) or {}
+    if response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return []
+    return [str(r.get("Code")) for r in response.get("CancellationReasons", [])] or ["Unknown"]
+
+
+def conditionally(write: Callable[[], object]) -> bool:
+    """Run a conditional write; False when its condition did not hold (the state moved on)."""
+    try:
+        write()
+        return True
+    except Exception as exc:
+        if conditional_failed(exc):
+            return False
+        raise
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB values as plain Python (Decimal -> int/float), recursively."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------ slots
+def reserve_slot_update(table_name: str, user_id: str, limit: int) -> dict[str, Any]:
+    """Taking a slot as a TransactWriteItems `Update` (with a record that must exist with it)."""
+    return {
+        "TableName": table_name,
+        "Key": {"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
+        "UpdateExpression": "ADD active :one SET updated_at = :now, GSI2PK = :slots, GSI2SK = :user",
+        "ConditionExpression": "attribute_not_exists(active) OR active < :limit",
+        "ExpressionAttributeValues": {":one": 1, ":limit": limit, ":now": now_iso(), ":slots": SLOTS_INDEX_KEY,
+                                      ":user": user_id},
+    }
+
+
+def release_slot_update(table_name: str, user_id: str) -> dict[str, Any]:
+    """The slot release as a TransactWriteItems `Update` (for state changes that must free a slot)."""
+    return {
+        "TableName": table_name,
+        "Key": {"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
+        "UpdateExpression": "ADD active :minus",
+        "ConditionExpression": "active > :zero",
+        "ExpressionAttributeValues": {":minus": -1, ":zero": 0},
+    }
+
+
+def active_slots(user_id: str) -> int:
+    item = table().get_item(
+        Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"}, ConsistentRead=True
+    ).get("Item")
+    return int(item.get("active", 0)) if item else 0
+
+
+# ---------------------------------------------------------------- records
+def session_item(
+    *,
+    user_id: str,
+    session_id: str,
+    agent: str,
+    transport: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The DynamoDB item of a new active session record."""
+    settings = get_settings()
+    created = now_iso()
+    item: dict[str, Any] = {
+        "PK": f"SESSION#{session_id}",
+        "SK": "META",
+        "GSI1PK": f"USER#{user_id}#SESSIONS",
+        "GSI1SK": f"{created}#{session_id}",
+        "GSI2PK": "ACTIVE",
+        "GSI2SK": created,
+        "type": "session",
+        "session_id": session_id,
+        "user_id": user_id,
+        "agent": agent,
+        "transport": transport,
+        "status": ACTIVE,
+        "created_at": created,
+        "ttl": int(time.time()) + settings.session_ttl_seconds,
+    }
+    if extra:
+        item.update(extra)
+    return item
+
+
+def public_record(item: dict[str, Any]) -> dict[str, Any]:
+    keep = ("session_id", "agent", "transport", "status", "created_at", "ended_at", "end_reason",
+            "call_id", "provider")
+    values = plain(item)
+    return {
+        "sessionId": values["session_id"],
+        **{_camel(k): values[k] for k in keep[1:] if k in values},
+    }
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def get_session(session_id: str) -> dict[str, Any] | None:
+    item = table().get_item(Key={"PK": f"SESSION#{session_id}", "SK": "META"}).get("Item")
+    return plain(item) if item else None
+
+
+def mark_ended(session_id: str, user_id: str, status: str, reason: str) -> bool:
+    """active -> ended/stopped, and the user's slot is freed in the same transaction.
+
+    Returns False when the record was not active (already ended: nothing changes).
+    """
+    ddb_table = table()
+    session_update = {
+        "TableName": ddb_table.name,
+        "Key": {"PK": f"SESSION#{session_id}", "SK": "META"},
+        "UpdateExpression": "SET #s = :new, ended_at = :now, end_reason = :reason REMOVE GSI2PK, GSI2SK",
+        "ConditionExpression": "#s = :active",
+        "ExpressionAttributeNames": {"#s": "status"},
+        "ExpressionAttributeValues": {":new": status, ":now": now_iso(), ":reason": reason,
+                                      ":active": ACTIVE},
+    }
+    slot_update = release_slot_update(ddb_table.name, user_id)
+    client = ddb_table.meta.client
+    try:
+        client.transact_write_items(TransactItems=[{"Update": session_update}, {"Update": slot_update}])
+        return True
+    except client.exceptions.TransactionCanceledException as exc:
+        reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+        if reasons and reasons[0] == "ConditionalCheckFailed":
+            return False  # already ended
+        # The counter was already at zero (drift): end the record alone.
+        try:
+            client.update_item(**session_update)
+            return True
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+
+
+LIST_PAGES_PER_CALL = 3  # DynamoDB queries one GET /sessions makes at the most
+FILTERED_PAGE_ITEMS = 100  # records one filtered page evaluates (DynamoDB's Limit counts before the filter)
+
+
+def list_user_sessions(
+    user_id: str, *, limit: int, status: str | None = None, start_key: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """A page of the user's sessions, newest first, and the key to continue from (None: no more).
+
+    The cost of a call does not grow with the user's history: at most LIST_PAGES_PER_CALL queries, each
+    evaluating at most FILTERED_PAGE_ITEMS records when a status filter is given (`limit` otherwise). A
+    filtered call may so return fewer than `limit` sessions (even none) with a key to go on from."""
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI1",
+        "KeyConditionExpression": "GSI1PK = :pk",
+        "ExpressionAttributeValues": {":pk": f"USER#{user_id}#SESSIONS"},
+        "ScanIndexForward": False,
+        "Limit": max(limit, FILTERED_PAGE_ITEMS) if status else limit,
+    }
+    if status:
+        kwargs["FilterExpression"] = "#s = :status"
+        kwargs["ExpressionAttributeNames"] = {"#s": "status"}
+        kwargs["ExpressionAttributeValues"][":status"] = status
+    items: list[dict[str, Any]] = []
+    for _ in range(LIST_PAGES_PER_CALL):
+        if start_key:
+            kwargs["ExclusiveStartKey"] = start_key
+        page = table().query(**kwargs)
+        found = page.get("Items", [])
+        start_key = page.get("LastEvaluatedKey")
+        if len(items) + len(found) >= limit:
+            taken = found[:limit - len(items)]
+            items.extend(taken)
+            if len(taken) < len(found) or start_key:  # more may follow the last one returned
+                start_key = {k: taken[-1][k] for k in ("PK", "SK", "GSI1PK", "GSI1SK")}
+            break
+        items.extend(found)
+        if not start_key:
+            break
+        if not status:
+            kwargs["Limit"] = limit - len(items)
+    return [public_record(i) for i in items], start_key
+
+
+def query_index_partition(partition: str, limit: int = 500) -> list[dict[str, Any]]:
+    """Items of one GSI2 (sparse index) partition, oldest first, up to `limit`."""
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI2",
+        "KeyConditionExpression": "GSI2PK = :pk",
+        "ExpressionAttributeValues": {":pk": partition},
+        "ScanIndexForward": True,
+    }
+    while len(items) < limit:
+        page = table().query(**kwargs)
+        items.extend(page.get("Items", []))
+        if not page.get("LastEvaluatedKey"):
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return [plain(i) for i in items[:limit]]
+
+
+def active_sessions(limit: int = 500) -> list[dict[str, Any]]:
+    """Active records, oldest first (for reconciliation)."""
+    return query_index_partition("ACTIVE", limit)
+
+
+def _count_in_states(index_pk: str, attribute: str, states: tuple[str, ...]) -> int:
+    """How many items of one GSI1 partition have `attribute` in `states`."""
+    values = {f":v{i}": state for i, state in enumerate(states)}
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI1",
+        "KeyConditionExpression": "GSI1PK = :pk",
+        "FilterExpression": f"#a IN ({', '.join(values)})",
+        "ExpressionAttributeNames": {"#a": attribute},
+        "ExpressionAttributeValues": {":pk": index_pk, **values},
+        "Select": "COUNT",
+    }
+    total = 0
+    while True:
+        page = table().query(**kwargs)
+        total += int(page.get("Count", 0))
+        if not page.get("LastEvaluatedKey"):
+            return total
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def heal_slot_counters(now: float, min_age_seconds: int = 600) -> int:
+    """Lower counters that count more slots than the user's active sessions + pending starts.
+
+    A counter can only drift upwards (a Lambda that died between taking a slot and recording or giving
+    it back). Counters changed in the last `min_age_seconds` are left alone (a start may be in flight),
+    and the fix is conditional on the counter being unchanged since it was read.
+    """
+    healed = 0
+    cutoff = datetime.fromtimestamp(now - min_age_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for counter in query_index_partition(SLOTS_INDEX_KEY, limit=10_000):
+        held = int(counter.get("active", 0))
+        if held <= 0 or str(counter.get("updated_at", "")) > cutoff:
+            continue
+        user_id = counter["GSI2SK"]
+        actual = (_count_in_states(f"USER#{user_id}#SESSIONS", "status", (ACTIVE,))
+                  + _count_in_states(f"USER#{user_id}#REQUESTS", "state", ("queued", "starting"))
+                  + _count_in_states(f"USER#{user_id}#INTENTS", "state", ("calling", "unknown")))
+        if actual >= held:
+            continue
+        try:
+            table().update_item(
+                Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
+                UpdateExpression="SET active = :actual",
+                ConditionExpression="active = :held AND updated_at = :seen",
+                ExpressionAttributeValues={":actual": actual, ":held": held, ":seen": counter["updated_at"]},
+            )
+            healed += 1
+        except Exception as exc:
+            if not conditional_failed(exc):
+                raise
+    return healed

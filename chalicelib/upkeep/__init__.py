@@ -1,0 +1,1 @@
+"""What the schedule runs: reconciliation with Pipecat Cloud and the orphan sweep."""

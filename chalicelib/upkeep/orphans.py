@@ -1,0 +1,81 @@
+"""Stop bots that run at Pipecat Cloud with no record of ours ("orphans").
+
+A start whose answer was lost after Pipecat Cloud created the bot (a 5xx or a reset after the request was
+sent, a timeout, a Lambda killed inside the call) leaves a billed bot that no record claims: it escapes the
+per-user cap, and reconciliation, which walks our records, never sees it. On the reconcile schedule this
+lists every agent's active sessions with the private API and stops each one that no session record of
+ours claims once it is older than ORPHAN_GRACE_SECONDS (a start in flight records its session within the
+Pipecat Cloud read timeout, far inside the grace).
+
+ORPHAN_SWEEP=report only counts them (for agents that other systems start too); ORPHAN_REPORT_ONLY_AGENTS
+names such agents one by one. The telephony agent is report-only while static telephony is on
+(TELEPHONY_WEBSOCKET_AUTH=none with TELEPHONY_PUBLIC_BASE_URL set): those calls are started by Pipecat
+Cloud itself from the provider's stream, and we have no record of them by design.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from chalicelib.pcc import client as pcc_client
+from chalicelib.pcc.client import PccCallError
+from chalicelib.platform.observability import count, logger
+from chalicelib.platform.settings import Settings, get_settings
+from chalicelib.sessions.service import private_key
+from chalicelib.store import agent_queue
+from chalicelib.store import sessions as session_store
+
+
+def _created(session: dict[str, Any]) -> float | None:
+    try:
+        return datetime.fromisoformat(str(session.get("createdAt")).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def report_only_agents(settings: Settings) -> set[str]:
+    agents = set(settings.orphan_report_only_agents)
+    static_telephony = settings.telephony_websocket_auth == "none" and settings.telephony_public_base_url
+    if static_telephony and settings.resolved_telephony_agent:
+        agents.add(settings.resolved_telephony_agent)
+    return agents
+
+
+def sweep(now: float | None = None) -> dict[str, int]:
+    settings = get_settings()
+    summary = {"orphans_found": 0, "orphans_stopped": 0, "orphan_errors": 0}
+    if settings.orphan_sweep == "off":
+        return summary
+    now = time.time() if now is None else now
+    key = private_key()
+    report_only = report_only_agents(settings)
+    for agent in settings.agents:
+        try:
+            active = pcc_client.active_sessions(agent, key)
+        except PccCallError as exc:
+            if exc.status != 404:  # an agent of our policy that Pipecat Cloud does not know has no bots
+                logger.warning("orphan sweep: cannot list sessions", extra={"agent": agent, "status": exc.status})
+                summary["orphan_errors"] += 1
+            continue
+        for session in active:
+            created = _created(session)
+            session_id = str(session.get("sessionId") or "")
+            if not session_id or created is None or now - created < settings.orphan_grace_seconds:
+                continue  # too young: its start may still be recording it
+            if session_store.get_session(session_id) is not None:
+                continue
+            summary["orphans_found"] += 1
+            if settings.orphan_sweep == "report" or agent in report_only:
+                logger.warning("orphan found (report only)", extra={"agent": agent, "session_id": session_id})
+                continue
+            if not pcc_client.stop_if_running(agent, session_id, key):
+                summary["orphan_errors"] += 1
+                continue
+            summary["orphans_stopped"] += 1
+            logger.warning("orphan stopped", extra={"agent": agent, "session_id": session_id})
+            agent_queue.capacity_freed(agent, "orphan_stopped")
+    count("OrphansFound", summary["orphans_found"])
+    count("OrphansStopped", summary["orphans_stopped"])
+    return summary

@@ -1,0 +1,79 @@
+"""Scheduled reconciliation: our active records vs Pipecat Cloud (private API).
+
+- records whose session Pipecat Cloud no longer lists as active are marked ended (slot freed);
+- sessions older than the hard cap are stopped at Pipecat Cloud and marked stopped;
+- anything it cannot check now is left for the next run (stale records expire by TTL).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.pcc import client as pcc_client
+from chalicelib.pcc.client import PccCallError
+from chalicelib.platform.observability import count, logger
+from chalicelib.platform.settings import get_settings
+from chalicelib.sessions.service import private_key
+from chalicelib.store import agent_queue
+from chalicelib.store import sessions as session_store
+
+
+def _age_seconds(record: dict[str, Any], now: float) -> float:
+    created = datetime.strptime(record["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return now - created.timestamp()
+
+
+def run(now: float | None = None) -> dict[str, int]:
+    settings = get_settings()
+    now = now or time.time()
+    summary = {"checked": 0, "ended": 0, "stopped": 0, "errors": 0, "slots_healed": 0}
+    records = session_store.active_sessions()
+    if records:
+        _reconcile_records(records, settings.hard_cap_seconds, now, summary)
+    summary["slots_healed"] = session_store.heal_slot_counters(now)
+    count("ReconciledEnded", summary["ended"])
+    count("ReconciledStopped", summary["stopped"])
+    count("SlotCountersHealed", summary["slots_healed"])
+    logger.info("reconciliation done", extra=summary)
+    return summary
+
+
+def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now: float,
+                       summary: dict[str, int]) -> None:
+    key = private_key()
+    by_agent: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_agent[record["agent"]].append(record)
+    for agent, agent_records in by_agent.items():
+        try:
+            active = {str(s["sessionId"]) for s in pcc_client.active_sessions(agent, key)}
+        except PccCallError as exc:
+            logger.warning("reconcile: cannot list sessions", extra={"agent": agent, "status": exc.status})
+            summary["errors"] += 1
+            continue
+        for record in agent_records:
+            summary["checked"] += 1
+            session_id, user_id = record["session_id"], record["user_id"]
+            if session_id not in active:
+                reason = _completion_status(agent, session_id, key)
+                if session_store.mark_ended(session_id, user_id, session_store.ENDED, reason):
+                    summary["ended"] += 1
+                    agent_queue.capacity_freed(agent, "reconcile_ended")
+            elif _age_seconds(record, now) > hard_cap_seconds:
+                if not pcc_client.stop_if_running(agent, session_id, key):
+                    summary["errors"] += 1
+                    continue
+                if session_store.mark_ended(session_id, user_id, session_store.STOPPED, "hard_cap"):
+                    summary["stopped"] += 1
+                    agent_queue.capacity_freed(agent, "hard_cap")
+
+
+def _completion_status(agent: str, session_id: str, key: str) -> str:
+    try:
+        details = pcc_client.get_session(agent, session_id, key)
+    except PccCallError:
+        return "not_active_at_pipecat"
+    return str(details.get("completionStatus") or "ended")
