@@ -15,7 +15,10 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib import agent_queue, capacity_queue, session_store, start_requests
+from chalicelib.start import queue as capacity_queue
+from chalicelib.store import agent_queue
+from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import poll_once, sqs_event
 from tests.conftest import Gateway, emulator_admin
@@ -309,8 +312,10 @@ def test_429_storm_nothing_lost_nothing_started_twice(
 
         def submit(user: str) -> None:  # 8 at a time: arrivals outpace the 4 sessions/s that end
             response = gateway.start(user, {"transport": "daily"})
-            assert response.status_code in (200, 202), response.body
-            outcomes[user] = body(response)
+            # 503 queue_unavailable: this "Lambda" stalled past the dispatcher's grace between taking its place
+            # and recording it (a starved test process can): an error, so nothing may exist for it (below)
+            assert response.status_code in (200, 202) or body(response)["code"] == "queue_unavailable", response.body
+            outcomes[user] = {"refused": True} if response.status_code == 503 else body(response)
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(submit, users))
@@ -325,11 +330,17 @@ def test_429_storm_nothing_lost_nothing_started_twice(
         for thread in threads:
             thread.join()
 
-    direct = [u for u in users if u not in queued]
+    refused = [u for u in users if outcomes[u].get("refused")]
+    direct = [u for u in users if u not in queued and u not in refused]
     final = {u: state(rid) for u, rid in queued.items()}
     started_via_queue = [u for u, s in final.items() if s == "started"]
     failed = [u for u, s in final.items() if s == "failed"]
-    assert len(direct) + len(started_via_queue) + len(failed) == 200  # 0 lost
+    assert len(direct) + len(started_via_queue) + len(failed) + len(refused) == 200  # 0 lost
+    assert len(refused) <= 20, len(refused)  # the rare stall, not the rule
+    for user in refused:  # an error answered: no request, no slot, no bot exists for it
+        requests = session_store.table().query(IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
+                                               ExpressionAttributeValues={":pk": f"USER#{user}#REQUESTS"})["Items"]
+        assert requests == [] and session_store.active_slots(user) == 0, user
     # 0 started twice: every bot the emulator started belongs to a distinct user, and matches our records
     bot_users = Counter(s.body["user"]["id"] for s in emulator.org.sessions.values())
     assert max(bot_users.values()) == 1
@@ -345,5 +356,5 @@ def test_429_storm_nothing_lost_nothing_started_twice(
     served = [emulator.org.sessions[r["session_id"]].created_at for r in records if r and r["state"] == "started"]
     assert served == sorted(served), "a queued start was overtaken"
     print(f"storm: direct={len(direct)} queued={len(queued)} started_via_queue={len(started_via_queue)} "
-          f"failed={len(failed)}")
+          f"failed={len(failed)} refused={len(refused)}")
 
