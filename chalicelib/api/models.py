@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Transport = Literal["daily", "webrtc", "websocket"]
 
@@ -62,3 +62,18 @@ class WebSocketStartResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok"]
     stage: str
+
+
+class DialoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    phoneNumber: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,15}$")
+    sipUri: str | None = Field(default=None, pattern=r"^sips?:[^\s]{3,256}$")
+    callerId: str | None = Field(default=None, max_length=64)
+    body: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> DialoutRequest:
+        if (self.phoneNumber is None) == (self.sipUri is None):
+            raise ValueError("give exactly one of phoneNumber or sipUri")
+        return self

@@ -8,7 +8,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.api import models
-from chalicelib.telephony.service import DialoutRequest
 
 REF = "#/components/schemas/{model}"
 
@@ -72,7 +71,7 @@ class DialinAnswer(BaseModel):
 SCHEMAS: list[type[BaseModel]] = [
     models.StartRequest, models.ErrorResponse, models.DailyStartResponse, models.WebRTCStartResponse,
     models.WebSocketStartResponse, models.HealthResponse, QueuedStart, SessionRecord, SessionList, SessionDetails,
-    CancelResult, PendingStart, PendingStarts, DialinAnswer, DialoutRequest,
+    CancelResult, PendingStart, PendingStarts, DialinAnswer, models.DialoutRequest,
 ]
 
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
+from chalicelib.api.models import DialoutRequest
 from chalicelib.pcc.responses import HttpResult, client_response
 from chalicelib.platform.auth import Principal
 from chalicelib.platform.errors import ApiError
@@ -315,21 +316,6 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
         raise
     result = HttpResult.from_dict(stored)
     return HttpResult(200, {"status": "started", "sessionId": result.body["sessionId"]}, result.headers)
-
-
-class DialoutRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    phoneNumber: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,15}$")
-    sipUri: str | None = Field(default=None, pattern=r"^sips?:[^\s]{3,256}$")
-    callerId: str | None = Field(default=None, max_length=64)
-    body: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one_target(self) -> DialoutRequest:
-        if (self.phoneNumber is None) == (self.sipUri is None):
-            raise ValueError("give exactly one of phoneNumber or sipUri")
-        return self
 
 
 def dialout_service(headers: dict[str, str], secrets: GatewaySecrets) -> Principal | None:
