@@ -14,7 +14,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from chalicelib.sessions.proxy_headers import DEFAULT_REQUEST_HEADERS, DEFAULT_RESPONSE_HEADERS
+# The session proxy's header allow-lists by default (chalicelib.sessions.proxy_headers adds a fixed floor).
+DEFAULT_REQUEST_HEADERS = [
+    "accept", "accept-language", "content-type", "content-language", "cache-control", "pragma", "range",
+    "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "user-agent", "x-*",
+]
+DEFAULT_RESPONSE_HEADERS = [
+    "content-type", "content-language", "content-disposition", "content-range", "accept-ranges", "cache-control",
+    "etag", "last-modified", "expires", "retry-after", "x-*",
+]
 
 
 class AgentPolicy(BaseModel):

@@ -1,7 +1,8 @@
 """Which headers cross the session proxy, each way.
 
 Both directions go through an allow-list (fnmatch patterns, configurable: PROXY_REQUEST_HEADERS,
-PROXY_RESPONSE_HEADERS) on top of a floor that no configuration can lift:
+PROXY_RESPONSE_HEADERS, whose defaults chalicelib.platform.settings holds) on top of a floor that no
+configuration can lift:
 
 - to the bot, never: credentials (`authorization`, `cookie`, `x-api-key`, our `x-dev-user`,
   `idempotency-key`), forwarding and client-address headers (`forwarded`, `x-forwarded-*`, `x-real-ip`,
@@ -21,14 +22,6 @@ import fnmatch
 
 from chalicelib.platform.errors import ApiError
 
-DEFAULT_REQUEST_HEADERS = [
-    "accept", "accept-language", "content-type", "content-language", "cache-control", "pragma", "range",
-    "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "user-agent", "x-*",
-]
-DEFAULT_RESPONSE_HEADERS = [
-    "content-type", "content-language", "content-disposition", "content-range", "accept-ranges", "cache-control",
-    "etag", "last-modified", "expires", "retry-after", "x-*",
-]
 _HOP_BY_HOP = ["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-*"]
 NEVER_TO_BOT = [
     "host", "content-length", "authorization", "cookie", "cookie2", "x-api-key", "x-dev-user", "x-dev-groups",
