@@ -43,8 +43,7 @@ def run(n: int = 200) -> dict[str, Any]:
     stack = BenchStack()
     try:
         from chalicelib.pcc import client as pcc_client
-        from chalicelib.platform import settings
-        from chalicelib.store import sessions as session_store
+        from chalicelib.platform import dynamo, settings
 
         results: dict[str, Any] = {"n": n}
         payload = {"transport": "webrtc", "body": {"bench": True}}
@@ -52,7 +51,7 @@ def run(n: int = 200) -> dict[str, Any]:
         for _ in range(5):
             stack.invoke("POST", "/start", user=f"warm-{uuid.uuid4().hex[:8]}", body=payload)
         timer = DynamoTimer()
-        timer.attach(session_store.table().meta.client)
+        timer.attach(dynamo.table().meta.client)
         pcc_request = {"transport": "webrtc", "enableDefaultIceServers": True,
                        "body": {"bench": True, "user": {"id": "u"}}}
         url = f"{settings.get_settings().pcc_api_url}/v1/public/my-agent/start"

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from chalicelib.platform import secrets
 from chalicelib.platform.observability import logger, timing
 from chalicelib.platform.settings import get_settings
 
@@ -129,12 +130,20 @@ def stop_session(agent: str, session_id: str, private_key: str) -> dict[str, Any
     return dict(_request("DELETE", path, private_key) or {})
 
 
-def stop_if_running(agent: str, session_id: str, private_key: str) -> bool:
-    """Stop a session; True when it is stopped now or was already gone (404), False on any other failure."""
+def stop_if_running(agent: str, session_id: str, private_key: str | None = None) -> bool:
+    """The one way to stop a bot: True when it is stopped now or was already gone (404); False, logged, on
+    any other outcome (the private key missing included). Never raises: each caller has a backstop (the next
+    sweep, reconciliation, the agent's max session duration)."""
     try:
-        stop_session(agent, session_id, private_key)
+        stop_session(agent, session_id, private_key or secrets.private_key())
     except PccCallError as exc:
-        return exc.status == 404
+        if exc.status == 404:
+            return True
+        logger.warning("could not stop a session", extra={"session_id": session_id, "status": exc.status})
+        return False
+    except Exception:  # noqa: BLE001 - best effort by design (see above)
+        logger.warning("could not stop a session", extra={"session_id": session_id})
+        return False
     return True
 
 

@@ -7,7 +7,7 @@
 
 Why fixed windows in DynamoDB: API Gateway usage plans meter API keys, not the JWT users we limit, and a
 token bucket needs a read and a conditional write per call where a window needs one write; the price
-is that a user may burst up to 2x the limit across a window boundary (documented in the README).
+is that a user may burst up to 2x the limit across a window boundary (documented in docs/security.md).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from chalicelib.platform.dynamo import delete_if, put_if, update_if
 from chalicelib.platform.errors import ApiError
-from chalicelib.store.sessions import conditionally, table
 
 
 def take(key: str, limit: int, window_seconds: int, *, code: str, what: str, now: float | None = None) -> None:
@@ -26,14 +26,10 @@ def take(key: str, limit: int, window_seconds: int, *, code: str, what: str, now
     start = int(now) - int(now) % window_seconds
     if limit <= 0:
         raise ApiError(429, code, f"{what} is not allowed (limit 0)", headers={"Retry-After": str(window_seconds)})
-    taken = conditionally(lambda: table().update_item(
-        Key={"PK": f"RATE#{key}", "SK": str(start)},
-        UpdateExpression="ADD #n :one SET #ttl = :ttl",
-        ConditionExpression="attribute_not_exists(#n) OR #n < :limit",
-        ExpressionAttributeNames={"#n": "taken", "#ttl": "ttl"},
-        ExpressionAttributeValues={":one": 1, ":limit": limit, ":ttl": start + 2 * window_seconds},
-    ))
-    if not taken:
+    taken = update_if({"PK": f"RATE#{key}", "SK": str(start)}, "ADD #n :one SET #ttl = :ttl",
+                      condition="attribute_not_exists(#n) OR #n < :limit", names={"#n": "taken", "#ttl": "ttl"},
+                      values={":one": 1, ":limit": limit, ":ttl": start + 2 * window_seconds})
+    if taken is None:
         retry_after = max(1, start + window_seconds - int(now))
         raise ApiError(429, code, f"{what}: at most {limit} per {window_seconds} s",
                        headers={"Retry-After": str(retry_after)})
@@ -49,15 +45,12 @@ def concurrent(key: str, limit: int, hold_seconds: float, *, code: str, what: st
     owner = uuid.uuid4().hex
     for seat in range(limit):
         key_item = {"PK": f"HOLD#{key}", "SK": str(seat)}
-        if conditionally(lambda item=key_item: table().put_item(  # type: ignore[misc]
-                Item={**item, "owner": owner, "until": int(now + hold_seconds), "ttl": int(now + hold_seconds) + 3600},
-                ConditionExpression="attribute_not_exists(PK) OR #u < :now",
-                ExpressionAttributeNames={"#u": "until"}, ExpressionAttributeValues={":now": int(now)})):
+        seated = {**key_item, "owner": owner, "until": int(now + hold_seconds), "ttl": int(now + hold_seconds) + 3600}
+        if put_if(seated, "attribute_not_exists(PK) OR #u < :now", names={"#u": "until"},
+                  values={":now": int(now)}):
             try:
                 yield
             finally:
-                conditionally(lambda item=key_item: table().delete_item(  # type: ignore[misc]
-                    Key=item, ConditionExpression="#o = :o", ExpressionAttributeNames={"#o": "owner"},
-                    ExpressionAttributeValues={":o": owner}))
+                delete_if(key_item, "#o = :o", names={"#o": "owner"}, values={":o": owner})
             return
     raise ApiError(429, code, f"{what}: at most {limit} at a time", headers={"Retry-After": "1"})

@@ -61,3 +61,11 @@ def get_secrets(force_fetch: bool = False) -> GatewaySecrets:
 
 def reset_secret_cache() -> None:
     _provider.cache_clear()
+
+
+def private_key() -> str:
+    """The Pipecat Cloud private key (session details, listing, stopping); 503 when none is configured."""
+    key = get_secrets().private_key
+    if key is None:
+        raise ApiError(503, "private_key_missing", "The gateway has no Pipecat Cloud private key configured")
+    return key.get_secret_value()

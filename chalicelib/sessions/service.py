@@ -5,9 +5,6 @@ Another user's session id is answered exactly like an unknown one (404): existen
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from typing import Any
 
 from chalicelib.pcc import client as pcc_client
@@ -17,14 +14,13 @@ from chalicelib.platform import rate_limits
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.observability import logger
 from chalicelib.platform.request_parsing import query_error
-from chalicelib.platform.secrets import get_secrets
+from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
 from chalicelib.store import agent_queue
 from chalicelib.store import sessions as session_store
 
 PCC_DETAIL_FIELDS = ("endedAt", "completionStatus", "botStartSeconds", "coldStart", "createdAt",
                      "resourceMetrics", "meetingIds")
-MAX_CURSOR_KEY_BYTES = 1024  # DynamoDB's limit for a sort key value (a partition key may hold 2048)
 STATUSES = (session_store.ACTIVE, session_store.ENDED, session_store.STOPPED)
 
 
@@ -42,36 +38,7 @@ def owned_session(user_id: str, session_id: str) -> dict[str, Any]:
     return record
 
 
-def private_key() -> str:
-    key = get_secrets().private_key
-    if key is None:
-        raise ApiError(503, "private_key_missing", "The gateway has no Pipecat Cloud private key configured")
-    return key.get_secret_value()
-
-
 # ------------------------------------------------------------------ list
-def _encode_cursor(key: dict[str, Any] | None) -> str | None:
-    if not key:
-        return None
-    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(user_id: str, cursor: str) -> dict[str, Any]:
-    if len(cursor) > 8 * MAX_CURSOR_KEY_BYTES:
-        raise ApiError(400, "invalid_cursor", "cursor is not valid")
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(400, "invalid_cursor", "cursor is not valid") from None
-    expected = {"PK", "SK", "GSI1PK", "GSI1SK"}
-    if not isinstance(key, dict) or set(key) != expected or key.get("GSI1PK") != f"USER#{user_id}#SESSIONS" \
-            or key.get("SK") != "META" or not str(key.get("PK", "")).startswith("SESSION#") \
-            or not all(isinstance(v, str) and 0 < len(v.encode("utf-8", "surrogatepass")) <= MAX_CURSOR_KEY_BYTES
-                       for v in key.values()):
-        raise ApiError(400, "invalid_cursor", "cursor is not valid")
-    return key
-
-
 def list_sessions(user_id: str, params: dict[str, str]) -> dict[str, Any]:
     status = params.get("status") or None
     if status is not None and status not in STATUSES:
@@ -82,9 +49,9 @@ def list_sessions(user_id: str, params: dict[str, str]) -> dict[str, Any]:
         raise query_error("limit", "must be an integer") from None
     if not 1 <= limit <= 100:
         raise query_error("limit", "must be between 1 and 100")
-    start_key = _decode_cursor(user_id, params["cursor"]) if params.get("cursor") else None
+    start_key = session_store.decode_cursor(user_id, params["cursor"]) if params.get("cursor") else None
     items, next_key = session_store.list_user_sessions(user_id, limit=limit, status=status, start_key=start_key)
-    return {"sessions": items, "nextCursor": _encode_cursor(next_key)}
+    return {"sessions": items, "nextCursor": session_store.encode_cursor(next_key)}
 
 
 # ------------------------------------------------------------------ details
@@ -127,10 +94,3 @@ def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
         record = session_store.get_session(session_id) or record
     return session_store.public_record(record)
 
-
-def stop_quietly(agent: str, session_id: str) -> None:
-    """Best-effort stop of a bot we could not record (max duration and reconciliation are the backstop)."""
-    try:
-        pcc_client.stop_session(agent, session_id, private_key())
-    except Exception:  # noqa: BLE001 - best effort
-        logger.warning("could not stop an unrecorded session", extra={"session_id": session_id})

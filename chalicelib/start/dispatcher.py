@@ -31,7 +31,6 @@ from chalicelib.pcc.responses import client_response, is_retryable, map_pcc_erro
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import Settings, get_settings
-from chalicelib.sessions.service import stop_quietly
 from chalicelib.store import agent_queue
 from chalicelib.store import queued_starts as start_requests
 
@@ -297,12 +296,12 @@ def _attempt(settings: Settings, agent: str, request: dict[str, Any], pacer: Pac
     try:
         completed = start_requests.complete(request, attempt, session_id, response.as_dict())
     except Exception:
-        stop_quietly(agent, session_id)  # never leave an unrecorded bot behind a retry
+        pcc_client.stop_if_running(agent, session_id)  # never leave an unrecorded bot behind a retry
         raise
     if not completed:
         logger.error("queued start lost its claim after starting a bot; stopping it",
                      extra={"request_id": request_id, "session_id": session_id})
-        stop_quietly(agent, session_id)
+        pcc_client.stop_if_running(agent, session_id)
         return "skipped"
     count("QueuedStartsStarted")
     pacer.success()

@@ -20,6 +20,7 @@ from typing import Any
 
 from chalicelib.pcc.responses import HttpResult
 from chalicelib.platform import rate_limits
+from chalicelib.platform.dynamo import conditional_failed
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import query_error
@@ -28,7 +29,6 @@ from chalicelib.start import dispatcher
 from chalicelib.start.policy import PlannedStart
 from chalicelib.store import agent_queue
 from chalicelib.store import queued_starts as start_requests
-from chalicelib.store.sessions import conditional_failed
 
 SWEEP_GRACE_SECONDS = 120
 POLL_INTERVAL_SECONDS = 0.25

@@ -19,7 +19,6 @@ from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import parse_json_object, validation_error
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import get_settings
-from chalicelib.sessions.service import stop_quietly
 from chalicelib.start import queue as capacity_queue
 from chalicelib.start.policy import PlannedStart, plan_start
 from chalicelib.store import agent_queue
@@ -99,7 +98,7 @@ def execute_start(
         logger.exception("recording the session failed; stopping it", extra={"session_id": session_id})
         recorded = False
     if not recorded:
-        stop_quietly(plan.agent, session_id)
+        pcc_client.stop_if_running(plan.agent, session_id)
         raise ApiError(503, "record_failed", "The session could not be recorded; try again")
     count("SessionsStarted")
     logger.info("session started", extra={"session_id": session_id, "agent": plan.agent,

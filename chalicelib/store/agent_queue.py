@@ -23,9 +23,9 @@ from decimal import Decimal
 from typing import Any
 
 from chalicelib.platform.aws import client
+from chalicelib.platform.dynamo import plain, put_if, table, update_if
 from chalicelib.platform.observability import logger
 from chalicelib.platform.settings import get_settings
-from chalicelib.store.sessions import conditionally, plain, table
 
 ENTRY_TTL_SECONDS = 7 * 86400
 WAKE_GATE_SECONDS = 10  # a dispatcher asked for but not yet running is not asked for again sooner
@@ -102,18 +102,10 @@ def allocate(agent: str, max_queued: int, known: QueueState | None = None) -> Qu
 
 
 def _next_number(agent: str, limit: int) -> QueueState | None:
-    updated: dict[str, Any] = {}
-
-    def bump() -> None:
-        updated.update(table().update_item(
-            Key=_state_key(agent),
-            UpdateExpression="ADD tail :one SET head = if_not_exists(head, :one)",
-            ConditionExpression="attribute_not_exists(tail) OR tail < :limit",
-            ExpressionAttributeValues={":one": 1, ":limit": limit},
-            ReturnValues="ALL_NEW",
-        )["Attributes"])
-
-    return QueueState.from_item(agent, updated) if conditionally(bump) else None
+    updated = update_if(_state_key(agent), "ADD tail :one SET head = if_not_exists(head, :one)",
+                        condition="attribute_not_exists(tail) OR tail < :limit", values={":one": 1, ":limit": limit},
+                        returned="ALL_NEW")
+    return QueueState.from_item(agent, updated) if updated is not None else None
 
 
 def entry_put(agent: str, seq: int, request_id: str) -> dict[str, Any]:
@@ -131,17 +123,14 @@ def entry(agent: str, seq: int) -> dict[str, Any] | None:
 
 def abandon(agent: str, seq: int) -> bool:
     """Give up a number whose enqueue never wrote its entry (a Lambda that died in between)."""
-    return conditionally(lambda: table().put_item(
-        Item={**_entry_key(agent, seq), "abandoned": True, "ttl": int(time.time()) + ENTRY_TTL_SECONDS},
-        ConditionExpression="attribute_not_exists(PK)"))
+    return put_if({**_entry_key(agent, seq), "abandoned": True, "ttl": int(time.time()) + ENTRY_TTL_SECONDS},
+                  "attribute_not_exists(PK)")
 
 
 # ------------------------------------------------------------------ leaving the queue
 def mark_gone(agent: str, seq: int) -> None:
     """`seq` has left the queue (any reason). Idempotent; a number already folded into head is ignored."""
-    conditionally(lambda: table().update_item(
-        Key=_state_key(agent), UpdateExpression="ADD gone :s", ConditionExpression="head <= :n",
-        ExpressionAttributeValues={":s": {seq}, ":n": seq}))
+    update_if(_state_key(agent), "ADD gone :s", condition="head <= :n", values={":s": {seq}, ":n": seq})
 
 
 def advance(agent: str, seq: int, free_interval: float | None = None) -> None:
@@ -152,9 +141,7 @@ def advance(agent: str, seq: int, free_interval: float | None = None) -> None:
     if free_interval is not None:
         update += ", free_interval = :f"
         values[":f"] = Decimal(str(round(free_interval, 3)))
-    if not conditionally(lambda: table().update_item(
-            Key=_state_key(agent), UpdateExpression=update, ConditionExpression="head = :seq",
-            ExpressionAttributeValues=values)):
+    if update_if(_state_key(agent), update, condition="head = :seq", values=values) is None:
         mark_gone(agent, seq)
 
 
@@ -167,9 +154,8 @@ def fold_head(state: QueueState) -> QueueState:
     if not folded:
         return state
     values: dict[str, Any] = {":old": state.head, ":new": head, ":folded": folded}
-    if conditionally(lambda: table().update_item(
-            Key=_state_key(state.agent), UpdateExpression="SET head = :new DELETE gone :folded",
-            ConditionExpression="head = :old", ExpressionAttributeValues=values)):
+    if update_if(_state_key(state.agent), "SET head = :new DELETE gone :folded", condition="head = :old",
+                 values=values) is not None:
         state.head, state.gone = head, state.gone - folded
     return state
 
@@ -178,24 +164,17 @@ def fold_head(state: QueueState) -> QueueState:
 def acquire(agent: str, owner: str, seconds: float, now: float | None = None) -> QueueState | None:
     """Take (or renew) the agent's dispatcher lease; None when another live dispatcher holds it."""
     now = time.time() if now is None else now
-    updated: dict[str, Any] = {}
-
-    def take() -> None:
-        updated.update(table().update_item(
-            # the wake-up that asked for this run is consumed: the next arrival may ask again
-            Key=_state_key(agent), UpdateExpression="SET lease_owner = :o, lease_until = :u, wake_sent_at = :zero",
-            ConditionExpression="attribute_exists(PK) AND "
-                                "(attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :o)",
-            ExpressionAttributeValues={":o": owner, ":u": int(now + seconds), ":now": int(now), ":zero": 0},
-            ReturnValues="ALL_NEW")["Attributes"])
-
-    return QueueState.from_item(agent, updated) if conditionally(take) else None
+    updated = update_if(  # the wake-up that asked for this run is consumed: the next arrival may ask again
+        _state_key(agent), "SET lease_owner = :o, lease_until = :u, wake_sent_at = :zero",
+        condition="attribute_exists(PK) AND (attribute_not_exists(lease_until) OR lease_until < :now "
+                  "OR lease_owner = :o)",
+        values={":o": owner, ":u": int(now + seconds), ":now": int(now), ":zero": 0}, returned="ALL_NEW")
+    return QueueState.from_item(agent, updated) if updated is not None else None
 
 
 def release(agent: str, owner: str) -> None:
-    conditionally(lambda: table().update_item(
-        Key=_state_key(agent), UpdateExpression="SET lease_until = :zero", ConditionExpression="lease_owner = :o",
-        ExpressionAttributeValues={":zero": 0, ":o": owner}))
+    update_if(_state_key(agent), "SET lease_until = :zero", condition="lease_owner = :o",
+              values={":zero": 0, ":o": owner})
 
 
 # ------------------------------------------------------------------ wake-ups
@@ -215,18 +194,15 @@ def start_dispatcher(agent: str, now: float | None = None, known: QueueState | N
     gate = {":now": int(now), ":gate": int(now - WAKE_GATE_SECONDS)}
     if known is not None and (known.leased(now) or known.wake_sent_at >= gate[":gate"]):
         return
-    if not conditionally(lambda: table().update_item(
-            Key=_state_key(agent), UpdateExpression="SET wake_sent_at = :now",
-            ConditionExpression="(attribute_not_exists(lease_until) OR lease_until < :now) AND "
-                                "(attribute_not_exists(wake_sent_at) OR wake_sent_at < :gate)",
-            ExpressionAttributeValues=gate)):
+    if update_if(_state_key(agent), "SET wake_sent_at = :now",
+                 condition="(attribute_not_exists(lease_until) OR lease_until < :now) AND "
+                           "(attribute_not_exists(wake_sent_at) OR wake_sent_at < :gate)", values=gate) is None:
         return  # a dispatcher runs, or one was asked for a moment ago
     try:
         send_wake(agent)
     except Exception:
-        conditionally(lambda: table().update_item(
-            Key=_state_key(agent), UpdateExpression="SET wake_sent_at = :zero",
-            ConditionExpression="wake_sent_at = :now", ExpressionAttributeValues={":zero": 0, ":now": int(now)}))
+        update_if(_state_key(agent), "SET wake_sent_at = :zero", condition="wake_sent_at = :now",
+                  values={":zero": 0, ":now": int(now)})
         raise
 
 
@@ -238,14 +214,9 @@ def capacity_freed(agent: str, reason: str) -> bool:
     if not get_settings().retry_queue_url:
         return False
     try:
-        updated: dict[str, Any] = {}
-
-        def bump() -> None:
-            updated.update(table().update_item(
-                Key=_state_key(agent), UpdateExpression="ADD wakes :one", ConditionExpression="attribute_exists(PK)",
-                ExpressionAttributeValues={":one": 1}, ReturnValues="ALL_NEW")["Attributes"])
-
-        if not conditionally(bump):
+        updated = update_if(_state_key(agent), "ADD wakes :one", condition="attribute_exists(PK)",
+                            values={":one": 1}, returned="ALL_NEW")
+        if updated is None:
             return False  # this agent never queued anything
         state = QueueState.from_item(agent, updated)
         if state.waiting() == 0 or state.leased(time.time()):

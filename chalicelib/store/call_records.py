@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import time
 
+from chalicelib.platform.dynamo import put_if, table
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.settings import get_settings
-from chalicelib.store.sessions import conditionally, table
 
 MAX_CALL_ID = 256
 
@@ -32,7 +32,7 @@ def first_seen(provider: str, call_id: str, now: float) -> float:
     settings = get_settings()
     item = {**_key(provider, call_id), "first_seen_ms": int(now * 1000),
             "ttl": int(now) + settings.telephony_replay_ttl_seconds}
-    if conditionally(lambda: table().put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")):
+    if put_if(item, "attribute_not_exists(PK)"):
         return now
     stored = table().get_item(Key=_key(provider, call_id), ConsistentRead=True).get("Item") or {}
     return int(stored.get("first_seen_ms", int(now * 1000))) / 1000

@@ -23,15 +23,9 @@ import time
 import uuid
 from typing import Any
 
+from chalicelib.platform.dynamo import now_iso, transact_if, update_if
 from chalicelib.platform.observability import count, logger
-from chalicelib.store.sessions import (
-    conditionally,
-    now_iso,
-    query_index_partition,
-    release_slot_update,
-    reserve_slot_update,
-    table,
-)
+from chalicelib.store.sessions import query_index_partition, release_slot_update, reserve_slot_update
 
 INTENTS_INDEX_KEY = "INTENTS"
 CALLING, UNKNOWN = "calling", "unknown"
@@ -42,9 +36,10 @@ def _key(intent_id: str) -> dict[str, str]:
     return {"PK": f"INTENT#{intent_id}", "SK": "META"}
 
 
-def delete_update(table_name: str, intent: dict[str, Any], state: str = CALLING) -> dict[str, Any]:
-    """Deleting the intent as a TransactWriteItems `Delete`, conditional on its state."""
-    return {"TableName": table_name, "Key": _key(intent["intent_id"]), "ConditionExpression": "#s = :s",
+def delete_update(intent: dict[str, Any], state: str = CALLING) -> dict[str, Any]:
+    """Deleting the intent as a TransactWriteItems `Delete` (for chalicelib.platform.dynamo.transact_if),
+    conditional on its state."""
+    return {"Key": _key(intent["intent_id"]), "ConditionExpression": "#s = :s",
             "ExpressionAttributeNames": {"#s": "state"}, "ExpressionAttributeValues": {":s": state}}
 
 
@@ -60,37 +55,25 @@ def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float) -> d
         "GSI1PK": f"USER#{user_id}#INTENTS", "GSI1SK": f"{created}#{intent_id}",
         "GSI2PK": INTENTS_INDEX_KEY, "GSI2SK": created, "ttl": int(now) + 7 * 86400,
     }
-    ddb = table()
-    taken = conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
-        {"Update": reserve_slot_update(ddb.name, user_id, limit)},
-        {"Put": {"TableName": ddb.name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}},
-    ]))
+    taken = transact_if([{"Update": reserve_slot_update(user_id, limit)},
+                         {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}])
     return item if taken else None
 
 
 def settle_started(intent: dict[str, Any], session_item: dict[str, Any]) -> bool:
     """Record the session and retire the intent (the slot goes with it). False: recovery took the intent."""
-    ddb = table()
-    return conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
-        {"Put": {"TableName": ddb.name, "Item": session_item, "ConditionExpression": "attribute_not_exists(PK)"}},
-        {"Delete": delete_update(ddb.name, intent)},
-    ]))
+    return transact_if([{"Put": {"Item": session_item, "ConditionExpression": "attribute_not_exists(PK)"}},
+                        {"Delete": delete_update(intent)}])
 
 
 def settle_not_started(intent: dict[str, Any], state: str = CALLING) -> bool:
     """Retire the intent and free its slot, once."""
-    ddb = table()
-    return conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
-        {"Delete": delete_update(ddb.name, intent, state)},
-        {"Update": release_slot_update(ddb.name, intent["user_id"])},
-    ]))
+    return transact_if([{"Delete": delete_update(intent, state)}, {"Update": release_slot_update(intent["user_id"])}])
 
 
 def mark_unknown(intent: dict[str, Any], reason: str) -> None:
-    conditionally(lambda: table().update_item(
-        Key=_key(intent["intent_id"]), UpdateExpression="SET #s = :u, reason = :r",
-        ConditionExpression="#s = :c", ExpressionAttributeNames={"#s": "state"},
-        ExpressionAttributeValues={":u": UNKNOWN, ":r": reason, ":c": CALLING}))
+    update_if(_key(intent["intent_id"]), "SET #s = :u, reason = :r", condition="#s = :c", names={"#s": "state"},
+              values={":u": UNKNOWN, ":r": reason, ":c": CALLING})
     count("StartsUnknown")
 
 

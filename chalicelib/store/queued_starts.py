@@ -15,9 +15,10 @@ import json
 import uuid
 from typing import Any
 
+from chalicelib.platform.dynamo import cancellation_codes, now_iso, plain, table, transact_if, update_if
 from chalicelib.store import intents as start_intents
 from chalicelib.store import sessions as session_store
-from chalicelib.store.sessions import conditionally, now_iso, release_slot_update, table
+from chalicelib.store.sessions import release_slot_update
 
 QUEUED, STARTING, STARTED, FAILED, CANCELLED = "queued", "starting", "started", "failed", "cancelled"
 # The Pipecat Cloud request is kept inline up to this size; larger ones (the body may be 1 MB, a DynamoDB
@@ -77,7 +78,7 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
         writes += [{"Put": {"TableName": ddb.name, "Item": {"PK": item["PK"], "SK": _chunk_key(i), "data": chunk,
                                                              "ttl": item["ttl"]}}} for i, chunk in enumerate(chunks)]
     if intent is not None:
-        writes.append({"Delete": start_intents.delete_update(ddb.name, intent)})
+        writes.append({"Delete": {"TableName": ddb.name, **start_intents.delete_update(intent)}})
     ddb.meta.client.transact_write_items(TransactItems=[
         {"Put": {"TableName": ddb.name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}, *writes])
     return item
@@ -100,61 +101,46 @@ def pcc_request(request: dict[str, Any]) -> dict[str, Any]:
 
 def get(request_id: str, consistent: bool = True) -> dict[str, Any] | None:
     item = table().get_item(Key=_key(request_id), ConsistentRead=consistent).get("Item")
-    return dict(session_store.plain(item)) if item else None
+    return dict(plain(item)) if item else None
 
 
 def claim(request_id: str, attempt: int, lease_seconds: int, now: float) -> bool:
     """queued -> starting for this attempt (or take over an expired lease). False: stale/duplicate."""
-    return conditionally(lambda: table().update_item(
-        Key=_key(request_id),
-        UpdateExpression="SET #s = :starting, lease_until = :lease, attempts = :attempt",
-        ConditionExpression="next_attempt = :attempt AND (#s = :queued OR (#s = :starting AND lease_until < :now))",
-        ExpressionAttributeNames={"#s": "state"},
-        ExpressionAttributeValues={":starting": STARTING, ":queued": QUEUED, ":attempt": attempt,
-                                   ":lease": int(now + lease_seconds), ":now": int(now)},
-    ))
+    return update_if(
+        _key(request_id), "SET #s = :starting, lease_until = :lease, attempts = :attempt",
+        condition="next_attempt = :attempt AND (#s = :queued OR (#s = :starting AND lease_until < :now))",
+        names={"#s": "state"}, values={":starting": STARTING, ":queued": QUEUED, ":attempt": attempt,
+                                       ":lease": int(now + lease_seconds), ":now": int(now)}) is not None
 
 
 def release_claim(request_id: str, attempt: int) -> int:
     """starting -> queued for the same attempt (the attempt crashed before an outcome); returns how many
     attempts of this request have crashed (0: the state had moved on)."""
-    updated: dict[str, Any] = {}
-
-    def write() -> None:
-        updated.update(table().update_item(
-            Key=_key(request_id),
-            UpdateExpression="SET #s = :queued ADD crashes :one REMOVE lease_until",
-            ConditionExpression="#s = :starting AND next_attempt = :attempt",
-            ExpressionAttributeNames={"#s": "state"},
-            ExpressionAttributeValues={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt, ":one": 1},
-            ReturnValues="UPDATED_NEW")["Attributes"])
-
-    return int(updated.get("crashes", 0)) if conditionally(write) else 0
+    updated = update_if(_key(request_id), "SET #s = :queued ADD crashes :one REMOVE lease_until",
+                        condition="#s = :starting AND next_attempt = :attempt", names={"#s": "state"},
+                        values={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt, ":one": 1},
+                        returned="UPDATED_NEW")
+    return int(updated.get("crashes", 0)) if updated is not None else 0
 
 
 def requeue(request_id: str, attempt: int, next_attempt_at: float, last_error: str) -> bool:
     """starting -> queued with the next attempt number."""
-    return conditionally(lambda: table().update_item(
-        Key=_key(request_id),
-        UpdateExpression="SET #s = :queued, next_attempt = :next, next_attempt_at = :at, last_error = :err "
-                         "REMOVE lease_until",
-        ConditionExpression="#s = :starting AND next_attempt = :attempt",
-        ExpressionAttributeNames={"#s": "state"},
-        ExpressionAttributeValues={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt,
-                                   ":next": attempt + 1, ":at": int(next_attempt_at), ":err": last_error},
-    ))
+    return update_if(
+        _key(request_id), "SET #s = :queued, next_attempt = :next, next_attempt_at = :at, last_error = :err "
+                          "REMOVE lease_until",
+        condition="#s = :starting AND next_attempt = :attempt", names={"#s": "state"},
+        values={":queued": QUEUED, ":starting": STARTING, ":attempt": attempt, ":next": attempt + 1,
+                ":at": int(next_attempt_at), ":err": last_error}) is not None
 
 
 def complete(request: dict[str, Any], attempt: int, session_id: str, result: dict[str, Any]) -> bool:
     """starting -> started and the session record, in one transaction."""
-    ddb = table()
     session = session_store.session_item(
         user_id=request["user_id"], session_id=session_id, agent=request["agent"],
         transport=request["transport"], extra={"request_id": request["request_id"]})
-    return conditionally(lambda: ddb.meta.client.transact_write_items(TransactItems=[
-        {"Put": {"TableName": ddb.name, "Item": session, "ConditionExpression": "attribute_not_exists(PK)"}},
+    return transact_if([
+        {"Put": {"Item": session, "ConditionExpression": "attribute_not_exists(PK)"}},
         {"Update": {
-            "TableName": ddb.name,
             "Key": _key(request["request_id"]),
             "UpdateExpression": "SET #s = :started, session_id = :sid, #r = :result, finished_at = :now "
                                 "REMOVE GSI2PK, GSI2SK, lease_until",
@@ -163,7 +149,7 @@ def complete(request: dict[str, Any], attempt: int, session_id: str, result: dic
             "ExpressionAttributeValues": {":started": STARTED, ":starting": STARTING, ":sid": session_id,
                                           ":result": json.dumps(result), ":now": now_iso(), ":attempt": attempt},
         }},
-    ]))
+    ])
 
 
 def finish_without_session(request: dict[str, Any], state: str, code: str, detail: str,
@@ -184,27 +170,25 @@ def finish_without_session(request: dict[str, Any], state: str, code: str, detai
     if abandoned_before is not None:
         condition += " AND (attribute_not_exists(seen_at) OR seen_at < :cutoff)"
         values[":cutoff"] = int(abandoned_before)
-    request_update = {
-        "TableName": ddb.name,
-        "Key": _key(request["request_id"]),
-        "UpdateExpression": "SET #s = :new, error_code = :code, error_detail = :detail, finished_at = :now "
-                            "REMOVE GSI2PK, GSI2SK, lease_until",
-        "ConditionExpression": condition,
-        "ExpressionAttributeNames": {"#s": "state"},
-        "ExpressionAttributeValues": values,
-    }
+    update = ("SET #s = :new, error_code = :code, error_detail = :detail, finished_at = :now "
+              "REMOVE GSI2PK, GSI2SK, lease_until")
+    request_update = {"TableName": ddb.name, "Key": _key(request["request_id"]), "UpdateExpression": update,
+                      "ConditionExpression": condition, "ExpressionAttributeNames": {"#s": "state"},
+                      "ExpressionAttributeValues": values}
     for _ in range(FINISH_ATTEMPTS):
-        try:
+        try:  # (not transact_if: which condition refused it decides what happens next)
             ddb.meta.client.transact_write_items(TransactItems=[
-                {"Update": request_update}, {"Update": release_slot_update(ddb.name, request["user_id"])}])
+                {"Update": request_update},
+                {"Update": {"TableName": ddb.name, **release_slot_update(request["user_id"])}}])
             return True
         except Exception as exc:
-            refused = session_store.cancellation_codes(exc)
+            refused = cancellation_codes(exc)
             if not refused:
                 raise
         if refused[1:2] == ["ConditionalCheckFailed"] and refused[0] == "None":
             # The request could move but the counter is already at zero (drift): nothing to give back.
-            if conditionally(lambda: ddb.meta.client.update_item(**request_update)):
+            if update_if(_key(request["request_id"]), update, condition=condition, names={"#s": "state"},
+                         values=values) is not None:
                 return True
         elif refused[0] not in ("ConditionalCheckFailed", "Unknown"):
             continue  # a conflicting transaction in flight: try again
@@ -217,12 +201,10 @@ def finish_without_session(request: dict[str, Any], state: str, code: str, detai
 
 def seen(request_id: str, until: float) -> None:
     """Its owner asked about the request (a status poll; a long-poll counts until it ends)."""
-    conditionally(lambda: table().update_item(
-        Key=_key(request_id), UpdateExpression="SET seen_at = :until",
-        ConditionExpression="attribute_exists(PK) AND #s IN (:queued, :starting) "
-                            "AND (attribute_not_exists(seen_at) OR seen_at < :until)",
-        ExpressionAttributeNames={"#s": "state"},
-        ExpressionAttributeValues={":until": int(until), ":queued": QUEUED, ":starting": STARTING}))
+    update_if(_key(request_id), "SET seen_at = :until",
+              condition="attribute_exists(PK) AND #s IN (:queued, :starting) "
+                        "AND (attribute_not_exists(seen_at) OR seen_at < :until)",
+              names={"#s": "state"}, values={":until": int(until), ":queued": QUEUED, ":starting": STARTING})
 
 
 def user_pending(user_id: str, since_iso: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -234,7 +216,7 @@ def user_pending(user_id: str, since_iso: str, limit: int = 50) -> list[dict[str
         ExpressionAttributeValues={":pk": f"USER#{user_id}#REQUESTS", ":since": since_iso, ":queued": QUEUED,
                                    ":starting": STARTING},
         ScanIndexForward=False, Limit=limit)
-    return [dict(session_store.plain(item)) for item in page.get("Items", [])]
+    return [dict(plain(item)) for item in page.get("Items", [])]
 
 
 def pending(limit: int = 500) -> list[dict[str, Any]]:

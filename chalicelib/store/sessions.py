@@ -15,13 +15,15 @@ The slot counter is changed only with conditional writes, so the per-user cap ho
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from chalicelib.platform.aws import dynamodb_table
+from chalicelib.platform.dynamo import cancellation_codes, now_iso, plain, table, update_if
+from chalicelib.platform.errors import ApiError
 from chalicelib.platform.settings import get_settings
 
 ACTIVE = "active"
@@ -30,56 +32,10 @@ STOPPED = "stopped"
 SLOTS_INDEX_KEY = "SLOTS"  # GSI2 partition of the per-user slot counters (for healing)
 
 
-def table() -> Any:
-    return dynamodb_table(get_settings().table_name)
-
-
-def conditional_failed(exc: Exception) -> bool:
-    """A write refused by its condition (or a transaction cancelled by one of its conditions)."""
-    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
-    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
-
-
-def cancellation_codes(exc: Exception) -> list[str]:
-    """Per item, why a transaction was cancelled (`ConditionalCheckFailed`, `None`, ...); [] when `exc` is no
-    cancelled transaction."""
-    response = getattr(exc, "response", None) or {}
-    if response.get("Error", {}).get("Code") != "TransactionCanceledException":
-        return []
-    return [str(r.get("Code")) for r in response.get("CancellationReasons", [])] or ["Unknown"]
-
-
-def conditionally(write: Callable[[], object]) -> bool:
-    """Run a conditional write; False when its condition did not hold (the state moved on)."""
-    try:
-        write()
-        return True
-    except Exception as exc:
-        if conditional_failed(exc):
-            return False
-        raise
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def plain(value: Any) -> Any:
-    """DynamoDB values as plain Python (Decimal -> int/float), recursively."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
 # ------------------------------------------------------------------ slots
-def reserve_slot_update(table_name: str, user_id: str, limit: int) -> dict[str, Any]:
+def reserve_slot_update(user_id: str, limit: int) -> dict[str, Any]:
     """Taking a slot as a TransactWriteItems `Update` (with a record that must exist with it)."""
     return {
-        "TableName": table_name,
         "Key": {"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
         "UpdateExpression": "ADD active :one SET updated_at = :now, GSI2PK = :slots, GSI2SK = :user",
         "ConditionExpression": "attribute_not_exists(active) OR active < :limit",
@@ -88,10 +44,9 @@ def reserve_slot_update(table_name: str, user_id: str, limit: int) -> dict[str, 
     }
 
 
-def release_slot_update(table_name: str, user_id: str) -> dict[str, Any]:
+def release_slot_update(user_id: str) -> dict[str, Any]:
     """The slot release as a TransactWriteItems `Update` (for state changes that must free a slot)."""
     return {
-        "TableName": table_name,
         "Key": {"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
         "UpdateExpression": "ADD active :minus",
         "ConditionExpression": "active > :zero",
@@ -164,31 +119,50 @@ def mark_ended(session_id: str, user_id: str, status: str, reason: str) -> bool:
 
     Returns False when the record was not active (already ended: nothing changes).
     """
-    ddb_table = table()
-    session_update = {
-        "TableName": ddb_table.name,
-        "Key": {"PK": f"SESSION#{session_id}", "SK": "META"},
-        "UpdateExpression": "SET #s = :new, ended_at = :now, end_reason = :reason REMOVE GSI2PK, GSI2SK",
-        "ConditionExpression": "#s = :active",
-        "ExpressionAttributeNames": {"#s": "status"},
-        "ExpressionAttributeValues": {":new": status, ":now": now_iso(), ":reason": reason,
-                                      ":active": ACTIVE},
-    }
-    slot_update = release_slot_update(ddb_table.name, user_id)
-    client = ddb_table.meta.client
-    try:
-        client.transact_write_items(TransactItems=[{"Update": session_update}, {"Update": slot_update}])
+    key = {"PK": f"SESSION#{session_id}", "SK": "META"}
+    update = "SET #s = :new, ended_at = :now, end_reason = :reason REMOVE GSI2PK, GSI2SK"
+    names = {"#s": "status"}
+    values = {":new": status, ":now": now_iso(), ":reason": reason, ":active": ACTIVE}
+    try:  # (not transact_if: which condition refused it decides what happens next)
+        table().meta.client.transact_write_items(TransactItems=[
+            {"Update": {"TableName": table().name, "Key": key, "UpdateExpression": update,
+                        "ConditionExpression": "#s = :active", "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": values}},
+            {"Update": {"TableName": table().name, **release_slot_update(user_id)}}])
         return True
-    except client.exceptions.TransactionCanceledException as exc:
-        reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-        if reasons and reasons[0] == "ConditionalCheckFailed":
+    except Exception as exc:
+        reasons = cancellation_codes(exc)
+        if not reasons:
+            raise
+        if reasons[0] == "ConditionalCheckFailed":
             return False  # already ended
-        # The counter was already at zero (drift): end the record alone.
-        try:
-            client.update_item(**session_update)
-            return True
-        except client.exceptions.ConditionalCheckFailedException:
-            return False
+    # The counter was already at zero (drift): end the record alone.
+    return update_if(key, update, condition="#s = :active", names=names, values=values) is not None
+
+
+MAX_CURSOR_KEY_BYTES = 1024  # DynamoDB's limit for a sort key value (a partition key may hold 2048)
+def encode_cursor(key: dict[str, Any] | None) -> str | None:
+    """The opaque `nextCursor` of a listing: the key to continue from."""
+    if not key:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode().rstrip("=")
+
+
+def decode_cursor(user_id: str, cursor: str) -> dict[str, Any]:
+    """A client's `cursor` back into a key of its own listing; 400 `invalid_cursor` for anything else."""
+    if len(cursor) > 8 * MAX_CURSOR_KEY_BYTES:
+        raise ApiError(400, "invalid_cursor", "cursor is not valid")
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "invalid_cursor", "cursor is not valid") from None
+    expected = {"PK", "SK", "GSI1PK", "GSI1SK"}
+    if not isinstance(key, dict) or set(key) != expected or key.get("GSI1PK") != f"USER#{user_id}#SESSIONS" \
+            or key.get("SK") != "META" or not str(key.get("PK", "")).startswith("SESSION#") \
+            or not all(isinstance(v, str) and 0 < len(v.encode("utf-8", "surrogatepass")) <= MAX_CURSOR_KEY_BYTES
+                       for v in key.values()):
+        raise ApiError(400, "invalid_cursor", "cursor is not valid")
+    return key
 
 
 LIST_PAGES_PER_CALL = 3  # DynamoDB queries one GET /sessions makes at the most
@@ -297,15 +271,8 @@ def heal_slot_counters(now: float, min_age_seconds: int = 600) -> int:
                   + _count_in_states(f"USER#{user_id}#INTENTS", "state", ("calling", "unknown")))
         if actual >= held:
             continue
-        try:
-            table().update_item(
-                Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
-                UpdateExpression="SET active = :actual",
-                ConditionExpression="active = :held AND updated_at = :seen",
-                ExpressionAttributeValues={":actual": actual, ":held": held, ":seen": counter["updated_at"]},
-            )
+        if update_if({"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"}, "SET active = :actual",
+                     condition="active = :held AND updated_at = :seen",
+                     values={":actual": actual, ":held": held, ":seen": counter["updated_at"]}) is not None:
             healed += 1
-        except Exception as exc:
-            if not conditional_failed(exc):
-                raise
     return healed

@@ -22,8 +22,8 @@ from typing import Any
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
 from chalicelib.platform.observability import count, logger
+from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import Settings, get_settings
-from chalicelib.sessions.service import private_key
 from chalicelib.store import agent_queue
 from chalicelib.store import sessions as session_store
 

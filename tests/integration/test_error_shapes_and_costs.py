@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.platform import dynamo
 from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
@@ -24,7 +25,7 @@ def count_queries(run: Any) -> tuple[Any, int]:
         if model.name == "Query":
             calls.append(model.name)
 
-    events = session_store.table().meta.client.meta.events
+    events = dynamo.table().meta.client.meta.events
     events.register("before-call.dynamodb", on_call)
     try:
         result = run()
@@ -35,7 +36,7 @@ def count_queries(run: Any) -> tuple[Any, int]:
 
 def seed_sessions(user: str, ended: int) -> str:
     """One active session (the oldest) and `ended` ended ones after it, written straight to DynamoDB."""
-    table = session_store.table()
+    table = dynamo.table()
     active = session_store.session_item(user_id=user, session_id=f"s-active-{user}", agent="my-agent",
                                         transport="daily")
     active["GSI1SK"] = "2000-01-01T00:00:00.000000Z#" + active["session_id"]

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from chalicelib.pcc import client as pcc_client
+from chalicelib.platform import dynamo
 from chalicelib.start import dispatcher
 from chalicelib.start import queue as capacity_queue
 from chalicelib.store import intents as start_intents
@@ -56,9 +57,9 @@ def live_bots(emulator: EmulatorServer, user: str) -> set[str]:
 
 
 def requests_of(user: str) -> list[dict[str, Any]]:
-    items = session_store.table().query(IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
+    items = dynamo.table().query(IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
                                         ExpressionAttributeValues={":pk": f"USER#{user}#REQUESTS"})["Items"]
-    return [session_store.plain(i) for i in items]
+    return [dynamo.plain(i) for i in items]
 
 
 def pending(user: str) -> int:
@@ -189,7 +190,7 @@ def bot_order(emulator: EmulatorServer, users: list[str]) -> list[str]:
 
 def expire_leases(agent: str, request_id: str) -> None:
     """What 70 s of waiting does to a dead dispatcher's leases: on the agent's queue and on its attempt."""
-    ddb = session_store.table()
+    ddb = dynamo.table()
     ddb.update_item(Key={"PK": f"QUEUE#{agent}", "SK": "STATE"}, UpdateExpression="SET lease_until = :past",
                     ExpressionAttributeValues={":past": int(time.time()) - 1})
     ddb.update_item(Key={"PK": f"REQUEST#{request_id}", "SK": "META"}, UpdateExpression="SET lease_until = :past",

@@ -1,5 +1,5 @@
 """Per-user limits answer 429 with Retry-After and {detail, code}: starts, status polls, session API proxy
-calls, concurrent long-polls. Each limit is a documented setting (README, "Limits")."""
+calls, concurrent long-polls. Each limit is a documented setting (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib.store import sessions as session_store
+from chalicelib.platform import dynamo
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body
@@ -68,7 +68,7 @@ def test_concurrent_long_polls_per_user(gateway: Gateway, emulator: EmulatorServ
     poller.start()
     seat = {"PK": f"HOLD#longpoll#{user}", "SK": "0"}
     deadline = time.monotonic() + 30  # until the first long-poll holds its seat (observed, not assumed)
-    while "Item" not in session_store.table().get_item(Key=seat, ConsistentRead=True) and time.monotonic() < deadline:
+    while "Item" not in dynamo.table().get_item(Key=seat, ConsistentRead=True) and time.monotonic() < deadline:
         time.sleep(0.05)
     limited(gateway.request("GET", f"{status_url}?wait=3", user=user), "too_many_long_polls")
     assert gateway.request("GET", status_url, user=user).status_code == 202  # a plain poll is not a long-poll

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.platform import rate_limits
+from chalicelib.platform import dynamo, rate_limits
 from chalicelib.start import dispatcher
 from chalicelib.start import queue as capacity_queue
 from chalicelib.store import queued_starts as start_requests
@@ -24,14 +24,14 @@ from tests.support import new_user
 
 def requests_of(user: str) -> list[dict[str, Any]]:
     """Every start request DynamoDB holds for the user (the source of truth, not our listing)."""
-    table = session_store.table()
+    table = dynamo.table()
     return list(table.query(IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
                             ExpressionAttributeValues={":pk": f"USER#{user}#REQUESTS"})["Items"])
 
 
 def set_seen(request_id: str, seen_at: float) -> None:
     """As if its owner last asked about the request at `seen_at` (no wall-clock waiting in tests)."""
-    session_store.table().update_item(Key={"PK": f"REQUEST#{request_id}", "SK": "META"},
+    dynamo.table().update_item(Key={"PK": f"REQUEST#{request_id}", "SK": "META"},
                                       UpdateExpression="SET seen_at = :s",
                                       ExpressionAttributeValues={":s": int(seen_at)})
 
@@ -120,7 +120,7 @@ def test_deadline_and_dispatcher_failures_release_the_slot_once_under_the_same_r
         assert start_requests.claim(rid, 1, 70, time.time())
     request = start_requests.get(rid)
     assert request is not None
-    table = session_store.table()
+    table = dynamo.table()
     client = table.meta.client
     real_transact, calls = client.transact_write_items, []
 
@@ -147,7 +147,7 @@ def test_deadline_and_dispatcher_failures_release_the_slot_once_under_the_same_r
 def test_a_drifted_counter_still_lets_the_request_finish(gateway: Gateway, emulator: EmulatorServer,
                                                          queue: dict[str, Any], user: str) -> None:
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
-    session_store.table().update_item(Key={"PK": f"USER#{user}", "SK": "ACTIVE_SESSIONS"},
+    dynamo.table().update_item(Key={"PK": f"USER#{user}", "SK": "ACTIVE_SESSIONS"},
                                       UpdateExpression="SET active = :z", ExpressionAttributeValues={":z": 0})
     request = start_requests.get(rid)
     assert request is not None

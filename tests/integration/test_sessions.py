@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from chalicelib.platform import dynamo
 from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
@@ -207,7 +208,7 @@ def test_smallwebrtc_offer_flow_like_client_js(gateway: Gateway, emulator: Emula
 
 
 def test_our_wait_parameter_never_reaches_the_bot(gateway: Gateway, emulator: EmulatorServer, user: str) -> None:
-    """Following the README's `/start?wait=5`, client-js derives `.../api/offer?wait=5`: the gateway's own
+    """Following docs/capacity-queue.md's `/start?wait=5`, client-js derives `.../api/offer?wait=5`: the gateway's own
     parameter is dropped, the bot's parameters pass."""
     auth = {**gateway.auth(user), "Content-Type": "application/json"}
     start_url = "/start?wait=5"
@@ -263,7 +264,7 @@ def test_reconciliation_heals_a_drifted_slot_counter(app_env: Gateway, emulator:
 
     started(app_env, user)
     for _ in range(2):  # counted up with nothing that holds the slot (drift): only healing gives it back
-        session_store.table().update_item(Key={"PK": f"USER#{user}", "SK": "ACTIVE_SESSIONS"},
+        dynamo.table().update_item(Key={"PK": f"USER#{user}", "SK": "ACTIVE_SESSIONS"},
                                           UpdateExpression="ADD active :one", ExpressionAttributeValues={":one": 1})
     assert session_store.active_slots(user) == 3
     assert_error(app_env.start(user, {}), 429, "user_session_limit")

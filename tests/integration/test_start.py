@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import boto3
 
+from chalicelib.platform import dynamo
 from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
@@ -251,7 +252,7 @@ def test_slot_reservation_is_atomic_under_races(app_env: Gateway, user: str) -> 
     with ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(lambda _: start_intents.open_intent(user, "my-agent", 3, 20), range(20)))
     assert session_store.active_slots(user) == 3  # never more than the cap
-    intents = session_store.table().query(IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
+    intents = dynamo.table().query(IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
                                           ExpressionAttributeValues={":pk": f"USER#{user}#INTENTS"})["Items"]
     assert len(intents) == 3  # each slot is backed by its intent (they are written together)
     # A caller normally learns it got one; if an answer was lost and the SDK's retry then failed the

@@ -1,0 +1,113 @@
+"""DynamoDB, said once: the table, conditional writes that answer whether their condition held, and items
+as plain Python. Every module that writes the table writes through these (key shapes live in chalicelib.store).
+
+- `update_if(key, update, condition=..., values=..., names=..., returned=...)`: a conditional UpdateItem; the
+  attributes it returned (`returned`: `NONE`, `UPDATED_NEW`, `ALL_NEW`, ...; `{}` for `NONE`), or None when its
+  condition did not hold.
+- `put_if(item, condition, ...)` / `delete_if(key, condition, ...)`: True when written.
+- `transact_if(items)`: a TransactWriteItems; True when written, False when one of its conditions did not hold
+  (`cancellation_codes` says which).
+Any other error (throttling, a malformed request) raises.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from chalicelib.platform.aws import dynamodb_table
+from chalicelib.platform.settings import get_settings
+
+Item = dict[str, Any]
+
+
+def table() -> Any:
+    return dynamodb_table(get_settings().table_name)
+
+
+def conditional_failed(exc: Exception) -> bool:
+    """A write refused by its condition (or a transaction cancelled by one of its conditions)."""
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+def cancellation_codes(exc: Exception) -> list[str]:
+    """Per item, why a transaction was cancelled (`ConditionalCheckFailed`, `None`, ...); [] when `exc` is no
+    cancelled transaction."""
+    response = getattr(exc, "response", None) or {}
+    if response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return []
+    return [str(r.get("Code")) for r in response.get("CancellationReasons", [])] or ["Unknown"]
+
+
+def _expression(condition: str | None, values: Item | None, names: dict[str, str] | None) -> Item:
+    out: Item = {}
+    if condition:
+        out["ConditionExpression"] = condition
+    if values:
+        out["ExpressionAttributeValues"] = values
+    if names:
+        out["ExpressionAttributeNames"] = names
+    return out
+
+
+def update_if(key: Item, update: str, *, condition: str | None = None, values: Item | None = None,
+              names: dict[str, str] | None = None, returned: str = "NONE") -> Item | None:
+    try:
+        response = table().update_item(Key=key, UpdateExpression=update, ReturnValues=returned,
+                                       **_expression(condition, values, names))
+    except Exception as exc:
+        if conditional_failed(exc):
+            return None
+        raise
+    return dict(response.get("Attributes") or {})
+
+
+def put_if(item: Item, condition: str, *, values: Item | None = None, names: dict[str, str] | None = None) -> bool:
+    try:
+        table().put_item(Item=item, **_expression(condition, values, names))
+    except Exception as exc:
+        if conditional_failed(exc):
+            return False
+        raise
+    return True
+
+
+def delete_if(key: Item, condition: str, *, values: Item | None = None, names: dict[str, str] | None = None) -> bool:
+    try:
+        table().delete_item(Key=key, **_expression(condition, values, names))
+    except Exception as exc:
+        if conditional_failed(exc):
+            return False
+        raise
+    return True
+
+
+def transact_if(items: list[Item]) -> bool:
+    """TransactWriteItems of `items` (each `{"Put"|"Update"|"Delete"|"ConditionCheck": {...}}`; the table name
+    is filled in)."""
+    name = table().name
+    named = [{kind: {"TableName": name, **spec} for kind, spec in item.items()} for item in items]
+    try:
+        table().meta.client.transact_write_items(TransactItems=named)
+    except Exception as exc:
+        if conditional_failed(exc):
+            return False
+        raise
+    return True
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB values as plain Python (Decimal -> int/float), recursively."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
