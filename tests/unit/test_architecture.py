@@ -1,0 +1,80 @@
+"""chalicelib's house rules, checked on the source: packages by domain, each stating its rule, imports only
+downwards, telephony imported by app.py alone, DynamoDB keys built in store/ (and platform's utilities)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LIB = ROOT / "chalicelib"
+# Lowest first: a package may import only packages before it (and itself).
+LAYERS = ["platform", "api", "pcc", "store", "start", "sessions", "upkeep", "telephony"]
+
+
+def modules() -> dict[str, Path]:
+    return {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in LIB.rglob("*.py")
+            if "__pycache__" not in p.parts}
+
+
+def imported(path: Path, name: str) -> set[str]:
+    """The chalicelib modules or packages `path` (module `name`) imports, as dotted names."""
+    found: set[str] = set()
+    package = name.rsplit(".", 1)[0] if not path.name == "__init__.py" else name
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("chalicelib")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            if base.startswith("chalicelib"):
+                found |= {f"{base}.{a.name}" for a in node.names} | {base}
+    return found
+
+
+def package_of(dotted: str) -> str | None:
+    parts = dotted.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_chalicelib_is_packages_each_stating_its_rule() -> None:
+    top = sorted(p.name for p in LIB.iterdir() if p.suffix == ".py")
+    assert top == ["__init__.py"], top  # no module at the top level
+    packages = sorted(p.name for p in LIB.iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert packages == sorted(LAYERS)
+    for name in LAYERS:
+        doc = ast.get_docstring(ast.parse((LIB / name / "__init__.py").read_text()))
+        assert doc and len(doc) > 40, f"chalicelib/{name}/__init__.py states no rule"
+
+
+def test_packages_import_only_downwards_and_platform_knows_no_domain() -> None:
+    upward = []
+    for name, path in modules().items():
+        own = package_of(name)
+        if own is None:
+            continue
+        for target in imported(path, name):
+            other = package_of(target)
+            if other is not None and LAYERS.index(other) > LAYERS.index(own):
+                upward.append(f"{name} -> {target}")
+    assert not upward, upward
+
+
+def test_nothing_but_app_imports_telephony() -> None:
+    offenders = [name for name, path in modules().items() if package_of(name) != "telephony"
+                 and any(package_of(t) == "telephony" for t in imported(path, name))]
+    for folder in ("infra", "bench"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "node_modules" not in path.parts and "chalicelib.telephony" in path.read_text():
+                offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders, offenders
+
+
+def test_dynamodb_keys_are_built_in_store_and_platform_only() -> None:
+    """Domain packages pass records and ids to store/; only it (and platform's own utilities: rate limits,
+    idempotency) writes `"PK"` / `"SK"` keys."""
+    offenders = [name for name, path in modules().items() if package_of(name) not in ("store", "platform")
+                 and ('"PK"' in path.read_text() or '"SK"' in path.read_text())]
+    assert not offenders, offenders
