@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.platform import dynamo
 from chalicelib.start import dispatcher
 from chalicelib.store import agent_queue
 from chalicelib.store import queued_starts as start_requests
@@ -102,8 +103,12 @@ def test_a_stop_through_the_api_wakes_the_dispatcher_at_once(
     worker = threading.Thread(target=lambda: drain(gateway, queue, until=lambda: state(request_id) == "started",
                                                    timeout=30))
     worker.start()
-    deadline = time.monotonic() + 30  # until the dispatcher has tried the head once and sits in its 10 s wait
-    while int(start_requests.get(request_id)["attempts"]) < 1 and time.monotonic() < deadline:  # type: ignore[index]
+    def waiting_after_a_try() -> bool:  # tried once (429) and requeued: the dispatcher sits in its 10 s wait
+        record = start_requests.get(request_id)
+        return record is not None and int(record["attempts"]) >= 1 and record["state"] == "queued"
+
+    deadline = time.monotonic() + 30
+    while not waiting_after_a_try() and time.monotonic() < deadline:
         time.sleep(0.05)
     head = start_requests.get(request_id)
     assert head is not None and head["state"] == "queued"
@@ -224,7 +229,7 @@ def test_joining_a_waiting_queue_reads_the_queue_state_once(gateway: Gateway, em
         if json.loads(params["body"] or b"{}").get("Key") == state_key:
             calls.append(model.name)
 
-    events = session_store.table().meta.client.meta.events
+    events = dynamo.table().meta.client.meta.events
     events.register("before-call.dynamodb", on_call)
     try:
         second = queued(gateway, new_user())
