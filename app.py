@@ -7,10 +7,10 @@ from typing import Any
 
 from chalice.app import Chalice, Rate, Request, Response
 
-from chalicelib.pcc.responses import HttpResult
 from chalicelib.platform.auth import Principal, authenticate_principal, route_authorizer
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.http import (
+    HttpResult,
     cors_config,
     error_middleware,
     json_response,

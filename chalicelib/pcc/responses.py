@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.pcc.client import PccCallError
 from chalicelib.platform.errors import ApiError
+from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import logger
 
 SESSION_ID_HEADER = "X-Session-Id"
-
-
-@dataclass
-class HttpResult:
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "body": self.body, "headers": self.headers}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HttpResult:
-        return cls(int(data["status"]), data["body"], dict(data.get("headers") or {}))
 
 
 def map_pcc_error(exc: PccCallError) -> ApiError:

@@ -5,12 +5,31 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from chalice.app import CORSConfig, Response
 
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.observability import count, flush_metrics, logger
+
+
+@dataclass
+class HttpResult:
+    """An answer before it becomes a Chalice Response: a status, a body (JSON-able, provider XML text, or a bot's
+    bytes) and headers. Stored as a dict by idempotency and queued starts (`as_dict` / `from_dict`)."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "body": self.body, "headers": self.headers}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HttpResult:
+        return cls(int(data["status"]), data["body"], dict(data.get("headers") or {}))
+
 
 # What a browser may send us: our own headers, and the request headers the session proxy forwards by default
 # (chalicelib.sessions.proxy_headers). A preflight of a proxy route also allows each `x-*` header it asks for that the
@@ -92,7 +111,7 @@ def request_headers(request: Any) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in dict(request.headers).items()}
 
 
-def proxy_response(result: Any, binary_types: list[str], cors: CORSConfig) -> Response:
+def proxy_response(result: HttpResult, binary_types: list[str], cors: CORSConfig) -> Response:
     """The bot's answer, unchanged: status, headers and body (text unless its type is binary),
     plus our CORS headers so browsers can read it."""
     content_type = str(result.headers.get("content-type", "")).split(";")[0].strip().lower()

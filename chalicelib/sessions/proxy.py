@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +24,7 @@ from chalicelib.pcc.client import PccCallError
 from chalicelib.pcc.responses import map_pcc_error
 from chalicelib.platform import rate_limits
 from chalicelib.platform.errors import ApiError
+from chalicelib.platform.http import HttpResult
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import get_settings
 from chalicelib.sessions import proxy_guard, proxy_headers
@@ -41,13 +41,6 @@ PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 # API's binary media types (app.api.binary_types, e.g. application/octet-stream) and Chalice decodes it;
 # text bodies (JSON, SDP, forms) arrive as the UTF-8 text they are.
 PROXY_CONTENT_TYPES = ["*/*"]
-
-
-@dataclass
-class ProxyResult:
-    status: int
-    headers: dict[str, str]
-    body: bytes
 
 
 def is_preflight(method: str, headers: dict[str, str]) -> bool:
@@ -76,7 +69,7 @@ def forward(
     headers: dict[str, str],
     query: list[tuple[str, str]],
     body: bytes,
-) -> ProxyResult:
+) -> HttpResult:
     settings = get_settings()
     rate_limits.take(f"proxy#{user_id}", settings.proxy_rate_per_minute, 60, code="proxy_rate_limited",
                      what="Session API calls")
@@ -104,7 +97,7 @@ def forward(
     if refusal is not None:
         raise refusal
     out_headers = proxy_headers.to_client(dict(response.headers.items()), settings.proxy_response_headers)
-    return ProxyResult(response.status_code, out_headers, b"" if method == "HEAD" else response.content)
+    return HttpResult(response.status_code, b"" if method == "HEAD" else response.content, out_headers)
 
 
 def pcc_refusal(status: int, content: bytes) -> ApiError | None:

@@ -18,10 +18,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.pcc.responses import HttpResult
 from chalicelib.platform import rate_limits
 from chalicelib.platform.dynamo import conditional_failed
 from chalicelib.platform.errors import ApiError
+from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import query_error
 from chalicelib.platform.settings import get_settings

@@ -11,9 +11,10 @@ from pydantic import ValidationError
 from chalicelib.api.models import StartRequest
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
-from chalicelib.pcc.responses import HttpResult, client_response, is_capacity_error, map_pcc_error, might_have_started
+from chalicelib.pcc.responses import client_response, is_capacity_error, map_pcc_error, might_have_started
 from chalicelib.platform import rate_limits
 from chalicelib.platform.errors import ApiError
+from chalicelib.platform.http import HttpResult
 from chalicelib.platform.idempotency import check_key, run_once
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import parse_json_object, validation_error

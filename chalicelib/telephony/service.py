@@ -23,9 +23,10 @@ from urllib.parse import parse_qsl, urlencode
 from pydantic import ValidationError
 
 from chalicelib.api.models import DialoutRequest
-from chalicelib.pcc.responses import HttpResult, client_response
+from chalicelib.pcc.responses import client_response
 from chalicelib.platform.auth import Principal
 from chalicelib.platform.errors import ApiError
+from chalicelib.platform.http import HttpResult
 from chalicelib.platform.idempotency import run_once
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import parse_json_object, validation_error
