@@ -108,3 +108,43 @@ def plan_start(settings: Settings, request: StartRequest, user_id: str) -> Plann
 
     pcc["body"] = with_identity(request.body, user_id, transport)
     return PlannedStart(agent, transport, pcc)
+
+
+# ------------------------------------------------------------------ telephony's starts
+# Telephony builds no Pipecat Cloud request of its own: each kind of call start is planned here, beside the
+# web start, with the same identity rule and size check.
+def call_plan(agent: str, owner: str, *, provider: str, call_id: str, caller: str, callee: str) -> PlannedStart:
+    """A provider call in token mode: a websocket session whose bot learns the call from `body.telephony`."""
+    body = {TELEPHONY_KEY: {"provider": provider, "call_id": call_id, "from": caller, "to": callee}}
+    return PlannedStart(agent, "websocket", {"transport": "websocket",
+                                             "body": with_identity(body, owner, "websocket")},
+                        record_extra={"call_id": call_id, "provider": provider})
+
+
+def dialin_plan(agent: str, owner: str, *, caller: str, callee: str, call_id: str, call_domain: str,
+                sip_headers: dict[str, Any], expires_at: int) -> PlannedStart:
+    """A Daily PSTN/SIP dial-in: a Daily room with a dial-in SIP endpoint; `body.dialin_settings` for the bot."""
+    body = {DIALIN_KEY: {"From": caller, "To": callee, "call_id": call_id, "call_domain": call_domain,
+                         "sip_headers": sip_headers}}
+    return PlannedStart(agent, "daily", {
+        "transport": "daily",
+        "createDailyRoom": True,
+        "dailyRoomProperties": {
+            "sip": {"display_name": caller or "caller", "sip_mode": "dial-in", "num_endpoints": 1},
+            "exp": expires_at,
+        },
+        "body": with_identity(body, owner, "daily"),
+    }, record_extra={"call_id": call_id, "provider": "daily"})
+
+
+def dialout_plan(agent: str, owner: str, *, client_body: dict[str, Any], target: dict[str, str],
+                 expires_at: int) -> PlannedStart:
+    """A Daily dial-out: a room allowed to dial out; `body.dialout_settings` names the (authorized) target."""
+    refuse_reserved_keys(client_body)
+    body = {**client_body, DIALOUT_KEY: [target]}
+    return PlannedStart(agent, "daily", {
+        "transport": "daily",
+        "createDailyRoom": True,
+        "dailyRoomProperties": {"enable_dialout": True, "exp": expires_at},
+        "body": with_identity(body, owner, "daily"),
+    }, record_extra={"provider": "daily-dialout"})

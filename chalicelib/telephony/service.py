@@ -32,14 +32,7 @@ from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import parse_json_object, validation_error
 from chalicelib.platform.secrets import GatewaySecrets, get_secrets
 from chalicelib.platform.settings import Settings, get_settings
-from chalicelib.start.policy import (
-    DIALIN_KEY,
-    DIALOUT_KEY,
-    TELEPHONY_KEY,
-    PlannedStart,
-    refuse_reserved_keys,
-    with_identity,
-)
+from chalicelib.start.policy import call_plan, dialin_plan, dialout_plan
 from chalicelib.start.service import execute_start
 from chalicelib.store import call_records
 from chalicelib.telephony import dialout_policy, xml
@@ -94,13 +87,9 @@ def _raw_ws(_transport: str, pcc: dict[str, Any]) -> HttpResult:
 
 def _start_for_call(settings: Settings, call: Call) -> dict[str, Any]:
     """Token auth: start a websocket session for this call (once per call id). ApiError 429 at capacity."""
-    agent = _agent(settings)
     principal = settings.telephony_owner
-    body = {TELEPHONY_KEY: {"provider": call.provider, "call_id": call.call_id, "from": call.caller,
-                          "to": call.callee}}
-    plan = PlannedStart(agent, "websocket", {"transport": "websocket",
-                                             "body": with_identity(body, principal, "websocket")},
-                        record_extra={"call_id": call.call_id, "provider": call.provider})
+    plan = call_plan(_agent(settings), principal, provider=call.provider, call_id=call.call_id, caller=call.caller,
+                     callee=call.callee)
 
     def action() -> dict[str, Any]:
         return execute_start(principal, plan, limit=settings.telephony_session_limit, queue_on_capacity=False,
@@ -279,20 +268,11 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
     if not isinstance(call_id, str) or not call_id or not isinstance(call_domain, str):
         raise ApiError(400, "invalid_webhook", "callId and callDomain are required")
     call_records.admit("daily", call_id, continuing=False)
-    agent = _agent(settings)
     principal = settings.telephony_owner
-    caller = str(data.get("From") or "")
-    body = {DIALIN_KEY: {"From": caller, "To": str(data.get("To") or ""), "call_id": call_id,
-                                "call_domain": call_domain, "sip_headers": data.get("sipHeaders") or {}}}
-    plan = PlannedStart(agent, "daily", {
-        "transport": "daily",
-        "createDailyRoom": True,
-        "dailyRoomProperties": {
-            "sip": {"display_name": caller or "caller", "sip_mode": "dial-in", "num_endpoints": 1},
-            "exp": int(time.time()) + settings.max_session_seconds,
-        },
-        "body": with_identity(body, principal, "daily"),
-    }, record_extra={"call_id": call_id, "provider": "daily"})
+    plan = dialin_plan(_agent(settings), principal, caller=str(data.get("From") or ""),
+                       callee=str(data.get("To") or ""), call_id=call_id, call_domain=call_domain,
+                       sip_headers=data.get("sipHeaders") or {},
+                       expires_at=int(time.time()) + settings.max_session_seconds)
 
     def action() -> dict[str, Any]:
         # The caller hears hold music meanwhile: a short, bounded retry on capacity.
@@ -336,20 +316,14 @@ def daily_dialout(caller: Principal, raw_body: bytes, status_base: str) -> HttpR
         request = DialoutRequest.model_validate(parse_json_object(raw_body, max_bytes=64 * 1024))
     except ValidationError as exc:
         raise validation_error(exc) from None
-    refuse_reserved_keys(request.body)
-    dialout_policy.authorize(caller, settings, phone_number=request.phoneNumber, sip_uri=request.sipUri,
-                             caller_id=request.callerId)
-    owner = caller.user_id
     target: dict[str, str] = {"phoneNumber": request.phoneNumber} if request.phoneNumber else \
         {"sipUri": str(request.sipUri)}
     if request.callerId and request.phoneNumber:
         target["callerId"] = request.callerId
-    body = {**request.body, DIALOUT_KEY: [target]}
-    plan = PlannedStart(_agent(settings), "daily", {
-        "transport": "daily",
-        "createDailyRoom": True,
-        "dailyRoomProperties": {"enable_dialout": True, "exp": int(time.time()) + settings.max_session_seconds},
-        "body": with_identity(body, owner, "daily"),
-    }, record_extra={"provider": "daily-dialout"})
+    owner = caller.user_id
+    plan = dialout_plan(_agent(settings), owner, client_body=request.body, target=target,  # 422 before the policy
+                        expires_at=int(time.time()) + settings.max_session_seconds)
+    dialout_policy.authorize(caller, settings, phone_number=request.phoneNumber, sip_uri=request.sipUri,
+                             caller_id=request.callerId)
     limit = settings.telephony_session_limit if caller.service else None
     return execute_start(owner, plan, status_base, limit=limit, shape=client_response)
