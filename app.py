@@ -29,7 +29,9 @@ from chalicelib.start import dispatcher
 from chalicelib.start import queue as capacity_queue
 from chalicelib.start import service as start_service
 from chalicelib.store import intents as start_intents
-from chalicelib.telephony import service as telephony_service
+from chalicelib.telephony import dialin as telephony_dialin
+from chalicelib.telephony import dialout as telephony_dialout
+from chalicelib.telephony import webhooks as telephony_webhooks
 from chalicelib.upkeep import orphans as orphan_sweeper
 from chalicelib.upkeep import reconcile
 
@@ -184,41 +186,41 @@ def _xml_or_json(result: HttpResult) -> Response:
 @app.route("/telephony/twilio", methods=["POST"], content_types=FORM)
 def twilio_webhook() -> Response:
     request = _request()
-    return _xml_or_json(telephony_service.twilio(request_headers(request), _pairs(request), _raw_body(request)))
+    return _xml_or_json(telephony_webhooks.twilio(request_headers(request), _pairs(request), _raw_body(request)))
 
 
 @app.route("/telephony/telnyx", methods=["POST"], content_types=FORM)
 def telnyx_webhook() -> Response:
     request = _request()
-    return _xml_or_json(telephony_service.telnyx(request_headers(request), _pairs(request), _raw_body(request)))
+    return _xml_or_json(telephony_webhooks.telnyx(request_headers(request), _pairs(request), _raw_body(request)))
 
 
 @app.route("/telephony/plivo", methods=["GET", "POST"], content_types=ANY_TYPE)
 def plivo_webhook() -> Response:
     request = _request()
-    return _xml_or_json(telephony_service.plivo(request.method, request_headers(request), _pairs(request),
+    return _xml_or_json(telephony_webhooks.plivo(request.method, request_headers(request), _pairs(request),
                                                 _raw_body(request)))
 
 
 @app.route("/telephony/daily/dialin", methods=["POST"])
 def daily_dialin_webhook() -> Response:
     request = _request()
-    return _xml_or_json(telephony_service.daily_dialin(request_headers(request), _raw_body(request)))
+    return _xml_or_json(telephony_dialin.daily_dialin(request_headers(request), _raw_body(request)))
 
 
 @app.route("/telephony/exotel/{token}", methods=["GET", "POST"], content_types=ANY_TYPE)
 def exotel_webhook(token: str) -> Response:
     request = _request()
     source_ip = str(((request.context or {}).get("identity") or {}).get("sourceIp") or "")
-    return _xml_or_json(telephony_service.exotel(token, request.method, _pairs(request), _raw_body(request),
+    return _xml_or_json(telephony_webhooks.exotel(token, request.method, _pairs(request), _raw_body(request),
                                                  source_ip))
 
 
 @app.route("/telephony/daily/dialout", methods=["POST"], cors=CORS)
 def daily_dialout() -> Response:
     request = _request()
-    caller = telephony_service.dialout_service(request_headers(request), get_secrets()) or _principal(request)
-    return _xml_or_json(telephony_service.daily_dialout(caller, _raw_body(request), _start_base(request)))
+    caller = telephony_dialout.dialout_service(request_headers(request), get_secrets()) or _principal(request)
+    return _xml_or_json(telephony_dialout.daily_dialout(caller, _raw_body(request), _start_base(request)))
 
 
 # maximum_concurrency: the event source never runs more workers than this (<= the function's

@@ -1,13 +1,13 @@
-"""Telephony webhook targets: Twilio, Telnyx (TeXML), Plivo, Exotel, Daily dial-in and dial-out.
+"""Provider webhook targets: Twilio, Telnyx (TeXML), Plivo and Exotel (Daily dial-in: chalicelib.telephony.dialin;
+dial-out: chalicelib.telephony.dialout).
 
-Every webhook is authenticated first (fail closed: a missing credential rejects everything; providers'
-signatures, or for Exotel, which signs nothing, a secret token in the URL and an optional source-address
-allow-list), admitted by call id (chalicelib.store.call_records: a replay later than a provider's own retry
-is refused), then
-either answers static XML that streams the call straight to Pipecat Cloud (`TELEPHONY_WEBSOCKET_AUTH=none`),
-or starts a websocket session first and streams to `{wsUrl}/{token}` (`token`). Started sessions are
-recorded for the telephony principal with the call id, and a provider retry of the same call id never
-starts a second bot (idempotency on the call id). At capacity, calls hear a bounded hold loop.
+Every webhook is authenticated first (fail closed: a missing credential rejects everything; providers' signatures,
+or for Exotel, which signs nothing, a secret token in the URL and an optional source-address allow-list), admitted
+by call id (chalicelib.store.call_records: a replay later than a provider's own retry is refused), then either
+answers static XML that streams the call straight to Pipecat Cloud (`TELEPHONY_WEBSOCKET_AUTH=none`), or starts a
+websocket session first and streams to `{wsUrl}/{token}` (`token`). Started sessions are recorded for the telephony
+principal with the call id, and a provider retry of the same call id never starts a second bot (idempotency on the
+call id). At capacity, calls hear a bounded hold loop.
 """
 
 from __future__ import annotations
@@ -20,23 +20,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from pydantic import ValidationError
-
-from chalicelib.api.models import DialoutRequest
-from chalicelib.pcc.responses import client_response
-from chalicelib.platform.auth import Principal
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.idempotency import run_once
-from chalicelib.platform.observability import count, logger
-from chalicelib.platform.request_parsing import parse_json_object, validation_error
+from chalicelib.platform.observability import count
 from chalicelib.platform.secrets import GatewaySecrets, get_secrets
 from chalicelib.platform.settings import Settings, get_settings
-from chalicelib.start.policy import call_plan, dialin_plan, dialout_plan
+from chalicelib.start.policy import call_plan
 from chalicelib.start.service import execute_start
 from chalicelib.store import call_records
-from chalicelib.telephony import dialout_policy, xml
 from chalicelib.telephony import signatures as sig
+from chalicelib.telephony import xml
+from chalicelib.telephony.calls import answer_ttl_seconds, forbidden, secret, telephony_agent
 
 XML_TYPE = "application/xml"
 HOLD_MESSAGE = "All of our agents are busy. Please hold."
@@ -51,29 +46,12 @@ class Call:
     callee: str
 
 
-def _forbidden(provider: str, why: str) -> ApiError:
-    logger.warning("telephony webhook rejected", extra={"provider": provider, "reason": why})
-    count("WebhookRejected", provider=provider)
-    return ApiError(403, "invalid_signature", "Signature verification failed")
-
-
-def _secret(value: Any) -> str:
-    return str(value.get_secret_value()) if value is not None else ""
-
-
 def _public_url(settings: Settings, path: str, query: list[tuple[str, str]]) -> str:
     """The URL the provider called (and signed): configured public base, never the Host header."""
     if not settings.telephony_public_base_url:
-        raise _forbidden("any", "TELEPHONY_PUBLIC_BASE_URL is not set")
+        raise forbidden("any", "TELEPHONY_PUBLIC_BASE_URL is not set")
     url = settings.telephony_public_base_url.rstrip("/") + path
     return url + ("?" + urlencode(sorted(query)) if query else "")
-
-
-def _agent(settings: Settings) -> str:
-    agent = settings.resolved_telephony_agent
-    if agent is None:
-        raise ApiError(503, "telephony_not_configured", "No telephony agent is configured")
-    return agent
 
 
 def _service_host(settings: Settings, agent: str) -> str:
@@ -88,8 +66,8 @@ def _raw_ws(_transport: str, pcc: dict[str, Any]) -> HttpResult:
 def _start_for_call(settings: Settings, call: Call) -> dict[str, Any]:
     """Token auth: start a websocket session for this call (once per call id). ApiError 429 at capacity."""
     principal = settings.telephony_owner
-    plan = call_plan(_agent(settings), principal, provider=call.provider, call_id=call.call_id, caller=call.caller,
-                     callee=call.callee)
+    plan = call_plan(telephony_agent(settings), principal, provider=call.provider, call_id=call.call_id,
+                     caller=call.caller, callee=call.callee)
 
     def action() -> dict[str, Any]:
         return execute_start(principal, plan, limit=settings.telephony_session_limit, queue_on_capacity=False,
@@ -98,14 +76,6 @@ def _start_for_call(settings: Settings, call: Call) -> dict[str, Any]:
     stored = run_once(principal, f"{call.provider}:{call.call_id}", {"call_id": call.call_id}, action,
                       ttl_seconds=answer_ttl_seconds(settings))
     return dict(stored["body"])
-
-
-def answer_ttl_seconds(settings: Settings) -> int:
-    """How long a call's first answer is kept: as long as the call's webhooks may still come (the retry
-    window, the hold loop), and never less than IDEMPOTENCY_TTL_SECONDS. Inside that time the same call id
-    always gets the same answer and never a second bot, whatever the two settings say."""
-    return max(settings.idempotency_ttl_seconds, settings.telephony_retry_window_seconds,
-               settings.telephony_hold_window_seconds)
 
 
 def _stream_url(settings: Settings, call: Call, agent: str) -> str | None:
@@ -138,7 +108,7 @@ def _hold_or_hang_up(settings: Settings, call: Call, attempt: int, key: str, pat
 def _hold_key(secrets: GatewaySecrets) -> str:
     """Key for the hold loop's attempt counter: derived from a value only the gateway knows (Telnyx does
     not sign the URL, so the provider's signature alone would not protect the counter)."""
-    return hashlib.sha256(b"hold-counter|" + _secret(secrets.public_key).encode()).hexdigest()
+    return hashlib.sha256(b"hold-counter|" + secret(secrets.public_key).encode()).hexdigest()
 
 
 def _attempt(query: dict[str, str], key: str, call_id: str) -> int:
@@ -154,7 +124,7 @@ def _attempt(query: dict[str, str], key: str, call_id: str) -> int:
 
 
 def _answer(settings: Settings, call: Call, query: dict[str, str], key: str, path: str) -> HttpResult:
-    agent = _agent(settings)
+    agent = telephony_agent(settings)
     attempt = _attempt(query, key, call.call_id)
     call_records.admit(call.provider, call.call_id, continuing=attempt > 0)
     url = _stream_url(settings, call, agent)
@@ -178,11 +148,11 @@ def _form(raw_body: bytes) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------ providers
 def twilio(headers: dict[str, str], query: list[tuple[str, str]], raw_body: bytes) -> HttpResult:
     settings, secrets = get_settings(), get_secrets()
-    token = _secret(secrets.twilio_auth_token)
+    token = secret(secrets.twilio_auth_token)
     params = _form(raw_body)
     url = _public_url(settings, "/telephony/twilio", query)
     if not sig.twilio_valid(token, url, params, headers.get("x-twilio-signature")):
-        raise _forbidden("twilio", "bad or missing signature")
+        raise forbidden("twilio", "bad or missing signature")
     form = dict(params)
     call = Call("twilio", form.get("CallSid", ""), form.get("From", ""), form.get("To", ""))
     if not call.call_id:
@@ -192,10 +162,10 @@ def twilio(headers: dict[str, str], query: list[tuple[str, str]], raw_body: byte
 
 def telnyx(headers: dict[str, str], query: list[tuple[str, str]], raw_body: bytes) -> HttpResult:
     settings, secrets = get_settings(), get_secrets()
-    if not sig.telnyx_valid(_secret(secrets.telnyx_public_key), headers.get("telnyx-timestamp"), raw_body,
+    if not sig.telnyx_valid(secret(secrets.telnyx_public_key), headers.get("telnyx-timestamp"), raw_body,
                             headers.get("telnyx-signature-ed25519"), time.time(),
                             settings.telephony_signature_tolerance_seconds):
-        raise _forbidden("telnyx", "bad, missing or stale signature")
+        raise forbidden("telnyx", "bad, missing or stale signature")
     form = dict(_form(raw_body))
     call = Call("telnyx", form.get("CallSid", ""), form.get("From", ""), form.get("To", ""))
     if not call.call_id:
@@ -205,12 +175,12 @@ def telnyx(headers: dict[str, str], query: list[tuple[str, str]], raw_body: byte
 
 def plivo(method: str, headers: dict[str, str], query: list[tuple[str, str]], raw_body: bytes) -> HttpResult:
     settings, secrets = get_settings(), get_secrets()
-    token = _secret(secrets.plivo_auth_token)
+    token = secret(secrets.plivo_auth_token)
     url = _public_url(settings, "/telephony/plivo", query)
     params = _form(raw_body) if method == "POST" else []
     if not sig.plivo_valid(token, method, url, params, headers.get("x-plivo-signature-v3-nonce"),
                            headers.get("x-plivo-signature-v3")):
-        raise _forbidden("plivo", "bad or missing signature")
+        raise forbidden("plivo", "bad or missing signature")
     form = dict(query) | dict(params)
     call = Call("plivo", form.get("CallUUID", ""), form.get("From", ""), form.get("To", ""))
     if not call.call_id:
@@ -235,95 +205,20 @@ def exotel(url_token: str, method: str, query: list[tuple[str, str]], raw_body: 
     (`/telephony/exotel/{exotel_webhook_token}`), compared in constant time; EXOTEL_ALLOWED_IPS may also
     pin Exotel's source addresses."""
     settings, secrets = get_settings(), get_secrets()
-    expected = _secret(secrets.exotel_webhook_token)
+    expected = secret(secrets.exotel_webhook_token)
     if not expected or not hmac.compare_digest(url_token.encode(), expected.encode()):
-        raise _forbidden("exotel", "bad or missing URL token")
+        raise forbidden("exotel", "bad or missing URL token")
     if not _source_allowed(settings, source_ip):
-        raise _forbidden("exotel", "source address not allowed")
+        raise forbidden("exotel", "source address not allowed")
     form = dict(query) | (dict(_form(raw_body)) if method == "POST" else {})
     call = Call("exotel", form.get("CallSid", ""), form.get("CallFrom") or form.get("From", ""),
                 form.get("CallTo") or form.get("To", ""))
     if not call.call_id:
         raise ApiError(400, "invalid_webhook", "CallSid is missing")
     call_records.admit("exotel", call.call_id, continuing=False)
-    url = _stream_url(settings, call, _agent(settings))
+    url = _stream_url(settings, call, telephony_agent(settings))
     if url is None:  # Exotel has no hold verbs: the flow moves on to its next applet
         count("CallsRejectedAtCapacity", provider="exotel")
         raise ApiError(503, "pcc_at_capacity", "The agent is at capacity", headers={"Retry-After": "5"})
     count("CallsConnected", provider="exotel")
     return HttpResult(200, {"url": url})
-
-
-# ------------------------------------------------------------------ Daily PSTN/SIP
-def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
-    settings, secrets = get_settings(), get_secrets()
-    if not sig.daily_pinless_valid(_secret(secrets.daily_pinless_secret), headers.get("x-pinless-timestamp"),
-                                   raw_body, headers.get("x-pinless-signature"), time.time(),
-                                   settings.telephony_signature_tolerance_seconds):
-        raise _forbidden("daily", "bad, missing or stale signature")
-    data = parse_json_object(raw_body, max_bytes=64 * 1024)
-    if data.get("Test") == "test":
-        return HttpResult(200, {"status": "ok"})
-    call_id, call_domain = data.get("callId"), data.get("callDomain")
-    if not isinstance(call_id, str) or not call_id or not isinstance(call_domain, str):
-        raise ApiError(400, "invalid_webhook", "callId and callDomain are required")
-    call_records.admit("daily", call_id, continuing=False)
-    principal = settings.telephony_owner
-    plan = dialin_plan(_agent(settings), principal, caller=str(data.get("From") or ""),
-                       callee=str(data.get("To") or ""), call_id=call_id, call_domain=call_domain,
-                       sip_headers=data.get("sipHeaders") or {},
-                       expires_at=int(time.time()) + settings.max_session_seconds)
-
-    def action() -> dict[str, Any]:
-        # The caller hears hold music meanwhile: a short, bounded retry on capacity.
-        for attempt in range(settings.daily_dialin_attempts):
-            try:
-                return execute_start(principal, plan, limit=settings.telephony_session_limit,
-                                     queue_on_capacity=False).as_dict()
-            except ApiError as exc:
-                if exc.status != 429 or attempt + 1 == settings.daily_dialin_attempts:
-                    raise
-                time.sleep(settings.daily_dialin_retry_seconds)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    try:
-        stored = run_once(principal, f"daily:{call_id}", {"call_id": call_id}, action,
-                          ttl_seconds=answer_ttl_seconds(settings))
-    except ApiError as exc:
-        if exc.status == 429:
-            count("CallsRejectedAtCapacity", provider="daily")
-            raise ApiError(503, "pcc_at_capacity", "The agent is at capacity",
-                           headers={"Retry-After": "5"}) from None
-        raise
-    result = HttpResult.from_dict(stored)
-    return HttpResult(200, {"status": "started", "sessionId": result.body["sessionId"]}, result.headers)
-
-
-def dialout_service(headers: dict[str, str], secrets: GatewaySecrets) -> Principal | None:
-    """The telephony service caller when a valid server-to-server key is presented, else None."""
-    presented = headers.get("x-api-key")
-    if presented is None:
-        return None
-    expected = _secret(secrets.dialout_api_key)
-    if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", "Invalid API key")
-    return Principal(get_settings().telephony_owner, service=True)
-
-
-def daily_dialout(caller: Principal, raw_body: bytes, status_base: str) -> HttpResult:
-    settings = get_settings()
-    try:
-        request = DialoutRequest.model_validate(parse_json_object(raw_body, max_bytes=64 * 1024))
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    target: dict[str, str] = {"phoneNumber": request.phoneNumber} if request.phoneNumber else \
-        {"sipUri": str(request.sipUri)}
-    if request.callerId and request.phoneNumber:
-        target["callerId"] = request.callerId
-    owner = caller.user_id
-    plan = dialout_plan(_agent(settings), owner, client_body=request.body, target=target,  # 422 before the policy
-                        expires_at=int(time.time()) + settings.max_session_seconds)
-    dialout_policy.authorize(caller, settings, phone_number=request.phoneNumber, sip_uri=request.sipUri,
-                             caller_id=request.callerId)
-    limit = settings.telephony_session_limit if caller.service else None
-    return execute_start(owner, plan, status_base, limit=limit, shape=client_response)

@@ -1,0 +1,35 @@
+"""What every telephony entry point shares: the telephony agent, refusing a webhook that fails its check,
+a secret's text, and how long a call's first answer is kept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.platform.errors import ApiError
+from chalicelib.platform.observability import count, logger
+from chalicelib.platform.settings import Settings
+
+
+def forbidden(provider: str, why: str) -> ApiError:
+    logger.warning("telephony webhook rejected", extra={"provider": provider, "reason": why})
+    count("WebhookRejected", provider=provider)
+    return ApiError(403, "invalid_signature", "Signature verification failed")
+
+
+def secret(value: Any) -> str:
+    return str(value.get_secret_value()) if value is not None else ""
+
+
+def telephony_agent(settings: Settings) -> str:
+    agent = settings.resolved_telephony_agent
+    if agent is None:
+        raise ApiError(503, "telephony_not_configured", "No telephony agent is configured")
+    return agent
+
+
+def answer_ttl_seconds(settings: Settings) -> int:
+    """How long a call's first answer is kept: as long as the call's webhooks may still come (the retry
+    window, the hold loop), and never less than IDEMPOTENCY_TTL_SECONDS. Inside that time the same call id
+    always gets the same answer and never a second bot, whatever the two settings say."""
+    return max(settings.idempotency_ttl_seconds, settings.telephony_retry_window_seconds,
+               settings.telephony_hold_window_seconds)

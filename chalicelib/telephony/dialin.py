@@ -1,0 +1,66 @@
+"""Daily PSTN/SIP dial-in: Daily's pinless webhook (HMAC, fail-closed), admitted by call id, answered by
+starting a Daily room with a dial-in SIP endpoint; a short bounded retry on capacity while the caller hears
+hold music; a retried webhook never starts a second bot."""
+
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chalicelib.platform.errors import ApiError
+from chalicelib.platform.http import HttpResult
+from chalicelib.platform.idempotency import run_once
+from chalicelib.platform.observability import count
+from chalicelib.platform.request_parsing import parse_json_object
+from chalicelib.platform.secrets import get_secrets
+from chalicelib.platform.settings import get_settings
+from chalicelib.start.policy import dialin_plan
+from chalicelib.start.service import execute_start
+from chalicelib.store import call_records
+from chalicelib.telephony import signatures as sig
+from chalicelib.telephony.calls import answer_ttl_seconds, forbidden, secret, telephony_agent
+
+
+def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
+    settings, secrets = get_settings(), get_secrets()
+    if not sig.daily_pinless_valid(secret(secrets.daily_pinless_secret), headers.get("x-pinless-timestamp"),
+                                   raw_body, headers.get("x-pinless-signature"), time.time(),
+                                   settings.telephony_signature_tolerance_seconds):
+        raise forbidden("daily", "bad, missing or stale signature")
+    data = parse_json_object(raw_body, max_bytes=64 * 1024)
+    if data.get("Test") == "test":
+        return HttpResult(200, {"status": "ok"})
+    call_id, call_domain = data.get("callId"), data.get("callDomain")
+    if not isinstance(call_id, str) or not call_id or not isinstance(call_domain, str):
+        raise ApiError(400, "invalid_webhook", "callId and callDomain are required")
+    call_records.admit("daily", call_id, continuing=False)
+    principal = settings.telephony_owner
+    plan = dialin_plan(telephony_agent(settings), principal, caller=str(data.get("From") or ""),
+                       callee=str(data.get("To") or ""), call_id=call_id, call_domain=call_domain,
+                       sip_headers=data.get("sipHeaders") or {},
+                       expires_at=int(time.time()) + settings.max_session_seconds)
+
+    def action() -> dict[str, Any]:
+        # The caller hears hold music meanwhile: a short, bounded retry on capacity.
+        for attempt in range(settings.daily_dialin_attempts):
+            try:
+                return execute_start(principal, plan, limit=settings.telephony_session_limit,
+                                     queue_on_capacity=False).as_dict()
+            except ApiError as exc:
+                if exc.status != 429 or attempt + 1 == settings.daily_dialin_attempts:
+                    raise
+                time.sleep(settings.daily_dialin_retry_seconds)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    try:
+        stored = run_once(principal, f"daily:{call_id}", {"call_id": call_id}, action,
+                          ttl_seconds=answer_ttl_seconds(settings))
+    except ApiError as exc:
+        if exc.status == 429:
+            count("CallsRejectedAtCapacity", provider="daily")
+            raise ApiError(503, "pcc_at_capacity", "The agent is at capacity",
+                           headers={"Retry-After": "5"}) from None
+        raise
+    result = HttpResult.from_dict(stored)
+    return HttpResult(200, {"status": "started", "sessionId": result.body["sessionId"]}, result.headers)
