@@ -107,7 +107,7 @@ class Answer:
         self.user, self.status, self.body, self.sent, self.answered = user, status, body, sent, answered
 
 
-def _request(request_id: str) -> dict[str, Any]:
+def _request(request_id: str) -> Any:
     from chalicelib.store import queued_starts as start_requests
 
     record = start_requests.get(request_id)

@@ -28,7 +28,7 @@ def _not_found() -> ApiError:
     return ApiError(404, "session_not_found", "No such session")
 
 
-def owned_session(user_id: str, session_id: str) -> dict[str, Any]:
+def owned_session(user_id: str, session_id: str) -> session_store.SessionRecord:
     """The caller's session record, or 404 (also for someone else's session)."""
     if not session_id or len(session_id) > 128:
         raise _not_found()

@@ -23,7 +23,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
@@ -33,6 +33,7 @@ from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import Settings, get_settings
 from chalicelib.store import agent_queue
 from chalicelib.store import queued_starts as start_requests
+from chalicelib.store.queued_starts import QueuedStart
 
 LEASE_SECONDS = 70  # the worker's 60 s Lambda timeout + a margin: a lease older than this was abandoned
 # Leases are stored in whole seconds and expire when `lease_until < now`: 2 s after LEASE_SECONDS at most.
@@ -146,7 +147,7 @@ def _loop(settings: Settings, agent: str, owner: str, state: agent_queue.QueueSt
         pacer.woken()
     wakes_seen = state.wakes
     missing_since: dict[int, float] = {}
-    head: tuple[int, dict[str, Any]] | None = None
+    head: tuple[int, QueuedStart] | None = None
     lease_until = time.time() + LEASE_SECONDS
     while time.monotonic() < ends:
         if lease_until - time.time() < LEASE_SECONDS / 2:  # renew (a write) only now and then; read otherwise
@@ -203,14 +204,14 @@ def _loop(settings: Settings, agent: str, owner: str, state: agent_queue.QueueSt
         summary[{"started": "started", "retry": "retried", "failed": "failed", "skipped": "skipped"}[outcome]] += 1
 
 
-def abandoned(request: dict[str, Any], now: float, abandon_seconds: int) -> bool:
+def abandoned(request: QueuedStart, now: float, abandon_seconds: int) -> bool:
     """Queued, and its owner has not asked about it for `abandon_seconds` (requests without `seen_at`,
     recorded before abandonment existed, never are)."""
     return bool(abandon_seconds) and request["state"] == start_requests.QUEUED and "seen_at" in request \
         and now - float(request["seen_at"]) > abandon_seconds
 
 
-def abandon(request: dict[str, Any], now: float, abandon_seconds: int) -> bool:
+def abandon(request: QueuedStart, now: float, abandon_seconds: int) -> bool:
     """Cancel an abandoned queued start (`abandoned`), freeing its slot and its place; False when its owner
     asked about it after all (conditional on `seen_at`) or it left the queue."""
     if start_requests.finish_without_session(request, start_requests.CANCELLED, "abandoned", ABANDONED_DETAIL,
@@ -222,7 +223,7 @@ def abandon(request: dict[str, Any], now: float, abandon_seconds: int) -> bool:
     return False
 
 
-def _abandoned(settings: Settings, request: dict[str, Any]) -> bool:
+def _abandoned(settings: Settings, request: QueuedStart) -> bool:
     """True when the head was abandoned (nobody asked about it lately) and is now cancelled, not started.
     The head is kept across retries without a re-read, so its `seen_at` may be stale: a fresh read decides,
     and the cancel is conditional on it (an owner asking at that moment wins)."""
@@ -239,7 +240,7 @@ def _abandoned(settings: Settings, request: dict[str, Any]) -> bool:
     return False
 
 
-def _head_request(agent: str, seq: int, missing_since: dict[int, float]) -> dict[str, Any] | None:
+def _head_request(agent: str, seq: int, missing_since: dict[int, float]) -> QueuedStart | None:
     """The request at place `seq`, or None after dealing with a place that holds none."""
     entry = agent_queue.entry(agent, seq)
     if entry is None:  # handed out, not written yet (or never will be: its Lambda died)
@@ -266,7 +267,7 @@ def _wait_for_wake(agent: str, wakes_seen: int, until: float) -> bool:
     return False
 
 
-def _attempt(settings: Settings, agent: str, request: dict[str, Any], pacer: Pacer) -> Outcome:
+def _attempt(settings: Settings, agent: str, request: QueuedStart, pacer: Pacer) -> Outcome:
     """Claim the head's next attempt, call Pipecat Cloud, record the outcome."""
     attempt = int(request["next_attempt"])
     request_id = request["request_id"]
@@ -286,7 +287,7 @@ def _attempt(settings: Settings, agent: str, request: dict[str, Any], pacer: Pac
         reason = "pcc_at_capacity" if exc.status == 429 else f"pcc_{exc.status or exc.kind}"
         if not start_requests.requeue(request_id, attempt, time.time() + pacer.wait, reason):
             return "skipped"
-        request.update(state=start_requests.QUEUED, next_attempt=attempt + 1, attempts=attempt)
+        request.update({"state": start_requests.QUEUED, "next_attempt": attempt + 1, "attempts": attempt})
         return "retry"
     except Exception:  # noqa: BLE001 - no answer to act on (e.g. the secret is unreadable)
         logger.exception("queued start attempt failed", extra={"request_id": request_id})
@@ -310,7 +311,7 @@ def _attempt(settings: Settings, agent: str, request: dict[str, Any], pacer: Pac
     return "started"
 
 
-def _crashed(settings: Settings, request: dict[str, Any], attempt: int, pacer: Pacer) -> Outcome:
+def _crashed(settings: Settings, request: QueuedStart, attempt: int, pacer: Pacer) -> Outcome:
     """An attempt that raised: hand it back, and fail the request once it has crashed MAX_RECEIVE_COUNT times
     (a poison request must not hold the head of the queue for ever)."""
     pacer.miss()
@@ -321,7 +322,7 @@ def _crashed(settings: Settings, request: dict[str, Any], attempt: int, pacer: P
     return "skipped"  # re-read before the next try
 
 
-def _fail(request: dict[str, Any], code: str, detail: str, states: tuple[str, ...]) -> None:
+def _fail(request: QueuedStart, code: str, detail: str, states: tuple[str, ...]) -> None:
     if start_requests.finish_without_session(request, start_requests.FAILED, code, detail, states):
         count("QueuedStartsFailed")
         logger.info("queued start failed", extra={"request_id": request["request_id"], "code": code})

@@ -29,6 +29,8 @@ from chalicelib.start import dispatcher
 from chalicelib.start.policy import PlannedStart
 from chalicelib.store import agent_queue
 from chalicelib.store import queued_starts as start_requests
+from chalicelib.store.intents import StartIntent
+from chalicelib.store.queued_starts import QueuedStart
 
 SWEEP_GRACE_SECONDS = 120
 POLL_INTERVAL_SECONDS = 0.25
@@ -50,7 +52,7 @@ def _iso(ts: float) -> str:
 
 
 # ------------------------------------------------------------------ /start: joining the queue
-def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str, Any] | None = None,
+def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartIntent | None = None,
             known: agent_queue.QueueState | None = None) -> HttpResult:
     """Take the next place in the agent's queue and record the start there; the request takes the slot over
     from the start intent in the same transaction, and holds it while queued. `known`: the queue state the
@@ -92,7 +94,7 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str
     return pending_response(request, status_base, now, placed)
 
 
-def pending_response(request: dict[str, Any], status_base: str, now: float,
+def pending_response(request: QueuedStart, status_base: str, now: float,
                      state: agent_queue.QueueState | None = None) -> HttpResult:
     """202: the exact place in the agent's queue and an ETA from the measured rate capacity frees at
     (`state`: the queue as just read or written, else it is read)."""
@@ -122,14 +124,14 @@ def retry_after_cap(abandon_seconds: int) -> int:
 
 
 # ------------------------------------------------------------------ GET / DELETE /start/{id}
-def _owned(user_id: str, request_id: str) -> dict[str, Any]:
+def _owned(user_id: str, request_id: str) -> QueuedStart:
     request = start_requests.get(request_id) if request_id.startswith("req_") and len(request_id) < 64 else None
     if request is None or request["user_id"] != user_id:
         raise ApiError(404, "start_request_not_found", "No such start request")
     return request
 
 
-def _expire_if_overdue(request: dict[str, Any], now: float) -> dict[str, Any]:
+def _expire_if_overdue(request: QueuedStart, now: float) -> QueuedStart:
     if request["state"] in (start_requests.QUEUED, start_requests.STARTING) \
             and now > request["deadline"] + SWEEP_GRACE_SECONDS \
             and (request["state"] == start_requests.QUEUED or request.get("lease_until", 0) < now):
@@ -141,12 +143,12 @@ def _expire_if_overdue(request: dict[str, Any], now: float) -> dict[str, Any]:
     return request
 
 
-def _left_queue(request: dict[str, Any]) -> None:
+def _left_queue(request: QueuedStart) -> None:
     if "seq" in request:
         agent_queue.mark_gone(request["agent"], int(request["seq"]))
 
 
-def outcome(request: dict[str, Any], status_base: str, now: float) -> HttpResult:
+def outcome(request: QueuedStart, status_base: str, now: float) -> HttpResult:
     """200 with the body a direct success would have had, 202 while pending, or a terminal error."""
     state = request["state"]
     if state == start_requests.STARTED:
@@ -162,7 +164,7 @@ def outcome(request: dict[str, Any], status_base: str, now: float) -> HttpResult
     return pending_response(request, status_base, now)
 
 
-def wait_for(request: dict[str, Any], seconds: float) -> dict[str, Any]:
+def wait_for(request: QueuedStart, seconds: float) -> QueuedStart:
     """Long-poll: re-read the request until it leaves the queue or `seconds` pass."""
     deadline = time.monotonic() + seconds
     while request["state"] not in start_requests.TERMINAL and time.monotonic() < deadline:

@@ -26,6 +26,7 @@ from chalicelib.store import agent_queue
 from chalicelib.store import intents as start_intents
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
+from chalicelib.store.intents import StartIntent
 
 
 def parse_start_request(raw_body: bytes | None) -> StartRequest:
@@ -107,7 +108,7 @@ def execute_start(
     return shape(plan.transport, result)
 
 
-def _enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: dict[str, Any],
+def _enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartIntent,
              known: agent_queue.QueueState | None = None) -> HttpResult:
     try:
         return capacity_queue.enqueue(user_id, plan, status_base, intent, known)

@@ -21,34 +21,54 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from chalicelib.platform.dynamo import now_iso, transact_if, update_if
 from chalicelib.platform.observability import count, logger
-from chalicelib.store.sessions import query_index_partition, release_slot_update, reserve_slot_update
+from chalicelib.store.sessions import SessionRecord, query_index_partition, release_slot_update, reserve_slot_update
 
 INTENTS_INDEX_KEY = "INTENTS"
 CALLING, UNKNOWN = "calling", "unknown"
 LEASE_MARGIN_SECONDS = 10
 
 
+class StartIntent(TypedDict, total=False):
+    """A start on record before Pipecat Cloud is called (`INTENT#{id}` / `META`): it holds the user's slot."""
+
+    PK: str
+    SK: str
+    intent_id: str
+    user_id: str
+    agent: str
+    state: str  # CALLING | UNKNOWN
+    created_at: str
+    created_epoch: int
+    lease_until: int
+    reason: str
+    GSI1PK: str
+    GSI1SK: str
+    GSI2PK: str
+    GSI2SK: str
+    ttl: int
+
+
 def _key(intent_id: str) -> dict[str, str]:
     return {"PK": f"INTENT#{intent_id}", "SK": "META"}
 
 
-def delete_update(intent: dict[str, Any], state: str = CALLING) -> dict[str, Any]:
+def delete_update(intent: StartIntent, state: str = CALLING) -> dict[str, Any]:
     """Deleting the intent as a TransactWriteItems `Delete` (for chalicelib.platform.dynamo.transact_if),
     conditional on its state."""
     return {"Key": _key(intent["intent_id"]), "ConditionExpression": "#s = :s",
             "ExpressionAttributeNames": {"#s": "state"}, "ExpressionAttributeValues": {":s": state}}
 
 
-def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float) -> dict[str, Any] | None:
+def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float) -> StartIntent | None:
     """Take a slot and record the intent, together; None when all of the user's slots are taken."""
     now = time.time()
     created = now_iso()
     intent_id = uuid.uuid4().hex
-    item = {
+    item: dict[str, Any] = {
         **_key(intent_id), "type": "start_intent", "intent_id": intent_id, "user_id": user_id, "agent": agent,
         "state": CALLING, "created_at": created, "created_epoch": int(now),
         "lease_until": int(now + lease_seconds + LEASE_MARGIN_SECONDS),
@@ -57,21 +77,21 @@ def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float) -> d
     }
     taken = transact_if([{"Update": reserve_slot_update(user_id, limit)},
                          {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}])
-    return item if taken else None
+    return cast(StartIntent, item) if taken else None
 
 
-def settle_started(intent: dict[str, Any], session_item: dict[str, Any]) -> bool:
+def settle_started(intent: StartIntent, session_item: SessionRecord) -> bool:
     """Record the session and retire the intent (the slot goes with it). False: recovery took the intent."""
     return transact_if([{"Put": {"Item": session_item, "ConditionExpression": "attribute_not_exists(PK)"}},
                         {"Delete": delete_update(intent)}])
 
 
-def settle_not_started(intent: dict[str, Any], state: str = CALLING) -> bool:
+def settle_not_started(intent: StartIntent, state: str = CALLING) -> bool:
     """Retire the intent and free its slot, once."""
     return transact_if([{"Delete": delete_update(intent, state)}, {"Update": release_slot_update(intent["user_id"])}])
 
 
-def mark_unknown(intent: dict[str, Any], reason: str) -> None:
+def mark_unknown(intent: StartIntent, reason: str) -> None:
     update_if(_key(intent["intent_id"]), "SET #s = :u, reason = :r", condition="#s = :c", names={"#s": "state"},
               values={":u": UNKNOWN, ":r": reason, ":c": CALLING})
     count("StartsUnknown")
@@ -84,7 +104,7 @@ def recover(grace_seconds: int, now: float | None = None) -> int:
     for intent in query_index_partition(INTENTS_INDEX_KEY, limit=10_000):  # plain values already
         stale = intent["state"] == UNKNOWN or (intent["state"] == CALLING and intent["lease_until"] < now)
         settled_upstream = now > int(intent["lease_until"]) + grace_seconds
-        if stale and settled_upstream and settle_not_started(intent, intent["state"]):
+        if stale and settled_upstream and settle_not_started(cast(StartIntent, intent), intent["state"]):
             freed += 1
             logger.warning("start intent recovered", extra={"intent_id": intent["intent_id"],
                                                             "state": intent["state"]})

@@ -13,14 +13,42 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, TypedDict, cast
 
-from chalicelib.platform.dynamo import cancellation_codes, now_iso, plain, table, transact_if, update_if
+from chalicelib.platform.dynamo import cancellation_codes, now_iso, plain, table, transact, transact_if, update_if
 from chalicelib.store import intents as start_intents
 from chalicelib.store import sessions as session_store
+from chalicelib.store.intents import StartIntent
 from chalicelib.store.sessions import release_slot_update
 
 QUEUED, STARTING, STARTED, FAILED, CANCELLED = "queued", "starting", "started", "failed", "cancelled"
+
+
+class QueuedStart(TypedDict, total=False):
+    """A queued start as stored (`REQUEST#{id}` / `META`), values plain."""
+
+    PK: str
+    SK: str
+    request_id: str
+    user_id: str
+    agent: str
+    transport: str
+    state: str  # QUEUED | STARTING | STARTED | FAILED | CANCELLED
+    seq: int
+    attempts: int
+    next_attempt: int
+    next_attempt_at: int
+    deadline: int
+    seen_at: int
+    created_at: str
+    lease_until: int
+    session_id: str
+    result: str  # the JSON of the answer a direct start would have given
+    error_code: str
+    error_detail: str
+    pcc_request: str
+    pcc_request_chunks: int
+    ttl: int
 # The Pipecat Cloud request is kept inline up to this size; larger ones (the body may be 1 MB, a DynamoDB
 # item at most 400 KB) go into BODY#nnn items of CHUNK_BYTES each, written in the same transaction.
 INLINE_REQUEST_BYTES = 64 * 1024
@@ -41,7 +69,7 @@ def new_request_id() -> str:
 
 def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_request: dict[str, Any],
            deadline: float, next_attempt_at: float, seq: int, entry: dict[str, Any],
-           intent: dict[str, Any] | None = None) -> dict[str, Any]:
+           intent: StartIntent | None = None) -> QueuedStart:
     """Record a queued start at its place `seq` in the agent's queue (`entry`: the queue entry's `Put`), and
     retire the start intent whose slot it takes over, in one transaction."""
     created = now_iso()
@@ -68,27 +96,25 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
     }
     # JSON text: DynamoDB cannot hold floats in a map, and the request is replayed verbatim.
     text = json.dumps(pcc_request, separators=(",", ":"), ensure_ascii=False).encode()
-    ddb = table()
     writes: list[dict[str, Any]] = [{"Put": entry}]
     if len(text) <= INLINE_REQUEST_BYTES:
         item["pcc_request"] = text.decode()
     else:
         chunks = [text[i:i + CHUNK_BYTES] for i in range(0, len(text), CHUNK_BYTES)]
         item["pcc_request_chunks"] = len(chunks)
-        writes += [{"Put": {"TableName": ddb.name, "Item": {"PK": item["PK"], "SK": _chunk_key(i), "data": chunk,
-                                                             "ttl": item["ttl"]}}} for i, chunk in enumerate(chunks)]
+        writes += [{"Put": {"Item": {"PK": item["PK"], "SK": _chunk_key(i), "data": chunk, "ttl": item["ttl"]}}}
+                   for i, chunk in enumerate(chunks)]
     if intent is not None:
-        writes.append({"Delete": {"TableName": ddb.name, **start_intents.delete_update(intent)}})
-    ddb.meta.client.transact_write_items(TransactItems=[
-        {"Put": {"TableName": ddb.name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}, *writes])
-    return item
+        writes.append({"Delete": start_intents.delete_update(intent)})
+    transact([{"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}, *writes])
+    return cast(QueuedStart, item)
 
 
 def _chunk_key(index: int) -> str:
     return f"BODY#{index:03d}"
 
 
-def pcc_request(request: dict[str, Any]) -> dict[str, Any]:
+def pcc_request(request: QueuedStart) -> dict[str, Any]:
     """The Pipecat Cloud request of a queued start, inline or reassembled from its chunks."""
     if "pcc_request" in request:
         return dict(json.loads(request["pcc_request"]))
@@ -99,9 +125,9 @@ def pcc_request(request: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(b"".join(parts)))
 
 
-def get(request_id: str, consistent: bool = True) -> dict[str, Any] | None:
+def get(request_id: str, consistent: bool = True) -> QueuedStart | None:
     item = table().get_item(Key=_key(request_id), ConsistentRead=consistent).get("Item")
-    return dict(plain(item)) if item else None
+    return cast(QueuedStart, plain(item)) if item else None
 
 
 def claim(request_id: str, attempt: int, lease_seconds: int, now: float) -> bool:
@@ -133,7 +159,7 @@ def requeue(request_id: str, attempt: int, next_attempt_at: float, last_error: s
                 ":at": int(next_attempt_at), ":err": last_error}) is not None
 
 
-def complete(request: dict[str, Any], attempt: int, session_id: str, result: dict[str, Any]) -> bool:
+def complete(request: QueuedStart, attempt: int, session_id: str, result: dict[str, Any]) -> bool:
     """starting -> started and the session record, in one transaction."""
     session = session_store.session_item(
         user_id=request["user_id"], session_id=session_id, agent=request["agent"],
@@ -152,7 +178,7 @@ def complete(request: dict[str, Any], attempt: int, session_id: str, result: dic
     ])
 
 
-def finish_without_session(request: dict[str, Any], state: str, code: str, detail: str,
+def finish_without_session(request: QueuedStart, state: str, code: str, detail: str,
                            from_states: tuple[str, ...], *, abandoned_before: float | None = None) -> bool:
     """-> failed/cancelled from one of `from_states`, freeing the user's slot in the same transaction.
 
@@ -162,7 +188,6 @@ def finish_without_session(request: dict[str, Any], state: str, code: str, detai
     again, never the request alone. Only when the slot counter's condition alone refused it (the counter was
     already at zero: drift) does the request move without a release. `abandoned_before`: only if its owner
     has not asked about it since then (`seen_at`, chalicelib.start.queue)."""
-    ddb = table()
     values: dict[str, Any] = {":new": state, ":code": code, ":detail": detail[:1000], ":now": now_iso()}
     for i, from_state in enumerate(from_states):
         values[f":from{i}"] = from_state
@@ -172,14 +197,12 @@ def finish_without_session(request: dict[str, Any], state: str, code: str, detai
         values[":cutoff"] = int(abandoned_before)
     update = ("SET #s = :new, error_code = :code, error_detail = :detail, finished_at = :now "
               "REMOVE GSI2PK, GSI2SK, lease_until")
-    request_update = {"TableName": ddb.name, "Key": _key(request["request_id"]), "UpdateExpression": update,
+    request_update = {"Key": _key(request["request_id"]), "UpdateExpression": update,
                       "ConditionExpression": condition, "ExpressionAttributeNames": {"#s": "state"},
                       "ExpressionAttributeValues": values}
     for _ in range(FINISH_ATTEMPTS):
         try:  # (not transact_if: which condition refused it decides what happens next)
-            ddb.meta.client.transact_write_items(TransactItems=[
-                {"Update": request_update},
-                {"Update": {"TableName": ddb.name, **release_slot_update(request["user_id"])}}])
+            transact([{"Update": request_update}, {"Update": release_slot_update(request["user_id"])}])
             return True
         except Exception as exc:
             refused = cancellation_codes(exc)
@@ -207,7 +230,7 @@ def seen(request_id: str, until: float) -> None:
               names={"#s": "state"}, values={":until": int(until), ":queued": QUEUED, ":starting": STARTING})
 
 
-def user_pending(user_id: str, since_iso: str, limit: int = 50) -> list[dict[str, Any]]:
+def user_pending(user_id: str, since_iso: str, limit: int = 50) -> list[QueuedStart]:
     """The user's queued or starting requests created since `since_iso`, newest first. Bounded: one query
     over the user's recent requests (older ones are past their deadline), at most `limit` evaluated."""
     page = table().query(
@@ -216,9 +239,9 @@ def user_pending(user_id: str, since_iso: str, limit: int = 50) -> list[dict[str
         ExpressionAttributeValues={":pk": f"USER#{user_id}#REQUESTS", ":since": since_iso, ":queued": QUEUED,
                                    ":starting": STARTING},
         ScanIndexForward=False, Limit=limit)
-    return [dict(plain(item)) for item in page.get("Items", [])]
+    return [cast(QueuedStart, plain(item)) for item in page.get("Items", [])]
 
 
-def pending(limit: int = 500) -> list[dict[str, Any]]:
+def pending(limit: int = 500) -> list[QueuedStart]:
     """Queued or starting requests, oldest first (for the sweeper)."""
-    return session_store.query_index_partition(PENDING_INDEX_KEY, limit)  # projection ALL: whole items
+    return cast(list[QueuedStart], session_store.query_index_partition(PENDING_INDEX_KEY, limit))  # whole items

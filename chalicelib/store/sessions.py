@@ -19,12 +19,37 @@ import base64
 import binascii
 import json
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, cast
 
-from chalicelib.platform.dynamo import cancellation_codes, now_iso, plain, table, update_if
+from chalicelib.platform.dynamo import cancellation_codes, now_iso, plain, table, transact, update_if
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.settings import get_settings
+
+
+class SessionRecord(TypedDict, total=False):
+    """A session as we record it (`SESSION#{id}` / `META`), values plain."""
+
+    PK: str
+    SK: str
+    GSI1PK: str
+    GSI1SK: str
+    GSI2PK: str
+    GSI2SK: str
+    session_id: str
+    user_id: str
+    agent: str
+    transport: str
+    status: str  # ACTIVE | ENDED | STOPPED
+    created_at: str
+    ended_at: str
+    end_reason: str
+    request_id: str  # served from the capacity queue
+    call_id: str  # telephony
+    provider: str
+    ttl: int
+
 
 ACTIVE = "active"
 ENDED = "ended"
@@ -69,7 +94,7 @@ def session_item(
     agent: str,
     transport: str,
     extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> SessionRecord:
     """The DynamoDB item of a new active session record."""
     settings = get_settings()
     created = now_iso()
@@ -91,10 +116,10 @@ def session_item(
     }
     if extra:
         item.update(extra)
-    return item
+    return cast(SessionRecord, item)
 
 
-def public_record(item: dict[str, Any]) -> dict[str, Any]:
+def public_record(item: Mapping[str, Any]) -> dict[str, Any]:
     keep = ("session_id", "agent", "transport", "status", "created_at", "ended_at", "end_reason",
             "call_id", "provider")
     values = plain(item)
@@ -109,9 +134,9 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def get_session(session_id: str) -> dict[str, Any] | None:
+def get_session(session_id: str) -> SessionRecord | None:
     item = table().get_item(Key={"PK": f"SESSION#{session_id}", "SK": "META"}).get("Item")
-    return plain(item) if item else None
+    return cast(SessionRecord, plain(item)) if item else None
 
 
 def mark_ended(session_id: str, user_id: str, status: str, reason: str) -> bool:
@@ -124,11 +149,9 @@ def mark_ended(session_id: str, user_id: str, status: str, reason: str) -> bool:
     names = {"#s": "status"}
     values = {":new": status, ":now": now_iso(), ":reason": reason, ":active": ACTIVE}
     try:  # (not transact_if: which condition refused it decides what happens next)
-        table().meta.client.transact_write_items(TransactItems=[
-            {"Update": {"TableName": table().name, "Key": key, "UpdateExpression": update,
-                        "ConditionExpression": "#s = :active", "ExpressionAttributeNames": names,
-                        "ExpressionAttributeValues": values}},
-            {"Update": {"TableName": table().name, **release_slot_update(user_id)}}])
+        transact([{"Update": {"Key": key, "UpdateExpression": update, "ConditionExpression": "#s = :active",
+                              "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}},
+                  {"Update": release_slot_update(user_id)}])
         return True
     except Exception as exc:
         reasons = cancellation_codes(exc)
