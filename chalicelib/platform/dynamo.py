@@ -5,8 +5,10 @@ as plain Python. Every module that writes the table writes through these (key sh
   attributes it returned (`returned`: `NONE`, `UPDATED_NEW`, `ALL_NEW`, ...; `{}` for `NONE`), or None when its
   condition did not hold.
 - `put_if(item, condition, ...)` / `delete_if(key, condition, ...)`: True when written.
-- `transact_if(items)`: a TransactWriteItems; True when written, False when one of its conditions did not hold
-  (`cancellation_codes` says which).
+- `transact(items)` / `transact_if(items)`: a TransactWriteItems; `transact` raises as DynamoDB does
+  (`cancellation_codes` says which condition refused it), `transact_if` answers False then. Each is applied once
+  even when its answer is lost after DynamoDB committed: botocore fills the operation's ClientRequestToken
+  (an idempotency token) itself and its retries reuse it (tests/integration/test_lost_answers.py).
 Any other error (throttling, a malformed request) raises.
 """
 
@@ -84,13 +86,17 @@ def delete_if(key: Item, condition: str, *, values: Item | None = None, names: d
     return True
 
 
-def transact_if(items: list[Item]) -> bool:
+def transact(items: list[Item]) -> None:
     """TransactWriteItems of `items` (each `{"Put"|"Update"|"Delete"|"ConditionCheck": {...}}`; the table name
     is filled in)."""
     name = table().name
     named = [{kind: {"TableName": name, **spec} for kind, spec in item.items()} for item in items]
+    table().meta.client.transact_write_items(TransactItems=named)
+
+
+def transact_if(items: list[Item]) -> bool:
     try:
-        table().meta.client.transact_write_items(TransactItems=named)
+        transact(items)
     except Exception as exc:
         if conditional_failed(exc):
             return False

@@ -1,0 +1,72 @@
+"""A DynamoDB transaction whose answer is lost after it committed (a read timeout on a loaded network): botocore
+retries it. The retry must find the transaction done (botocore sends the same ClientRequestToken again), not
+fail on its own conditions and make the gateway answer an error for a request that exists, or stop a bot it has
+recorded. The fault is injected below botocore's retry loop: the first attempt really reaches DynamoDB (moto),
+then its answer is dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from botocore.exceptions import ReadTimeoutError
+
+from chalicelib.platform import dynamo
+from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import sessions as session_store
+from infra.pcc_emulator import EmulatorServer
+from tests.conftest import Gateway, emulator_admin
+from tests.integration.test_capacity_queue import drain, state
+from tests.integration.test_queue_edges import requests_of
+from tests.integration.test_start import body
+
+
+@pytest.fixture()
+def lose_transaction_answers() -> Iterator[list[str]]:
+    """Each TransactWriteItems is sent to DynamoDB, and its answer then lost once (botocore retries it)."""
+    lost: list[str] = []
+    events = dynamo.table().meta.client.meta.events
+
+    def after_commit_time_out(request: Any, **_: Any) -> None:
+        if request.headers.get("X-Amz-Target", b"").endswith(b"TransactWriteItems") and \
+                request.body not in lost:
+            lost.append(request.body)
+            sent = httpx.post(request.url, headers=dict(request.headers.items()), content=request.body)
+            assert sent.status_code == 200, sent.text  # committed: only its answer is lost
+            raise ReadTimeoutError(endpoint_url=request.url)
+
+    events.register_first("before-send.dynamodb.TransactWriteItems", after_commit_time_out)
+    yield lost
+    events.unregister("before-send.dynamodb.TransactWriteItems", after_commit_time_out)
+
+
+def test_a_queued_start_whose_answer_was_lost_is_still_a_202(gateway: Gateway, emulator: EmulatorServer,
+                                                             queue: dict[str, Any], user: str,
+                                                             lose_transaction_answers: list[str]) -> None:
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    response = gateway.start(user, {"transport": "daily"})
+    assert lose_transaction_answers, "no transaction was exercised"
+    assert response.status_code == 202, response.body  # was: 503 queue_unavailable, for a request that existed
+    assert [r["request_id"] for r in requests_of(user)] == [body(response)["requestId"]]
+    assert session_store.active_slots(user) == 1
+
+
+def test_a_direct_start_and_a_served_queued_start_keep_their_bots(app_env: Gateway, emulator: EmulatorServer,
+                                                                  queue: dict[str, Any], user: str,
+                                                                  lose_transaction_answers: list[str]) -> None:
+    direct = app_env.start(user, {"transport": "daily"})
+    assert direct.status_code == 200, direct.body  # the intent and the session record: both transactions
+    sid = body(direct)["sessionId"]
+    assert sid in emulator.org.active_session_ids() and session_store.get_session(sid) is not None
+    queued_user = "lost-" + user
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 1})
+    rid = body(app_env.start(queued_user, {"transport": "daily"}))["requestId"]
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
+    drain(app_env, queue, until=lambda: state(rid) == "started")
+    served = start_requests.get(rid)
+    assert served is not None
+    # was: the dispatcher took the retry's refusal for a lost claim and stopped the bot it had just recorded
+    assert served["session_id"] in emulator.org.active_session_ids()
+    assert session_store.get_session(served["session_id"]) is not None
