@@ -41,8 +41,11 @@ test: prereqs-test
 	$(VENV)/bin/mypy
 	@# pytest exits 5 when it collects no test: that is a failure here, never a silent pass.
 	@# PYTEST_WORKERS processes (pytest-xdist), each with its own moto, emulator and stack; a file stays on one.
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile; rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+	@# Then the load tests marked `alone`, with the machine to themselves.
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not alone"; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; [ $$rc -eq 0 ] || exit $$rc; \
+	  $(PY) -m pytest -m alone; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no load test was collected" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

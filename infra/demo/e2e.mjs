@@ -22,8 +22,7 @@ const botsOf = async () => (await emulatorGet("sessions")).sessions.filter((s) =
 try {
   const page = await browser.newPage();
   page.on("pageerror", (e) => result.consoleErrors.push(String(e)));
-  // mic=0: Daily's client opens the microphone through a script on Daily's CDN, out of reach here
-  await page.goto(`${demoUrl}/index.html?api=${encodeURIComponent(apiUrl)}&user=${user}&mic=0`);
+  await page.goto(`${demoUrl}/index.html?api=${encodeURIComponent(apiUrl)}&user=${user}`);
   result.favicon = (await fetch(`${demoUrl}/${await page.getAttribute('link[rel="icon"]', "href")}`)).status;
   const talk = async (transport) => {
     await page.selectOption("#transport", transport);
@@ -72,13 +71,16 @@ try {
   result.websocketBot = (await botsOf()).find((s) => s.sessionId === result.websocket.sessionId) ?? null;
   await hangUp();
 
-  // 3. Daily: a room from the gateway; joining it needs the real Daily, and the page says so plainly
+  // 3. Daily: a room from the gateway; joining it needs the real Daily, and the page says so plainly (with the
+  // microphone off: Daily's client opens it through a script on Daily's CDN, out of reach here)
+  await page.uncheck("#mic");
   await talk("daily");
   result.daily = await started();
   await connectionSettled();
   result.dailyConnection = await page.$eval("#connection", (el) => ({ ...el.dataset, text: el.textContent }));
   await hangUp();
   result.hungUpStatus = await page.textContent("#status");
+  await page.check("#mic");
 
   // 4. at capacity, over websocket: the 202 goes through the queue helper until capacity frees
   await admin("agents/my-agent", { max_agents: 0 });

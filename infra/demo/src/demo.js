@@ -11,6 +11,7 @@ const $ = (id) => document.getElementById(id);
 $("api").value = params.get("api") || "http://127.0.0.1:8000";
 $("user").value = params.get("user") || "demo-user";
 if (params.get("transport")) $("transport").value = params.get("transport");
+if (params.get("mic") === "0") $("mic").checked = false;
 
 function authHeaders() {
   const headers = new Headers({ "Content-Type": "application/json" });
@@ -119,7 +120,7 @@ async function talk() {
   delete $("connection").dataset.offers;
   client = new PipecatClient({
     transport: TRANSPORTS[transport](),
-    enableMic: params.get("mic") !== "0",
+    enableMic: $("mic").checked,
     enableCam: false,
     callbacks: {
       onTransportStateChanged: connectionState,
