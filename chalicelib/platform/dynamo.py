@@ -14,6 +14,7 @@ Any other error (throttling, a malformed request) raises.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -66,24 +67,23 @@ def update_if(key: Item, update: str, *, condition: str | None = None, values: I
     return dict(response.get("Attributes") or {})
 
 
-def put_if(item: Item, condition: str, *, values: Item | None = None, names: dict[str, str] | None = None) -> bool:
+def _written(write: Callable[[], object]) -> bool:
+    """Run a conditional write: True when written, False when its condition did not hold; anything else raises."""
     try:
-        table().put_item(Item=item, **_expression(condition, values, names))
+        write()
     except Exception as exc:
         if conditional_failed(exc):
             return False
         raise
     return True
+
+
+def put_if(item: Item, condition: str, *, values: Item | None = None, names: dict[str, str] | None = None) -> bool:
+    return _written(lambda: table().put_item(Item=item, **_expression(condition, values, names)))
 
 
 def delete_if(key: Item, condition: str, *, values: Item | None = None, names: dict[str, str] | None = None) -> bool:
-    try:
-        table().delete_item(Key=key, **_expression(condition, values, names))
-    except Exception as exc:
-        if conditional_failed(exc):
-            return False
-        raise
-    return True
+    return _written(lambda: table().delete_item(Key=key, **_expression(condition, values, names)))
 
 
 def transact(items: list[Item]) -> None:
@@ -95,13 +95,7 @@ def transact(items: list[Item]) -> None:
 
 
 def transact_if(items: list[Item]) -> bool:
-    try:
-        transact(items)
-    except Exception as exc:
-        if conditional_failed(exc):
-            return False
-        raise
-    return True
+    return _written(lambda: transact(items))
 
 
 def now_iso() -> str:
