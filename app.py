@@ -28,12 +28,10 @@ from chalicelib.sessions.proxy_headers import forwarded_to_bot
 from chalicelib.start import dispatcher
 from chalicelib.start import queue as capacity_queue
 from chalicelib.start import service as start_service
-from chalicelib.store import intents as start_intents
 from chalicelib.telephony import dialin as telephony_dialin
 from chalicelib.telephony import dialout as telephony_dialout
 from chalicelib.telephony import webhooks as telephony_webhooks
-from chalicelib.upkeep import orphans as orphan_sweeper
-from chalicelib.upkeep import reconcile
+from chalicelib.upkeep import schedule
 
 app = Chalice(app_name=SERVICE, configure_logs=False)
 
@@ -234,6 +232,4 @@ def retry_worker(event: Any) -> None:
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile_sessions")
 def reconcile_sessions(event: Any) -> dict[str, int]:
-    summary = {**reconcile.run(), **{f"queue_{k}": v for k, v in capacity_queue.sweep().items()},
-               **orphan_sweeper.sweep()}  # orphans first: recovery frees slots only after their bots are swept
-    return {**summary, "intents_recovered": start_intents.recover(get_settings().orphan_grace_seconds)}
+    return schedule.run()  # each step on its own: one failing never stops the others

@@ -14,6 +14,7 @@ from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
 from chalicelib.upkeep import orphans as orphan_sweeper
 from infra.pcc_emulator import EmulatorServer
+from infra.sqs_poller import scheduled_event
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_capacity_queue import drain
 from tests.support import new_user
@@ -84,3 +85,50 @@ def test_report_mode_and_report_only_agents_stop_nothing(app_env: Gateway, emula
     assert len(emulator.org.active_session_ids()) == 1
     configure_stage(TELEPHONY_WEBSOCKET_AUTH="token")
     assert orphan_sweeper.sweep(now=later())["orphans_stopped"] == 1
+
+
+class LaterClock:
+    """The orphan sweeper's clock, GRACE + 5 s ahead: its bound is judged without waiting for it."""
+
+    @staticmethod
+    def time() -> float:
+        return later()
+
+
+def test_an_sqs_outage_does_not_stop_the_orphan_sweep(app_env: Gateway, emulator: EmulatorServer,
+                                                      queue: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start waits in the queue with no dispatcher running, and SQS is gone: the schedule's queue step fails
+    (it sends the wake-up), and the orphan sweep in the same run still stops the bot nobody recorded."""
+    emulator_admin(emulator, "faults", {"start": [{"when": "after", "kind": "502"}]})
+    assert app_env.start(new_user(), {"transport": "daily"}).status_code == 502  # an orphan: billed, unrecorded
+    [orphan] = emulator.org.active_session_ids()
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 1})
+    waiting = app_env.start(new_user(), {"transport": "daily"})
+    assert waiting.status_code == 202, waiting.body  # queued behind the orphan's instance
+    queue["sqs"].delete_queue(QueueUrl=queue["url"])  # the outage
+    monkeypatch.setattr(orphan_sweeper, "time", LaterClock)
+    try:
+        summary = app_env.app.handler_map["reconcile_sessions"](scheduled_event("reconcile_sessions"), None)
+    finally:
+        queue["sqs"].create_queue(QueueName=queue["url"].rsplit("/", 1)[-1])  # back, for the fixture's clean-up
+    assert summary["queue_failed"] == 1  # the queue step could not send its wake-up...
+    assert summary["orphans_stopped"] == 1 and orphan not in emulator.org.active_session_ids()  # ...the sweep ran
+    assert "intents_recovered" in summary  # and recovery after it
+
+
+def test_a_failed_orphan_sweep_skips_slot_recovery_and_nothing_else(app_env: Gateway, emulator: EmulatorServer,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.store import intents
+    from chalicelib.upkeep import reconcile, schedule
+
+    def sweep_fails(now: float | None = None) -> dict[str, int]:
+        raise RuntimeError("Pipecat Cloud's private API is down")
+
+    recovered: list[int] = []
+    monkeypatch.setattr(orphan_sweeper, "sweep", sweep_fails)
+    monkeypatch.setattr(intents, "recover", lambda grace, now=None: recovered.append(grace) or 0)
+    ran: list[str] = []
+    monkeypatch.setattr(reconcile, "run", lambda: ran.append("reconcile") or {"checked": 0})
+    summary = schedule.run()
+    assert ran == ["reconcile"] and summary["orphans_failed"] == 1
+    assert summary["intents_skipped"] == 1 and recovered == []  # a slot whose bot may run is not freed
