@@ -41,11 +41,6 @@ def parse_sip_uri(uri: str) -> tuple[str | None, str] | None:
     return match["user"], match["host"].lower()
 
 
-def sip_domain(uri: str) -> str:
-    parsed = parse_sip_uri(uri)
-    return parsed[1] if parsed else ""
-
-
 def _phone_number(user: str | None) -> str | None:
     """The E.164 number a SIP user part dials, when it is a phone number (a trunk routes it to the PSTN)."""
     if user is None or not _PHONE_USER.fullmatch(user):
