@@ -59,7 +59,10 @@ def http_client() -> httpx.Client:
                 write=settings.pcc_connect_timeout,
                 pool=settings.pcc_connect_timeout,
             ),
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=30),
+            # the dispatcher's attempts in flight, plus the requests of the invocation's own handler
+            limits=httpx.Limits(max_connections=settings.dispatch_max_in_flight + 16,
+                                max_keepalive_connections=settings.dispatch_max_in_flight + 16,
+                                keepalive_expiry=30),
             # retries=1 retries connection failures only. TCP_NODELAY: httpx writes a POST's headers and
             # body separately; with Nagle on, a kept-alive connection can wait ~40 ms for a delayed ACK.
             transport=httpx.HTTPTransport(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -104,6 +105,12 @@ def timing(name: str, milliseconds: float) -> None:
     metrics().add_metric(name=name, unit=MetricUnit.Milliseconds, value=milliseconds)
 
 
+_flush_lock = threading.Lock()
+
+
 def flush_metrics() -> None:
-    if _metrics is not None and _metrics.metric_set:
-        _metrics.flush_metrics()
+    """Write the metrics added so far (the dispatcher adds them from its attempt threads: one flush at a time,
+    and the emptiness check and the flush under the same lock)."""
+    with _flush_lock:
+        if _metrics is not None and _metrics.metric_set:
+            _metrics.flush_metrics()

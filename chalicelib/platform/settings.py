@@ -86,6 +86,7 @@ _ENV: dict[str, str] = {
     "MAX_QUEUED": "max_queued",
     "DISPATCH_CALLS_PER_SECOND": "dispatch_calls_per_second",
     "DISPATCH_RUN_SECONDS": "dispatch_run_seconds",
+    "DISPATCH_MAX_IN_FLIGHT": "dispatch_max_in_flight",
     "START_RATE_PER_MINUTE": "start_rate_per_minute",
     "STATUS_RATE_PER_MINUTE": "status_rate_per_minute",
     "PROXY_RATE_PER_MINUTE": "proxy_rate_per_minute",
@@ -158,10 +159,13 @@ class Settings(BaseModel):
     # Capacity queue (chalicelib/start/dispatcher.py): the head's first wait after a 429 (and the wait before the
     # rate that capacity frees at has been measured) and its cap; PCC start calls per second per agent;
     # how long one dispatcher invocation runs before it hands over; queued starts per agent.
-    retry_base_seconds: float = Field(default=0.5, gt=0, le=10)
+    retry_base_seconds: float = Field(default=0.1, gt=0, le=10)
     retry_cap_seconds: float = Field(default=3.0, gt=0, le=10)
-    dispatch_calls_per_second: float = Field(default=5.0, gt=0, le=50)
+    dispatch_calls_per_second: float = Field(default=20.0, gt=0, le=200)
     dispatch_run_seconds: float = Field(default=30.0, ge=1, le=50)
+    # Attempts one agent's dispatcher keeps in flight (each waits for Pipecat Cloud to start a bot): the queue
+    # drains at up to this / (PCC's answer time) a second.
+    dispatch_max_in_flight: int = Field(default=64, ge=1, le=200)
     max_queued: int = Field(default=500, ge=1, le=10_000)
     start_deadline_seconds: int = Field(default=600, ge=1)
     max_receive_count: int = Field(default=5, ge=1)

@@ -1,20 +1,31 @@
 """The capacity queue's dispatcher: one per agent at a time (the lease on the agent's queue,
-chalicelib.store.agent_queue), trying the head of the agent's FIFO against Pipecat Cloud, in order, until the
-queue is empty or its run time (DISPATCH_RUN_SECONDS) is up; then it hands over to a fresh invocation.
+chalicelib.store.agent_queue), trying the agent's FIFO against Pipecat Cloud until the queue is empty or its run
+time (DISPATCH_RUN_SECONDS) is up; then it hands over to a fresh invocation.
 
-Pacing. Only the head waits, and only between its attempts. The wait adapts to the rate at which
-capacity frees (SHRINK_* / GROW below), between 1 / DISPATCH_CALLS_PER_SECOND and RETRY_CAP_SECONDS (a few
-seconds: the queue drains at the speed capacity frees, never one long backoff behind it); it starts at
-RETRY_BASE_SECONDS, or from the interval between successes measured by the previous run;
+Pipelined. Pipecat Cloud takes seconds to answer a start (the bot is starting), so one attempt at a time would
+cap the queue at 1 / (that round trip) starts a second whatever capacity frees. The dispatcher keeps up to
+DISPATCH_MAX_IN_FLIGHT attempts in flight, on consecutive places, and its order rule is:
+- places are tried in queue order: a new attempt is always for the earliest place still waiting that is not
+  already being tried (a place refused with a 429 is tried again before any later place is tried at all);
+- so a later place gets its bot before an earlier one only when both were being tried together and the
+  earlier one's attempt was refused (429): capacity that freed went to the attempt that reached it.
+bench/queue_scale.py counts the pairs outside that rule (`order_inversions`).
+
+Pacing. Calls are spaced by an interval that adapts to the rate at which capacity frees (SHRINK_* / GROW
+below), between 1 / DISPATCH_CALLS_PER_SECOND and RETRY_CAP_SECONDS; it starts at RETRY_BASE_SECONDS, or from
+the interval between successes measured by the previous run (Pacer: the rate of recent successes sets it once
+calls are being refused; a refusal's growth is spread over the attempts in flight, so it moves as much per
+round trip at any latency, as TCP grows its window by 1/w per ACK).
 - a wake-up (the gateway stopped a session, reconciliation saw one end) cuts the wait short;
 - PCC is never asked more than DISPATCH_CALLS_PER_SECOND times a second for the agent.
-The stored interval is also the queue's ETA (position x interval). Simulated and measured in
-bench/queue_storm.py: drain time ~1.0x the ideal at ~1.2 PCC calls per started session.
+The stored interval is also the queue's ETA (position x interval). Measured in bench/queue_scale.py.
 
-A killed run (no except or finally of ours runs) is replaced by the watchdog message it armed when it
-took the lease, delivered just after the lease would expire. Every request transition stays conditional
-(chalicelib.store.queued_starts), so a second dispatcher that took over an expired lease can never start a
-request twice; a bot whose answer was lost is stopped by the orphan sweeper (no record claims it).
+A place is passed only once its request is known to have left the queue (a successful conditional write of ours,
+or a read showing it terminal). A killed run (no except or finally of ours runs) is replaced by the watchdog
+message it armed when it took the lease, delivered just after the lease would expire. Every request transition
+stays conditional (chalicelib.store.queued_starts), so a second dispatcher (one that took over an expired lease)
+can never start a request twice; a bot whose answer was lost is stopped by the orphan sweeper (no record claims
+it).
 """
 
 from __future__ import annotations
@@ -22,7 +33,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import Literal
 
 from chalicelib.pcc import client as pcc_client
@@ -40,10 +53,11 @@ LEASE_SECONDS = 70  # the worker's 60 s Lambda timeout + a margin: a lease older
 WATCHDOG_DELAY_SECONDS = LEASE_SECONDS + 2
 ENTRY_GRACE_SECONDS = 10  # a number handed out whose entry is still missing after this was abandoned
 WAKE_POLL_SECONDS = 0.1
-# The head's wait: x0.95 after a success that followed a 429, x0.8 after two successes in a row (capacity
-# was waiting for us), x1.5 after a 429; simulated against fixed, jittered and random free rates and
-# measured in bench/queue_storm.py (drain ~1.0x the ideal at <= 1.5 PCC calls per started session).
-SHRINK_AFTER_MISS, SHRINK_AFTER_SUCCESS, GROW, SMOOTHING = 0.95, 0.8, 1.5, 0.3
+# Pacing (Pacer): the wait halves with each success while every recent answer is one, grows x1.5 per round
+# trip of refusals, and otherwise spaces calls at TARGET_SUCCESS x the interval between recent successes;
+# tuned on the capacity model of bench/queue_scale.py (drain <= 1.10x the ideal at <= 1.5 calls per bot).
+SHRINK_AFTER_SUCCESS, GROW, TARGET_SUCCESS, SMOOTHING = 0.5, 1.5, 0.85, 0.3
+HISTORY_MIN, RATE_SAMPLES, STREAK = 12, 4, 3
 DEADLINE_DETAIL = "Pipecat Cloud stayed at capacity until the deadline"
 ABANDONED_DETAIL = "nobody asked about it for QUEUED_ABANDON_SECONDS, so no bot was started for it"
 
@@ -52,7 +66,16 @@ Outcome = Literal["started", "retry", "failed", "skipped"]
 
 @dataclass
 class Pacer:
-    """When the head may be tried next (monotonic clock), adapting to the rate capacity frees at."""
+    """When the next attempt may be sent (monotonic clock), adapting to the rate at which capacity frees.
+
+    From the last answers (at least HISTORY_MIN, and twice the attempts in flight):
+    - all of them successes, or STREAK successes in a row: capacity was waiting for us (or has started to free
+      again after a long refusal), so the wait halves with each success;
+    - refusals among them, and enough answers to measure: calls go at 1 / TARGET_SUCCESS times the rate of
+      successes they show (while some calls are refused, successes come at the rate capacity frees), so about
+      1 call in 6 is refused and a place that frees waits a fraction of the interval for the next call;
+    - too few answers yet, or only refusals: the wait grows by GROW per round trip of refusals.
+    """
 
     base: float
     cap: float
@@ -61,42 +84,68 @@ class Pacer:
     wait: float = 0.0
     last_call: float = float("-inf")
     last_success: float | None = None
-    last_was_success: bool = False
     next_call: float = 0.0
+    streak: int = 0  # successes since the last refusal
+    history: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=HISTORY_MIN))
 
     def __post_init__(self) -> None:
-        self.wait = self._clamp(SHRINK_AFTER_MISS * self.interval if self.interval else self.base)
+        self.wait = self._clamp(TARGET_SUCCESS * self.interval if self.interval else self.base)
         self.next_call = time.monotonic() + self.wait  # a 429 just queued the work: not at once
 
     def _clamp(self, seconds: float) -> float:
         return max(self.min_gap, min(self.cap, seconds))
 
-    def called(self) -> None:
+    def called(self) -> float:
+        """An attempt is sent now; returns its send time (hand it back with its answer)."""
         self.last_call = time.monotonic()
+        self.next_call = self.last_call + self.wait
+        return self.last_call
 
-    def success(self) -> float | None:
-        """Capacity was there. Two successes in a row: it was waiting for us, so shorten the wait more."""
+    def success(self, sent_at: float | None = None, in_flight: int = 1) -> float | None:
+        """Capacity was there. Returns the measured interval between successes (the ETA's drain rate)."""
         now = time.monotonic()
         if self.last_success is not None:
             gap = now - self.last_success
             self.interval = gap if self.interval is None else SMOOTHING * gap + (1 - SMOOTHING) * self.interval
         self.last_success = now
-        self.wait = self._clamp(self.wait * (SHRINK_AFTER_SUCCESS if self.last_was_success else SHRINK_AFTER_MISS))
-        self.last_was_success = True
-        self.next_call = self.last_call + self.wait
+        self._answered(self.last_call if sent_at is None else sent_at, True, in_flight)
         return self.interval
 
-    def miss(self) -> None:
-        self.wait = self._clamp(self.wait * GROW)
-        self.last_was_success = False
+    def miss(self, sent_at: float | None = None, in_flight: int = 1) -> None:
+        self._answered(self.last_call if sent_at is None else sent_at, False, in_flight)
+
+    def _answered(self, sent_at: float, ok: bool, in_flight: int) -> None:
+        size = max(HISTORY_MIN, 2 * in_flight)
+        if self.history.maxlen != size:
+            self.history = deque(self.history, maxlen=size)
+        self.history.append((sent_at, ok))
+        self.streak = self.streak + 1 if ok else 0
+        successes = sum(1 for _, success in self.history if success)
+        span = max(t for t, _ in self.history) - min(t for t, _ in self.history)
+        if successes == len(self.history) or self.streak >= STREAK:
+            self.wait = self._clamp(self.wait * SHRINK_AFTER_SUCCESS)
+        elif successes and len(self.history) >= RATE_SAMPLES and span > 0:
+            self.wait = self._clamp(TARGET_SUCCESS * span / successes)
+        elif not ok:
+            self.wait = self._clamp(self.wait * GROW ** (1 / max(1, in_flight)))
         self.next_call = self.last_call + self.wait
 
     def moved_on(self) -> None:
-        """The head left without a capacity answer (failed for good): the next may go at once."""
+        """A place left without a capacity answer (failed for good): the next may go at once."""
         self.next_call = self.last_call + self.min_gap
 
     def woken(self) -> None:
         self.next_call = max(time.monotonic(), self.last_call + self.min_gap)
+
+
+@dataclass
+class Flight:
+    """An attempt in flight: its place, when it was sent, and how many were in flight then (itself too)."""
+
+    seq: int
+    future: Future[tuple[Outcome, QueuedStart]]
+    sent_at: float
+    in_flight: int
 
 
 def run(agent: str, budget_seconds: float | None = None, *, freed: bool = False) -> dict[str, int]:
@@ -111,7 +160,10 @@ def run(agent: str, budget_seconds: float | None = None, *, freed: bool = False)
     if state.waiting():
         _arm_watchdog(agent)
     try:
-        _loop(settings, agent, owner, state, budget_seconds or settings.dispatch_run_seconds, summary, freed)
+        with ThreadPoolExecutor(max_workers=settings.dispatch_max_in_flight,
+                                thread_name_prefix="dispatch") as pool:
+            Run(settings, agent, owner, state, pool, summary).loop(
+                budget_seconds or settings.dispatch_run_seconds, freed)
     except Exception:
         agent_queue.release(agent, owner)
         try:
@@ -127,7 +179,7 @@ def run(agent: str, budget_seconds: float | None = None, *, freed: bool = False)
 
 
 def _arm_watchdog(agent: str) -> None:
-    """A wake-up due just after this run's lease (and its attempt's claim) would run out. If this invocation
+    """A wake-up due just after this run's lease (and its attempts' claims) would run out. If this invocation
     is killed (no except or finally of ours runs), the next dispatcher starts then: recovery takes
     WATCHDOG_DELAY_SECONDS, not the message's visibility timeout (360 s) or the next reconcile run. A run
     that ends normally hands over first, so its watchdog finds the next run's lease and is dropped (or an
@@ -138,71 +190,175 @@ def _arm_watchdog(agent: str) -> None:
         logger.warning("could not arm the dispatcher's watchdog", extra={"agent": agent})
 
 
-def _loop(settings: Settings, agent: str, owner: str, state: agent_queue.QueueState, budget: float,
-          summary: dict[str, int], freed: bool) -> None:
-    ends = time.monotonic() + budget
-    pacer = Pacer(base=settings.retry_base_seconds, cap=settings.retry_cap_seconds,
-                  min_gap=1.0 / settings.dispatch_calls_per_second, interval=state.free_interval)
-    if freed:
-        pacer.woken()
-    wakes_seen = state.wakes
-    missing_since: dict[int, float] = {}
-    head: tuple[int, QueuedStart] | None = None
-    lease_until = time.time() + LEASE_SECONDS
-    while time.monotonic() < ends:
-        if lease_until - time.time() < LEASE_SECONDS / 2:  # renew (a write) only now and then; read otherwise
-            renewed = agent_queue.acquire(agent, owner, LEASE_SECONDS)
+class Run:
+    """One dispatcher run's loop: the main thread reads the queue, decides and records; attempts run on
+    `pool` (each claims its place's request, calls Pipecat Cloud and writes the outcome, nothing else)."""
+
+    def __init__(self, settings: Settings, agent: str, owner: str, state: agent_queue.QueueState,
+                 pool: ThreadPoolExecutor, summary: dict[str, int]) -> None:
+        self.settings, self.agent, self.owner, self.state, self.pool = settings, agent, owner, state, pool
+        self.summary = summary
+        self.pacer = Pacer(base=settings.retry_base_seconds, cap=settings.retry_cap_seconds,
+                           min_gap=1.0 / settings.dispatch_calls_per_second, interval=state.free_interval)
+        self.wakes_seen = state.wakes
+        self.missing_since: dict[int, float] = {}
+        self.known: dict[int, QueuedStart] = {}  # places read and still waiting (kept across retries)
+        self.flights: dict[int, Flight] = {}
+        self.lease_until = time.time() + LEASE_SECONDS
+
+    def loop(self, budget: float, freed: bool) -> None:
+        if freed:
+            self.pacer.woken()
+        ends = time.monotonic() + budget
+        try:
+            while time.monotonic() < ends:
+                self._settle(block=0.0)
+                if not self._refresh():
+                    return
+                if self.state.waiting() == 0 and not self.flights:
+                    return
+                self._step(ends)
+        finally:
+            while self.flights:  # every attempt sent is seen to its outcome before the lease is let go
+                self._settle(block=1.0)
+
+    # ---------------------------------------------------------------- the queue as it is now
+    def _refresh(self) -> bool:
+        """Read (or now and then renew) the lease and the queue state; False when the lease was lost."""
+        if self.lease_until - time.time() < LEASE_SECONDS / 2:  # renew (a write) only now and then
+            renewed = agent_queue.acquire(self.agent, self.owner, LEASE_SECONDS)
             if renewed is None:
-                logger.error("dispatcher lost its lease", extra={"agent": agent})
-                return
-            state, lease_until = renewed, time.time() + LEASE_SECONDS
-            _arm_watchdog(agent)
+                logger.error("dispatcher lost its lease", extra={"agent": self.agent})
+                return False
+            self.state, self.lease_until = renewed, time.time() + LEASE_SECONDS
+            _arm_watchdog(self.agent)
         else:
-            state = agent_queue.read(agent)
-            if state.lease_owner != owner:
-                logger.error("dispatcher lost its lease", extra={"agent": agent})
-                return
-        state = agent_queue.fold_head(state)
-        if state.waiting() == 0:
+            self.state = agent_queue.read(self.agent)
+            if self.state.lease_owner != self.owner:
+                logger.error("dispatcher lost its lease", extra={"agent": self.agent})
+                return False
+        self.state = agent_queue.fold_head(self.state)
+        for seq in [s for s in self.known if s < self.state.head or s in self.state.gone]:
+            del self.known[seq]  # left the queue (e.g. cancelled by its owner)
+        if self.state.wakes != self.wakes_seen:
+            self.wakes_seen = self.state.wakes
+            self.pacer.woken()
+        return True
+
+    def _next_place(self) -> int | None:
+        """The earliest place still waiting that no attempt of ours is trying."""
+        seq = self.state.head
+        while seq <= self.state.tail:
+            if seq not in self.state.gone and seq not in self.flights:
+                return seq
+            seq += 1
+        return None
+
+    # ---------------------------------------------------------------- one decision
+    def _step(self, ends: float) -> None:
+        seq = self._next_place()
+        if seq is None or len(self.flights) >= self.settings.dispatch_max_in_flight:
+            self._settle(block=WAKE_POLL_SECONDS)  # everything waiting is being tried
             return
-        if state.wakes != wakes_seen:
-            wakes_seen = state.wakes
-            pacer.woken()
-        seq = state.head
-        if head is None or head[0] != seq:  # a new head: read it (a retried head is kept, not re-read)
-            found = _head_request(agent, seq, missing_since)
-            if found is None:
-                continue
-            head = (seq, found)
-        request = head[1]
+        request = self.known.get(seq) or self._read_place(seq)
+        if request is None:
+            return
+        self.known[seq] = request
         now = time.time()
         if now >= request["deadline"]:
-            _fail(request, "deadline_exceeded", DEADLINE_DETAIL, (start_requests.QUEUED, start_requests.STARTING))
-            agent_queue.advance(agent, seq)
-            summary["failed"] += 1
-            head = None
-            continue
-        if request["state"] == start_requests.STARTING and request.get("lease_until", 0) >= now:
-            time.sleep(min(1.0, max(0.0, ends - time.monotonic())))  # a dead dispatcher's attempt: let it expire
-            head = None
-            continue
-        if time.monotonic() < pacer.next_call:
-            if _wait_for_wake(agent, wakes_seen, min(pacer.next_call, ends)):
-                pacer.woken()
-            if time.monotonic() < pacer.next_call:
-                continue  # the run's time is up
-        # (no re-read after the wait: the claim is conditional, so a head cancelled meanwhile is skipped)
-        if _abandoned(settings, request):
-            summary["abandoned"] += 1
-            head = None
-            continue
-        outcome = _attempt(settings, agent, request, pacer)
-        if outcome in ("started", "failed"):
-            agent_queue.advance(agent, seq, pacer.interval if outcome == "started" else None)
-        if outcome != "retry":
-            head = None
-        summary[{"started": "started", "retry": "retried", "failed": "failed", "skipped": "skipped"}[outcome]] += 1
+            # (not in flight here: a STARTING request is a dead dispatcher's claim)
+            states = (start_requests.QUEUED, start_requests.STARTING)
+            if _failed_for_good(request, "deadline_exceeded", DEADLINE_DETAIL, states) == "failed":
+                self._leave(seq)
+                self.summary["failed"] += 1
+            else:
+                self.known.pop(seq, None)
+            return
+        if request["state"] == start_requests.STARTING:
+            if request.get("lease_until", 0) >= now:  # a dead dispatcher's attempt: let its claim expire
+                self._settle(block=min(1.0, max(0.0, ends - time.monotonic())))
+                self.known.pop(seq, None)
+                return
+        if time.monotonic() < self.pacer.next_call:
+            self._wait(min(self.pacer.next_call, ends))
+            return  # decide again on a fresh read (a place cancelled meanwhile is skipped)
+        if _abandoned(self.settings, request):
+            self.summary["abandoned"] += 1
+            self.known.pop(seq, None)
+            return
+        sent_at = self.pacer.called()
+        in_flight = len(self.flights) + 1
+        future = self.pool.submit(_attempt, self.settings, self.agent, dict(request), self.pacer.wait)  # type: ignore[arg-type]
+        self.flights[seq] = Flight(seq, future, sent_at, in_flight)
 
+    def _read_place(self, seq: int) -> QueuedStart | None:
+        """The request at place `seq`, or None after dealing with a place that holds none."""
+        entry = agent_queue.entry(self.agent, seq)
+        if entry is None:  # handed out, not written yet (or never will be: its Lambda died)
+            first = self.missing_since.setdefault(seq, time.monotonic())
+            if time.monotonic() - first > ENTRY_GRACE_SECONDS and agent_queue.abandon(self.agent, seq):
+                logger.warning("queue place abandoned", extra={"agent": self.agent, "seq": seq})
+                self._leave(seq)
+            else:
+                self._settle(block=0.05)
+            return None
+        request = start_requests.get(str(entry["request_id"])) if entry.get("request_id") else None
+        if request is None or request["state"] in start_requests.TERMINAL:
+            self._leave(seq)  # cancelled, expired, or left without being folded in (or an abandoned number)
+            return None
+        return request
+
+    def _wait(self, until: float) -> None:
+        """Until `until` (monotonic), an attempt's answer, or a wake-up from the gateway (freed capacity)."""
+        while time.monotonic() < until:
+            if self._settle(block=min(WAKE_POLL_SECONDS, max(0.0, until - time.monotonic()))):
+                return
+            if agent_queue.read(self.agent).wakes != self.wakes_seen:
+                return  # _refresh sees the change and cuts the wait short
+
+    # ---------------------------------------------------------------- outcomes
+    def _settle(self, block: float) -> bool:
+        """Record the outcomes of the attempts that have answered (waiting up to `block` seconds for one);
+        True when at least one did."""
+        flights = {f.future: f for f in self.flights.values()}
+        if not flights:
+            if block:
+                time.sleep(block)
+            return False
+        done, _ = wait(flights, timeout=block, return_when=FIRST_COMPLETED)
+        for future in done:
+            self._record(flights[future])
+        return bool(done)
+
+    def _record(self, flight: Flight) -> None:
+        del self.flights[flight.seq]
+        try:
+            outcome, request = flight.future.result()
+        except Exception:  # noqa: BLE001 - _attempt hands every failure back; this is a bug's last resort
+            logger.exception("queued start attempt raised", extra={"agent": self.agent, "seq": flight.seq})
+            outcome, request = "skipped", {}
+        if outcome == "started":
+            self.pacer.success(flight.sent_at, flight.in_flight)
+            self._leave(flight.seq, self.pacer.interval)
+        elif outcome == "failed":
+            self.pacer.moved_on()
+            self._leave(flight.seq)
+        elif outcome == "retry":
+            self.pacer.miss(flight.sent_at, flight.in_flight)
+        if outcome == "retry":
+            self.known[flight.seq] = request  # the retried place is kept, not re-read
+        else:
+            self.known.pop(flight.seq, None)
+        self.summary[{"started": "started", "retry": "retried", "failed": "failed", "skipped": "skipped"}[outcome]] += 1
+
+    def _leave(self, seq: int, free_interval: float | None = None) -> None:
+        """Place `seq` has left the queue, its request known to be terminal: pass it."""
+        if seq == self.state.head:
+            agent_queue.advance(self.agent, seq, free_interval)
+        else:
+            agent_queue.mark_gone(self.agent, seq)
+        self.state.gone.add(seq)
+        self.known.pop(seq, None)
 
 def abandoned(request: QueuedStart, now: float, abandon_seconds: int) -> bool:
     """Queued, and its owner has not asked about it for `abandon_seconds` (requests without `seen_at`,
@@ -240,58 +396,34 @@ def _abandoned(settings: Settings, request: QueuedStart) -> bool:
     return False
 
 
-def _head_request(agent: str, seq: int, missing_since: dict[int, float]) -> QueuedStart | None:
-    """The request at place `seq`, or None after dealing with a place that holds none."""
-    entry = agent_queue.entry(agent, seq)
-    if entry is None:  # handed out, not written yet (or never will be: its Lambda died)
-        first = missing_since.setdefault(seq, time.monotonic())
-        if time.monotonic() - first > ENTRY_GRACE_SECONDS and agent_queue.abandon(agent, seq):
-            logger.warning("queue place abandoned", extra={"agent": agent, "seq": seq})
-            agent_queue.advance(agent, seq)
-        else:
-            time.sleep(0.05)
-        return None
-    request = start_requests.get(str(entry["request_id"])) if entry.get("request_id") else None
-    if request is None or request["state"] in start_requests.TERMINAL:
-        agent_queue.advance(agent, seq)  # cancelled, expired, or left without being folded in
-        return None
-    return request
-
-
-def _wait_for_wake(agent: str, wakes_seen: int, until: float) -> bool:
-    """Sleep until `until` (monotonic); True as soon as the gateway reports freed capacity."""
-    while time.monotonic() < until:
-        time.sleep(min(WAKE_POLL_SECONDS, max(0.0, until - time.monotonic())))
-        if agent_queue.read(agent).wakes != wakes_seen:
-            return True
-    return False
-
-
-def _attempt(settings: Settings, agent: str, request: QueuedStart, pacer: Pacer) -> Outcome:
-    """Claim the head's next attempt, call Pipecat Cloud, record the outcome."""
+def _attempt(settings: Settings, agent: str, request: QueuedStart, retry_wait: float) -> tuple[Outcome, QueuedStart]:
+    """Claim the request's next attempt, call Pipecat Cloud, record the outcome (on a dispatcher thread: it
+    touches only this request). "failed" only once the request is known to be terminal."""
     attempt = int(request["next_attempt"])
     request_id = request["request_id"]
     if not start_requests.claim(request_id, attempt, LEASE_SECONDS, time.time()):
-        return "skipped"  # moved on under us (cancelled, expired): re-read
-    pacer.called()
+        return "skipped", request  # moved on under us (cancelled, expired): re-read
+    try:
+        return _attempt_claimed(agent, request, attempt, retry_wait)
+    except Exception:  # noqa: BLE001 - no answer to act on (e.g. the secret is unreadable, DynamoDB failed)
+        logger.exception("queued start attempt failed", extra={"request_id": request_id})
+        return _crashed(settings, request, attempt)
+
+
+def _attempt_claimed(agent: str, request: QueuedStart, attempt: int, retry_wait: float) -> tuple[Outcome, QueuedStart]:
+    request_id = request["request_id"]
     try:
         result = pcc_client.start(agent, start_requests.pcc_request(request),
                                   get_secrets().public_key.get_secret_value())
     except PccCallError as exc:
         if not is_retryable(exc):
             error = map_pcc_error(exc)
-            _fail(request, error.code, str(error.detail), (start_requests.STARTING,))
-            pacer.moved_on()
-            return "failed"
-        pacer.miss()
+            return _failed_for_good(request, error.code, str(error.detail), (start_requests.STARTING,)), request
         reason = "pcc_at_capacity" if exc.status == 429 else f"pcc_{exc.status or exc.kind}"
-        if not start_requests.requeue(request_id, attempt, time.time() + pacer.wait, reason):
-            return "skipped"
+        if not start_requests.requeue(request_id, attempt, time.time() + retry_wait, reason):
+            return "skipped", request
         request.update({"state": start_requests.QUEUED, "next_attempt": attempt + 1, "attempts": attempt})
-        return "retry"
-    except Exception:  # noqa: BLE001 - no answer to act on (e.g. the secret is unreadable)
-        logger.exception("queued start attempt failed", extra={"request_id": request_id})
-        return _crashed(settings, request, attempt, pacer)
+        return "retry", request
     session_id = str(result["sessionId"])
     response = client_response(request["transport"], result)
     try:
@@ -303,29 +435,37 @@ def _attempt(settings: Settings, agent: str, request: QueuedStart, pacer: Pacer)
         logger.error("queued start lost its claim after starting a bot; stopping it",
                      extra={"request_id": request_id, "session_id": session_id})
         pcc_client.stop_if_running(agent, session_id)
-        return "skipped"
+        return "skipped", request
     count("QueuedStartsStarted")
-    pacer.success()
     logger.info("queued start served", extra={"request_id": request_id, "session_id": session_id,
                                                "attempt": attempt})
-    return "started"
+    return "started", request
 
 
-def _crashed(settings: Settings, request: QueuedStart, attempt: int, pacer: Pacer) -> Outcome:
+def _crashed(settings: Settings, request: QueuedStart, attempt: int) -> tuple[Outcome, QueuedStart]:
     """An attempt that raised: hand it back, and fail the request once it has crashed MAX_RECEIVE_COUNT times
     (a poison request must not hold the head of the queue for ever)."""
-    pacer.miss()
     failures = start_requests.release_claim(request["request_id"], attempt)
     if failures >= settings.max_receive_count:
-        _fail(request, "worker_error", "The start could not be processed", (start_requests.QUEUED,))
+        return _failed_for_good(request, "worker_error", "The start could not be processed",
+                                (start_requests.QUEUED,)), request
+    return "skipped", request  # re-read before the next try
+
+
+def _failed_for_good(request: QueuedStart, code: str, detail: str, states: tuple[str, ...]) -> Outcome:
+    """Fail the request; "failed" when it is terminal now (by this write or another), else "skipped"."""
+    if _fail(request, code, detail, states):
         return "failed"
-    return "skipped"  # re-read before the next try
+    fresh = start_requests.get(request["request_id"])
+    return "failed" if fresh is None or fresh["state"] in start_requests.TERMINAL else "skipped"
 
 
-def _fail(request: QueuedStart, code: str, detail: str, states: tuple[str, ...]) -> None:
+def _fail(request: QueuedStart, code: str, detail: str, states: tuple[str, ...]) -> bool:
     if start_requests.finish_without_session(request, start_requests.FAILED, code, detail, states):
         count("QueuedStartsFailed")
         logger.info("queued start failed", extra={"request_id": request["request_id"], "code": code})
+        return True
+    return False
 
 
 def handle_message(body: str) -> dict[str, int]:

@@ -106,13 +106,19 @@ class _Handler(BaseHTTPRequestHandler):
                         org.start_calls += 1
                     self._fault(fault)
                     return
-                response, delay = org.start(m["agent"], payload, host)
+                arrived = time.time()
+                try:
+                    response, delay = org.start(m["agent"], payload, host)
+                except PccError as exc:
+                    org.log_start(arrived, exc.status, payload)
+                    raise
                 if delay:
                     time.sleep(delay)
                 if fault:  # the bot exists; its answer is lost
                     self._fault(fault)
                     return
                 self._json(200, response)
+                org.log_start(arrived, 200, payload)
                 return
             if m := _PROXY.match(path):
                 org.check_key(auth, private=False)
@@ -205,6 +211,8 @@ class _Handler(BaseHTTPRequestHandler):
                     org.latency_seconds = float(data["latency_ms"]) / 1000
                 if "cold_start_ms" in data:
                     org.cold_start_seconds = float(data["cold_start_ms"]) / 1000
+                if "start_latency_ms" in data:
+                    org.start_latency_seconds = float(data["start_latency_ms"]) / 1000
             self._json(200, {"latency_ms": org.latency_seconds * 1000})
         elif len(parts) == 2 and parts[0] == "agents" and self.command == "POST":
             try:
@@ -213,6 +221,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(400, {"error": str(exc), "code": "400"})
                 return
             self._json(200, agent.public(0))
+        elif len(parts) == 3 and parts[:1] == ["agents"] and parts[2] == "prefill" and self.command == "POST":
+            try:
+                made = org.prefill(parts[1], [float(s) for s in data.get("ends_in", [])],
+                                   retime=data.get("retime") is True)
+            except PccError as exc:
+                self._json(exc.status, exc.body)
+                return
+            self._json(200, {"sessions": made})
+        elif parts == ["start-calls"]:
+            with org.lock:
+                calls = list(org.start_log)
+            self._json(200, calls)
         elif len(parts) == 3 and parts[0] == "sessions" and parts[2] == "end":
             self._json(200, {"ended": org.end_session(parts[1], data.get("status", "HTTP_COMPLETED"))})
         elif parts == ["faults"] and self.command == "POST":

@@ -78,6 +78,7 @@ class Session:
     completion_status: str | None = None
     meeting_ids: list[dict[str, str]] = field(default_factory=list)
     offer_data: Any = None  # the `requestData` of the SmallWebRTC offer that connected the bot, if any
+    prefilled: bool = False  # made by the admin `prefill`, not by a start
 
     @property
     def active(self) -> bool:
@@ -162,6 +163,9 @@ class Organisation:
         self.connections = 0
         self.latency_seconds = 0.0
         self.cold_start_seconds = 0.0
+        self.start_latency_seconds = 0.0  # a successful start answers this late (the bot exists meanwhile)
+        # every POST .../start: arrival, answer, status and the body's `n` (benchmarks tag their starts)
+        self.start_log: list[dict[str, Any]] = []
         self._token_secret = secrets.token_bytes(32)
         self._used_tokens: set[str] = set()
         for name in agents or ["my-agent"]:
@@ -175,9 +179,10 @@ class Organisation:
             self.sessions.clear()
             self.proxy_calls.clear()
             self.start_faults.clear()
+            self.start_log.clear()
             self._used_tokens.clear()
             self.start_calls = self.started = self.rejected_capacity = self.connections = 0
-            self.latency_seconds = self.cold_start_seconds = 0.0
+            self.latency_seconds = self.cold_start_seconds = self.start_latency_seconds = 0.0
 
     def configure_agent(self, name: str, **changes: Any) -> Agent:
         with self.lock:
@@ -196,6 +201,36 @@ class Organisation:
                 return False
             self._end(session, status)
             return True
+
+    def prefill(self, name: str, ends_in: list[float], retime: bool = False) -> list[str]:
+        """Running sessions that end `ends_in[k]` seconds from now (each lives the agent's
+        max_session_seconds): an agent that is already full when a benchmark starts. `retime`: move the ends
+        of the running prefilled sessions instead (oldest first), e.g. once a benchmark's burst is sent."""
+        now = time.time()
+        with self.lock:
+            agent = self._agent(name)
+            made = []
+            if retime:
+                running = sorted((s for s in self.sessions.values() if s.prefilled and s.active and s.agent == name),
+                                 key=lambda s: s.created_at)
+                for session, seconds in zip(running, ends_in, strict=False):
+                    session.created_at = now + float(seconds) - agent.max_session_seconds
+                    made.append(session.session_id)
+                return made
+            for seconds in ends_in:
+                session = Session(session_id=str(uuid.uuid4()), agent=name, transport="daily", body=None,
+                                  created_at=now + float(seconds) - agent.max_session_seconds, cold_start=False,
+                                  bot_start_seconds=1, prefilled=True)
+                self.sessions[session.session_id] = session
+                made.append(session.session_id)
+            return made
+
+    def log_start(self, arrived: float, status: int, payload: Any) -> None:
+        body = payload.get("body") if isinstance(payload, dict) else None
+        marker = body.get("n") if isinstance(body, dict) else None
+        with self.lock:
+            if len(self.start_log) < 1_000_000:
+                self.start_log.append({"arrived": arrived, "answered": time.time(), "status": status, "n": marker})
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -307,7 +342,7 @@ class Organisation:
             cold = connected and not agent.warm_instances
             if connected and agent.warm_instances:
                 agent.warm_instances.pop()
-            delay = self.cold_start_seconds if cold else 0.0
+            delay = (self.cold_start_seconds if cold else 0.0) + self.start_latency_seconds
             session = Session(
                 session_id=str(uuid.uuid4()),
                 agent=agent.name,

@@ -1,0 +1,308 @@
+"""The capacity queue at a given scale: capacity C, sessions freeing at r per second, Pipecat Cloud answering a
+successful start L seconds after its bot exists, N starts from U users.
+
+The capacity model is the emulator's and does not depend on the gateway:
+- the agent is full while the burst of starts is sent (so every one of them queues), then its C sessions end
+  1/r apart from that moment t0 (`prefill`, then `retime`);
+- every session lives exactly C/r seconds from the moment its bot exists (the agent's max_session_seconds),
+  so a place the gateway leaves empty frees nothing later;
+- the ideal is an instant FIFO dispatcher on the same schedule: each start, in the order it was sent, takes
+  the earliest free place at max(its send time, the place's free time), and holds it C/r seconds.
+Every figure is counted from the sources of truth: the emulator's bots (when each exists, and the `n` its
+body carries) and calls (`/_emulator/start-calls`), and the request records in DynamoDB.
+
+Printed, one JSON object per run:
+- drain_over_ideal: (last bot started - t0) / (the same for the ideal dispatcher), t0 being when capacity starts
+  to free (the first start sent, with --no-prefill);
+- served_per_s, freed_per_s: bots started per second over the drain; sessions that ended per second over it;
+- queued_to_started_p50_s / p95_s: bot started - start sent, for the starts answered 202;
+- order_inversions: pairs of queued starts whose bots started in the opposite order of their queue places
+  outside the dispatcher's rule (docs/capacity-queue.md): the later one is excused only when the earlier one's
+  latest call before it had been refused (429), i.e. both were being tried together and capacity went to the
+  later one; plus starts sent after a 202 came back that got a bot before it;
+- pcc_calls_per_served: POST .../start calls the emulator received / bots it started;
+- dynamodb_calls_per_queued_start and queue_state_calls_per_queued_start: every DynamoDB call this process made
+  during the run, and those on the agent's `QUEUE#` STATE item, divided by the starts answered 202.
+
+- harness_ceiling_per_s: starts per second the harness itself sustains on this machine (moto and the emulator
+  under the same calls per start, the same threads, no gateway logic: `harness_ceiling`), and
+  drain_over_ceiling: the drain over the larger of the ideal drain and (starts served / that ceiling).
+
+Usage: `python -m bench.queue_scale --capacity 50 --end-rate 10 --latency 1.5`
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import json
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from bench.harness import BenchStack, percentile
+
+WORKERS = 5  # the worker's SQS event source maximum concurrency (infra/template.yaml)
+BURST_THREADS = 16
+AGENT = "my-agent"
+
+
+class CallCounter:
+    """Counts this process's DynamoDB calls (all, and those on a QUEUE# STATE item) while it is on."""
+
+    def __init__(self) -> None:
+        self.calls = self.state_calls = 0
+        self.on = False
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        from botocore.client import BaseClient
+
+        original = BaseClient._make_api_call
+        counter = self
+
+        def counted(client: Any, operation: str, params: dict[str, Any]) -> Any:
+            if counter.on and client.meta.service_model.service_name == "dynamodb":
+                with counter._lock:
+                    counter.calls += 1
+                    counter.state_calls += _touches_queue_state(params)
+            return original(client, operation, params)
+
+        BaseClient._make_api_call = counted  # type: ignore[method-assign]
+
+
+def _touches_queue_state(params: dict[str, Any]) -> int:
+    keys = [params.get("Key")] + [item.get(op, {}).get("Key") or item.get(op, {}).get("Item")
+                                  for item in params.get("TransactItems", []) for op in item]
+    return sum(1 for key in keys if isinstance(key, dict) and _plain(key.get("SK")) == "STATE"
+               and str(_plain(key.get("PK"))).startswith("QUEUE#"))
+
+
+def _plain(value: Any) -> Any:
+    return value.get("S") if isinstance(value, dict) else value
+
+
+def ideal_served(sent: list[float], capacity: int, end_rate: float, t0: float | None) -> list[float]:
+    """When an instant FIFO dispatcher would start each start (in send order) on the model's schedule (`t0`:
+    when the prefilled sessions start to end; None: the agent starts empty)."""
+    lifetime = capacity / end_rate
+    free = [t0 + (k + 1) / end_rate if t0 is not None else float("-inf") for k in range(capacity)]
+    heapq.heapify(free)
+    served = []
+    for at in sorted(sent):
+        start = max(at, heapq.heappop(free))
+        served.append(start)
+        heapq.heappush(free, start + lifetime)
+    return served
+
+
+def unexplained_inversions(places: list[tuple[int, float, int]], calls: dict[int, list[tuple[float, int]]]) -> int:
+    """`places`: (queue place, bot started at, n) of queued starts. A pair whose bots started against the queue
+    order is excused only when the earlier place's latest call before the later one's bot was a 429."""
+    ordered = sorted(places)
+    count = 0
+    for i, (_, served_i, n_i) in enumerate(ordered):
+        for _, served_j, _ in ordered[i + 1:]:
+            if served_j >= served_i:
+                continue
+            before = [status for arrived, status in calls.get(n_i, []) if arrived <= served_j]
+            if not before or before[-1] != 429:
+                count += 1
+    return count
+
+
+def run(capacity: int, end_rate: float, latency: float, starts: int | None = None, users: int | None = None,
+        arrival_rate: float = 0.0, prefill: bool = True, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    starts = starts if starts is not None else max(40, 3 * capacity)
+    users = users or starts
+    counter = CallCounter()
+    counter.install()
+    env = {"USER_SESSION_LIMIT": "10", "START_DEADLINE_SECONDS": "900", "QUEUED_ABANDON_SECONDS": "0",
+           "MAX_QUEUED": str(max(1000, 2 * starts)), "START_RATE_PER_MINUTE": "1000",
+           # the operator's setting for an agent whose capacity frees this fast (docs/capacity-queue.md)
+           "DISPATCH_CALLS_PER_SECOND": str(max(20, round(2 * end_rate))), **(extra_env or {})}
+    stack = BenchStack(env)
+    try:
+        return _run(stack, counter, capacity, end_rate, latency, starts, users, arrival_rate, prefill)
+    finally:
+        stack.close()
+
+
+def _run(stack: BenchStack, counter: CallCounter, capacity: int, end_rate: float, latency: float, starts: int,
+         users: int, arrival_rate: float, prefill: bool) -> dict[str, Any]:
+    import boto3
+
+    from infra.sqs_poller import poll_once
+
+    lifetime = capacity / end_rate
+    stack.admin(f"agents/{AGENT}", {"max_agents": capacity, "max_session_seconds": lifetime})
+    stack.admin("knobs", {"start_latency_ms": latency * 1000})
+    sqs, queue_url = boto3.client("sqs"), stack.outputs["RetryQueueUrl"]
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            poll_once(stack.app, sqs, queue_url, wait_seconds=1)
+
+    workers = [threading.Thread(target=worker, daemon=True) for _ in range(WORKERS)]
+    for thread in workers:
+        thread.start()
+    sent: dict[int, float] = {}
+    answers: dict[int, tuple[int, dict[str, Any]]] = {}
+    lock = threading.Lock()
+
+    def submit(n: int) -> None:
+        with lock:
+            sent[n] = time.time()
+        response = stack.invoke("POST", "/start", user=f"scale-{n % users}", body={"transport": "daily",
+                                                                                   "body": {"n": n}})
+        with lock:
+            answers[n] = (int(response["statusCode"]), json.loads(response["body"] or "{}"))
+            answers[n][1]["answered"] = time.time()
+
+    if prefill:  # full until the burst is sent (this harness sends ~15 starts a second), then as the model says
+        stack.admin(f"agents/{AGENT}/prefill", {"ends_in": [3600.0] * capacity})
+    t0 = time.time()
+    counter.on = True
+    try:
+        burst = starts if not arrival_rate else 0
+        with ThreadPoolExecutor(max_workers=BURST_THREADS) as pool:
+            list(pool.map(submit, range(burst)))
+            t0 = time.time()
+            if prefill:
+                stack.admin(f"agents/{AGENT}/prefill", {"ends_in": [(k + 1) / end_rate for k in range(capacity)],
+                                                        "retime": True})
+            tick = time.monotonic()
+            for n in range(burst, starts):  # a steady stream instead of a burst
+                tick += 1 / arrival_rate
+                time.sleep(max(0.0, tick - time.monotonic()))
+                pool.submit(submit, n)
+        queued = {n: body["requestId"] for n, (status, body) in answers.items() if status == 202}
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and not _all_terminal(list(queued.values())):
+            time.sleep(0.25)
+    finally:
+        counter.on = False
+        stop.set()
+        for thread in workers:
+            thread.join(timeout=70)
+    return _figures(stack, counter, capacity, end_rate, latency, users, t0, prefill, sent, answers, queued)
+
+
+def harness_ceiling(stack: BenchStack, dynamodb_calls: int, latency: float, starts: int = 240) -> float:
+    """Starts per second this machine's harness sustains with no gateway logic: per start, `dynamodb_calls`
+    DynamoDB calls (consistent reads and conditional updates, as the queue makes) against the same moto, and one
+    POST .../start to the same emulator (answering `latency` late), on as many threads as the dispatcher uses."""
+    from chalicelib.platform.dynamo import table
+    from chalicelib.platform.settings import get_settings
+
+    ddb, keys = table(), stack.keys
+    stack.admin("agents/ceiling", {"max_agents": 100_000})
+    client = httpx.Client(limits=httpx.Limits(max_connections=200))
+
+    def one(n: int) -> None:
+        key = {"PK": f"CEILING#{n}", "SK": "META"}
+        for call in range(dynamodb_calls):
+            if call % 2:
+                ddb.update_item(Key=key, UpdateExpression="ADD n :one", ConditionExpression="attribute_not_exists(x)",
+                                ExpressionAttributeValues={":one": 1})
+            else:
+                ddb.get_item(Key=key, ConsistentRead=True)
+        client.post(f"{stack.emulator_url}/v1/public/ceiling/start", json={"createDailyRoom": True},
+                    headers={"authorization": f"Bearer {keys['public_key']}"}, timeout=30)
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(max_workers=get_settings().dispatch_max_in_flight) as pool:
+        list(pool.map(one, range(starts)))
+    client.close()
+    return starts / (time.monotonic() - began)
+
+
+def _all_terminal(request_ids: list[str]) -> bool:
+    from chalicelib.store import queued_starts as start_requests
+
+    for request_id in request_ids:
+        record = start_requests.get(request_id)
+        if record is None or record["state"] not in start_requests.TERMINAL:
+            return False
+    return True
+
+
+def _figures(stack: BenchStack, counter: CallCounter, capacity: int, end_rate: float, latency: float, users: int,
+             t0: float, prefill: bool, sent: dict[int, float], answers: dict[int, tuple[int, dict[str, Any]]],
+             queued: dict[int, str]) -> dict[str, Any]:
+    from chalicelib.store import queued_starts as start_requests
+
+    listed = httpx.get(f"{stack.emulator_url}/_emulator/sessions").json()["sessions"]
+    bots = {s["body"]["n"]: float(s["createdEpoch"]) for s in listed if isinstance(s.get("body"), dict)
+            and "n" in s["body"]}
+    ends = [float(s["endedEpoch"]) for s in listed if s.get("endedEpoch")]
+    calls: dict[int, list[tuple[float, int]]] = {}
+    for call in sorted(httpx.get(f"{stack.emulator_url}/_emulator/start-calls").json(), key=lambda c: c["arrived"]):
+        if call.get("n") is not None:
+            calls.setdefault(int(call["n"]), []).append((float(call["arrived"]), int(call["status"])))
+    stats = stack.stats()
+    records = {n: start_requests.get(rid) for n, rid in queued.items()}
+    # drains are measured from the moment capacity starts to free (the burst sent, the agent full meanwhile), or
+    # from the first start sent to an agent that starts empty
+    first = t0 if prefill else min(sent.values())
+    served = [bots[n] for n in sent if n in bots]
+    drain = max(served) - first if served else float("nan")
+    ideal = ideal_served(list(sent.values()), capacity, end_rate, t0 if prefill else None)
+    ideal_drain = max(ideal) - first
+    last = max(served) if served else first
+    freed = sum(1 for e in ends if first <= e <= last)
+    ceiling = harness_ceiling(stack, round(counter.calls / max(1, len(queued))), latency)
+    at_ceiling = max(ideal_drain, sum(1 for s in served if s >= first) / ceiling)
+    places = [(int(r["seq"]), bots[n], n) for n, r in records.items() if r and r["state"] == "started" and n in bots]
+    waits = [bots[n] - sent[n] for n in queued if n in bots]
+    answered_202 = {n: body["answered"] for n, (status, body) in answers.items() if status == 202}
+    overtakes = sum(1 for i, answered_at in answered_202.items() for j in sent
+                    if sent[j] > answered_at and j in bots and i in bots and bots[j] < bots[i])
+    statuses = [status for status, _ in answers.values()]
+    return {
+        "capacity": capacity, "end_rate_per_s": end_rate, "latency_s": latency, "starts": len(sent), "users": users,
+        "direct_200": statuses.count(200), "queued_202": len(queued),
+        "other_answers": {str(s): statuses.count(s) for s in sorted(set(statuses)) if s not in (200, 202)},
+        "served": len(served), "not_served": len(sent) - len(served),
+        "drain_s": round(drain, 2), "ideal_drain_s": round(ideal_drain, 2),
+        "drain_over_ideal": round(drain / ideal_drain, 3),
+        "harness_ceiling_per_s": round(ceiling, 1), "drain_over_ceiling": round(drain / at_ceiling, 3),
+        "served_per_s": round(len(served) / drain, 2) if drain else None,
+        "freed_per_s": round(freed / (last - first), 2) if last > first else None,
+        "queued_to_started_p50_s": round(percentile(waits, 50), 2),
+        "queued_to_started_p95_s": round(percentile(waits, 95), 2),
+        "ideal_wait_p50_s": round(percentile([s - a for s, a in zip(ideal, sorted(sent.values()), strict=True)],
+                                             50), 2),
+        "order_inversions": unexplained_inversions(places, calls) + overtakes,
+        "pcc_calls_per_served": round(stats["startCalls"] / max(1, stats["started"]), 3),
+        "dynamodb_calls_per_queued_start": round(counter.calls / max(1, len(queued)), 2),
+        "queue_state_calls_per_queued_start": round(counter.state_calls / max(1, len(queued)), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--capacity", type=int, default=50)
+    parser.add_argument("--end-rate", type=float, default=10.0, help="sessions ending per second")
+    parser.add_argument("--latency", type=float, default=0.5, help="seconds Pipecat Cloud takes to answer a start")
+    parser.add_argument("--starts", type=int, default=None, help="default: max(40, 3 x capacity)")
+    parser.add_argument("--users", type=int, default=None, help="default: one per start")
+    parser.add_argument("--arrival-rate", type=float, default=0.0,
+                        help="starts per second as a steady stream instead of one burst")
+    parser.add_argument("--no-prefill", action="store_true", help="the agent starts empty instead of full")
+    args = parser.parse_args(argv)
+    with contextlib.redirect_stdout(sys.stderr):  # the app's metric lines: stdout carries the one JSON object
+        figures = run(args.capacity, args.end_rate, args.latency, args.starts, args.users, args.arrival_rate,
+                      not args.no_prefill)
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
