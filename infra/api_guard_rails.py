@@ -50,6 +50,9 @@ GATEWAY_RESPONSES: dict[str, tuple[str | None, str, str]] = {
     "MISSING_AUTHENTICATION_TOKEN": ("404", "route_not_found", "No such route"),
     "RESOURCE_NOT_FOUND": ("404", "route_not_found", "No such route"),
     "THROTTLED": ("429", "api_throttled", "Too many requests reach this API; try again shortly"),
+    # Lambda refusing the API function's invocation (its reserved concurrency is in use) is an integration
+    # failure, which API Gateway answers 500 by default: to the client it is load, to retry shortly.
+    "INTEGRATION_FAILURE": ("429", "api_busy", "The API is at its concurrency limit; try again shortly"),
     "UNAUTHORIZED": ("401", "unauthorized", "A valid bearer token is required"),
     "ACCESS_DENIED": ("403", "forbidden", "Not allowed"),
     "REQUEST_TOO_LARGE": ("413", "request_too_large", "The request is too large"),

@@ -192,6 +192,8 @@ def test_what_api_gateway_answers_by_itself_is_json_detail_and_code(
         assert response["responseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"].startswith("'")
     assert responses["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
     assert responses["THROTTLED"]["statusCode"] == "429"
+    # Lambda throttling the API function reaches API Gateway as an integration failure: load, not a 500
+    assert responses["INTEGRATION_FAILURE"]["statusCode"] == "429"
 
 
 def test_dlq_alarm_mails_the_operator_and_the_dashboard_shows_the_app(aws: dict[str, str],

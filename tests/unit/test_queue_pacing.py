@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from chalicelib.start.dispatcher import GROW, SHRINK_AFTER_MISS, SHRINK_AFTER_SUCCESS, Pacer
+from chalicelib.start.dispatcher import GROW, SHRINK_AFTER_SUCCESS, STREAK, TARGET_SUCCESS, Pacer
 from chalicelib.store.agent_queue import QueueState
 
 
@@ -35,21 +35,54 @@ def test_pacer_waits_before_the_first_try_and_backs_off_to_the_cap() -> None:
     assert all(b >= a for a, b in itertools.pairwise(waits))
 
 
-def test_pacer_shortens_its_wait_after_successes_and_measures_the_drain_interval() -> None:
+def test_a_refusal_among_attempts_in_flight_moves_the_wait_by_its_share() -> None:
+    """Answers to attempts sent together carry one round trip's news: 4 refusals of 4 attempts in flight grow
+    the wait as much as one refusal of one."""
+    alone, together = (Pacer(base=1.0, cap=3.0, min_gap=0.01, interval=None) for _ in range(2))
+    alone.miss(in_flight=1)
+    for _ in range(4):
+        together.miss(in_flight=4)
+    assert together.wait == pytest.approx(alone.wait) == pytest.approx(GROW)
+
+
+def test_successes_halve_the_wait_and_measure_the_drain_interval() -> None:
     pacer = Pacer(base=1.0, cap=3.0, min_gap=0.01, interval=None)
     pacer.called()
-    pacer.miss()
     assert pacer.success() is None  # one success measures nothing yet
-    assert pacer.wait == pytest.approx(1.0 * GROW * SHRINK_AFTER_MISS)  # after a 429: barely shorter
+    assert pacer.wait == pytest.approx(1.0 * SHRINK_AFTER_SUCCESS)  # every answer so far a success
     pacer.last_success = time.monotonic() - 1.0  # the next success comes 1 s later
-    before = pacer.wait
     interval = pacer.success()
     assert interval == pytest.approx(1.0, abs=0.05)  # the drain rate, for the ETA
-    assert pacer.wait == pytest.approx(before * SHRINK_AFTER_SUCCESS)  # in a row: capacity was waiting
+    assert pacer.wait == pytest.approx(SHRINK_AFTER_SUCCESS ** 2)
+
+
+def test_with_refusals_calls_go_at_a_little_above_the_rate_of_successes() -> None:
+    """Once some calls are refused, successes come at the rate capacity frees: the wait becomes TARGET_SUCCESS
+    times the interval between them, whatever it was before."""
+    pacer = Pacer(base=3.0, cap=3.0, min_gap=0.01, interval=None)
+    t = 100.0
+    for i in range(12):  # one call every 0.1 s, every other one refused: successes every 0.2 s
+        if i % 2:
+            pacer.success(sent_at=t + 0.1 * i)
+        else:
+            pacer.miss(sent_at=t + 0.1 * i)
+    assert pacer.wait == pytest.approx(TARGET_SUCCESS * 1.1 / 6)
+
+
+def test_a_run_of_successes_after_refusals_speeds_up_at_once() -> None:
+    """Capacity that starts to free after a long refusal is not left waiting for the old refusals to age out
+    of the history: STREAK successes in a row halve the wait with each."""
+    pacer = Pacer(base=3.0, cap=3.0, min_gap=0.01, interval=None)
+    for i in range(12):
+        pacer.miss(sent_at=float(i))
+    before = pacer.wait
+    for i in range(STREAK):
+        pacer.success(sent_at=12.0 + i)
+    assert pacer.wait <= before * SHRINK_AFTER_SUCCESS
 
 
 def test_a_new_run_starts_from_the_measured_interval() -> None:
-    assert Pacer(base=1.0, cap=3.0, min_gap=0.01, interval=0.4).wait == pytest.approx(0.4 * SHRINK_AFTER_MISS)
+    assert Pacer(base=1.0, cap=3.0, min_gap=0.01, interval=0.4).wait == pytest.approx(0.4 * TARGET_SUCCESS)
 
 
 def test_pacer_never_calls_faster_than_the_bound_and_a_wake_cuts_the_wait() -> None:
