@@ -24,8 +24,7 @@ if str(ROOT) not in sys.path:
 
 from infra.deploy import deploy, merged_stage_env  # noqa: E402
 
-MOTO_ATOMIC = ("import sys; from tests import moto_dynamodb; moto_dynamodb.install(); "
-               "from moto.server import main; main(sys.argv[1:])")
+MOTO_ATOMIC = ("-m", "infra.moto_atomic")
 
 
 def free_port() -> int:
@@ -70,9 +69,9 @@ class BenchStack:
         self.moto_url = f"http://127.0.0.1:{self.moto_port}"
         self.emulator_url = f"http://127.0.0.1:{self.emu_port}"
         self.procs = [
-            # moto's server with DynamoDB's atomic conditional writes (tests/moto_dynamodb.py): the queue's
+            # moto's server with DynamoDB's atomic conditional writes (infra/moto_atomic.py): the queue's
             # dispatcher lease and every exactly-once transition rest on them
-            subprocess.Popen([sys.executable, "-c", MOTO_ATOMIC, "-H", "127.0.0.1", "-p", str(self.moto_port)],
+            subprocess.Popen([sys.executable, *MOTO_ATOMIC, "-H", "127.0.0.1", "-p", str(self.moto_port)],
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
             subprocess.Popen([sys.executable, "-m", "infra.pcc_emulator", "--port", str(self.emu_port),
                               "--max-agents", "100000"], cwd=ROOT, stdout=subprocess.DEVNULL,

@@ -40,7 +40,6 @@ RUNS = ROOT / ".local"
 # Each component's whole output, one file each, overwritten by the next run (DEV_LOG_DIR: elsewhere).
 LOGS = Path(os.environ.get("DEV_LOG_DIR") or RUNS / "logs")
 PYTHON = sys.executable
-BIN = Path(PYTHON).parent
 PR_SET_PDEATHSIG = 1
 
 
@@ -274,7 +273,9 @@ def main() -> int:
     moto_url = f"http://127.0.0.1:{moto_port}"
     try:
         project = generated_project(run_dir)
-        stack.start("moto server", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], log="moto")
+        # moto with DynamoDB's atomic conditional writes (infra/moto_atomic.py), as the tests and benchmarks run it
+        stack.start("moto server", [PYTHON, "-m", "infra.moto_atomic", "-H", "127.0.0.1", "-p", str(moto_port)],
+                    log="moto")
         wait_http(f"{moto_url}/moto-api/", stack, "moto server")
         extra_env: dict[str, str] = {"AWS_ENDPOINT_URL": moto_url}
         if real_keys:

@@ -50,7 +50,7 @@ def _free_port() -> int:
 def moto_url() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    from tests import moto_dynamodb
+    from infra import moto_atomic as moto_dynamodb
 
     moto_dynamodb.install()  # conditional writes atomic, as in DynamoDB (see the module)
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

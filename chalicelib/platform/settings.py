@@ -166,7 +166,7 @@ class Settings(BaseModel):
     # Attempts one agent's dispatcher keeps in flight (each waits for Pipecat Cloud to start a bot): the queue
     # drains at up to this / (PCC's answer time) a second.
     dispatch_max_in_flight: int = Field(default=64, ge=1, le=200)
-    max_queued: int = Field(default=500, ge=1, le=10_000)
+    max_queued: int = Field(default=1000, ge=1, le=10_000)
     start_deadline_seconds: int = Field(default=600, ge=1)
     max_receive_count: int = Field(default=5, ge=1)
     long_poll_max_seconds: int = Field(default=25, ge=0, le=25)

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -64,6 +65,13 @@ def test_local_stack_serves_health_and_start_then_stops_cleanly_on_ctrl_c() -> N
         listed = httpx.get(f"{stack.emulator_url}/v1/agents/my-agent/sessions",
                            headers={"Authorization": "Bearer sk_emulator_private"}).json()
         assert [s["sessionId"] for s in listed["sessions"]] == [session_id]
+        # a local load test meets DynamoDB's semantics (moto with atomic writes, infra/moto_atomic.py): 20
+        # concurrent starts against capacity 5 are started or queued, none fails on a moto race
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            statuses = list(pool.map(lambda n: httpx.post(
+                f"{stack.api_url}/start", json={"transport": "daily"}, headers={"X-Dev-User": f"load-{n}"},
+                timeout=60).status_code, range(20)))
+        assert sorted(set(statuses)) in ([200, 202], [202]) and statuses.count(200) <= 4, statuses
         unauthenticated = httpx.post(f"{stack.api_url}/start", json={}, timeout=10)
         assert unauthenticated.status_code == 401 and "X-Dev-User" in unauthenticated.json()["detail"]
         assert own_run_dirs(stack)
@@ -76,6 +84,7 @@ def test_local_stack_serves_health_and_start_then_stops_cleanly_on_ctrl_c() -> N
     # a console a person can read: one line per request, moto's and the emulator's output in named files
     assert re.search(r"^POST /start 200 \d+ ms user=e2e-user$", out, re.M), out[-3000:]
     assert re.search(r"^POST /start 401 \d+ ms user=-$", out, re.M), out[-3000:]
+    assert "-m infra.moto_atomic" in out  # the AWS the tests trust
     assert f"(output: {stack.log_dir}/moto.log)" in out and f"(output: {stack.log_dir}/emulator.log)" in out
     assert '"POST / HTTP/1.1"' not in out and "HTTP/1.1\" 200" not in out  # no access lines
     assert '"_aws"' not in out  # EMF metric records stay in the log file

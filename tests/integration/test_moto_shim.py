@@ -1,4 +1,4 @@
-"""The test harness's DynamoDB (tests/moto_dynamodb.py): a cancelled transaction leaves every item it named
+"""The test harness's DynamoDB (infra/moto_atomic.py): a cancelled transaction leaves every item it named
 as it was (moto's whole-table backup is replaced by a backup of those items), a successful one applies
 everything, and a retried ClientRequestToken is not applied twice."""
 

@@ -1,9 +1,12 @@
-"""Test-only shim: moto's DynamoDB writes atomic, as DynamoDB's are.
+"""moto's DynamoDB with atomic writes, as DynamoDB's are: the local AWS of `make dev`, the tests and the benchmarks.
+
+`python -m infra.moto_atomic -H 127.0.0.1 -p 5000` runs moto's server with it (the arguments are moto_server's).
 
 moto 5.2's server evaluates a ConditionExpression and then applies the write without a lock, so two
 threads can both pass `attribute_not_exists(...)` or `state = :queued` for the same item. Real DynamoDB
 makes each conditional write (and each transaction) atomic; the gateway's exactly-once guarantees rest on
-that, and its tests deliver the same message concurrently on purpose. One re-entrant lock around moto's
+that, and its tests deliver the same message concurrently on purpose (and a local load test sends many starts at
+once: with plain moto most of them fail on moto's own races). One re-entrant lock around moto's
 write paths restores the real semantics. And like DynamoDB, a TransactWriteItems repeated with the same
 `ClientRequestToken` (botocore fills one in and keeps it when it retries after a timeout) succeeds
 without being applied twice; moto would re-apply it and fail its own conditions.
@@ -110,3 +113,17 @@ def _put_back(table: Table, hash_key: Any, range_key: Any, item: Any) -> None:
         table.items[hash_key].pop(range_key, None)
     else:
         table.items[hash_key][range_key] = item
+
+
+def main(argv: list[str] | None = None) -> None:
+    """moto's server, with the writes made atomic first."""
+    from moto.server import main as moto_main
+
+    install()
+    moto_main(argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
