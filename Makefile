@@ -62,7 +62,7 @@ STAGE ?= dev
 DEPLOY_ARGS ?=
 deploy: $(STAMP)
 	$(PY) -m infra.deploy --stage $(STAGE) $(DEPLOY_ARGS)
-	$(VENV)/bin/chalice deploy --stage $(STAGE)
+	$(PY) -m infra.chalice_cli deploy --stage $(STAGE)
 	$(PY) -m infra.api_guard_rails --stage $(STAGE)
 
 clean:

@@ -1,18 +1,34 @@
-"""Cold start: wall time of a fresh interpreter importing `app` (median of many runs) minus a bare
-interpreter, measured in the same run; plus the biggest imports from `-X importtime`."""
+"""Cold start.
+
+- `run()`: wall time of a fresh interpreter importing `app` (median of many runs) minus a bare interpreter,
+  measured in the same run; plus the biggest imports from `-X importtime`.
+- `lambda_like()` (`python -m bench.cold_start`): what a cold Lambda container does before its first answer,
+  `import app` + the first `POST /start` (Secrets Manager, DynamoDB, Pipecat Cloud: moto and the emulator),
+  run from the deployment package as `make deploy` builds it, unpacked into a read-only directory with no
+  bytecode cache (Lambda's /var/task), against the same run of a minimal hand-written Chalice handler that
+  reads the key from Secrets Manager and forwards the body, packaged from the same dependencies. Printed:
+  `over_minimal` (median ours / median minimal; goal <= 1.3) and `without_bytecode_over_with` (the same package
+  with its bytecode taken out).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import py_compile
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import zipfile
+from pathlib import Path
 from typing import Any
 
-from bench.harness import ROOT
+from bench.harness import ROOT, BenchStack, proxy_event
 
 LAMBDA_ENV = {"STAGE": "local", "AUTH_MODE": "insecure-dev", "PCC_AGENTS": "my-agent", "PCC_SECRET_ID": "s",
               "TABLE_NAME": "t", "POWERTOOLS_METRICS_NAMESPACE": "Bench"}
@@ -59,5 +75,140 @@ def run(runs: int = 15) -> dict[str, Any]:
     }
 
 
+MINIMAL_APP = '''"""The smallest honest start handler: the key from Secrets Manager, the body forwarded."""
+import json
+import os
+
+import boto3
+import httpx
+from chalice import Chalice
+
+app = Chalice(app_name="minimal")
+_key = None
+
+
+@app.route("/start", methods=["POST"])
+def start():
+    global _key
+    if _key is None:
+        secret = boto3.client("secretsmanager").get_secret_value(SecretId=os.environ["PCC_SECRET_ID"])
+        _key = json.loads(secret["SecretString"])["public_key"]
+    agent = os.environ["PCC_AGENTS"].split(",")[0]
+    answer = httpx.post(f"{os.environ['PCC_API_URL']}/v1/public/{agent}/start", json=app.current_request.json_body,
+                        headers={"Authorization": f"Bearer {_key}"}, timeout=10)
+    return answer.json()
+'''
+
+# In the fresh interpreter: from the first line to the first answer; prints milliseconds.
+DRIVER = """
+import json, sys, time
+t0 = time.perf_counter()
+import app
+event = json.loads(sys.argv[1])
+answer = app.app(event, None)
+assert answer["statusCode"] == 200, answer
+print((time.perf_counter() - t0) * 1000)
+"""
+
+
+def build_package(work: Path) -> Path:
+    """The deployment zip `make deploy` uploads (infra.chalice_cli: Chalice plus compiled bytecode)."""
+    from infra import chalice_cli
+    from infra.deploy import example_outputs, least_privilege_policies, write_stage_config
+
+    project = work / "project"
+    project.mkdir()
+    for item in ("app.py", "requirements.txt"):
+        shutil.copy(ROOT / item, project / item)
+    shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / ".chalice").mkdir()
+    shutil.copy(ROOT / ".chalice" / "config.json", project / ".chalice" / "config.json")
+    outputs = example_outputs("dev")
+    write_stage_config(project / ".chalice" / "config.json", "dev", dict(outputs),
+                       {"OIDC_ISSUER": "https://issuer.example.com", "OIDC_AUDIENCE": "bench"},
+                       least_privilege_policies(outputs, "us-east-1", "123456789012", "dev"))
+    return chalice_cli.package(project, "dev", work / "out", {"AWS_DEFAULT_REGION": "us-east-1"})
+
+
+def _unpack(package: Path, target: Path, *, bytecode: bool, minimal: bool = False) -> Path:
+    with zipfile.ZipFile(package) as zf:
+        for name in zf.namelist():
+            if not bytecode and name.endswith(".pyc"):
+                continue
+            if minimal and (name.startswith("chalicelib/") or name in ("app.py", "__pycache__/" + Path(
+                    importlib.util.cache_from_source("app.py")).name)):
+                continue
+            zf.extract(name, target)
+    if minimal:
+        (target / "app.py").write_text(MINIMAL_APP)
+        if bytecode:
+            py_compile.compile(str(target / "app.py"), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)  # read-only, as /var/task
+    return target
+
+
+# What the Lambda runtime itself provides (the package leaves them out): boto3 and what it needs.
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
+
+
+def runtime_dir(work: Path) -> Path:
+    """The runtime's own packages, and nothing else of this machine's site-packages."""
+    runtime = work / "runtime"
+    runtime.mkdir()
+    for name in RUNTIME_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        (runtime / source.name).symlink_to(source)
+    return runtime
+
+
+def _cold(task: Path, runtime: Path, env: dict[str, str], user: str) -> float:
+    event = proxy_event("POST", "/start", user=user, body={"transport": "daily"})
+    env = {**env, "PYTHONPATH": f"{task}:{runtime}", "PYTHONDONTWRITEBYTECODE": "1"}
+    # -S: no site-packages of this machine, only the package and the runtime's boto3, as in Lambda
+    result = subprocess.run([sys.executable, "-S", "-c", DRIVER, json.dumps(event)], cwd=task, capture_output=True,
+                            text=True, env=env, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def lambda_like(runs: int = 9) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-cold-"))
+    try:
+        package = build_package(work)
+        ours = _unpack(package, work / "ours", bytecode=True)
+        sources_only = _unpack(package, work / "sources-only", bytecode=False)
+        minimal = _unpack(package, work / "minimal", bytecode=True, minimal=True)
+        runtime = runtime_dir(work)
+        stack = BenchStack({"USER_SESSION_LIMIT": "10"})
+        try:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+            times: dict[str, list[float]] = {"ours": [], "sources_only": [], "minimal": []}
+            for i in range(runs):  # interleaved, so machine noise hits all three alike
+                times["ours"].append(_cold(ours, runtime, env, f"cold-{i}"))
+                times["sources_only"].append(_cold(sources_only, runtime, env, f"cold-src-{i}"))
+                times["minimal"].append(_cold(minimal, runtime, env, f"cold-min-{i}"))
+        finally:
+            stack.close()
+        median = {name: statistics.median(values) for name, values in times.items()}
+        return {
+            "runs": runs,
+            "import_and_first_start_ms": {name: round(value, 1) for name, value in median.items()},
+            "over_minimal": round(median["ours"] / median["minimal"], 3),
+            "without_bytecode_over_with": round(median["sources_only"] / median["ours"], 3),
+            "goal_over_minimal": 1.3,
+        }
+    finally:
+        for path in [work, *work.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o200)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    print(json.dumps(lambda_like()))

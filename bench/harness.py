@@ -63,6 +63,22 @@ def forget_app_modules() -> None:
         del sys.modules[name]
 
 
+def proxy_event(method: str, path: str, *, user: str, body: Any = None, resource: str | None = None,
+                path_params: dict[str, str] | None = None, query: dict[str, str] | None = None) -> dict[str, Any]:
+    """An API Gateway (REST, Lambda proxy) event, as Lambda hands it to the API function."""
+    headers = {"content-type": "application/json", "x-dev-user": user, "host": "bench.local"}
+    return {
+        "resource": resource or path, "path": path, "httpMethod": method,
+        "headers": headers, "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": query, "multiValueQueryStringParameters":
+            {k: [v] for k, v in query.items()} if query else None,
+        "pathParameters": path_params, "stageVariables": None,
+        "requestContext": {"resourcePath": resource or path, "httpMethod": method, "path": f"/api{path}",
+                           "requestId": str(uuid.uuid4()), "stage": "api"},
+        "body": json.dumps(body) if body is not None else None, "isBase64Encoded": False,
+    }
+
+
 class BenchStack:
     def __init__(self, extra_env: dict[str, str] | None = None) -> None:
         self.moto_port, self.emu_port = free_port(), free_port()
@@ -107,18 +123,8 @@ class BenchStack:
     def invoke(self, method: str, path: str, *, user: str, body: Any = None, resource: str | None = None,
                path_params: dict[str, str] | None = None, query: dict[str, str] | None = None) -> dict[str, Any]:
         """The Lambda entry point with an API Gateway proxy event, as in production."""
-        headers = {"content-type": "application/json", "x-dev-user": user, "host": "bench.local"}
-        event = {
-            "resource": resource or path, "path": path, "httpMethod": method,
-            "headers": headers, "multiValueHeaders": {k: [v] for k, v in headers.items()},
-            "queryStringParameters": query, "multiValueQueryStringParameters":
-                {k: [v] for k, v in query.items()} if query else None,
-            "pathParameters": path_params, "stageVariables": None,
-            "requestContext": {"resourcePath": resource or path, "httpMethod": method, "path": f"/api{path}",
-                               "requestId": str(uuid.uuid4()), "stage": "api"},
-            "body": json.dumps(body) if body is not None else None, "isBase64Encoded": False,
-        }
-        return dict(self.app(event, None))
+        return dict(self.app(proxy_event(method, path, user=user, body=body, resource=resource,
+                                         path_params=path_params, query=query), None))
 
     def close(self) -> None:
         for proc in self.procs:

@@ -60,9 +60,9 @@ FUNCTION_PERMISSIONS: dict[str, dict[str, Any]] = {
         "secret": True,
     },
     "reconcile_sessions": {
-        # GetItem: the sweeper re-reads a request it expires and the queues it restarts; DeleteItem:
-        # recovery retires start intents
-        "dynamodb": ["GetItem", "UpdateItem", "DeleteItem"],
+        # GetItem: the sweeper re-reads a request it expires and the queues it restarts; BatchGetItem: the
+        # items behind GSI2's keys (it projects only keys); DeleteItem: recovery retires start intents
+        "dynamodb": ["GetItem", "BatchGetItem", "UpdateItem", "DeleteItem"],
         "index_query": True,
         "sqs": ["SendMessage"],
         "secret": True,

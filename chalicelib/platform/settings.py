@@ -160,7 +160,7 @@ class Settings(BaseModel):
     # rate that capacity frees at has been measured) and its cap; PCC start calls per second per agent;
     # how long one dispatcher invocation runs before it hands over; queued starts per agent.
     retry_base_seconds: float = Field(default=0.1, gt=0, le=10)
-    retry_cap_seconds: float = Field(default=3.0, gt=0, le=10)
+    retry_cap_seconds: float = Field(default=1.0, gt=0, le=10)
     dispatch_calls_per_second: float = Field(default=20.0, gt=0, le=200)
     dispatch_run_seconds: float = Field(default=30.0, ge=1, le=50)
     # Attempts one agent's dispatcher keeps in flight (each waits for Pipecat Cloud to start a bot): the queue

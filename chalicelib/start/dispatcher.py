@@ -57,7 +57,7 @@ WAKE_POLL_SECONDS = 0.1
 # trip of refusals, and otherwise spaces calls at TARGET_SUCCESS x the interval between recent successes;
 # tuned on the capacity model of bench/queue_scale.py (drain <= 1.10x the ideal at <= 1.5 calls per bot).
 SHRINK_AFTER_SUCCESS, GROW, TARGET_SUCCESS, SMOOTHING = 0.5, 1.5, 0.85, 0.3
-HISTORY_MIN, RATE_SAMPLES, STREAK = 12, 4, 3
+HISTORY_MIN, RATE_SAMPLES, STREAK, HISTORY_SECONDS = 12, 4, 2, 3.0
 DEADLINE_DETAIL = "Pipecat Cloud stayed at capacity until the deadline"
 ABANDONED_DETAIL = "nobody asked about it for QUEUED_ABANDON_SECONDS, so no bot was started for it"
 
@@ -68,9 +68,10 @@ Outcome = Literal["started", "retry", "failed", "skipped"]
 class Pacer:
     """When the next attempt may be sent (monotonic clock), adapting to the rate at which capacity frees.
 
-    From the last answers (at least HISTORY_MIN, and twice the attempts in flight):
+    From the last answers (HISTORY_MIN, or twice the attempts in flight, sent within HISTORY_SECONDS of the
+    newest):
     - all of them successes, or STREAK successes in a row: capacity was waiting for us (or has started to free
-      again after a long refusal), so the wait halves with each success;
+      again after a long refusal), so the next place goes at once and the wait halves with each success;
     - refusals among them, and enough answers to measure: calls go at 1 / TARGET_SUCCESS times the rate of
       successes they show (while some calls are refused, successes come at the rate capacity frees), so about
       1 call in 6 is refused and a place that frees waits a fraction of the interval for the next call;
@@ -119,12 +120,16 @@ class Pacer:
         if self.history.maxlen != size:
             self.history = deque(self.history, maxlen=size)
         self.history.append((sent_at, ok))
+        while len(self.history) > RATE_SAMPLES and self.history[0][0] < sent_at - HISTORY_SECONDS:
+            self.history.popleft()  # the news of a few seconds ago, not of a long refusal before
         self.streak = self.streak + 1 if ok else 0
         successes = sum(1 for _, success in self.history if success)
         span = max(t for t, _ in self.history) - min(t for t, _ in self.history)
         if successes == len(self.history) or self.streak >= STREAK:
             self.wait = self._clamp(self.wait * SHRINK_AFTER_SUCCESS)
-        elif successes and len(self.history) >= RATE_SAMPLES and span > 0:
+            self.next_call = time.monotonic()  # capacity is there: the next place goes at once
+            return
+        if successes and len(self.history) >= RATE_SAMPLES and span > 0:
             self.wait = self._clamp(TARGET_SUCCESS * span / successes)
         elif not ok:
             self.wait = self._clamp(self.wait * GROW ** (1 / max(1, in_flight)))

@@ -233,21 +233,50 @@ def list_user_sessions(
 
 
 def query_index_partition(partition: str, limit: int = 500) -> list[dict[str, Any]]:
-    """Items of one GSI2 (sparse index) partition, oldest first, up to `limit`."""
-    items: list[dict[str, Any]] = []
+    """Items of one GSI2 (sparse index) partition, oldest first, up to `limit`.
+
+    GSI2 projects only the keys (infra/template.yaml): its partitions have a single value (`PENDING`, `ACTIVE`,
+    ...), so every write it carries lands on one index partition, and a queued start's attempts (which change
+    no key) then never write to it at all. The items are read from the table in batches of BATCH_GET; one that
+    left the partition between the query and the read is left out."""
+    keys: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {
         "IndexName": "GSI2",
         "KeyConditionExpression": "GSI2PK = :pk",
         "ExpressionAttributeValues": {":pk": partition},
         "ScanIndexForward": True,
     }
-    while len(items) < limit:
+    while len(keys) < limit:
         page = table().query(**kwargs)
-        items.extend(page.get("Items", []))
+        keys.extend({"PK": i["PK"], "SK": i["SK"]} for i in page.get("Items", []))
         if not page.get("LastEvaluatedKey"):
             break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    return [plain(i) for i in items[:limit]]
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for start in range(0, min(len(keys), limit), BATCH_GET):
+        for item in _batch_get(keys[start:min(start + BATCH_GET, limit)]):
+            found[(str(item["PK"]), str(item["SK"]))] = item
+    ordered = [found.get((str(k["PK"]), str(k["SK"]))) for k in keys[:limit]]
+    return [plain(i) for i in ordered if i is not None and i.get("GSI2PK") == partition]
+
+
+BATCH_GET = 100  # DynamoDB's BatchGetItem limit
+
+
+def _batch_get(keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items of `keys` (at most BATCH_GET), consistently read; keys DynamoDB leaves unprocessed (throttling)
+    are asked for again, with a short pause, a few times."""
+    ddb = table()
+    request: dict[str, Any] = {ddb.name: {"Keys": keys, "ConsistentRead": True}}
+    items: list[dict[str, Any]] = []
+    for attempt in range(5):
+        answer = ddb.meta.client.batch_get_item(RequestItems=request)
+        items.extend(answer.get("Responses", {}).get(ddb.name, []))
+        request = answer.get("UnprocessedKeys") or {}
+        if not request:
+            break
+        time.sleep(0.05 * 2 ** attempt)
+    return items
 
 
 def active_sessions(limit: int = 500) -> list[dict[str, Any]]:

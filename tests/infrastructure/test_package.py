@@ -3,6 +3,7 @@ under Lambda's limits, and IAM policies limited to the resources the code uses."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from infra import chalice_cli
 from infra.deploy import (
     FUNCTION_PERMISSIONS,
     example_outputs,
@@ -41,11 +43,8 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                         "OIDC_AUDIENCE": "example-client-id"},
                        least_privilege_policies(OUTPUTS, "us-east-1", "123456789012", "dev"))
     out = project / "out"
-    chalice = Path(sys.executable).parent / "chalice"
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
-    result = subprocess.run([str(chalice), "package", "--stage", "dev", str(out)], cwd=project, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # the deploy path's packager: Chalice with compiled bytecode added (infra/chalice_cli.py)
+    chalice_cli.package(project, "dev", out, {"AWS_DEFAULT_REGION": "us-east-1"})
     return {"out": out, "template": json.loads((out / "sam.json").read_text()), "project": project}
 
 
@@ -63,6 +62,41 @@ def test_package_is_well_under_the_lambda_limit(packaged: dict[str, Any]) -> Non
         names = zf.namelist()
     assert "app.py" in names and "chalicelib/start/service.py" in names
     assert not any(n.startswith(("boto3/", "botocore/", "moto/", "pytest")) for n in names)  # runtime-provided / dev
+
+
+def test_package_ships_bytecode_the_runtime_loads_from_a_read_only_directory(
+        packaged: dict[str, Any], tmp_path: Path) -> None:
+    """Lambda's code directory is read-only: without bytecode in the zip, every cold container compiles every
+    module. Every module has an unchecked-hash pyc for the runtime's Python, and a read-only copy of the package
+    imports the app from them (Python's own verbose import log says where each code object came from)."""
+    functions = [r for r in packaged["template"]["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]
+    runtime = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    assert {f["Properties"]["Runtime"] for f in functions} == {runtime}
+    package = packaged["out"] / "deployment.zip"
+    with zipfile.ZipFile(package) as zf:
+        names = set(zf.namelist())
+        sources = sorted(n for n in names if n.endswith(".py"))
+        assert len(sources) > 300
+        missing = [n for n in sources if importlib.util.cache_from_source(n) not in names]
+        assert missing == []
+        header = zf.read(importlib.util.cache_from_source("chalicelib/start/dispatcher.py"))[:8]
+        zf.extractall(tmp_path / "task")
+    assert header[:4] == importlib.util.MAGIC_NUMBER and int.from_bytes(header[4:8], "little") == 0b01  # unchecked
+    task = tmp_path / "task"
+    for path in [task, *task.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)  # as Lambda's /var/task
+    try:
+        env = {**os.environ, "PYTHONPATH": str(task), "PYTHONDONTWRITEBYTECODE": "1", "STAGE": "dev",
+               "AUTH_MODE": "insecure-dev", "PCC_AGENTS": "my-agent", "PCC_SECRET_ID": "s", "TABLE_NAME": "t"}
+        result = subprocess.run([sys.executable, "-v", "-c", "import app, chalicelib.start.dispatcher"], cwd=task,
+                                env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        for path in [task, *task.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for module in ("app", "chalicelib/start/dispatcher", "chalicelib/platform/settings"):
+        cached = task / importlib.util.cache_from_source(f"{module}.py")
+        assert f"code object from '{cached}'" in result.stderr, module
 
 
 def test_each_function_has_its_own_role_with_its_own_policy(packaged: dict[str, Any]) -> None:

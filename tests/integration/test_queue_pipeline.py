@@ -1,0 +1,120 @@
+"""The pipelined dispatcher (chalicelib/start/dispatcher.py): several attempts in flight on consecutive places,
+each place passed only once its request is known to have left the queue, every request served once, and a
+fault after a bot exists while other attempts are in flight costs no duplicate and no stranded request.
+Counted from the emulator's bots and calls and from DynamoDB."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from chalicelib.platform import dynamo
+from chalicelib.start import dispatcher
+from chalicelib.store import agent_queue
+from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import sessions as session_store
+from infra.pcc_emulator import EmulatorServer
+from tests.conftest import Gateway, emulator_admin
+from tests.integration.test_fair_queue import bot_owners, queued
+from tests.support import new_user
+
+AGENT = "my-agent"
+
+
+def stranded() -> list[str]:
+    """Requests still waiting whose place the queue has already passed: a 202 nobody would ever serve."""
+    state = agent_queue.read(AGENT)
+    found = []
+    for request in start_requests.pending():
+        if request["state"] in (start_requests.QUEUED, start_requests.STARTING) and (
+                int(request["seq"]) < state.head or int(request["seq"]) in state.gone):
+            found.append(request["request_id"])
+    return found
+
+
+def queue_of(gateway: Gateway, emulator: EmulatorServer, count: int) -> list[tuple[str, str]]:
+    """`count` starts queued behind a full agent: (user, request id) in queue order."""
+    emulator_admin(emulator, f"agents/{AGENT}", {"max_agents": 0})
+    users = [new_user() for _ in range(count)]
+    return [(u, queued(gateway, u)["requestId"]) for u in users]
+
+
+def test_a_place_is_never_passed_while_its_request_still_waits(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head is past its deadline but failing it is refused (a transaction conflict that outlives the retries,
+    or its state moving): the dispatcher must not pass the place with the request still queued. Before, it
+    advanced anyway, and the request was left queued behind the head: answered 202, never served, never failed."""
+    (_, head), (_, behind) = queue_of(gateway, emulator, 2)
+    dynamo.table().update_item(Key={"PK": f"REQUEST#{head}", "SK": "META"}, UpdateExpression="SET deadline = :d",
+                               ExpressionAttributeValues={":d": int(time.time()) - 1})
+    real, refused = start_requests.finish_without_session, []
+
+    def finish(request: Any, *args: Any, **kwargs: Any) -> bool:
+        if request["request_id"] == head:
+            refused.append(1)
+            return False
+        return bool(real(request, *args, **kwargs))
+
+    monkeypatch.setattr(start_requests, "finish_without_session", finish)
+    emulator_admin(emulator, f"agents/{AGENT}", {"max_agents": 5})
+    dispatcher.run(AGENT, budget_seconds=1.5)
+    assert refused and stranded() == []
+    assert start_requests.get(head)["state"] == "queued"  # type: ignore[index]
+    assert start_requests.get(behind)["state"] == "queued"  # type: ignore[index]  # the order rule: not around it
+    monkeypatch.undo()
+    dispatcher.run(AGENT, budget_seconds=3)
+    assert start_requests.get(head)["state"] == "failed"  # type: ignore[index]
+    assert start_requests.get(behind)["state"] == "started"  # type: ignore[index]
+    assert stranded() == [] and agent_queue.read(AGENT).waiting() == 0
+
+
+def test_attempts_overlap_in_queue_order_and_each_request_gets_one_bot(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any]) -> None:
+    """Pipecat Cloud takes 0.4 s to answer each start: the dispatcher has several in flight at once (the emulator
+    sees overlapping calls), sends them in queue order, and with capacity for all, the bots start in queue order."""
+    waiting = queue_of(gateway, emulator, 8)
+    emulator_admin(emulator, "knobs", {"start_latency_ms": 400})
+    emulator_admin(emulator, f"agents/{AGENT}", {"max_agents": 8})
+    began = time.monotonic()
+    dispatcher.run(AGENT, budget_seconds=10)
+    took = time.monotonic() - began
+    assert [start_requests.get(r)["state"] for _, r in waiting] == ["started"] * 8  # type: ignore[index]
+    assert bot_owners(emulator) == [u for u, _ in waiting]  # one bot each, in queue order
+    with emulator.org.lock:
+        calls = [c for c in emulator.org.start_log if c["status"] == 200]
+    overlapping = max(sum(1 for other in calls if other["arrived"] <= c["arrived"] < other["answered"])
+                      for c in calls)
+    assert overlapping >= 2, calls
+    assert took < 8 * 0.4  # not one round trip after another
+    assert stranded() == [] and agent_queue.read(AGENT).waiting() == 0
+
+
+def test_a_lost_record_while_others_are_in_flight_costs_no_duplicate_and_no_stranded_request(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bot of the third place exists but recording it fails (DynamoDB refuses the transaction) while the other
+    attempts are in flight: that bot is stopped, its request goes back to its place and is served by a later
+    attempt; every request ends with exactly one running bot, and the slots match."""
+    waiting = queue_of(gateway, emulator, 5)
+    third = waiting[2][1]
+    real, failed = start_requests.complete, []
+
+    def complete(request: Any, *args: Any, **kwargs: Any) -> bool:
+        if request["request_id"] == third and not failed:
+            failed.append(1)
+            raise RuntimeError("DynamoDB refused the transaction")
+        return bool(real(request, *args, **kwargs))
+
+    monkeypatch.setattr(start_requests, "complete", complete)
+    emulator_admin(emulator, "knobs", {"start_latency_ms": 200})
+    emulator_admin(emulator, f"agents/{AGENT}", {"max_agents": 10})
+    dispatcher.run(AGENT, budget_seconds=6)
+    assert failed == [1]
+    records = [start_requests.get(r) for _, r in waiting]
+    assert [r["state"] for r in records] == ["started"] * 5  # type: ignore[index]
+    running = emulator.org.active_session_ids(AGENT)
+    assert {str(r["session_id"]) for r in records} == running  # type: ignore[index]  # the stopped one is gone
+    assert len(running) == 5 and sorted(bot_owners(emulator)).count(waiting[2][0]) == 2  # started twice, one stopped
+    assert all(session_store.active_slots(u) == 1 for u, _ in waiting)
+    assert stranded() == [] and agent_queue.read(AGENT).waiting() == 0
