@@ -111,7 +111,7 @@ print((time.perf_counter() - t0) * 1000)
 """
 
 
-def build_package(work: Path) -> Path:
+def build_package(work: Path, stage: str = "dev") -> Path:
     """The deployment zip `make deploy` uploads (infra.chalice_cli: Chalice plus compiled bytecode)."""
     from infra import chalice_cli
     from infra.deploy import example_outputs, least_privilege_policies, write_stage_config
@@ -123,11 +123,11 @@ def build_package(work: Path) -> Path:
     shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
     (project / ".chalice").mkdir()
     shutil.copy(ROOT / ".chalice" / "config.json", project / ".chalice" / "config.json")
-    outputs = example_outputs("dev")
-    write_stage_config(project / ".chalice" / "config.json", "dev", dict(outputs),
+    outputs = example_outputs(stage)
+    write_stage_config(project / ".chalice" / "config.json", stage, dict(outputs),
                        {"OIDC_ISSUER": "https://issuer.example.com", "OIDC_AUDIENCE": "bench"},
-                       least_privilege_policies(outputs, "us-east-1", "123456789012", "dev"))
-    return chalice_cli.package(project, "dev", work / "out", {"AWS_DEFAULT_REGION": "us-east-1"})
+                       least_privilege_policies(outputs, "us-east-1", "123456789012", stage))
+    return chalice_cli.package(project, stage, work / "out", {"AWS_DEFAULT_REGION": "us-east-1"})
 
 
 def _unpack(package: Path, target: Path, *, bytecode: bool, minimal: bool = False) -> Path:

@@ -57,6 +57,8 @@ class CallRecorder:
             if operation == "TransactWriteItems":  # IAM has no transaction action: each item's own action
                 return [(f"dynamodb:{TRANSACT_ACTIONS[kind]}", self._table(spec["TableName"]))
                         for item in params["TransactItems"] for kind, spec in item.items()]
+            if operation == "BatchGetItem":  # one action on each table it reads
+                return [(f"dynamodb:{operation}", self._table(name)) for name in params["RequestItems"]]
             resource = self._table(params["TableName"])
             if params.get("IndexName"):
                 resource += f"/index/{params['IndexName']}"

@@ -7,6 +7,7 @@ import base64
 import json
 from typing import Any
 
+import boto3
 import pytest
 
 from chalicelib.platform import dynamo
@@ -36,7 +37,7 @@ def count_queries(run: Any) -> tuple[Any, int]:
 
 def seed_sessions(user: str, ended: int) -> str:
     """One active session (the oldest) and `ended` ended ones after it, written straight to DynamoDB."""
-    table = dynamo.table()
+    table = boto3.resource("dynamodb").Table(dynamo.table().name)  # seeding: the resource's batch writer
     active = session_store.session_item(user_id=user, session_id=f"s-active-{user}", agent="my-agent",
                                         transport="daily")
     active["GSI1SK"] = "2000-01-01T00:00:00.000000Z#" + active["session_id"]
