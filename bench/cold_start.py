@@ -114,20 +114,9 @@ print((time.perf_counter() - t0) * 1000)
 def build_package(work: Path, stage: str = "dev") -> Path:
     """The deployment zip `make deploy` uploads (infra.chalice_cli: Chalice plus compiled bytecode)."""
     from infra import chalice_cli
-    from infra.deploy import example_outputs, least_privilege_policies, write_stage_config
 
-    project = work / "project"
-    project.mkdir()
-    for item in ("app.py", "requirements.txt"):
-        shutil.copy(ROOT / item, project / item)
-    shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
-    (project / ".chalice").mkdir()
-    shutil.copy(ROOT / ".chalice" / "config.json", project / ".chalice" / "config.json")
-    outputs = example_outputs(stage)
-    write_stage_config(project / ".chalice" / "config.json", stage, dict(outputs),
-                       {"OIDC_ISSUER": "https://issuer.example.com", "OIDC_AUDIENCE": "bench"},
-                       least_privilege_policies(outputs, "us-east-1", "123456789012", stage))
-    return chalice_cli.package(project, stage, work / "out", {"AWS_DEFAULT_REGION": "us-east-1"})
+    return chalice_cli.package_copy(ROOT, work, stage, {"OIDC_ISSUER": "https://issuer.example.com",
+                                                        "OIDC_AUDIENCE": "bench"})[1]
 
 
 def _unpack(package: Path, target: Path, *, bytecode: bool, minimal: bool = False) -> Path:

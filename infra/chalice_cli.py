@@ -57,6 +57,26 @@ def add_bytecode(package: str | Path) -> int:
     return compiled
 
 
+def package_copy(root: Path, work: Path, stage: str, stage_env: dict[str, str]) -> tuple[Path, Path]:
+    """A scratch copy of the app in `work`/project with the stage config `make deploy` would write (the data
+    stack's outputs for `stage`, `stage_env`, one policy per function), packaged; returns (project, zip)."""
+    import shutil
+
+    from infra.deploy import example_outputs, least_privilege_policies, write_stage_config
+
+    project = work / "project"
+    project.mkdir()
+    for item in ("app.py", "requirements.txt"):
+        shutil.copy(root / item, project / item)
+    shutil.copytree(root / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / ".chalice").mkdir()
+    shutil.copy(root / ".chalice" / "config.json", project / ".chalice" / "config.json")
+    outputs = example_outputs(stage)
+    write_stage_config(project / ".chalice" / "config.json", stage, dict(outputs), stage_env,
+                       least_privilege_policies(outputs, "us-east-1", "123456789012", stage))
+    return project, package(project, stage, project / "out", {"AWS_DEFAULT_REGION": "us-east-1"})
+
+
 def package(project: Path, stage: str, out: Path, env: dict[str, str] | None = None) -> Path:
     """`python -m infra.chalice_cli package --stage <stage> <out>` in `project` (a copy of the app with its
     .chalice config); returns the deployment zip."""

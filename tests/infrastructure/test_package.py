@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,8 +19,6 @@ from infra.deploy import (
     FUNCTION_PERMISSIONS,
     example_outputs,
     function_name,
-    least_privilege_policies,
-    write_stage_config,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,21 +27,13 @@ OUTPUTS = example_outputs("dev")
 
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    project = tmp_path_factory.mktemp("pkg") / "project"
-    project.mkdir()
-    for item in ("app.py", "requirements.txt"):
-        shutil.copy(ROOT / item, project / item)
-    shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
-    (project / ".chalice").mkdir()
-    shutil.copy(ROOT / ".chalice" / "config.json", project / ".chalice" / "config.json")
-    # what `make deploy STAGE=dev` writes after the infra stack is up
-    write_stage_config(project / ".chalice" / "config.json", "dev", dict(OUTPUTS),
-                       {"OIDC_ISSUER": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_example",
-                        "OIDC_AUDIENCE": "example-client-id"},
-                       least_privilege_policies(OUTPUTS, "us-east-1", "123456789012", "dev"))
-    out = project / "out"
-    # the deploy path's packager: Chalice with compiled bytecode added (infra/chalice_cli.py)
-    chalice_cli.package(project, "dev", out, {"AWS_DEFAULT_REGION": "us-east-1"})
+    # what `make deploy STAGE=dev` writes after the infra stack is up, packaged the deploy path's way: Chalice
+    # with compiled bytecode added (infra/chalice_cli.py)
+    project, zipped = chalice_cli.package_copy(
+        ROOT, tmp_path_factory.mktemp("pkg"), "dev",
+        {"OIDC_ISSUER": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_example",
+         "OIDC_AUDIENCE": "example-client-id"})
+    out = zipped.parent
     return {"out": out, "template": json.loads((out / "sam.json").read_text()), "project": project}
 
 
