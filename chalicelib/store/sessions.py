@@ -252,11 +252,12 @@ def query_index_partition(partition: str, limit: int = 500) -> list[dict[str, An
         if not page.get("LastEvaluatedKey"):
             break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    keys = keys[:limit]
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for start in range(0, min(len(keys), limit), BATCH_GET):
-        for item in _batch_get(keys[start:min(start + BATCH_GET, limit)]):
+    for start in range(0, len(keys), BATCH_GET):
+        for item in _batch_get(keys[start:start + BATCH_GET]):
             found[(str(item["PK"]), str(item["SK"]))] = item
-    ordered = [found.get((str(k["PK"]), str(k["SK"]))) for k in keys[:limit]]
+    ordered = [found.get((str(k["PK"]), str(k["SK"]))) for k in keys]
     return [plain(i) for i in ordered if i is not None and i.get("GSI2PK") == partition]
 
 
@@ -265,7 +266,8 @@ BATCH_GET = 100  # DynamoDB's BatchGetItem limit
 
 def _batch_get(keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The items of `keys` (at most BATCH_GET), consistently read; keys DynamoDB leaves unprocessed (throttling)
-    are asked for again, with a short pause, a few times."""
+    are asked for again, with a short pause, 5 times at most; any still unread are left to the next scheduled
+    run (every reader of GSI2 is a schedule step that runs again)."""
     ddb = table()
     request: dict[str, Any] = {ddb.name: {"Keys": keys, "ConsistentRead": True}}
     items: list[dict[str, Any]] = []
