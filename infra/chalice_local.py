@@ -45,8 +45,10 @@ def main() -> int:
 
     def log_request(self: Any, code: Any = "-", size: Any = "-") -> None:
         seconds = time.monotonic() - getattr(self, "_started", time.monotonic())
-        print(request_line(self.command, self.path, getattr(code, "value", code), seconds,
-                           self.headers.get("x-dev-user")), file=sys.stderr, flush=True)
+        line = request_line(self.command, self.path, getattr(code, "value", code), seconds,
+                            self.headers.get("x-dev-user"))
+        sys.stderr.write(line + "\n")  # one write: print() writes the newline apart, and threads interleave
+        sys.stderr.flush()
 
     ChaliceRequestHandler.__getattr__ = any_method  # type: ignore[attr-defined]
     ChaliceRequestHandler._generic_handle = timed_handle  # type: ignore[method-assign]

@@ -75,11 +75,37 @@ SHOWN_KEYS = ("user_id", "session_id", "request_id", "agent", "transport", "code
               "attempt", "reason", "error")
 
 
+_METRIC_START = '{"_aws"'
+_decoder = json.JSONDecoder()
+
+
+def _without_metric_records(text: str) -> str:
+    """The text with every EMF metric record in it cut out, also one glued to another thread's output on the
+    same line (Powertools prints a record and its newline as two writes, so under concurrent requests another
+    line can land between them)."""
+    at = text.find(_METRIC_START)
+    while at != -1:
+        try:
+            record, end = _decoder.raw_decode(text, at)
+        except ValueError:
+            at = text.find(_METRIC_START, at + 1)
+            continue
+        if isinstance(record, dict) and "_aws" in record:
+            text = text[:at] + text[end:]
+            at = text.find(_METRIC_START, at)
+        else:
+            at = text.find(_METRIC_START, at + 1)
+    return text
+
+
 def readable(line: str) -> str | None:
     """A line of the gateway's output as the console shows it: its JSON log records as one short line of
     text (time, level, message, the keys that say what happened), EMF metric records not at all (they are in
     the log file), anything else as it is."""
-    text = line.rstrip("\r\n")
+    raw = line.rstrip("\r\n")
+    text = _without_metric_records(raw)
+    if not text.strip() and raw:
+        return None
     if not text.startswith("{"):
         return text
     try:
@@ -100,15 +126,21 @@ def readable(line: str) -> str | None:
     return out
 
 
+_console_lock = threading.Lock()
+
+
 def _pump(source: Any, log: Path, console: Any) -> None:
-    """Copy a component's output into its log file, and the readable form of each line to the console."""
-    with log.open("ab") as sink:
-        for raw in iter(source.readline, b""):
-            sink.write(raw)
-            sink.flush()
-            shown = readable(raw.decode("utf-8", "replace"))
+    """Copy one of a component's output streams into its log file, and the readable form of each line to the
+    console (stdout and stderr have a pump each, so a line of one never splits a line of the other; the lock
+    keeps the pumps' console lines and log writes whole)."""
+    for raw in iter(source.readline, b""):
+        shown = readable(raw.decode("utf-8", "replace"))
+        with _console_lock:
+            with log.open("ab") as sink:
+                sink.write(raw)
             if shown is not None:
-                print(shown, file=console, flush=True)
+                console.write(shown + "\n")
+                console.flush()
 
 
 @dataclass
@@ -128,8 +160,9 @@ class Stack:
         full_env = {**os.environ, **(env or {})}
         if console:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, preexec_fn=_child_setup, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT)
-            threading.Thread(target=_pump, args=(proc.stdout, path, sys.stdout), daemon=True).start()
+                                    stderr=subprocess.PIPE)
+            for stream in (proc.stdout, proc.stderr):
+                threading.Thread(target=_pump, args=(stream, path, sys.stdout), daemon=True).start()
         else:
             with path.open("ab") as sink:
                 proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, preexec_fn=_child_setup, stdout=sink,

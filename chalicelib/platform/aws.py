@@ -24,7 +24,10 @@ def _session() -> Any:
 def _config() -> Any:
     from botocore.config import Config  # noqa: PLC0415
 
-    return Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
+    # 50 pooled connections: botocore's default 10 is less than the requests `chalice local` serves at once
+    # (and than the dispatcher's threads); a full pool discards connections and warns
+    return Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"},
+                  max_pool_connections=50)
 
 
 @cache

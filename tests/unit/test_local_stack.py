@@ -92,6 +92,19 @@ def test_the_console_shows_the_gateways_records_as_short_lines() -> None:
     assert local_stack.readable("{not json") == "{not json"
 
 
+def test_a_metric_record_glued_to_other_output_is_still_kept_off_the_console() -> None:
+    """Under concurrent requests Powertools' print of a record and of its newline are two writes, and another
+    thread's output lands between them (seen in CI: a record followed by urllib3's pool warning)."""
+    metric = '{"_aws": {"Timestamp": 1, "CloudWatchMetrics": [{"Namespace": "N"}]}, "StartsQueued": [1.0]}'
+    assert local_stack.readable(metric + "Connection pool is full\n") == "Connection pool is full"
+    assert local_stack.readable("=load-18" + metric) == "=load-18"
+    assert local_stack.readable(metric + metric) is None
+    record = {"level": "INFO", "message": "queued", "timestamp": "2026-12-02 06:44:19,123+0000", "user_id": "u"}
+    assert local_stack.readable(metric + json.dumps(record)) == "06:44:19 INFO    queued  user_id=u"
+    assert local_stack.readable('{"_aws" is not json') == '{"_aws" is not json'
+    assert local_stack.readable("") == ""
+
+
 def test_a_request_line_names_method_route_status_time_and_user_but_no_query() -> None:
     from infra.chalice_local import request_line
 
