@@ -17,9 +17,9 @@ Printed, one JSON object per run:
 - served_per_s, freed_per_s: bots started per second over the drain; sessions that ended per second over it;
 - queued_to_started_p50_s / p95_s: bot started - start sent, for the starts answered 202;
 - order_inversions: pairs of queued starts whose bots started in the opposite order of their queue places
-  outside the dispatcher's rule (docs/capacity-queue.md): the later one is excused only when the earlier one's
-  latest call before it had been refused (429), i.e. both were being tried together and capacity went to the
-  later one; plus starts sent after a 202 came back that got a bot before it;
+  outside the dispatcher's rule (docs/capacity-queue.md; bench/order_rule.py): the later one is excused only when
+  a refused (429) call of the earlier one was in flight together with the later one's successful call, as the
+  gateway made them; plus starts sent after a 202 came back that got a bot before it;
 - pcc_calls_per_served: POST .../start calls the emulator received / bots it started;
 - dynamodb_calls_per_queued_start and queue_state_calls_per_queued_start: every DynamoDB call this process made
   during the run, and those on the agent's `QUEUE#` STATE item, divided by the starts answered 202.
@@ -46,6 +46,7 @@ from typing import Any
 import httpx
 
 from bench.harness import BenchStack, percentile
+from bench.order_rule import AttemptLog, unexplained_inversions
 
 WORKERS = 5  # the worker's SQS event source maximum concurrency (infra/template.yaml)
 BURST_THREADS = 16
@@ -103,21 +104,6 @@ def ideal_served(sent: list[float], capacity: int, end_rate: float, t0: float | 
     return served
 
 
-def unexplained_inversions(places: list[tuple[int, float, int]], calls: dict[int, list[tuple[float, int]]]) -> int:
-    """`places`: (queue place, bot started at, n) of queued starts. A pair whose bots started against the queue
-    order is excused only when the earlier place's latest call before the later one's bot was a 429."""
-    ordered = sorted(places)
-    count = 0
-    for i, (_, served_i, n_i) in enumerate(ordered):
-        for _, served_j, _ in ordered[i + 1:]:
-            if served_j >= served_i:
-                continue
-            before = [status for arrived, status in calls.get(n_i, []) if arrived <= served_j]
-            if not before or before[-1] != 429:
-                count += 1
-    return count
-
-
 def run(capacity: int, end_rate: float, latency: float, starts: int | None = None, users: int | None = None,
         arrival_rate: float = 0.0, prefill: bool = True, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     starts = starts if starts is not None else max(100, 3 * capacity)
@@ -130,13 +116,14 @@ def run(capacity: int, end_rate: float, latency: float, starts: int | None = Non
            "DISPATCH_CALLS_PER_SECOND": str(max(20, round(2 * end_rate))), **(extra_env or {})}
     stack = BenchStack(env)
     try:
-        return _run(stack, counter, capacity, end_rate, latency, starts, users, arrival_rate, prefill)
+        with AttemptLog().recording() as attempts:
+            return _run(stack, counter, attempts, capacity, end_rate, latency, starts, users, arrival_rate, prefill)
     finally:
         stack.close()
 
 
-def _run(stack: BenchStack, counter: CallCounter, capacity: int, end_rate: float, latency: float, starts: int,
-         users: int, arrival_rate: float, prefill: bool) -> dict[str, Any]:
+def _run(stack: BenchStack, counter: CallCounter, attempts: AttemptLog, capacity: int, end_rate: float,
+         latency: float, starts: int, users: int, arrival_rate: float, prefill: bool) -> dict[str, Any]:
     import boto3
 
     from infra.sqs_poller import poll_once
@@ -195,7 +182,8 @@ def _run(stack: BenchStack, counter: CallCounter, capacity: int, end_rate: float
         stop.set()
         for thread in workers:
             thread.join(timeout=70)
-    return _figures(stack, counter, capacity, end_rate, latency, users, t0, prefill, sent, answers, queued)
+    return _figures(stack, counter, attempts, capacity, end_rate, latency, users, t0, prefill, sent, answers,
+                    queued)
 
 
 def harness_ceiling(stack: BenchStack, dynamodb_calls: int, latency: float, starts: int = 240) -> float:
@@ -237,19 +225,15 @@ def _all_terminal(request_ids: list[str]) -> bool:
     return True
 
 
-def _figures(stack: BenchStack, counter: CallCounter, capacity: int, end_rate: float, latency: float, users: int,
-             t0: float, prefill: bool, sent: dict[int, float], answers: dict[int, tuple[int, dict[str, Any]]],
-             queued: dict[int, str]) -> dict[str, Any]:
+def _figures(stack: BenchStack, counter: CallCounter, attempts: AttemptLog, capacity: int, end_rate: float,
+             latency: float, users: int, t0: float, prefill: bool, sent: dict[int, float],
+             answers: dict[int, tuple[int, dict[str, Any]]], queued: dict[int, str]) -> dict[str, Any]:
     from chalicelib.store import queued_starts as start_requests
 
     listed = httpx.get(f"{stack.emulator_url}/_emulator/sessions").json()["sessions"]
     bots = {s["body"]["n"]: float(s["createdEpoch"]) for s in listed if isinstance(s.get("body"), dict)
             and "n" in s["body"]}
     ends = [float(s["endedEpoch"]) for s in listed if s.get("endedEpoch")]
-    calls: dict[int, list[tuple[float, int]]] = {}
-    for call in sorted(httpx.get(f"{stack.emulator_url}/_emulator/start-calls").json(), key=lambda c: c["arrived"]):
-        if call.get("n") is not None:
-            calls.setdefault(int(call["n"]), []).append((float(call["arrived"]), int(call["status"])))
     stats = stack.stats()
     records = {n: start_requests.get(rid) for n, rid in queued.items()}
     # drains are measured from the moment capacity starts to free (the burst sent, the agent full meanwhile), or
@@ -283,7 +267,7 @@ def _figures(stack: BenchStack, counter: CallCounter, capacity: int, end_rate: f
         "queued_to_started_p95_s": round(percentile(waits, 95), 2),
         "ideal_wait_p50_s": round(percentile([s - a for s, a in zip(ideal, sorted(sent.values()), strict=True)],
                                              50), 2),
-        "order_inversions": unexplained_inversions(places, calls) + overtakes,
+        "order_inversions": len(unexplained_inversions(places, attempts)) + overtakes,
         "pcc_calls_per_served": round(stats["startCalls"] / max(1, stats["started"]), 3),
         "dynamodb_calls_per_queued_start": round(counter.calls / max(1, len(queued)), 2),
         "queue_state_calls_per_queued_start": round(counter.state_calls / max(1, len(queued)), 2),

@@ -1,0 +1,85 @@
+"""The capacity queue's order rule (docs/capacity-queue.md), checked on the calls the gateway made: attempts start
+in queue order, so a later place may get its bot before an earlier one only when both were being tried together
+and the earlier one's attempt was refused (429). Shared by bench/queue_scale.py and the storm test.
+
+`AttemptLog` records each Pipecat Cloud start call of this process (the gateway's view: sent, answered, status,
+and the marker `body.n` the caller put in the start), so "being tried together" is the overlap of two calls'
+intervals, not a guess from arrival times."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Attempt:
+    marker: Hashable
+    sent: float
+    answered: float
+    status: int  # 200, or the status Pipecat Cloud refused it with (0: no answer)
+
+
+@dataclass
+class AttemptLog:
+    attempts: list[Attempt] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def of(self, marker: Hashable) -> list[Attempt]:
+        with self._lock:
+            return [a for a in self.attempts if a.marker == marker]
+
+    @contextmanager
+    def recording(self) -> Iterator[AttemptLog]:
+        """Records every `chalicelib.pcc.client.start` call made while the block runs."""
+        from chalicelib.pcc import client
+
+        real = client.start
+
+        def recorded(agent: str, payload: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+            body = payload.get("body") if isinstance(payload, dict) else None
+            marker = body.get("n") if isinstance(body, dict) else None
+            sent, status = time.time(), 0
+            try:
+                result = real(agent, payload, *args, **kwargs)
+                status = 200
+                return result
+            except client.PccCallError as exc:
+                status = exc.status or 0
+                raise
+            finally:
+                if isinstance(marker, Hashable) and marker is not None:
+                    with self._lock:
+                        self.attempts.append(Attempt(marker, sent, time.time(), status))
+
+        client.start = recorded  # type: ignore[assignment]
+        try:
+            yield self
+        finally:
+            client.start = real  # type: ignore[assignment]
+
+
+def unexplained_inversions(places: Sequence[tuple[int, float, Hashable]],
+                           log: AttemptLog) -> list[tuple[Hashable, Hashable]]:
+    """`places`: (queue place, when its bot started, marker) of the queued starts that got a bot. The pairs
+    (earlier, later) whose bots started against the queue order outside the rule: excused only when a refused
+    (429) call of the earlier place was in flight together with the later place's successful call."""
+    with log._lock:
+        calls: dict[Hashable, list[Attempt]] = {}
+        for attempt in log.attempts:
+            calls.setdefault(attempt.marker, []).append(attempt)
+    ordered = sorted(places, key=lambda p: p[0])
+    found = []
+    for i, (_, bot_i, earlier) in enumerate(ordered):
+        refused = [a for a in calls.get(earlier, []) if a.status == 429]
+        for _, bot_j, later in ordered[i + 1:]:
+            if bot_j >= bot_i:
+                continue
+            won = [a for a in calls.get(later, []) if a.status == 200]
+            if not any(r.sent <= w.answered and r.answered >= w.sent for r in refused for w in won):
+                found.append((earlier, later))
+    return found

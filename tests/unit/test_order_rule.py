@@ -1,0 +1,59 @@
+"""The order rule's check (bench/order_rule.py), used by the storm test and bench/queue_scale.py: a pair served
+against the queue order is excused only by a refused call of the earlier place in flight with the later one's."""
+
+from __future__ import annotations
+
+from bench.order_rule import Attempt, AttemptLog, unexplained_inversions
+
+
+def log_of(*attempts: Attempt) -> AttemptLog:
+    log = AttemptLog()
+    log.attempts.extend(attempts)
+    return log
+
+
+def test_served_in_queue_order_is_no_inversion() -> None:
+    log = log_of(Attempt("a", 0.0, 0.5, 200), Attempt("b", 0.1, 0.6, 200))
+    assert unexplained_inversions([(1, 0.0, "a"), (2, 0.1, "b")], log) == []
+
+
+def test_a_later_place_served_while_the_earlier_was_refused_in_flight_is_excused() -> None:
+    log = log_of(Attempt("a", 0.0, 0.2, 429), Attempt("b", 0.1, 0.6, 200), Attempt("a", 0.3, 0.9, 200))
+    assert unexplained_inversions([(1, 0.3, "a"), (2, 0.1, "b")], log) == []
+
+
+def test_a_later_place_served_while_the_earlier_waited_is_an_inversion() -> None:
+    # a's refusal was answered before b's call was sent: a waited, not in flight, and b went first
+    log = log_of(Attempt("a", 0.0, 0.05, 429), Attempt("b", 0.1, 0.6, 200), Attempt("a", 0.7, 1.2, 200))
+    assert unexplained_inversions([(1, 0.7, "a"), (2, 0.1, "b")], log) == [("a", "b")]
+
+
+def test_a_later_place_served_with_no_refusal_of_the_earlier_is_an_inversion() -> None:
+    log = log_of(Attempt("a", 0.0, 0.9, 200), Attempt("b", 0.1, 0.6, 200))
+    assert unexplained_inversions([(1, 0.5, "a"), (2, 0.2, "b")], log) == [("a", "b")]
+
+
+def test_recording_marks_each_call_with_its_start_and_restores_the_client() -> None:
+    from chalicelib.pcc import client
+
+    real = client.start
+    answers = iter([client.PccCallError(429, {"error": "at capacity"}), {"sessionId": "s1"}])
+
+    def fake(agent: str, payload: object, *args: object, **kwargs: object) -> dict[str, str]:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    client.start = fake  # type: ignore[assignment]
+    try:
+        with AttemptLog().recording() as log:
+            try:
+                client.start("agent", {"body": {"n": 7}}, "pk")
+            except client.PccCallError:
+                pass
+            client.start("agent", {"body": {"n": 7}}, "pk")
+        assert [(a.marker, a.status) for a in log.attempts] == [(7, 429), (7, 200)]
+        assert client.start is fake
+    finally:
+        client.start = real  # type: ignore[assignment]
