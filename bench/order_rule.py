@@ -35,17 +35,20 @@ class AttemptLog:
 
     @contextmanager
     def recording(self) -> Iterator[AttemptLog]:
-        """Records every `chalicelib.pcc.client.start` call made while the block runs."""
+        """Records every `chalicelib.pcc.client.start` call made while the block runs. A call the dispatcher makes
+        is timed as the dispatcher sees its attempt (from the moment the attempt begins, its claim included, to
+        its outcome written), so two attempts it had in flight together overlap here too."""
         from chalicelib.pcc import client
+        from chalicelib.start import dispatcher
 
-        real = client.start
+        real_start, real_attempt, local = client.start, dispatcher._attempt, threading.local()
 
-        def recorded(agent: str, payload: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        def start(agent: str, payload: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
             body = payload.get("body") if isinstance(payload, dict) else None
             marker = body.get("n") if isinstance(body, dict) else None
             sent, status = time.time(), 0
             try:
-                result = real(agent, payload, *args, **kwargs)
+                result = real_start(agent, payload, *args, **kwargs)
                 status = 200
                 return result
             except client.PccCallError as exc:
@@ -53,14 +56,29 @@ class AttemptLog:
                 raise
             finally:
                 if isinstance(marker, Hashable) and marker is not None:
-                    with self._lock:
-                        self.attempts.append(Attempt(marker, sent, time.time(), status))
+                    if getattr(local, "calls", None) is not None:
+                        local.calls.append((marker, status))
+                    else:
+                        self._add(Attempt(marker, sent, time.time(), status))
 
-        client.start = recorded  # type: ignore[assignment]
+        def attempt(*args: Any, **kwargs: Any) -> Any:
+            local.calls, began = [], time.time()
+            try:
+                return real_attempt(*args, **kwargs)
+            finally:
+                for marker, status in local.calls:
+                    self._add(Attempt(marker, began, time.time(), status))
+                local.calls = None
+
+        client.start, dispatcher._attempt = start, attempt  # type: ignore[assignment]
         try:
             yield self
         finally:
-            client.start = real  # type: ignore[assignment]
+            client.start, dispatcher._attempt = real_start, real_attempt  # type: ignore[assignment]
+
+    def _add(self, attempt: Attempt) -> None:
+        with self._lock:
+            self.attempts.append(attempt)
 
 
 def unexplained_inversions(places: Sequence[tuple[int, float, Hashable]],

@@ -386,7 +386,12 @@ def test_429_storm_nothing_lost_nothing_started_twice(
             places.append((int(record["seq"]), emulator.org.sessions[str(record["session_id"])].created_at, user))
     assert len(places) == len(started_via_queue)
     assert len({a.marker for a in attempts.attempts if a.status == 200}) == len(direct) + len(started_via_queue)
-    assert unexplained_inversions(places, attempts) == [], "a queued start was overtaken outside the order rule"
+    outside = unexplained_inversions(places, attempts)
+    seq_of = {marker: (seq, bot) for seq, bot, marker in places}
+    assert outside == [], "a queued start was overtaken outside the order rule: " + "; ".join(
+        f"{who} place {seq_of[who][0]} bot at {seq_of[who][1]:.3f}, calls "
+        f"{[(round(a.sent, 3), round(a.answered, 3), a.status) for a in attempts.of(who)]}"
+        for pair in outside[:3] for who in pair)
     by_place = [served for _, served, _ in sorted(places)]
     excused = sum(1 for i, a in enumerate(by_place) for b in by_place[i + 1:] if b < a)
     print(f"storm: direct={len(direct)} queued={len(queued)} started_via_queue={len(started_via_queue)} "

@@ -57,3 +57,33 @@ def test_recording_marks_each_call_with_its_start_and_restores_the_client() -> N
         assert client.start is fake
     finally:
         client.start = real  # type: ignore[assignment]
+
+
+def test_a_dispatcher_attempt_is_timed_from_its_claim_not_from_its_call() -> None:
+    """Two attempts the dispatcher had in flight together must overlap in the log even when one's claim write
+    delayed its call: the attempt is timed from the moment it began."""
+    import time
+
+    from chalicelib.pcc import client
+    from chalicelib.start import dispatcher
+
+    real_start, real_attempt = client.start, dispatcher._attempt
+
+    def fake_start(agent: str, payload: object, *args: object, **kwargs: object) -> dict[str, str]:
+        return {"sessionId": "s"}
+
+    def fake_attempt(*args: object) -> str:
+        time.sleep(0.05)  # the claim
+        client.start("agent", {"body": {"n": "late"}}, "pk")
+        return "started"
+
+    client.start, dispatcher._attempt = fake_start, fake_attempt  # type: ignore[assignment]
+    try:
+        with AttemptLog().recording() as log:
+            began = time.time()
+            assert dispatcher._attempt() == "started"  # type: ignore[call-arg]
+        [attempt] = log.attempts
+        assert attempt.marker == "late" and attempt.status == 200 and attempt.sent - began < 0.04
+        assert attempt.answered - attempt.sent >= 0.05
+    finally:
+        client.start, dispatcher._attempt = real_start, real_attempt  # type: ignore[assignment]
