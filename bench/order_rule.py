@@ -19,7 +19,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Attempt:
     marker: Hashable
-    sent: float
+    sent: float  # time.monotonic() of this process
     answered: float
     status: int  # 200, or the status Pipecat Cloud refused it with (0: no answer)
 
@@ -35,18 +35,20 @@ class AttemptLog:
 
     @contextmanager
     def recording(self) -> Iterator[AttemptLog]:
-        """Records every `chalicelib.pcc.client.start` call made while the block runs. A call the dispatcher makes
-        is timed as the dispatcher sees its attempt (from the moment the attempt begins, its claim included, to
-        its outcome written), so two attempts it had in flight together overlap here too."""
+        """Records every `chalicelib.pcc.client.start` call made while the block runs, on the monotonic clock. A
+        call the dispatcher makes is timed as the dispatcher sees its attempt: from the moment it sent the attempt
+        (its claim included) to the moment it recorded the outcome, both on the dispatcher's own thread, so "in
+        flight together" is exactly the dispatcher's view and no race between threads can blur it."""
         from chalicelib.pcc import client
         from chalicelib.start import dispatcher
 
-        real_start, real_attempt, local = client.start, dispatcher._attempt, threading.local()
+        real_start, real_attempt, real_record = client.start, dispatcher._attempt, dispatcher.Run._record
+        local, outcomes = threading.local(), {}
 
         def start(agent: str, payload: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
             body = payload.get("body") if isinstance(payload, dict) else None
             marker = body.get("n") if isinstance(body, dict) else None
-            sent, status = time.time(), 0
+            sent, status = time.monotonic(), 0
             try:
                 result = real_start(agent, payload, *args, **kwargs)
                 status = 200
@@ -56,25 +58,30 @@ class AttemptLog:
                 raise
             finally:
                 if isinstance(marker, Hashable) and marker is not None:
-                    if getattr(local, "calls", None) is not None:
-                        local.calls.append((marker, status))
-                    else:
-                        self._add(Attempt(marker, sent, time.time(), status))
+                    if getattr(local, "clock", None) is not None:
+                        outcomes[id(local.clock)] = (marker, status)
+                    else:  # a direct start (POST /start, telephony): the call is the attempt
+                        self._add(Attempt(marker, sent, time.monotonic(), status))
 
         def attempt(*args: Any, **kwargs: Any) -> Any:
-            local.calls, began = [], time.time()
+            clock = kwargs.get("clock", args[4] if len(args) > 4 else None)
+            local.clock = clock
             try:
                 return real_attempt(*args, **kwargs)
             finally:
-                for marker, status in local.calls:
-                    self._add(Attempt(marker, began, time.time(), status))
-                local.calls = None
+                local.clock = None
 
-        client.start, dispatcher._attempt = start, attempt  # type: ignore[assignment]
+        def record(run: Any, flight: Any) -> None:
+            found = outcomes.pop(id(flight.clock), None)
+            if found is not None:
+                self._add(Attempt(found[0], flight.sent_at, time.monotonic(), found[1]))
+            real_record(run, flight)
+
+        client.start, dispatcher._attempt, dispatcher.Run._record = start, attempt, record  # type: ignore[assignment,method-assign]
         try:
             yield self
         finally:
-            client.start, dispatcher._attempt = real_start, real_attempt  # type: ignore[assignment]
+            client.start, dispatcher._attempt, dispatcher.Run._record = real_start, real_attempt, real_record  # type: ignore[method-assign]
 
     def _add(self, attempt: Attempt) -> None:
         with self._lock:

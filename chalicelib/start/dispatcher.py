@@ -15,7 +15,9 @@ Pacing. Calls are spaced by an interval that adapts to the rate at which capacit
 below), between 1 / DISPATCH_CALLS_PER_SECOND and RETRY_CAP_SECONDS; it starts at RETRY_BASE_SECONDS, or from
 the interval between successes measured by the previous run (Pacer: the rate of recent successes sets it once
 calls are being refused; a refusal's growth is spread over the attempts in flight, so it moves as much per
-round trip at any latency, as TCP grows its window by 1/w per ACK).
+round trip at any latency, as TCP grows its window by 1/w per ACK). A refusal is Pipecat Cloud's quick capacity
+check while a success waits for the bot, so an attempt unanswered well past the refusal time counts as a success
+for pacing (Pacer.likely_started): the pace follows capacity, not the bot's start time.
 - a wake-up (the gateway stopped a session, reconciliation saw one end) cuts the wait short;
 - PCC is never asked more than DISPATCH_CALLS_PER_SECOND times a second for the agent.
 The stored interval is also the queue's ETA (position x interval). Measured in bench/queue_scale.py.
@@ -58,6 +60,10 @@ WAKE_POLL_SECONDS = 0.1
 # tuned on the capacity model of bench/queue_scale.py (drain <= 1.10x the ideal at <= 1.5 calls per bot).
 SHRINK_AFTER_SUCCESS, GROW, TARGET_SUCCESS, SMOOTHING = 0.5, 1.5, 0.85, 0.3
 HISTORY_MIN, RATE_SAMPLES, STREAK, HISTORY_SECONDS = 12, 4, 2, 3.0
+# A refusal (429) is Pipecat Cloud's quick capacity check; a success waits for the bot to start (0.5-3 s). So an
+# attempt still unanswered SLOW_FACTOR x the measured refusal time after it was sent (and at least SLOW_MIN_SECONDS)
+# has very likely found capacity: the next place goes then, not one bot start later (Pacer.likely_started).
+SLOW_FACTOR, SLOW_MIN_SECONDS, REFUSAL_SMOOTHING = 3.0, 0.2, 0.2
 DEADLINE_DETAIL = "Pipecat Cloud stayed at capacity until the deadline"
 ABANDONED_DETAIL = "nobody asked about it for QUEUED_ABANDON_SECONDS, so no bot was started for it"
 
@@ -88,6 +94,7 @@ class Pacer:
     next_call: float = 0.0
     streak: int = 0  # successes since the last refusal
     history: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=HISTORY_MIN))
+    refusal_seconds: float | None = None  # smoothed send -> answer time of refused attempts
 
     def __post_init__(self) -> None:
         self.wait = self._clamp(TARGET_SUCCESS * self.interval if self.interval else self.base)
@@ -102,20 +109,40 @@ class Pacer:
         self.next_call = self.last_call + self.wait
         return self.last_call
 
-    def success(self, sent_at: float | None = None, in_flight: int = 1) -> float | None:
-        """Capacity was there. Returns the measured interval between successes (the ETA's drain rate)."""
+    def success(self, sent_at: float | None = None, in_flight: int = 1, *, foreseen: bool = False) -> float | None:
+        """Capacity was there (`foreseen`: likely_started already acted on it). Returns the measured interval
+        between successes (the ETA's drain rate)."""
         now = time.monotonic()
         if self.last_success is not None:
             gap = now - self.last_success
             self.interval = gap if self.interval is None else SMOOTHING * gap + (1 - SMOOTHING) * self.interval
         self.last_success = now
-        self._answered(self.last_call if sent_at is None else sent_at, True, in_flight)
+        self._answered(self.last_call if sent_at is None else sent_at, True, in_flight, foreseen=foreseen)
         return self.interval
 
-    def miss(self, sent_at: float | None = None, in_flight: int = 1) -> None:
-        self._answered(self.last_call if sent_at is None else sent_at, False, in_flight)
+    def miss(self, sent_at: float | None = None, in_flight: int = 1, took: float | None = None) -> None:
+        """Refused (429); `took`: how long Pipecat Cloud took to refuse (its call alone), else since `sent_at`."""
+        sent = self.last_call if sent_at is None else sent_at
+        took = max(0.0, time.monotonic() - sent if took is None else took)
+        self.refusal_seconds = took if self.refusal_seconds is None else \
+            REFUSAL_SMOOTHING * took + (1 - REFUSAL_SMOOTHING) * self.refusal_seconds
+        self._answered(sent, False, in_flight)
 
-    def _answered(self, sent_at: float, ok: bool, in_flight: int) -> None:
+    def slow_after(self) -> float | None:
+        """How long an attempt may stay unanswered before it counts as likely started (None: no refusal measured
+        yet, so nothing to compare with)."""
+        if self.refusal_seconds is None:
+            return None
+        return max(SLOW_MIN_SECONDS, SLOW_FACTOR * self.refusal_seconds)
+
+    def likely_started(self) -> None:
+        """An attempt is unanswered past slow_after(): it is starting a bot, so capacity is freeing: the next
+        place goes at once and the wait shrinks, as a success would make it (its real answer is recorded later,
+        with foreseen=True, so it does not count twice)."""
+        self.wait = self._clamp(self.wait * SHRINK_AFTER_SUCCESS)
+        self.next_call = time.monotonic()
+
+    def _answered(self, sent_at: float, ok: bool, in_flight: int, *, foreseen: bool = False) -> None:
         size = max(HISTORY_MIN, 2 * in_flight)
         if self.history.maxlen != size:
             self.history = deque(self.history, maxlen=size)
@@ -126,8 +153,9 @@ class Pacer:
         successes = sum(1 for _, success in self.history if success)
         span = max(t for t, _ in self.history) - min(t for t, _ in self.history)
         if successes == len(self.history) or self.streak >= STREAK:
-            self.wait = self._clamp(self.wait * SHRINK_AFTER_SUCCESS)
-            self.next_call = time.monotonic()  # capacity is there: the next place goes at once
+            if not foreseen:
+                self.wait = self._clamp(self.wait * SHRINK_AFTER_SUCCESS)
+                self.next_call = time.monotonic()  # capacity is there: the next place goes at once
             return
         if successes and len(self.history) >= RATE_SAMPLES and span > 0:
             self.wait = self._clamp(TARGET_SUCCESS * span / successes)
@@ -144,6 +172,14 @@ class Pacer:
 
 
 @dataclass
+class CallClock:
+    """When an attempt's Pipecat Cloud call left and was answered (monotonic), set by the attempt's thread."""
+
+    sent: float | None = None
+    answered: float | None = None
+
+
+@dataclass
 class Flight:
     """An attempt in flight: its place, when it was sent, and how many were in flight then (itself too)."""
 
@@ -151,6 +187,8 @@ class Flight:
     future: Future[tuple[Outcome, QueuedStart]]
     sent_at: float
     in_flight: int
+    foreseen: bool = False  # counted as likely started while it was still in flight
+    clock: CallClock = field(default_factory=CallClock)
 
 
 def run(agent: str, budget_seconds: float | None = None, *, freed: bool = False) -> dict[str, int]:
@@ -293,8 +331,10 @@ class Run:
             return
         sent_at = self.pacer.called()
         in_flight = len(self.flights) + 1
-        future = self.pool.submit(_attempt, self.settings, self.agent, dict(request), self.pacer.wait)  # type: ignore[arg-type]
-        self.flights[seq] = Flight(seq, future, sent_at, in_flight)
+        clock = CallClock()
+        future = self.pool.submit(_attempt, self.settings, self.agent, dict(request), self.pacer.wait,  # type: ignore[arg-type]
+                                  clock)
+        self.flights[seq] = Flight(seq, future, sent_at, in_flight, clock=clock)
 
     def _read_place(self, seq: int) -> QueuedStart | None:
         """The request at place `seq`, or None after dealing with a place that holds none."""
@@ -330,10 +370,32 @@ class Run:
             if block:
                 time.sleep(block)
             return False
+        foresee = self._foresee()
+        if foresee is not None:
+            block = min(block, foresee)
         done, _ = wait(flights, timeout=block, return_when=FIRST_COMPLETED)
         for future in done:
             self._record(flights[future])
-        return bool(done)
+        return bool(done) or foresee == 0.0 or self._foresee() == 0.0
+
+    def _foresee(self) -> float | None:
+        """Count the attempts unanswered past the pacer's slow_after() as likely started (0.0 when one is now);
+        else the seconds until the next one would be (None: none will)."""
+        slow_after = self.pacer.slow_after()
+        if slow_after is None:
+            return None
+        now, soonest, noted = time.monotonic(), None, False
+        for flight in self.flights.values():
+            called = flight.clock.sent
+            if flight.foreseen or called is None or flight.clock.answered is not None:
+                continue
+            due = called + slow_after - now
+            if due <= 0:
+                flight.foreseen = noted = True
+                self.pacer.likely_started()
+            elif soonest is None or due < soonest:
+                soonest = due
+        return 0.0 if noted else soonest
 
     def _record(self, flight: Flight) -> None:
         del self.flights[flight.seq]
@@ -343,13 +405,15 @@ class Run:
             logger.exception("queued start attempt raised", extra={"agent": self.agent, "seq": flight.seq})
             outcome, request = "skipped", {}
         if outcome == "started":
-            self.pacer.success(flight.sent_at, flight.in_flight)
+            self.pacer.success(flight.sent_at, flight.in_flight, foreseen=flight.foreseen)
             self._leave(flight.seq, self.pacer.interval)
         elif outcome == "failed":
             self.pacer.moved_on()
             self._leave(flight.seq)
         elif outcome == "retry":
-            self.pacer.miss(flight.sent_at, flight.in_flight)
+            clock = flight.clock
+            took = clock.answered - clock.sent if clock.sent is not None and clock.answered is not None else None
+            self.pacer.miss(flight.sent_at, flight.in_flight, took=took)
         if outcome == "retry":
             self.known[flight.seq] = request  # the retried place is kept, not re-read
         else:
@@ -401,25 +465,31 @@ def _abandoned(settings: Settings, request: QueuedStart) -> bool:
     return False
 
 
-def _attempt(settings: Settings, agent: str, request: QueuedStart, retry_wait: float) -> tuple[Outcome, QueuedStart]:
+def _attempt(settings: Settings, agent: str, request: QueuedStart, retry_wait: float,
+             clock: CallClock | None = None) -> tuple[Outcome, QueuedStart]:
     """Claim the request's next attempt, call Pipecat Cloud, record the outcome (on a dispatcher thread: it
-    touches only this request). "failed" only once the request is known to be terminal."""
+    touches only this request and `clock`). "failed" only once the request is known to be terminal."""
     attempt = int(request["next_attempt"])
     request_id = request["request_id"]
     if not start_requests.claim(request_id, attempt, LEASE_SECONDS, time.time()):
         return "skipped", request  # moved on under us (cancelled, expired): re-read
     try:
-        return _attempt_claimed(agent, request, attempt, retry_wait)
+        return _attempt_claimed(agent, request, attempt, retry_wait, clock or CallClock())
     except Exception:  # noqa: BLE001 - no answer to act on (e.g. the secret is unreadable, DynamoDB failed)
         logger.exception("queued start attempt failed", extra={"request_id": request_id})
         return _crashed(settings, request, attempt)
 
 
-def _attempt_claimed(agent: str, request: QueuedStart, attempt: int, retry_wait: float) -> tuple[Outcome, QueuedStart]:
+def _attempt_claimed(agent: str, request: QueuedStart, attempt: int, retry_wait: float,
+                     clock: CallClock) -> tuple[Outcome, QueuedStart]:
     request_id = request["request_id"]
     try:
-        result = pcc_client.start(agent, start_requests.pcc_request(request),
-                                  get_secrets().public_key.get_secret_value())
+        payload, key = start_requests.pcc_request(request), get_secrets().public_key.get_secret_value()
+        clock.sent = time.monotonic()
+        try:
+            result = pcc_client.start(agent, payload, key)
+        finally:
+            clock.answered = time.monotonic()
     except PccCallError as exc:
         if not is_retryable(exc):
             error = map_pcc_error(exc)

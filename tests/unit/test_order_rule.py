@@ -59,31 +59,40 @@ def test_recording_marks_each_call_with_its_start_and_restores_the_client() -> N
         client.start = real  # type: ignore[assignment]
 
 
-def test_a_dispatcher_attempt_is_timed_from_its_claim_not_from_its_call() -> None:
+def test_a_dispatcher_attempt_is_timed_as_the_dispatcher_saw_it() -> None:
     """Two attempts the dispatcher had in flight together must overlap in the log even when one's claim write
-    delayed its call: the attempt is timed from the moment it began."""
+    delayed its call, or its outcome waited to be recorded: an attempt is timed from the moment the dispatcher
+    sent it to the moment it recorded the outcome."""
     import time
 
     from chalicelib.pcc import client
     from chalicelib.start import dispatcher
 
-    real_start, real_attempt = client.start, dispatcher._attempt
+    real_start, real_attempt, real_record = client.start, dispatcher._attempt, dispatcher.Run._record
+    recorded: list[object] = []
 
     def fake_start(agent: str, payload: object, *args: object, **kwargs: object) -> dict[str, str]:
         return {"sessionId": "s"}
 
-    def fake_attempt(*args: object) -> str:
+    def fake_attempt(settings: object, agent: str, request: object, wait: float,
+                     clock: dispatcher.CallClock) -> str:
         time.sleep(0.05)  # the claim
         client.start("agent", {"body": {"n": "late"}}, "pk")
         return "started"
 
     client.start, dispatcher._attempt = fake_start, fake_attempt  # type: ignore[assignment]
+    dispatcher.Run._record = lambda run, flight: recorded.append(flight)  # type: ignore[method-assign,assignment,misc]
     try:
         with AttemptLog().recording() as log:
-            began = time.time()
-            assert dispatcher._attempt() == "started"  # type: ignore[call-arg]
+            clock = dispatcher.CallClock()
+            sent = time.monotonic()
+            assert dispatcher._attempt(None, "agent", {}, 1.0, clock) == "started"  # type: ignore[arg-type]
+            assert log.attempts == []  # not yet recorded by the dispatcher
+            time.sleep(0.05)  # the dispatcher's thread was busy
+            flight = dispatcher.Flight(1, None, sent, 1, clock=clock)  # type: ignore[arg-type]
+            dispatcher.Run._record(None, flight)  # type: ignore[arg-type]
         [attempt] = log.attempts
-        assert attempt.marker == "late" and attempt.status == 200 and attempt.sent - began < 0.04
-        assert attempt.answered - attempt.sent >= 0.05
+        assert attempt.marker == "late" and attempt.status == 200 and attempt.sent == sent
+        assert attempt.answered - sent >= 0.1 and recorded == [flight]
     finally:
-        client.start, dispatcher._attempt = real_start, real_attempt  # type: ignore[assignment]
+        client.start, dispatcher._attempt, dispatcher.Run._record = real_start, real_attempt, real_record  # type: ignore[method-assign]

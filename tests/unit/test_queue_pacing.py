@@ -7,7 +7,15 @@ import time
 
 import pytest
 
-from chalicelib.start.dispatcher import GROW, SHRINK_AFTER_SUCCESS, STREAK, TARGET_SUCCESS, Pacer
+from chalicelib.start.dispatcher import (
+    GROW,
+    SHRINK_AFTER_SUCCESS,
+    SLOW_FACTOR,
+    SLOW_MIN_SECONDS,
+    STREAK,
+    TARGET_SUCCESS,
+    Pacer,
+)
 from chalicelib.store.agent_queue import QueueState
 
 
@@ -94,3 +102,29 @@ def test_pacer_never_calls_faster_than_the_bound_and_a_wake_cuts_the_wait() -> N
     slow = Pacer(base=3.0, cap=3.0, min_gap=0.1, interval=None)
     slow.woken()
     assert slow.next_call <= time.monotonic()
+
+
+def test_an_attempt_unanswered_well_past_a_refusal_counts_as_likely_started() -> None:
+    """Refusals are Pipecat Cloud's quick capacity check; a success waits for the bot. An attempt unanswered
+    SLOW_FACTOR x the measured refusal time (at least SLOW_MIN_SECONDS) moves the pacer as a success would, once:
+    its real success later does not shrink the wait a second time."""
+    pacer = Pacer(base=1.0, cap=3.0, min_gap=0.01, interval=None)
+    assert pacer.slow_after() is None  # nothing measured to compare with
+    for _ in range(3):
+        pacer.miss(sent_at=time.monotonic() - 0.1)  # each refusal answered in ~0.1 s
+    assert pacer.slow_after() == pytest.approx(SLOW_FACTOR * 0.1, abs=0.02)
+    fast = Pacer(base=1.0, cap=3.0, min_gap=0.01, interval=None)
+    fast.miss(sent_at=time.monotonic())
+    assert fast.slow_after() == SLOW_MIN_SECONDS
+    before = pacer.wait
+    pacer.called()
+    pacer.next_call = time.monotonic() + 10
+    pacer.likely_started()
+    assert pacer.wait == pytest.approx(before * SHRINK_AFTER_SUCCESS) and pacer.next_call <= time.monotonic()
+    once = Pacer(base=1.0, cap=3.0, min_gap=0.01, interval=None)
+    once.called()
+    once.likely_started()
+    once.success(once.last_call, foreseen=True)  # every answer a success, already acted on
+    assert once.wait == pytest.approx(SHRINK_AFTER_SUCCESS)
+    once.success(once.last_call)  # not foreseen: shrinks
+    assert once.wait == pytest.approx(SHRINK_AFTER_SUCCESS ** 2)
