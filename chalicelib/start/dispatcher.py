@@ -63,7 +63,9 @@ HISTORY_MIN, RATE_SAMPLES, STREAK, HISTORY_SECONDS = 12, 4, 2, 3.0
 # A refusal (429) is Pipecat Cloud's quick capacity check; a success waits for the bot to start (0.5-3 s). So an
 # attempt still unanswered SLOW_FACTOR x the measured refusal time after it was sent (and at least SLOW_MIN_SECONDS)
 # has very likely found capacity: the next place goes then, not one bot start later (Pacer.likely_started).
-SLOW_FACTOR, SLOW_MIN_SECONDS, REFUSAL_SMOOTHING = 3.0, 0.2, 0.2
+# Guarded: at most FORESEEN_MAX such attempts unconfirmed beyond the successes recently confirmed, and none for the
+# rest of the run once one ends in neither a bot nor a 429 (Pipecat Cloud slow or failing: no flood of calls).
+SLOW_FACTOR, SLOW_MIN_SECONDS, REFUSAL_SMOOTHING, FORESEEN_MAX = 3.0, 0.2, 0.2, 16
 DEADLINE_DETAIL = "Pipecat Cloud stayed at capacity until the deadline"
 ABANDONED_DETAIL = "nobody asked about it for QUEUED_ABANDON_SECONDS, so no bot was started for it"
 
@@ -136,11 +138,16 @@ class Pacer:
         return max(SLOW_MIN_SECONDS, SLOW_FACTOR * self.refusal_seconds)
 
     def likely_started(self) -> None:
-        """An attempt is unanswered past slow_after(): it is starting a bot, so capacity is freeing: the next
-        place goes at once and the wait shrinks, as a success would make it (its real answer is recorded later,
-        with foreseen=True, so it does not count twice)."""
-        self.wait = self._clamp(self.wait * SHRINK_AFTER_SUCCESS)
-        self.next_call = time.monotonic()
+        """An attempt is unanswered past slow_after(): it is starting a bot. It counts in the streak of successes
+        at once (its real answer is recorded later with foreseen=True and does not count twice), and moves the
+        pace as a success would where that is clear: capacity starting to free after refusals only (no success
+        among the recent answers), or STREAK successes in a row: the next place goes at once, the wait shrinks.
+        Amid a mix of answers, pacing stays on the measured rate."""
+        self.streak += 1
+        successes = sum(1 for _, ok in self.history if ok)
+        if successes == 0 or successes == len(self.history) or self.streak >= STREAK:
+            self.wait = self._clamp(self.wait * SHRINK_AFTER_SUCCESS)
+            self.next_call = time.monotonic()
 
     def _answered(self, sent_at: float, ok: bool, in_flight: int, *, foreseen: bool = False) -> None:
         size = max(HISTORY_MIN, 2 * in_flight)
@@ -149,7 +156,7 @@ class Pacer:
         self.history.append((sent_at, ok))
         while len(self.history) > RATE_SAMPLES and self.history[0][0] < sent_at - HISTORY_SECONDS:
             self.history.popleft()  # the news of a few seconds ago, not of a long refusal before
-        self.streak = self.streak + 1 if ok else 0
+        self.streak = (self.streak if foreseen else self.streak + 1) if ok else 0
         successes = sum(1 for _, success in self.history if success)
         span = max(t for t, _ in self.history) - min(t for t, _ in self.history)
         if successes == len(self.history) or self.streak >= STREAK:
@@ -177,6 +184,7 @@ class CallClock:
 
     sent: float | None = None
     answered: float | None = None
+    refused: bool = False  # answered 429
 
 
 @dataclass
@@ -247,6 +255,7 @@ class Run:
         self.missing_since: dict[int, float] = {}
         self.known: dict[int, QueuedStart] = {}  # places read and still waiting (kept across retries)
         self.flights: dict[int, Flight] = {}
+        self.foresee_off = False
         self.lease_until = time.time() + LEASE_SECONDS
 
     def loop(self, budget: float, freed: bool) -> None:
@@ -325,6 +334,9 @@ class Run:
         if time.monotonic() < self.pacer.next_call:
             self._wait(min(self.pacer.next_call, ends))
             return  # decide again on a fresh read (a place cancelled meanwhile is skipped)
+        if self._foresight_room() <= 0:  # as far ahead of the evidence as it may go: wait for answers
+            self._settle(block=WAKE_POLL_SECONDS)
+            return
         if _abandoned(self.settings, request):
             self.summary["abandoned"] += 1
             self.known.pop(seq, None)
@@ -378,22 +390,30 @@ class Run:
             self._record(flights[future])
         return bool(done) or foresee == 0.0 or self._foresee() == 0.0
 
+    def _foresight_room(self) -> int:
+        """How many more attempts may be counted as likely started: FORESEEN_MAX beyond the successes recently
+        confirmed, less those counted so and still unanswered."""
+        unconfirmed = sum(1 for f in self.flights.values() if f.foreseen)
+        return FORESEEN_MAX + sum(1 for _, ok in self.pacer.history if ok) - unconfirmed
+
     def _foresee(self) -> float | None:
         """Count the attempts unanswered past the pacer's slow_after() as likely started (0.0 when one is now);
         else the seconds until the next one would be (None: none will)."""
         slow_after = self.pacer.slow_after()
-        if slow_after is None:
+        if slow_after is None or self.foresee_off:
             return None
         now, soonest, noted = time.monotonic(), None, False
-        for flight in self.flights.values():
+        room = self._foresight_room()
+        for flight in sorted(self.flights.values(), key=lambda f: f.seq):
             called = flight.clock.sent
             if flight.foreseen or called is None or flight.clock.answered is not None:
                 continue
             due = called + slow_after - now
-            if due <= 0:
+            if due <= 0 and room > 0:
                 flight.foreseen = noted = True
+                room -= 1
                 self.pacer.likely_started()
-            elif soonest is None or due < soonest:
+            elif due > 0 and (soonest is None or due < soonest):
                 soonest = due
         return 0.0 if noted else soonest
 
@@ -404,6 +424,11 @@ class Run:
         except Exception:  # noqa: BLE001 - _attempt hands every failure back; this is a bug's last resort
             logger.exception("queued start attempt raised", extra={"agent": self.agent, "seq": flight.seq})
             outcome, request = "skipped", {}
+        if flight.foreseen and outcome != "started" and not flight.clock.refused and not self.foresee_off:
+            self.foresee_off = True  # slow for another reason than a bot starting: stop guessing this run
+            self.pacer.wait = self.pacer.cap  # and undo what the guesses did to the pace
+            logger.warning("a start foreseen as a success was not one; pacing on answers only",
+                           extra={"agent": self.agent})
         if outcome == "started":
             self.pacer.success(flight.sent_at, flight.in_flight, foreseen=flight.foreseen)
             self._leave(flight.seq, self.pacer.interval)
@@ -488,6 +513,9 @@ def _attempt_claimed(agent: str, request: QueuedStart, attempt: int, retry_wait:
         clock.sent = time.monotonic()
         try:
             result = pcc_client.start(agent, payload, key)
+        except PccCallError as exc:
+            clock.refused = exc.status == 429
+            raise
         finally:
             clock.answered = time.monotonic()
     except PccCallError as exc:

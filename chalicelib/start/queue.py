@@ -143,6 +143,21 @@ def _expire_if_overdue(request: QueuedStart, now: float) -> QueuedStart:
     return request
 
 
+def _give_place_back(request: QueuedStart) -> bool:
+    """A queued start whose place the queue has passed would never be tried (answered 202, served by nobody, failed
+    only at its deadline). It must not happen; if it does, the start takes a new place at the tail. False when it
+    had moved on meanwhile (the read was stale): the new number is marked gone, so the queue passes it."""
+    agent = request["agent"]
+    seq = agent_queue.append(agent).tail
+    if start_requests.move_place(request, seq, agent_queue.entry_put(agent, seq, request["request_id"])):
+        count("QueuedStartsStranded")
+        logger.error("a queued start's place had been passed: it waits at the tail again",
+                     extra={"request_id": request["request_id"], "old_seq": request["seq"], "seq": seq})
+        return True
+    agent_queue.mark_gone(agent, seq)
+    return False
+
+
 def _left_queue(request: QueuedStart) -> None:
     if "seq" in request:
         agent_queue.mark_gone(request["agent"], int(request["seq"]))
@@ -238,14 +253,16 @@ def parse_wait(raw: str | None) -> int:
 
 # ------------------------------------------------------------------ the sweeper
 def sweep(now: float | None = None) -> dict[str, int]:
-    """Fail requests past their deadline, cancel abandoned ones, and restart the dispatcher of any agent whose
-    queue waits with none running (a lost wake-up, a dispatcher that died). Run from the reconcile schedule."""
+    """Fail requests past their deadline, cancel abandoned ones, give a place back to a queued start whose place
+    the queue passed, and restart the dispatcher of any agent whose queue waits with none running (a lost
+    wake-up, a dispatcher that died). Run from the reconcile schedule."""
     now = now or time.time()
     settings = get_settings()
-    summary = {"pending": 0, "expired": 0, "abandoned": 0, "woken": 0}
+    summary = {"pending": 0, "expired": 0, "abandoned": 0, "stranded": 0, "woken": 0}
     if not enabled():
         return summary
     agents: set[str] = set()
+    states: dict[str, agent_queue.QueueState] = {}
     for request in start_requests.pending():
         summary["pending"] += 1
         if request["state"] not in (start_requests.QUEUED, start_requests.STARTING):
@@ -259,6 +276,11 @@ def sweep(now: float | None = None) -> dict[str, int]:
             summary["abandoned"] += 1
             continue
         agents.add(request["agent"])
+        if request["state"] == start_requests.QUEUED:
+            state = states.setdefault(request["agent"], agent_queue.read(request["agent"]))
+            seq = int(request["seq"])
+            if (seq < state.head or seq in state.gone) and _give_place_back(request):
+                summary["stranded"] += 1
     for agent in sorted(agents):
         state = agent_queue.read(agent)
         if state.waiting() and not state.leased(now):

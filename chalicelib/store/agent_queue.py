@@ -101,6 +101,15 @@ def allocate(agent: str, max_queued: int, known: QueueState | None = None) -> Qu
     return None
 
 
+def append(agent: str) -> QueueState:
+    """Hand out the next number whatever MAX_QUEUED says: for a start already accepted whose place must be given
+    back (chalicelib.start.queue.sweep). Returns the state the bump wrote (`tail`: the number)."""
+    placed = _next_number(agent, 2**62)
+    if placed is None:  # the condition cannot fail below 2**62 numbers
+        raise RuntimeError("the agent's queue handed out no number")
+    return placed
+
+
 def _next_number(agent: str, limit: int) -> QueueState | None:
     updated = update_if(_state_key(agent), "ADD tail :one SET head = if_not_exists(head, :one)",
                         condition="attribute_not_exists(tail) OR tail < :limit", values={":one": 1, ":limit": limit},

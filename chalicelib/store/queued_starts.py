@@ -159,6 +159,17 @@ def requeue(request_id: str, attempt: int, next_attempt_at: float, last_error: s
                 ":at": int(next_attempt_at), ":err": last_error}) is not None
 
 
+def move_place(request: QueuedStart, seq: int, entry: dict[str, Any]) -> bool:
+    """The queued request takes place `seq` (`entry`: that place's queue entry `Put`) in one transaction, if it is
+    still queued at the place it had; False otherwise (it moved on meanwhile)."""
+    return transact_if([
+        {"Update": {"Key": _key(request["request_id"]), "UpdateExpression": "SET seq = :new",
+                    "ConditionExpression": "#s = :queued AND seq = :old", "ExpressionAttributeNames": {"#s": "state"},
+                    "ExpressionAttributeValues": {":new": seq, ":old": int(request["seq"]), ":queued": QUEUED}}},
+        {"Put": entry},
+    ])
+
+
 def complete(request: QueuedStart, attempt: int, session_id: str, result: dict[str, Any]) -> bool:
     """starting -> started and the session record, in one transaction."""
     session = session_store.session_item(
