@@ -206,12 +206,14 @@ def test_dlq_alarm_mails_the_operator_and_the_dashboard_shows_the_app(aws: dict[
     orphans = cloudwatch.describe_alarms(AlarmNames=["pipecat-gateway-dev-orphans-found"])["MetricAlarms"][0]
     assert orphans["MetricName"] == "OrphansFound" and orphans["AlarmActions"] == [topic]
     assert {d["Name"]: d["Value"] for d in orphans["Dimensions"]} == {"service": "pipecat-gateway", "stage": "dev"}
+    stranded = cloudwatch.describe_alarms(AlarmNames=["pipecat-gateway-dev-queued-start-stranded"])["MetricAlarms"][0]
+    assert stranded["MetricName"] == "QueuedStartsStranded" and stranded["AlarmActions"] == [topic]
     body = json.loads(cloudwatch.get_dashboard(DashboardName="pipecat-gateway-dev")["DashboardBody"])
     metrics = {m[1] for widget in body["widgets"] for m in widget["properties"]["metrics"]}
     # the app's own EMF metrics (every name must be one the code emits) and AWS's queue / API metrics
     source = "\n".join(p.read_text() for p in (ROOT / "chalicelib").rglob("*.py"))
     for name in ("SessionsStarted", "StartsQueued", "QueuedStartsStarted", "QueuedStartsFailed", "PccLatency",
-                 "OrphansFound", "OrphansStopped"):
+                 "OrphansFound", "OrphansStopped", "QueuedStartsStranded"):
         assert name in metrics and f'"{name}"' in source, name
     assert {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage", "4XXError", "5XXError"} <= metrics
 
