@@ -19,7 +19,7 @@ from chalicelib.platform.http import (
     request_headers,
 )
 from chalicelib.platform.idempotency import use_lambda_context
-from chalicelib.platform.observability import SERVICE, logger
+from chalicelib.platform.observability import SERVICE, tag_request
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import get_settings
 from chalicelib.sessions import service as sessions_service
@@ -63,7 +63,7 @@ def _user(request: Request) -> str:
 
 def _principal(request: Request) -> Principal:
     principal = authenticate_principal(request)
-    logger.append_keys(user_id=principal.user_id)
+    tag_request(user_id=principal.user_id)
     return principal
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from chalice.app import CORSConfig, Response
 
 from chalicelib.platform.errors import ApiError
-from chalicelib.platform.observability import count, flush_metrics, logger
+from chalicelib.platform.observability import count, flush_metrics, logger, tag_request, untag_request
 
 
 @dataclass
@@ -84,8 +84,8 @@ def _normalise_chalice_error(response: Response) -> Response:
 def error_middleware(cors_origin: str) -> Callable[[Any, Callable[[Any], Response]], Response]:
     def middleware(event: Any, get_response: Callable[[Any], Response]) -> Response:
         context = getattr(event, "context", None) or {}
-        logger.remove_keys(["user_id"])
-        logger.append_keys(request_id=context.get("requestId"))
+        untag_request("user_id")
+        tag_request(request_id=context.get("requestId"))
         try:
             try:
                 response = _normalise_chalice_error(get_response(event))

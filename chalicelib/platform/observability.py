@@ -68,6 +68,17 @@ for _handler in logger.handlers:
     _handler.addFilter(RedactingFilter())
 
 
+def tag_request(**keys: Any) -> None:
+    """Keys every later log line of this request carries (the user, API Gateway's request id). Kept per thread:
+    where one process serves requests and the dispatcher together (`make dev`, the tests, the benchmarks), a
+    dispatcher's line never carries the user of a request another thread is serving."""
+    logger.thread_safe_append_keys(**keys)
+
+
+def untag_request(*names: str) -> None:
+    logger.thread_safe_remove_keys(list(names))
+
+
 _metrics: Any = None
 
 

@@ -27,3 +27,36 @@ def test_logger_output_never_contains_secrets() -> None:
     logged = stream.getvalue()
     for secret in ("pk_abc", "xyz", "dt_1", "zzz"):
         assert secret not in logged
+
+
+def test_a_request_s_user_is_not_on_another_thread_s_log_lines() -> None:
+    """One process may serve a request and run the dispatcher together (make dev, the tests, the benchmarks): the
+    user a request thread tagged its lines with never appears on the dispatcher's."""
+    import json
+    import threading
+
+    from chalicelib.platform.observability import tag_request, untag_request
+
+    tagged, seen = threading.Event(), threading.Event()
+
+    def request_thread() -> None:
+        tag_request(user_id="alice")
+        tagged.set()
+        seen.wait(5)
+        untag_request("user_id")
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.handlers[0].formatter)
+    thread = threading.Thread(target=request_thread)
+    thread.start()
+    logger.addHandler(handler)
+    try:
+        assert tagged.wait(5)
+        logger.info("queued start served")
+    finally:
+        seen.set()
+        thread.join()
+        logger.removeHandler(handler)
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["message"] == "queued start served" and "user_id" not in line
