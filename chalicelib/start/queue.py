@@ -73,12 +73,12 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartInt
             request_id=request_id, user_id=user_id, agent=plan.agent, transport=plan.transport,
             pcc_request=plan.pcc_request, deadline=now + settings.start_deadline_seconds, next_attempt_at=now,
             seq=seq, entry=agent_queue.entry_put(plan.agent, seq, request_id), intent=intent)
-    except Exception as exc:
-        agent_queue.mark_gone(plan.agent, seq)  # the place stays empty: let the dispatcher pass it
+    except Exception as exc:  # noqa: BLE001 - refused, or perhaps recorded with its answer lost: see below
         if conditional_failed(exc):  # this Lambda stalled so long that the dispatcher gave the place up
+            agent_queue.mark_gone(plan.agent, seq)  # the place stays empty: let the dispatcher pass it
             raise ApiError(503, "queue_unavailable", "The start could not be queued; try again",
                            headers={"Retry-After": "1"}) from None
-        raise
+        request = _recorded_all_the_same(request_id, plan.agent, seq, exc)
     try:
         agent_queue.start_dispatcher(plan.agent, known=placed)
     except Exception:  # noqa: BLE001 - cannot reach the queue: fail the request explicitly, free the slot
@@ -92,6 +92,25 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartInt
                              "unavailable", headers={"Retry-After": "5"}) from None
     count("StartsQueued")
     return pending_response(request, status_base, now, placed)
+
+
+def _recorded_all_the_same(request_id: str, agent: str, seq: int, error: Exception) -> QueuedStart:
+    """The transaction recording a queued start raised without DynamoDB refusing it (every attempt's answer
+    lost, e.g. read timeouts on a loaded network): it may have committed all the same. Read it back: recorded, it
+    is queued at its place and the caller answers 202 (an error for a request that exists would leave a start
+    waiting whose place was passed: answered with an error, then served by nobody); not recorded, its place is
+    passed and the error stands. Unreadable: the error stands and the place is left as it is (an entry that
+    never comes is given up after the dispatcher's grace; a request that exists is served, or cancelled as
+    abandoned since nobody asks about it)."""
+    try:
+        found = start_requests.get(request_id)
+    except Exception:  # noqa: BLE001 - unknown either way: see above
+        raise error from None
+    if found is None:
+        agent_queue.mark_gone(agent, seq)
+        raise error
+    logger.warning("a queued start was recorded though the answer was lost", extra={"request_id": request_id})
+    return found
 
 
 def pending_response(request: QueuedStart, status_base: str, now: float,

@@ -14,6 +14,7 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 
 from chalicelib.platform import dynamo
+from chalicelib.store import agent_queue
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
@@ -70,3 +71,43 @@ def test_a_direct_start_and_a_served_queued_start_keep_their_bots(app_env: Gatew
     # was: the dispatcher took the retry's refusal for a lost claim and stopped the bot it had just recorded
     assert served["session_id"] in emulator.org.active_session_ids()
     assert session_store.get_session(served["session_id"]) is not None
+
+
+@pytest.fixture()
+def lose_every_answer_of_the_enqueue() -> Iterator[list[str]]:
+    """The transaction that records a queued start commits at its first attempt, then every answer is lost:
+    botocore retries (the same token, so nothing is applied twice) and finally raises its read timeout."""
+    lost: list[str] = []
+    events = dynamo.table().meta.client.meta.events
+
+    def time_out(request: Any, **_: Any) -> None:
+        if request.headers.get("X-Amz-Target", b"").endswith(b"TransactWriteItems") and b"SEQ#" in request.body:
+            if not lost:
+                sent = httpx.post(request.url, headers=dict(request.headers.items()), content=request.body)
+                assert sent.status_code == 200, sent.text  # committed: only the answers are lost
+            lost.append(request.body)
+            raise ReadTimeoutError(endpoint_url=request.url)
+
+    events.register_first("before-send.dynamodb.TransactWriteItems", time_out)
+    yield lost
+    events.unregister("before-send.dynamodb.TransactWriteItems", time_out)
+
+
+def test_a_queued_start_recorded_though_every_answer_was_lost_is_a_202_and_is_served(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any], user: str,
+        lose_every_answer_of_the_enqueue: list[str]) -> None:
+    """Before, the start answered 500 and its place was passed while its request stayed queued: an error for a
+    request that existed, which no dispatcher would ever try (the rare unserved start of issue #23)."""
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    response = gateway.start(user, {"transport": "daily"})
+    assert len(lose_every_answer_of_the_enqueue) >= 2, "botocore should have retried the lost answers"
+    assert response.status_code == 202, response.body
+    rid = body(response)["requestId"]
+    assert [r["request_id"] for r in requests_of(user)] == [rid]
+    assert session_store.active_slots(user) == 1
+    state_now = agent_queue.read("my-agent")
+    record = start_requests.get(rid)
+    assert record is not None and int(record["seq"]) >= state_now.head and int(record["seq"]) not in state_now.gone
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
+    drain(gateway, queue, until=lambda: state(rid) == "started")
+    assert session_store.active_slots(user) == 1
