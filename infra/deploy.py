@@ -164,6 +164,10 @@ def ensure_local_extras(outputs: dict[str, str], endpoint_url: str, region: str,
         f"{prefix}-orphans-found", Namespace="PipecatGateway", MetricName="OrphansFound",
         Dimensions=[{"Name": "service", "Value": "pipecat-gateway"}, {"Name": "stage", "Value": stage}],
         Statistic="Sum", Period=300))
+    outputs.setdefault("StrandedStartAlarmName", ensure_alarm(
+        f"{prefix}-queued-start-stranded", Namespace="PipecatGateway", MetricName="QueuedStartsStranded",
+        Dimensions=[{"Name": "service", "Value": "pipecat-gateway"}, {"Name": "stage", "Value": stage}],
+        Statistic="Sum", Period=300))
     return outputs
 
 

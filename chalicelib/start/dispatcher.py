@@ -43,7 +43,7 @@ from typing import Literal
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
 from chalicelib.pcc.responses import client_response, is_retryable, map_pcc_error
-from chalicelib.platform.observability import count, logger
+from chalicelib.platform.observability import count, logger, untag_request
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import Settings, get_settings
 from chalicelib.store import agent_queue
@@ -581,6 +581,7 @@ def handle_message(body: str) -> dict[str, int]:
     if not isinstance(message, dict) or not isinstance(message.get("agent"), str):
         logger.error("malformed queue message: left for the DLQ")
         raise ValueError("a queue message names its agent")
+    untag_request("user_id")  # a dispatcher run serves many users (where a thread also served a request)
     agent = message["agent"]
     if agent not in get_settings().agents:
         logger.error("queue message for an unknown agent: dropped", extra={"agent": agent[:100]})

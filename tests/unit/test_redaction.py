@@ -53,6 +53,7 @@ def test_a_request_s_user_is_not_on_another_thread_s_log_lines() -> None:
     logger.addHandler(handler)
     try:
         assert tagged.wait(5)
+        untag_request("user_id")  # this thread's own earlier requests (the suite runs many in one process)
         logger.info("queued start served")
     finally:
         seen.set()
