@@ -34,6 +34,7 @@ from chalicelib.store.queued_starts import QueuedStart
 
 SWEEP_GRACE_SECONDS = 120
 POLL_INTERVAL_SECONDS = 0.25
+CANCEL_WAIT_SECONDS, CANCEL_POLL_SECONDS = 10.0, 0.05  # a cancel that meets an attempt in flight waits for its answer
 RETRY_AFTER_MAX_SECONDS = 30
 DEADLINE_DETAIL = dispatcher.DEADLINE_DETAIL
 LONG_POLL_REFUSALS = ("status_rate_limited", "too_many_long_polls")
@@ -246,11 +247,21 @@ def list_pending(user_id: str, status_base: str) -> dict[str, Any]:
 
 
 def cancel(user_id: str, request_id: str) -> HttpResult:
+    """Cancel a queued start. While an attempt is in flight (`starting`), its answer decides, so the cancel waits
+    for it up to CANCEL_WAIT_SECONDS: a refusal puts the start back in the queue and the cancel takes it; a bot
+    makes it started (409, stop the session instead). Before, a cancel that met an attempt answered 409 and the
+    start stayed queued after the attempt's 429, though its owner had asked for it to go."""
     request = _owned(user_id, request_id)
-    if request["state"] == start_requests.QUEUED:
-        if start_requests.finish_without_session(request, start_requests.CANCELLED, "cancelled",
-                                                 "Cancelled by the user", (start_requests.QUEUED,)):
-            _left_queue(request)
+    waited_until = time.monotonic() + CANCEL_WAIT_SECONDS
+    while True:
+        if request["state"] == start_requests.QUEUED:
+            if start_requests.finish_without_session(request, start_requests.CANCELLED, "cancelled",
+                                                     "Cancelled by the user", (start_requests.QUEUED,)):
+                _left_queue(request)
+            request = start_requests.get(request_id) or request
+        if request["state"] != start_requests.STARTING or time.monotonic() >= waited_until:
+            break
+        time.sleep(CANCEL_POLL_SECONDS)
         request = start_requests.get(request_id) or request
     if request["state"] in (start_requests.STARTING, start_requests.STARTED):
         raise ApiError(409, "not_cancellable", "The session is already starting or running; stop it instead")

@@ -397,3 +397,32 @@ def test_429_storm_nothing_lost_nothing_started_twice(
     print(f"storm: direct={len(direct)} queued={len(queued)} started_via_queue={len(started_via_queue)} "
           f"failed={len(failed)} refused={len(refused)} pairs served out of order within the rule={excused}")
 
+
+
+def test_a_cancel_that_meets_an_attempt_in_flight_waits_for_its_refusal_and_cancels(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any], user: str) -> None:
+    """The dispatcher has claimed the queued start (an attempt in flight) when its owner cancels; Pipecat Cloud
+    then refuses it (429) and the attempt puts it back. The cancel waits for that answer and takes it: 200
+    cancelled, nothing pending, the slot freed, no bot. Before: 409 not_cancellable, and the start stayed queued
+    (seen in the browser test: the demo said cancelled, GET /start still listed it)."""
+    rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
+    request = start_requests.get(rid)
+    assert request is not None
+    attempt = int(request["next_attempt"])
+    assert start_requests.claim(rid, attempt, 70, time.time())  # the dispatcher's attempt is in flight
+    claimed = threading.Event()
+
+    def refused_later() -> None:
+        claimed.wait(5)
+        time.sleep(0.3)
+        assert start_requests.requeue(rid, attempt, time.time() + 1, "pcc_at_capacity")
+
+    answer = threading.Thread(target=refused_later)
+    answer.start()
+    claimed.set()
+    cancelled = gateway.request("DELETE", f"/start/{rid}", user=user)
+    answer.join()
+    assert cancelled.status_code == 200 and body(cancelled)["status"] == "cancelled", cancelled.body
+    assert state(rid) == "cancelled" and session_store.active_slots(user) == 0
+    assert body(gateway.request("GET", "/start", user=user)) == {"starts": []}
+    assert emulator.org.started == 0
