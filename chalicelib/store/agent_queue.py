@@ -6,7 +6,8 @@ Items, in the partition `QUEUE#{agent}`:
   queue), `gone` (number set: numbers >= head that left, e.g. served, cancelled or expired; the dispatcher
   folds them into `head`), the dispatcher lease (`lease_owner`, `lease_until`), `wakes` (bumped when the
   gateway frees capacity) and `free_interval` (seconds between queued starts served: the measured rate at
-  which capacity frees, an exponentially weighted average kept by the dispatcher).
+  which capacity frees, an exponentially weighted average kept by the dispatcher), and `taken_by` (the token of
+  the last number handed out: a repeated bump whose answer was lost is recognised, not applied twice).
 - SK `SEQ#{seq:012d}`: `request_id`, the queued start holding that place (the dispatcher reads the head
   by its number); an entry with `abandoned` marks a number whose enqueue never completed.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -111,10 +113,19 @@ def append(agent: str) -> QueueState:
 
 
 def _next_number(agent: str, limit: int) -> QueueState | None:
-    updated = update_if(_state_key(agent), "ADD tail :one SET head = if_not_exists(head, :one)",
-                        condition="attribute_not_exists(tail) OR tail < :limit", values={":one": 1, ":limit": limit},
-                        returned="ALL_NEW")
-    return QueueState.from_item(agent, updated) if updated is not None else None
+    """`ADD tail` is not idempotent: when its answer is lost (a read timeout) and botocore sends it again, a second
+    number would be taken and the first left without an entry, stalling the head for the dispatcher's grace
+    (ENTRY_GRACE_SECONDS). So each bump carries a token, and a repeat whose first attempt was applied is refused
+    by its own condition and recognised by a read (unless another start took a number in between)."""
+    token = uuid.uuid4().hex
+    updated = update_if(_state_key(agent), "ADD tail :one SET head = if_not_exists(head, :one), taken_by = :token",
+                        condition="(attribute_not_exists(tail) OR tail < :limit) "
+                                  "AND (attribute_not_exists(taken_by) OR taken_by <> :token)",
+                        values={":one": 1, ":limit": limit, ":token": token}, returned="ALL_NEW")
+    if updated is not None:
+        return QueueState.from_item(agent, updated)
+    item = table().get_item(Key=_state_key(agent), ConsistentRead=True).get("Item") or {}
+    return QueueState.from_item(agent, item) if item.get("taken_by") == token else None
 
 
 def entry_put(agent: str, seq: int, request_id: str) -> dict[str, Any]:

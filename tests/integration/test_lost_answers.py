@@ -111,3 +111,37 @@ def test_a_queued_start_recorded_though_every_answer_was_lost_is_a_202_and_is_se
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     drain(gateway, queue, until=lambda: state(rid) == "started")
     assert session_store.active_slots(user) == 1
+
+
+@pytest.fixture()
+def lose_the_first_place_answer() -> Iterator[list[str]]:
+    """The write that hands out a queue place is applied, then its answer lost once (botocore sends it again)."""
+    lost: list[str] = []
+    events = dynamo.table().meta.client.meta.events
+
+    def time_out(request: Any, **_: Any) -> None:
+        if request.headers.get("X-Amz-Target", b"").endswith(b"UpdateItem") and b"ADD tail" in request.body \
+                and not lost:
+            lost.append(request.body)
+            sent = httpx.post(request.url, headers=dict(request.headers.items()), content=request.body)
+            assert sent.status_code == 200, sent.text
+            raise ReadTimeoutError(endpoint_url=request.url)
+
+    events.register_first("before-send.dynamodb.UpdateItem", time_out)
+    yield lost
+    events.unregister("before-send.dynamodb.UpdateItem", time_out)
+
+
+def test_a_place_whose_answer_was_lost_is_taken_once(gateway: Gateway, emulator: EmulatorServer,
+                                                     queue: dict[str, Any], user: str,
+                                                     lose_the_first_place_answer: list[str]) -> None:
+    """Before, botocore's repeat took a second number and left the first without an entry: the head stalled for
+    the dispatcher's 10 s grace, then the number was given up ("queue place abandoned")."""
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    before = agent_queue.read("my-agent").tail
+    response = gateway.start(user, {"transport": "daily"})
+    assert lose_the_first_place_answer, "no place was handed out"
+    assert response.status_code == 202, response.body
+    record = start_requests.get(body(response)["requestId"])
+    after = agent_queue.read("my-agent")
+    assert record is not None and after.tail == before + 1 == int(record["seq"]) and after.waiting() == 1
