@@ -22,7 +22,7 @@ Printed, one JSON object per run:
   gateway made them; plus starts sent after a 202 came back that got a bot before it;
 - pcc_calls_per_served: POST .../start calls the emulator received / bots it started;
 - dynamodb_calls_per_queued_start and queue_state_calls_per_queued_start: every DynamoDB call this process made
-  during the run, and those on the agent's `QUEUE#` STATE item, divided by the starts answered 202.
+  during the run, and those on the agent's `QUEUE#` STATE item, divided by the starts answered 202 (null when none was);
 
 - harness_ceiling_per_s: starts per second the harness itself sustains on this machine (moto and the emulator
   under the same calls per start, the same threads, no gateway logic: `harness_ceiling`), and
@@ -105,7 +105,8 @@ def ideal_served(sent: list[float], capacity: int, end_rate: float, t0: float | 
 
 
 def run(capacity: int, end_rate: float, latency: float, starts: int | None = None, users: int | None = None,
-        arrival_rate: float = 0.0, prefill: bool = True, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+        arrival_rate: float = 0.0, prefill: bool = True, extra_env: dict[str, str] | None = None,
+        refuse_first: int = 0) -> dict[str, Any]:
     starts = starts if starts is not None else max(100, 3 * capacity)
     users = users or starts
     counter = CallCounter()
@@ -117,6 +118,8 @@ def run(capacity: int, end_rate: float, latency: float, starts: int | None = Non
     stack = BenchStack(env)
     try:
         with AttemptLog().recording() as attempts:
+            if refuse_first:  # the first N start calls are refused (429) whatever the capacity: one bad moment
+                stack.admin("faults", {"start": [{"when": "before", "kind": "429"}] * refuse_first})
             return _run(stack, counter, attempts, capacity, end_rate, latency, starts, users, arrival_rate, prefill)
     finally:
         stack.close()
@@ -245,7 +248,9 @@ def _figures(stack: BenchStack, counter: CallCounter, attempts: AttemptLog, capa
     ideal_drain = max(ideal) - first
     last = max(served) if served else first
     freed = sum(1 for e in ends if first <= e <= last)
-    ceiling = harness_ceiling(stack, round(counter.calls / max(1, len(queued))), latency)
+    # per served start, the DynamoDB calls the run made (all of them, over the starts it served): with no start
+    # queued, dividing by the queued ones would ask the harness for every call of the run per start
+    ceiling = harness_ceiling(stack, max(1, round(counter.calls / max(1, len(queued) or len(served)))), latency)
     at_ceiling = max(ideal_drain, sum(1 for s in served if s >= first) / ceiling)
     places = [(int(r["seq"]), bots[n], n) for n, r in records.items() if r and r["state"] == "started" and n in bots]
     waits = [bots[n] - sent[n] for n in queued if n in bots]
@@ -269,8 +274,8 @@ def _figures(stack: BenchStack, counter: CallCounter, attempts: AttemptLog, capa
                                              50), 2),
         "order_inversions": len(unexplained_inversions(places, attempts)) + overtakes,
         "pcc_calls_per_served": round(stats["startCalls"] / max(1, stats["started"]), 3),
-        "dynamodb_calls_per_queued_start": round(counter.calls / max(1, len(queued)), 2),
-        "queue_state_calls_per_queued_start": round(counter.state_calls / max(1, len(queued)), 2),
+        "dynamodb_calls_per_queued_start": round(counter.calls / len(queued), 2) if queued else None,
+        "queue_state_calls_per_queued_start": round(counter.state_calls / len(queued), 2) if queued else None,
     }
 
 
@@ -284,10 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arrival-rate", type=float, default=0.0,
                         help="starts per second as a steady stream instead of one burst")
     parser.add_argument("--no-prefill", action="store_true", help="the agent starts empty instead of full")
+    parser.add_argument("--refuse-first", type=int, default=0,
+                        help="refuse the first N start calls (429) whatever the capacity")
     args = parser.parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):  # the app's metric lines: stdout carries the one JSON object
         figures = run(args.capacity, args.end_rate, args.latency, args.starts, args.users, args.arrival_rate,
-                      not args.no_prefill)
+                      not args.no_prefill, refuse_first=args.refuse_first)
     print(json.dumps(figures))
     return 0
 

@@ -283,7 +283,7 @@ class Organisation:
         return agent
 
     # ------------------------------------------------------------ fault injection
-    FAULT_KINDS = ("500", "502", "503", "reset", "hang")
+    FAULT_KINDS = ("429", "500", "502", "503", "reset", "hang")
 
     def set_start_faults(self, faults: list[dict[str, Any]]) -> None:
         for fault in faults:
