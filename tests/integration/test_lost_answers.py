@@ -6,7 +6,8 @@ then its answer is dropped."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -24,28 +25,39 @@ from tests.integration.test_queue_edges import requests_of
 from tests.integration.test_start import body
 
 
-@pytest.fixture()
-def lose_transaction_answers() -> Iterator[list[str]]:
-    """Each TransactWriteItems is sent to DynamoDB, and its answer then lost once (botocore retries it)."""
-    lost: list[str] = []
+@contextmanager
+def answers_lost(operation: str, lose: Callable[[bytes, list[bytes]], bool]) -> Iterator[list[bytes]]:
+    """Each `operation` request that `lose(body, lost so far)` picks reaches DynamoDB (moto) the first time its body
+    is seen, and is applied; its answer is then lost: a read timeout below botocore's retry loop, which sends the
+    same body again. Yields the bodies whose answers were lost, once per loss."""
+    lost: list[bytes] = []
     events = dynamo.table().meta.client.meta.events
 
     def after_commit_time_out(request: Any, **_: Any) -> None:
-        if request.headers.get("X-Amz-Target", b"").endswith(b"TransactWriteItems") and \
-                request.body not in lost:
+        if request.headers.get("X-Amz-Target", b"").endswith(operation.encode()) and lose(request.body, lost):
+            if request.body not in lost:
+                sent = httpx.post(request.url, headers=dict(request.headers.items()), content=request.body)
+                assert sent.status_code == 200, sent.text  # committed: only its answer is lost
             lost.append(request.body)
-            sent = httpx.post(request.url, headers=dict(request.headers.items()), content=request.body)
-            assert sent.status_code == 200, sent.text  # committed: only its answer is lost
             raise ReadTimeoutError(endpoint_url=request.url)
 
-    events.register_first("before-send.dynamodb.TransactWriteItems", after_commit_time_out)
-    yield lost
-    events.unregister("before-send.dynamodb.TransactWriteItems", after_commit_time_out)
+    events.register_first(f"before-send.dynamodb.{operation}", after_commit_time_out)
+    try:
+        yield lost
+    finally:
+        events.unregister(f"before-send.dynamodb.{operation}", after_commit_time_out)
+
+
+@pytest.fixture()
+def lose_transaction_answers() -> Iterator[list[bytes]]:
+    """Each TransactWriteItems is sent to DynamoDB, and its answer then lost once (botocore retries it)."""
+    with answers_lost("TransactWriteItems", lambda body, lost: body not in lost) as lost:
+        yield lost
 
 
 def test_a_queued_start_whose_answer_was_lost_is_still_a_202(gateway: Gateway, emulator: EmulatorServer,
                                                              queue: dict[str, Any], user: str,
-                                                             lose_transaction_answers: list[str]) -> None:
+                                                             lose_transaction_answers: list[bytes]) -> None:
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
     response = gateway.start(user, {"transport": "daily"})
     assert lose_transaction_answers, "no transaction was exercised"
@@ -56,7 +68,7 @@ def test_a_queued_start_whose_answer_was_lost_is_still_a_202(gateway: Gateway, e
 
 def test_a_direct_start_and_a_served_queued_start_keep_their_bots(app_env: Gateway, emulator: EmulatorServer,
                                                                   queue: dict[str, Any], user: str,
-                                                                  lose_transaction_answers: list[str]) -> None:
+                                                                  lose_transaction_answers: list[bytes]) -> None:
     direct = app_env.start(user, {"transport": "daily"})
     assert direct.status_code == 200, direct.body  # the intent and the session record: both transactions
     sid = body(direct)["sessionId"]
@@ -74,28 +86,16 @@ def test_a_direct_start_and_a_served_queued_start_keep_their_bots(app_env: Gatew
 
 
 @pytest.fixture()
-def lose_every_answer_of_the_enqueue() -> Iterator[list[str]]:
+def lose_every_answer_of_the_enqueue() -> Iterator[list[bytes]]:
     """The transaction that records a queued start commits at its first attempt, then every answer is lost:
     botocore retries (the same token, so nothing is applied twice) and finally raises its read timeout."""
-    lost: list[str] = []
-    events = dynamo.table().meta.client.meta.events
-
-    def time_out(request: Any, **_: Any) -> None:
-        if request.headers.get("X-Amz-Target", b"").endswith(b"TransactWriteItems") and b"SEQ#" in request.body:
-            if not lost:
-                sent = httpx.post(request.url, headers=dict(request.headers.items()), content=request.body)
-                assert sent.status_code == 200, sent.text  # committed: only the answers are lost
-            lost.append(request.body)
-            raise ReadTimeoutError(endpoint_url=request.url)
-
-    events.register_first("before-send.dynamodb.TransactWriteItems", time_out)
-    yield lost
-    events.unregister("before-send.dynamodb.TransactWriteItems", time_out)
+    with answers_lost("TransactWriteItems", lambda body, lost: b"SEQ#" in body) as lost:
+        yield lost
 
 
 def test_a_queued_start_recorded_though_every_answer_was_lost_is_a_202_and_is_served(
         gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any], user: str,
-        lose_every_answer_of_the_enqueue: list[str]) -> None:
+        lose_every_answer_of_the_enqueue: list[bytes]) -> None:
     """Before, the start answered 500 and its place was passed while its request stayed queued: an error for a
     request that existed, which no dispatcher would ever try (the rare unserved start of issue #23)."""
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
@@ -114,27 +114,15 @@ def test_a_queued_start_recorded_though_every_answer_was_lost_is_a_202_and_is_se
 
 
 @pytest.fixture()
-def lose_the_first_place_answer() -> Iterator[list[str]]:
+def lose_the_first_place_answer() -> Iterator[list[bytes]]:
     """The write that hands out a queue place is applied, then its answer lost once (botocore sends it again)."""
-    lost: list[str] = []
-    events = dynamo.table().meta.client.meta.events
-
-    def time_out(request: Any, **_: Any) -> None:
-        if request.headers.get("X-Amz-Target", b"").endswith(b"UpdateItem") and b"ADD tail" in request.body \
-                and not lost:
-            lost.append(request.body)
-            sent = httpx.post(request.url, headers=dict(request.headers.items()), content=request.body)
-            assert sent.status_code == 200, sent.text
-            raise ReadTimeoutError(endpoint_url=request.url)
-
-    events.register_first("before-send.dynamodb.UpdateItem", time_out)
-    yield lost
-    events.unregister("before-send.dynamodb.UpdateItem", time_out)
+    with answers_lost("UpdateItem", lambda body, lost: b"ADD tail" in body and not lost) as lost:
+        yield lost
 
 
 def test_a_place_whose_answer_was_lost_is_taken_once(gateway: Gateway, emulator: EmulatorServer,
                                                      queue: dict[str, Any], user: str,
-                                                     lose_the_first_place_answer: list[str]) -> None:
+                                                     lose_the_first_place_answer: list[bytes]) -> None:
     """Before, botocore's repeat took a second number and left the first without an entry: the head stalled for
     the dispatcher's 10 s grace, then the number was given up ("queue place abandoned")."""
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
