@@ -2,9 +2,10 @@
 in queue order, so a later place may get its bot before an earlier one only when both were being tried together
 and the earlier one's attempt was refused (429). Shared by bench/queue_scale.py and the storm test.
 
-`AttemptLog` records each Pipecat Cloud start call of this process (the gateway's view: sent, answered, status,
-and the marker `body.n` the caller put in the start), so "being tried together" is the overlap of two calls'
-intervals, not a guess from arrival times."""
+`AttemptLog` records each Pipecat Cloud start call of this process with the marker `body.n` the caller put in the
+start: a dispatcher's call timed as the dispatcher saw its attempt (sent to outcome recorded), a direct start's
+call as the call itself. "Being tried together" is the overlap of two such intervals, not a guess from the
+times Pipecat Cloud saw the calls arrive."""
 
 from __future__ import annotations
 

@@ -160,14 +160,11 @@ def ensure_local_extras(outputs: dict[str, str], endpoint_url: str, region: str,
         f"{prefix}-retry-dlq-not-empty", Namespace="AWS/SQS", MetricName="ApproximateNumberOfMessagesVisible",
         Dimensions=[{"Name": "QueueName", "Value": outputs["DeadLetterQueueUrl"].rsplit("/", 1)[-1]}],
         Statistic="Maximum", Period=60))
-    outputs.setdefault("OrphanAlarmName", ensure_alarm(
-        f"{prefix}-orphans-found", Namespace="PipecatGateway", MetricName="OrphansFound",
-        Dimensions=[{"Name": "service", "Value": "pipecat-gateway"}, {"Name": "stage", "Value": stage}],
-        Statistic="Sum", Period=300))
-    outputs.setdefault("StrandedStartAlarmName", ensure_alarm(
-        f"{prefix}-queued-start-stranded", Namespace="PipecatGateway", MetricName="QueuedStartsStranded",
-        Dimensions=[{"Name": "service", "Value": "pipecat-gateway"}, {"Name": "stage", "Value": stage}],
-        Statistic="Sum", Period=300))
+    app_metric = {"Name": "service", "Value": "pipecat-gateway"}, {"Name": "stage", "Value": stage}
+    for output, suffix, metric in (("OrphanAlarmName", "orphans-found", "OrphansFound"),
+                                   ("StrandedStartAlarmName", "queued-start-stranded", "QueuedStartsStranded")):
+        outputs.setdefault(output, ensure_alarm(f"{prefix}-{suffix}", Namespace="PipecatGateway", MetricName=metric,
+                                                Dimensions=list(app_metric), Statistic="Sum", Period=300))
     return outputs
 
 

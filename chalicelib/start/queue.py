@@ -307,7 +307,9 @@ def sweep(now: float | None = None) -> dict[str, int]:
             continue
         agents.add(request["agent"])
         if request["state"] == start_requests.QUEUED:
-            state = states.setdefault(request["agent"], agent_queue.read(request["agent"]))
+            if request["agent"] not in states:  # one read per agent, not per request
+                states[request["agent"]] = agent_queue.read(request["agent"])
+            state = states[request["agent"]]
             seq = int(request["seq"])
             if (seq < state.head or seq in state.gone) and _give_place_back(request):
                 summary["stranded"] += 1

@@ -80,8 +80,12 @@ class QueueState:
 
 
 def read(agent: str) -> QueueState:
+    return QueueState.from_item(agent, _state_item(agent))
+
+
+def _state_item(agent: str) -> dict[str, Any] | None:
     item = table().get_item(Key=_state_key(agent), ConsistentRead=True).get("Item")
-    return QueueState.from_item(agent, item)
+    return dict(item) if item else None
 
 
 # ------------------------------------------------------------------ joining the queue
@@ -124,7 +128,7 @@ def _next_number(agent: str, limit: int) -> QueueState | None:
                         values={":one": 1, ":limit": limit, ":token": token}, returned="ALL_NEW")
     if updated is not None:
         return QueueState.from_item(agent, updated)
-    item = table().get_item(Key=_state_key(agent), ConsistentRead=True).get("Item") or {}
+    item = _state_item(agent) or {}
     return QueueState.from_item(agent, item) if item.get("taken_by") == token else None
 
 
