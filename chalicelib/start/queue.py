@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.platform import rate_limits
-from chalicelib.platform.dynamo import conditional_failed
+from chalicelib.platform.dynamo import cancellation_codes, conditional_failed
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import count, logger
@@ -36,6 +36,8 @@ SWEEP_GRACE_SECONDS = 120
 POLL_INTERVAL_SECONDS = 0.25
 CANCEL_WAIT_SECONDS, CANCEL_POLL_SECONDS = 10.0, 0.05  # a cancel that meets an attempt in flight waits for its answer
 RETRY_AFTER_MAX_SECONDS = 30
+PLACE_TRIES = 3  # places a start may take when each is given up while its Lambda stalls (see enqueue)
+CONDITION_FAILED = "ConditionalCheckFailed"
 DEADLINE_DETAIL = dispatcher.DEADLINE_DETAIL
 LONG_POLL_REFUSALS = ("status_rate_limited", "too_many_long_polls")
 
@@ -57,29 +59,36 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartInt
             known: agent_queue.QueueState | None = None) -> HttpResult:
     """Take the next place in the agent's queue and record the start there; the request takes the slot over
     from the start intent in the same transaction, and holds it while queued. `known`: the queue state the
-    caller has just read, if it has (it saves a read; the place is still taken atomically)."""
+    caller has just read, if it has (it saves a read; the place is still taken atomically).
+
+    A place given up while this Lambda stalled between taking it and recording the start (the dispatcher's
+    ENTRY_GRACE_SECONDS) is left empty and a new one is taken at the tail, up to PLACE_TRIES places in all:
+    the stall costs the start its place in line, never the start itself."""
     settings = get_settings()
-    placed = agent_queue.allocate(plan.agent, settings.max_queued, known)
-    if placed is None:
-        count("StartRejected", code="queue_full")
-        state = agent_queue.read(plan.agent)
-        retry_after = max(1, min(RETRY_AFTER_MAX_SECONDS, math.ceil(state.free_interval or settings.retry_cap_seconds)))
-        raise ApiError(503, "queue_full", f"{settings.max_queued} starts already wait for this agent; try again later",
-                       headers={"Retry-After": str(retry_after)})
-    seq = placed.tail
-    now = time.time()
     request_id = start_requests.new_request_id()
-    try:
-        request = start_requests.create(
-            request_id=request_id, user_id=user_id, agent=plan.agent, transport=plan.transport,
-            pcc_request=plan.pcc_request, deadline=now + settings.start_deadline_seconds, next_attempt_at=now,
-            seq=seq, entry=agent_queue.entry_put(plan.agent, seq, request_id), intent=intent)
-    except Exception as exc:  # noqa: BLE001 - refused, or perhaps recorded with its answer lost: see below
-        if conditional_failed(exc):  # this Lambda stalled so long that the dispatcher gave the place up
-            agent_queue.mark_gone(plan.agent, seq)  # the place stays empty: let the dispatcher pass it
+    placed: agent_queue.QueueState | None = None
+    request: QueuedStart | None = None
+    for tries_left in range(PLACE_TRIES - 1, -1, -1):
+        placed = agent_queue.allocate(plan.agent, settings.max_queued, known)
+        if placed is None:
+            count("StartRejected", code="queue_full")
+            state = agent_queue.read(plan.agent)
+            retry_after = max(1, min(RETRY_AFTER_MAX_SECONDS,
+                                     math.ceil(state.free_interval or settings.retry_cap_seconds)))
+            raise ApiError(503, "queue_full", f"{settings.max_queued} starts already wait for this agent; try "
+                           "again later", headers={"Retry-After": str(retry_after)})
+        known = None  # the next try, if any, reads afresh
+        request = _record_at(request_id, user_id, plan, placed.tail, intent, settings.start_deadline_seconds)
+        if request is not None:
+            break
+        agent_queue.mark_gone(plan.agent, placed.tail)  # the place stays empty: let the dispatcher pass it
+        if not tries_left:
             raise ApiError(503, "queue_unavailable", "The start could not be queued; try again",
-                           headers={"Retry-After": "1"}) from None
-        request = _recorded_all_the_same(request_id, plan.agent, seq, exc)
+                           headers={"Retry-After": "1"})
+        logger.warning("queue place given up while it was being taken; taking another",
+                       extra={"agent": plan.agent, "seq": placed.tail})
+    assert placed is not None and request is not None  # the loop ends with both, or raises
+    seq = placed.tail
     try:
         agent_queue.start_dispatcher(plan.agent, known=placed)
     except Exception:  # noqa: BLE001 - cannot reach the queue: fail the request explicitly, free the slot
@@ -92,7 +101,30 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartInt
         raise SlotHandedOver(503, "queue_unavailable", "The agent is at capacity and the retry queue is "
                              "unavailable", headers={"Retry-After": "5"}) from None
     count("StartsQueued")
-    return pending_response(request, status_base, now, placed)
+    return pending_response(request, status_base, time.time(), placed)
+
+
+def _record_at(request_id: str, user_id: str, plan: PlannedStart, seq: int, intent: StartIntent | None,
+               deadline_seconds: float) -> QueuedStart | None:
+    """Record the start at place `seq` (taking the slot over from `intent`); None when the place was given up
+    as abandoned meanwhile (nothing was written). Any other refusal (the intent was recovered: the slot is no
+    longer this start's) raises 503."""
+    now = time.time()
+    try:
+        return start_requests.create(
+            request_id=request_id, user_id=user_id, agent=plan.agent, transport=plan.transport,
+            pcc_request=plan.pcc_request, deadline=now + deadline_seconds, next_attempt_at=now,
+            seq=seq, entry=agent_queue.entry_put(plan.agent, seq, request_id), intent=intent)
+    except Exception as exc:  # noqa: BLE001 - refused, or perhaps recorded with its answer lost: see below
+        if not conditional_failed(exc):
+            return _recorded_all_the_same(request_id, plan.agent, seq, exc)
+        reasons = cancellation_codes(exc)
+        if reasons[1:2] == [CONDITION_FAILED] and reasons.count(CONDITION_FAILED) == 1:
+            return None  # only the entry's condition: the dispatcher gave the place up
+        agent_queue.mark_gone(plan.agent, seq)
+        logger.warning("a queued start was refused", extra={"request_id": request_id, "reasons": reasons})
+        raise ApiError(503, "queue_unavailable", "The start could not be queued; try again",
+                       headers={"Retry-After": "1"}) from None
 
 
 def _recorded_all_the_same(request_id: str, agent: str, seq: int, error: Exception) -> QueuedStart:

@@ -72,6 +72,13 @@ class LocalStack:
                 time.sleep(0.5)
         raise RuntimeError(f"local stack did not come up:\n{self.stop()[-3000:]}")
 
+    def gateway_log_tail(self, lines: int = 40) -> str:
+        """The last warnings and errors the gateway logged (its JSON lines, metrics left out)."""
+        log = self.log_dir / "gateway.log"
+        kept = [line for line in (log.read_text(errors="replace").splitlines() if log.exists() else [])
+                if '"_aws"' not in line and ('"WARNING"' in line or '"ERROR"' in line)]
+        return "\n".join(kept[-lines:])
+
     def stop(self, sig: int = signal.SIGINT) -> str:
         started = time.monotonic()
         if self.proc.poll() is None:

@@ -16,6 +16,7 @@ import pytest
 
 from chalicelib.platform import dynamo
 from chalicelib.start import dispatcher
+from chalicelib.start import queue as capacity_queue
 from chalicelib.store import agent_queue
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
@@ -206,14 +207,42 @@ def test_a_place_whose_enqueue_died_is_given_up_and_the_queue_moves_on(
     assert state(first["requestId"]) == "started"
     assert (agent_queue.entry("my-agent", dead) or {}).get("abandoned") is True
     assert bot_owners(emulator) == [first_user, behind_user]
-    # The stalled Lambda finally records its start at the place that was given up: refused, slot freed.
+    # The stalled Lambda finally records its start at the place that was given up: that place stays empty
+    # and the start takes a new one at the tail (its place in line is lost, not the start).
     late_user = new_user()
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
-    monkeypatch.setattr(agent_queue, "allocate", lambda agent, max_queued, known=None: placed)
-    refused = gateway.start(late_user, {"transport": "daily"})
+    real_allocate = agent_queue.allocate
+    handed: list[int] = []
+
+    def stale_first(agent: str, max_queued: int, known: Any = None) -> Any:
+        fresh = placed if not handed else real_allocate(agent, max_queued, known)
+        handed.append(fresh.tail)
+        return fresh
+
+    monkeypatch.setattr(agent_queue, "allocate", stale_first)
+    late = gateway.start(late_user, {"transport": "daily"})
+    assert late.status_code == 202, late.body
+    assert handed[0] == dead and handed[1] > dead and len(handed) == 2
+    request = start_requests.get(body(late)["requestId"])
+    assert request is not None and int(request["seq"]) == handed[1] and request["state"] == "queued"
+    assert (agent_queue.entry("my-agent", dead) or {}).get("abandoned") is True  # never overwritten
+    assert (agent_queue.entry("my-agent", handed[1]) or {}).get("request_id") == request["request_id"]
+    assert session_store.active_slots(late_user) == 1  # the queued start holds its slot
+    # A Lambda that keeps stalling past the grace gives up after PLACE_TRIES places: 503, nothing recorded.
+    stalled_user = new_user()
+    handed.clear()
+
+    def always_stale(agent: str, max_queued: int, known: Any = None) -> Any:
+        handed.append(placed.tail)
+        return placed
+
+    monkeypatch.setattr(agent_queue, "allocate", always_stale)
+    refused = gateway.start(stalled_user, {"transport": "daily"})
     assert_error(refused, 503, "queue_unavailable")
     assert refused.headers["Retry-After"] == "1"
-    assert session_store.active_slots(late_user) == 0
+    assert len(handed) == capacity_queue.PLACE_TRIES
+    assert session_store.active_slots(stalled_user) == 0
+    assert start_requests.user_pending(stalled_user, "2000-01-01T00:00:00Z") == []
 
 
 def test_joining_a_waiting_queue_reads_the_queue_state_once(gateway: Gateway, emulator: EmulatorServer,
