@@ -7,6 +7,7 @@ from typing import Any
 
 from chalice.app import Chalice, Rate, Request, Response
 
+from chalicelib import events
 from chalicelib.platform.auth import Principal, authenticate_principal, route_authorizer
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.http import (
@@ -34,6 +35,7 @@ from chalicelib.telephony import webhooks as telephony_webhooks
 from chalicelib.upkeep import schedule
 
 app = Chalice(app_name=SERVICE, configure_logs=False)
+LOCAL_EVENTS_STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/pipecat-gateway-local-events/stream/local"
 
 # Fixed at import time: `chalice deploy/package` imports this module with the stage's environment,
 # and API Gateway's generated CORS preflight answers and authorizer need them then.
@@ -233,3 +235,11 @@ def retry_worker(event: Any) -> None:
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile_sessions")
 def reconcile_sessions(event: Any) -> dict[str, int]:
     return schedule.run()  # each step on its own: one failing never stops the others
+
+
+# The events outbox's stream (infra/template.yaml): every batch is delivered to the sinks, or raises and is
+# handed over again (chalicelib/events). TRIM_HORIZON: events written before the mapping existed are delivered.
+@app.on_dynamodb_record(stream_arn=os.environ.get("EVENTS_STREAM_ARN", LOCAL_EVENTS_STREAM_ARN), batch_size=100,
+                        starting_position="TRIM_HORIZON", name="deliver_events")
+def deliver_events(event: Any) -> dict[str, int]:
+    return events.deliver_stream_records(event.to_dict()["Records"])

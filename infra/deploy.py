@@ -36,6 +36,10 @@ STACK_OUTPUT_ENV = {
     "RetryQueueName": "RETRY_QUEUE_NAME",
     "DeadLetterQueueUrl": "DLQ_URL",
     "SecretName": "PCC_SECRET_ID",
+    "EventsTableName": "EVENTS_TABLE_NAME",
+    "EventsStreamArn": "EVENTS_STREAM_ARN",
+    "EventBusName": "EVENTS_BUS_NAME",
+    "EventsDeadLetterQueueUrl": "EVENTS_DLQ_URL",
 }
 
 
@@ -44,14 +48,19 @@ STACK_OUTPUT_ENV = {
 # fails on a grant that is never used or a call that is not granted).
 #   dynamodb: item actions on the table; index_query: Query on its indexes (never on the table itself)
 #   sqs: actions on the retry queue; secret: reads the Pipecat Cloud key secret
+#   outbox: PutItem on the events table (an event is written in the transaction of the change it reports)
+#   events_stream / event_bus / events_dlq: the delivery function's reads of the outbox's stream (what Lambda's
+#   DynamoDB event source mapping needs on the function's role), PutEvents, and parking an event in the events DLQ
 FUNCTION_PERMISSIONS: dict[str, dict[str, Any]] = {
     "api_handler": {
         "dynamodb": ["GetItem", "PutItem", "UpdateItem", "DeleteItem"],  # DeleteItem: a failed idempotent start
         "index_query": True,
         "sqs": ["SendMessage"],
         "secret": True,
+        "outbox": True,
     },
     "retry_worker": {
+        "outbox": True,
         "dynamodb": ["GetItem", "PutItem", "UpdateItem"],
         # SendMessage: a dispatcher run hands over to the next. The rest is what Lambda's SQS event source
         # mapping needs on the function's own role to poll the queue for it (AWS Lambda developer guide,
@@ -66,10 +75,19 @@ FUNCTION_PERMISSIONS: dict[str, dict[str, Any]] = {
         "index_query": True,
         "sqs": ["SendMessage"],
         "secret": True,
+        "outbox": True,
+    },
+    "deliver_events": {
+        "events_stream": True,
+        "event_bus": True,
+        "events_dlq": True,
+        "secret": True,  # the webhook's signing secret
     },
 }
+STREAM_ACTIONS = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
 # Permissions no function's code calls but the platform needs on that function's role.
-EVENT_SOURCE_ACTIONS = {"retry_worker": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}}
+EVENT_SOURCE_ACTIONS = {"retry_worker": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+                        "deliver_events": set(STREAM_ACTIONS)}
 
 
 def function_name(app_name: str, stage: str, function: str) -> str:
@@ -128,7 +146,7 @@ def deploy_stack(stage: str, endpoint_url: str | None, region: str, timeout: flo
 
 
 def ensure_local_extras(outputs: dict[str, str], endpoint_url: str, region: str, stage: str) -> dict[str, str]:
-    """moto's CloudFormation skips the secret and the alarm and ignores TTL: create them directly."""
+    """moto's CloudFormation skips the secret and the alarms and ignores TTL: create them directly."""
     session = _session(endpoint_url, region)
     secrets = session.client("secretsmanager", endpoint_url=endpoint_url)
     name = outputs["SecretName"]
@@ -138,12 +156,12 @@ def ensure_local_extras(outputs: dict[str, str], endpoint_url: str, region: str,
         arn = secrets.create_secret(Name=name, Description="Pipecat Cloud keys (local)")["ARN"]
     outputs.setdefault("SecretArn", arn)
     ddb = session.client("dynamodb", endpoint_url=endpoint_url)
-    ttl = ddb.describe_time_to_live(TableName=outputs["TableName"])["TimeToLiveDescription"]
-    if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
-        ddb.update_time_to_live(
-            TableName=outputs["TableName"],
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"},
-        )
+    for table in (outputs["TableName"], outputs["EventsTableName"]):
+        ttl = ddb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            ddb.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+    # moto's `Ref` of an event bus is the object's repr, not its name: the name is the ARN's last part
+    outputs["EventBusName"] = outputs["EventBusArn"].rsplit("/", 1)[-1]
     cloudwatch = session.client("cloudwatch", endpoint_url=endpoint_url)
     actions = [outputs["AlarmTopicArn"]] if outputs.get("AlarmTopicArn") else []
 
@@ -156,10 +174,12 @@ def ensure_local_extras(outputs: dict[str, str], endpoint_url: str, region: str,
         return name
 
     prefix = outputs["TableName"].removesuffix("-sessions")
-    outputs.setdefault("DeadLetterAlarmName", ensure_alarm(
-        f"{prefix}-retry-dlq-not-empty", Namespace="AWS/SQS", MetricName="ApproximateNumberOfMessagesVisible",
-        Dimensions=[{"Name": "QueueName", "Value": outputs["DeadLetterQueueUrl"].rsplit("/", 1)[-1]}],
-        Statistic="Maximum", Period=60))
+    for output, suffix, queue in (("DeadLetterAlarmName", "retry-dlq-not-empty", "DeadLetterQueueUrl"),
+                                  ("EventsDeadLetterAlarmName", "events-dlq-not-empty", "EventsDeadLetterQueueUrl")):
+        outputs.setdefault(output, ensure_alarm(
+            f"{prefix}-{suffix}", Namespace="AWS/SQS", MetricName="ApproximateNumberOfMessagesVisible",
+            Dimensions=[{"Name": "QueueName", "Value": outputs[queue].rsplit("/", 1)[-1]}],
+            Statistic="Maximum", Period=60))
     app_metric = {"Name": "service", "Value": "pipecat-gateway"}, {"Name": "stage", "Value": stage}
     for output, suffix, metric in (("OrphanAlarmName", "orphans-found", "OrphansFound"),
                                    ("StrandedStartAlarmName", "queued-start-stranded", "QueuedStartsStranded")):
@@ -198,6 +218,18 @@ def least_privilege_policies(outputs: dict[str, str], region: str, account: str,
         if needs.get("secret"):
             statements.append({"Sid": "PipecatKeys", "Effect": "Allow",
                                "Action": ["secretsmanager:GetSecretValue"], "Resource": [secret_arn]})
+        if needs.get("outbox"):
+            statements.append({"Sid": "EventsOutbox", "Effect": "Allow", "Action": ["dynamodb:PutItem"],
+                               "Resource": [outputs["EventsTableArn"]]})
+        if needs.get("events_stream"):
+            statements.append({"Sid": "EventsStream", "Effect": "Allow", "Action": list(STREAM_ACTIONS),
+                               "Resource": [outputs["EventsStreamArn"]]})
+        if needs.get("event_bus"):
+            statements.append({"Sid": "EventBus", "Effect": "Allow", "Action": ["events:PutEvents"],
+                               "Resource": [outputs["EventBusArn"]]})
+        if needs.get("events_dlq"):
+            statements.append({"Sid": "EventsDeadLetterQueue", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+                               "Resource": [outputs["EventsDeadLetterQueueArn"]]})
         policies[function] = {"Version": "2012-10-17", "Statement": statements}
     return policies
 
@@ -215,6 +247,13 @@ def example_outputs(stage: str, region: str = "us-east-1", account: str = "12345
         "DeadLetterQueueUrl": f"https://sqs.{region}.amazonaws.com/{account}/{prefix}-retry-dlq",
         "DeadLetterQueueArn": f"arn:aws:sqs:{region}:{account}:{prefix}-retry-dlq",
         "SecretName": f"pipecat-gateway/{stage}/pcc-keys",
+        "EventsTableName": f"{prefix}-events",
+        "EventsTableArn": f"arn:aws:dynamodb:{region}:{account}:table/{prefix}-events",
+        "EventsStreamArn": f"arn:aws:dynamodb:{region}:{account}:table/{prefix}-events/stream/2026-01-01T00:00:00.000",
+        "EventBusName": f"{prefix}-events",
+        "EventBusArn": f"arn:aws:events:{region}:{account}:event-bus/{prefix}-events",
+        "EventsDeadLetterQueueUrl": f"https://sqs.{region}.amazonaws.com/{account}/{prefix}-events-dlq",
+        "EventsDeadLetterQueueArn": f"arn:aws:sqs:{region}:{account}:{prefix}-events-dlq",
     }
 
 

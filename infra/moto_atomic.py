@@ -11,6 +11,10 @@ write paths restores the real semantics. And like DynamoDB, a TransactWriteItems
 `ClientRequestToken` (botocore fills one in and keeps it when it retries after a timeout) succeeds
 without being applied twice; moto would re-apply it and fail its own conditions.
 
+moto applies a transaction's writes one by one and puts the items back when a later condition fails, but the
+stream records of the writes it undid stay in the table's stream: a consumer would see a change that never
+happened. Here they are taken out again with the items, as DynamoDB never emits them.
+
 One change for speed, not semantics: moto backs up every table a transaction touches with a deep copy of
 the whole table (all items), so a transaction costs time in proportion to the table, and the test table
 grows through the run. Here only the items the transaction names are saved, and put back if it fails;
@@ -54,12 +58,16 @@ def install() -> None:
     def item_backups(self: Any, transact_items: list[dict[str, Any]]) -> Any:
         with _LOCK:
             saved = _save_items(self, transact_items)
+            streams = {id(t.stream_shard): (t.stream_shard, len(t.stream_shard.items))
+                       for t, *_ in saved if t.stream_shard is not None}
             Table.__deepcopy__ = _same_table  # type: ignore[attr-defined]
             try:
                 return backed_up(self, transact_items)
             except Exception:
                 for table, hash_key, range_key, item in reversed(saved):
                     _put_back(table, hash_key, range_key, item)
+                for shard, length in streams.values():  # a rolled-back write leaves no stream record either
+                    del shard.items[length:]
                 raise
             finally:
                 del Table.__deepcopy__  # type: ignore[attr-defined]

@@ -1,5 +1,6 @@
-"""The local event sources: feeds SQS messages to the app's `@app.on_sqs_message` handlers, as Lambda's
-event source would, and runs its `@app.schedule` handlers (reconciliation + queue sweeper) on their rate.
+"""The local event sources: feeds SQS messages to the app's `@app.on_sqs_message` handlers and the events
+outbox's stream to its `@app.on_dynamodb_record` handler, as Lambda's event sources would, and runs its
+`@app.schedule` handlers (reconciliation + queue sweeper) on their rate.
 
 `chalice local` serves only HTTP routes, so `make dev` runs this beside it. Tests use `poll_once`.
 `LOCAL_SCHEDULE_SECONDS` replaces the schedules' own rate locally (e.g. 10 to watch recovery quickly).
@@ -89,6 +90,59 @@ def poll_once(app: Any, sqs: Any, queue_url: str, wait_seconds: int = 0) -> int:
     return len(messages)
 
 
+class StreamPoller:
+    """Lambda's DynamoDB Streams event source for the app's `@app.on_dynamodb_record` handler: batches of up to
+    its batch_size records, in order per shard, from TRIM_HORIZON; the checkpoint moves past a batch only when the
+    handler returned, so a handler that raised (or was killed) gets the same batch again."""
+
+    def __init__(self, app: Any, stream_arn: str, streams: Any = None) -> None:
+        import boto3
+
+        source = next(s for s in app.event_sources if getattr(s, "stream_arn", None) is not None)
+        self.name, self.batch_size = source.name, int(source.batch_size)
+        self.handler = app.handler_map[source.name]
+        self.stream_arn = stream_arn
+        self.streams = streams or boto3.client("dynamodbstreams")
+        self.after: dict[str, str] = {}  # shard id -> the last sequence number handled
+
+    def skip_to_latest(self) -> None:
+        """Start after every record the stream holds now (a test's own events, not the run's earlier ones)."""
+        for shard in self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]:
+            iterator = self.streams.get_shard_iterator(StreamArn=self.stream_arn, ShardId=shard["ShardId"],
+                                                       ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            while records := (page := self.streams.get_records(ShardIterator=iterator, Limit=1000))["Records"]:
+                self.after[shard["ShardId"]] = records[-1]["dynamodb"]["SequenceNumber"]
+                iterator = page["NextShardIterator"]
+
+    def poll_once(self) -> int:
+        """One batch per shard; returns the records handled (0 when none waited or the handler raised)."""
+        handled = 0
+        shards = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            position = ({"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": self.after[shard_id]}
+                        if shard_id in self.after else {"ShardIteratorType": "TRIM_HORIZON"})
+            iterator = self.streams.get_shard_iterator(StreamArn=self.stream_arn, ShardId=shard_id,
+                                                       **position)["ShardIterator"]
+            records = self.streams.get_records(ShardIterator=iterator, Limit=self.batch_size)["Records"]
+            if not records:
+                continue
+            for record in records:  # as Lambda hands them over: epoch seconds, the stream's ARN
+                created = record["dynamodb"].get("ApproximateCreationDateTime")
+                if hasattr(created, "timestamp"):
+                    record["dynamodb"]["ApproximateCreationDateTime"] = created.timestamp()
+                record["eventSourceARN"] = self.stream_arn
+            try:
+                self.handler({"Records": records}, _Context(self.name, timeout_ms=120_000))
+            except Exception as exc:  # noqa: BLE001 - Lambda would log it and hand the batch over again
+                print(f"[stream poller] handler failed ({type(exc).__name__}); batch handed over again",
+                      file=sys.stderr, flush=True)
+                continue
+            self.after[shard_id] = records[-1]["dynamodb"]["SequenceNumber"]
+            handled += len(records)
+        return handled
+
+
 _UNIT_SECONDS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
 
 
@@ -149,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         # DISPATCH_RUN_SECONDS and must not hold up the other agents' runs or the schedules).
         for _ in range(_max_concurrency(app)):
             threading.Thread(target=_consume, args=(app, queue_url, stop), daemon=True).start()
+    stream_arn = os.environ.get("EVENTS_STREAM_ARN", "")
+    if stream_arn:
+        threading.Thread(target=_stream, args=(StreamPoller(app, stream_arn), stop), daemon=True).start()
     try:
         while True:
             now = time.monotonic()
@@ -165,6 +222,16 @@ def main(argv: list[str] | None = None) -> int:
 def _max_concurrency(app: Any) -> int:
     found = [getattr(s, "maximum_concurrency", None) for s in app.event_sources if getattr(s, "queue", None)]
     return max([int(f) for f in found if f] or [1])
+
+
+def _stream(poller: StreamPoller, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            if not poller.poll_once():
+                time.sleep(0.25)
+        except Exception as exc:  # noqa: BLE001 - e.g. moto restarting: try again, as Lambda's poller would
+            print(f"[stream poller] read failed ({type(exc).__name__})", file=sys.stderr, flush=True)
+            time.sleep(1)
 
 
 def _consume(app: Any, queue_url: str, stop: threading.Event) -> None:

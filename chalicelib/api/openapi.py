@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.api import models
+from chalicelib.api.events import LifecycleEvent
 
 REF = "#/components/schemas/{model}"
 
@@ -72,6 +73,7 @@ SCHEMAS: list[type[BaseModel]] = [
     models.StartRequest, models.ErrorResponse, models.DailyStartResponse, models.WebRTCStartResponse,
     models.WebSocketStartResponse, models.HealthResponse, QueuedStart, SessionRecord, SessionList, SessionDetails,
     CancelResult, PendingStart, PendingStarts, DialinAnswer, models.DialoutRequest,
+    LifecycleEvent,  # not answered by a route: what the event sinks receive (docs/events.md)
 ]
 
 

@@ -30,6 +30,8 @@ class GatewaySecrets(BaseModel):
     daily_pinless_secret: SecretStr | None = None  # base64 HMAC secret of the Daily dial-in config
     dialout_api_key: SecretStr | None = None  # server-to-server key for /telephony/daily/dialout
     exotel_webhook_token: SecretStr | None = None  # the secret path segment of /telephony/exotel/{token}
+    # lifecycle events: the Standard Webhooks signing secret (`whsec_` + base64) of EVENTS_WEBHOOK_URL
+    events_webhook_secret: SecretStr | None = None
 
 
 @lru_cache(maxsize=1)

@@ -118,6 +118,12 @@ _ENV: dict[str, str] = {
     "ORPHAN_REPORT_ONLY_AGENTS": "orphan_report_only_agents",
     "PCC_ORG": "pcc_org",
     "PCC_WS_BASE": "pcc_ws_base",
+    "EVENTS_TABLE_NAME": "events_table_name",
+    "EVENTS_BUS_NAME": "events_bus_name",
+    "EVENTS_WEBHOOK_URL": "events_webhook_url",
+    "EVENTS_DLQ_URL": "events_dlq_url",
+    "EVENTS_DELIVERY_ATTEMPTS": "events_delivery_attempts",
+    "EVENTS_WEBHOOK_TIMEOUT_SECONDS": "events_webhook_timeout_seconds",
 }
 
 
@@ -214,6 +220,16 @@ class Settings(BaseModel):
     orphan_report_only_agents: list[str] = []
     pcc_org: str = ""
     pcc_ws_base: str = "wss://api.pipecat.daily.co/ws"
+    # Lifecycle events (chalicelib/events): the outbox table (written in the same transaction as each state change;
+    # empty: no events are recorded), and the sinks its stream feeds, each optional: an EventBridge bus, a signed
+    # webhook (secret `events_webhook_secret` in the gateway's secret). An event no sink took after
+    # EVENTS_DELIVERY_ATTEMPTS tries (backoff 0.5 s, 1 s, 2 s, ...) goes to EVENTS_DLQ_URL.
+    events_table_name: str = ""
+    events_bus_name: str = ""
+    events_webhook_url: str = ""
+    events_dlq_url: str = ""
+    events_delivery_attempts: int = Field(default=4, ge=1, le=10)
+    events_webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=10)
 
     @field_validator("agents", mode="before")
     @classmethod
@@ -289,6 +305,9 @@ class Settings(BaseModel):
             raise ValueError("RETRY_CAP_SECONDS must be at least RETRY_BASE_SECONDS")
         if self.auth_mode == "jwt" and not (self.oidc_issuer and self.oidc_audience):
             raise ValueError("AUTH_MODE=jwt needs OIDC_ISSUER and OIDC_AUDIENCE")
+        if self.events_webhook_url and not self.events_webhook_url.startswith(
+                ("https://", "http://127.0.0.1:", "http://localhost:")):
+            raise ValueError("EVENTS_WEBHOOK_URL must be an https:// URL (http:// only to this machine, for tests)")
         return self
 
     @property

@@ -72,8 +72,8 @@ def session_details(user_id: str, session_id: str) -> dict[str, Any]:
         logger.info("PCC session details unavailable", extra={"session_id": session_id, "code": exc.code})
     if details and details.get("endedAt") and record["status"] == session_store.ACTIVE:
         # Pipecat Cloud says it ended: update our record and free the user's slot now.
-        if session_store.mark_ended(session_id, user_id, session_store.ENDED,
-                                    str(details.get("completionStatus") or "ended")):
+        if session_store.mark_ended(record, session_store.ENDED, str(details.get("completionStatus") or "ended"),
+                                    details):
             record = session_store.get_session(session_id) or record
             agent_queue.capacity_freed(record["agent"], "session_seen_ended")
     return {**session_store.public_record(record), "pipecat": details}
@@ -89,7 +89,7 @@ def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
         except PccCallError as exc:
             if exc.status != 404:  # 404: already gone at Pipecat Cloud, which is what we want
                 raise map_pcc_error(exc) from None
-        session_store.mark_ended(session_id, user_id, session_store.STOPPED, "stopped_by_user")
+        session_store.mark_ended(record, session_store.STOPPED, "stopped_by_user")
         agent_queue.capacity_freed(record["agent"], "stopped_by_user")
         record = session_store.get_session(session_id) or record
     return session_store.public_record(record)

@@ -1,3 +1,3 @@
-"""Every item type of the single DynamoDB table (sessions, slots, intents, queued starts, agent queues, call records);
-never calls Pipecat Cloud.
+"""Every item type of the DynamoDB tables (sessions, slots, intents, queued starts, agent queues, call records, and
+the events outbox written in their transactions); never calls Pipecat Cloud.
 """

@@ -25,7 +25,13 @@ from typing import Any, TypedDict, cast
 
 from chalicelib.platform.dynamo import now_iso, transact_if, update_if
 from chalicelib.platform.observability import count, logger
-from chalicelib.store.sessions import SessionRecord, query_index_partition, release_slot_update, reserve_slot_update
+from chalicelib.store.sessions import (
+    SessionRecord,
+    query_index_partition,
+    release_slot_update,
+    reserve_slot_update,
+    started_events,
+)
 
 INTENTS_INDEX_KEY = "INTENTS"
 CALLING, UNKNOWN = "calling", "unknown"
@@ -81,9 +87,10 @@ def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float) -> S
 
 
 def settle_started(intent: StartIntent, session_item: SessionRecord) -> bool:
-    """Record the session and retire the intent (the slot goes with it). False: recovery took the intent."""
+    """Record the session and retire the intent (the slot goes with it), with the session's events. False:
+    recovery took the intent."""
     return transact_if([{"Put": {"Item": session_item, "ConditionExpression": "attribute_not_exists(PK)"}},
-                        {"Delete": delete_update(intent)}])
+                        {"Delete": delete_update(intent)}, *started_events(session_item, queued=False)])
 
 
 def settle_not_started(intent: StartIntent, state: str = CALLING) -> bool:

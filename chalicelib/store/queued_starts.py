@@ -19,6 +19,7 @@ from chalicelib.platform.dynamo import cancellation_codes, now_iso, plain, table
 from chalicelib.store import intents as start_intents
 from chalicelib.store import sessions as session_store
 from chalicelib.store.intents import StartIntent
+from chalicelib.store.outbox import event_writes
 from chalicelib.store.sessions import release_slot_update
 
 QUEUED, STARTING, STARTED, FAILED, CANCELLED = "queued", "starting", "started", "failed", "cancelled"
@@ -106,6 +107,8 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
                    for i, chunk in enumerate(chunks)]
     if intent is not None:
         writes.append({"Delete": start_intents.delete_update(intent)})
+    writes += event_writes("start.queued", user_id=user_id, agent=agent, request_id=request_id,
+                           data={"transport": transport})
     transact([{"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}, *writes])
     return cast(QueuedStart, item)
 
@@ -186,6 +189,7 @@ def complete(request: QueuedStart, attempt: int, session_id: str, result: dict[s
             "ExpressionAttributeValues": {":started": STARTED, ":starting": STARTING, ":sid": session_id,
                                           ":result": json.dumps(result), ":now": now_iso(), ":attempt": attempt},
         }},
+        *session_store.started_events(session, queued=True),
     ])
 
 
@@ -211,9 +215,12 @@ def finish_without_session(request: QueuedStart, state: str, code: str, detail: 
     request_update = {"Key": _key(request["request_id"]), "UpdateExpression": update,
                       "ConditionExpression": condition, "ExpressionAttributeNames": {"#s": "state"},
                       "ExpressionAttributeValues": values}
+    event_type = "start.failed" if state == FAILED else "start.abandoned" if code == "abandoned" else "start.cancelled"
     for _ in range(FINISH_ATTEMPTS):
+        event = event_writes(event_type, user_id=request["user_id"], agent=request["agent"],
+                             request_id=request["request_id"], data={"code": code, "detail": detail[:1000]})
         try:  # (not transact_if: which condition refused it decides what happens next)
-            transact([{"Update": request_update}, {"Update": release_slot_update(request["user_id"])}])
+            transact([{"Update": request_update}, {"Update": release_slot_update(request["user_id"])}, *event])
             return True
         except Exception as exc:
             refused = cancellation_codes(exc)
@@ -221,8 +228,7 @@ def finish_without_session(request: QueuedStart, state: str, code: str, detail: 
                 raise
         if refused[1:2] == ["ConditionalCheckFailed"] and refused[0] == "None":
             # The request could move but the counter is already at zero (drift): nothing to give back.
-            if update_if(_key(request["request_id"]), update, condition=condition, names={"#s": "state"},
-                         values=values) is not None:
+            if transact_if([{"Update": request_update}, *event]):
                 return True
         elif refused[0] not in ("ConditionalCheckFailed", "Unknown"):
             continue  # a conflicting transaction in flight: try again

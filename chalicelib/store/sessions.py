@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from typing import Any, TypedDict, cast
 from chalicelib.platform.dynamo import cancellation_codes, now_iso, plain, table, transact, update_if
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.settings import get_settings
+from chalicelib.store.outbox import event_writes
 
 
 class SessionRecord(TypedDict, total=False):
@@ -119,6 +121,56 @@ def session_item(
     return cast(SessionRecord, item)
 
 
+def started_events(item: SessionRecord, queued: bool) -> list[dict[str, Any]]:
+    """The events of a session recorded as started (for the transaction that records it): `session.started`,
+    and `call.started` for a telephony call's bot."""
+    def event(event_type: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+        return event_writes(event_type, user_id=item["user_id"], agent=item["agent"], session_id=item["session_id"],
+                            request_id=item.get("request_id"), call_id=item.get("call_id"), data=data)
+
+    writes = event("session.started", {"transport": item["transport"], "queued": queued})
+    if item.get("provider"):
+        writes += event("call.started", {"provider": item["provider"]})
+    return writes
+
+
+def _epoch(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def billed_seconds(created_at: Any, ended_at: Any) -> int | None:
+    """A session's billed time as Pipecat Cloud's details give it, `endedAt - createdAt`, in whole seconds
+    (a second begun counts); None unless both are ISO 8601 times."""
+    start, end = _epoch(created_at), _epoch(ended_at)
+    if start is None or end is None:
+        return None
+    return max(0, math.ceil(end - start))
+
+
+END_EVENTS = {"stopped_by_user": "session.stopped", "hard_cap": "session.capped"}
+
+
+def ended_event(record: SessionRecord, status: str, reason: str,
+                details: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The event of an active session leaving `active`: stopped through our API, capped, or seen ended at
+    Pipecat Cloud (`details`: what its private API said of the session, when known)."""
+    event_type = END_EVENTS.get(reason, "session.stopped") if status == STOPPED else "session.ended"
+    data: dict[str, Any] = {"reason": reason}
+    if details:
+        data.update({k: details.get(k) for k in ("createdAt", "endedAt", "completionStatus", "botStartSeconds",
+                                                 "coldStart")})
+        data["durationSeconds"] = billed_seconds(details.get("createdAt"), details.get("endedAt"))
+    return event_writes(event_type, user_id=record["user_id"], agent=record["agent"],
+                        session_id=record["session_id"], request_id=record.get("request_id"),
+                        call_id=record.get("call_id"), data=data)
+
+
 def public_record(item: Mapping[str, Any]) -> dict[str, Any]:
     keep = ("session_id", "agent", "transport", "status", "created_at", "ended_at", "end_reason",
             "call_id", "provider")
@@ -139,19 +191,23 @@ def get_session(session_id: str) -> SessionRecord | None:
     return cast(SessionRecord, plain(item)) if item else None
 
 
-def mark_ended(session_id: str, user_id: str, status: str, reason: str) -> bool:
-    """active -> ended/stopped, and the user's slot is freed in the same transaction.
+def mark_ended(record: SessionRecord, status: str, reason: str,
+               details: Mapping[str, Any] | None = None) -> bool:
+    """active -> ended/stopped, the user's slot freed and the event recorded, in one transaction (`details`:
+    Pipecat Cloud's view of the session, for `session.ended`).
 
-    Returns False when the record was not active (already ended: nothing changes).
+    Returns False when the record was not active (already ended: nothing changes, no event).
     """
+    session_id, user_id = record["session_id"], record["user_id"]
     key = {"PK": f"SESSION#{session_id}", "SK": "META"}
     update = "SET #s = :new, ended_at = :now, end_reason = :reason REMOVE GSI2PK, GSI2SK"
     names = {"#s": "status"}
     values = {":new": status, ":now": now_iso(), ":reason": reason, ":active": ACTIVE}
+    change = {"Update": {"Key": key, "UpdateExpression": update, "ConditionExpression": "#s = :active",
+                         "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}}
+    event = ended_event(record, status, reason, details)
     try:  # (not transact_if: which condition refused it decides what happens next)
-        transact([{"Update": {"Key": key, "UpdateExpression": update, "ConditionExpression": "#s = :active",
-                              "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}},
-                  {"Update": release_slot_update(user_id)}])
+        transact([change, {"Update": release_slot_update(user_id)}, *event])
         return True
     except Exception as exc:
         reasons = cancellation_codes(exc)
@@ -159,8 +215,14 @@ def mark_ended(session_id: str, user_id: str, status: str, reason: str) -> bool:
             raise
         if reasons[0] == "ConditionalCheckFailed":
             return False  # already ended
-    # The counter was already at zero (drift): end the record alone.
-    return update_if(key, update, condition="#s = :active", names=names, values=values) is not None
+    # The counter was already at zero (drift): end the record alone (with its event).
+    try:
+        transact([change, *event])
+    except Exception as exc:
+        if cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
+            return False
+        raise
+    return True
 
 
 MAX_CURSOR_KEY_BYTES = 1024  # DynamoDB's limit for a sort key value (a partition key may hold 2048)

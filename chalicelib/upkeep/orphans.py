@@ -26,6 +26,7 @@ from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import Settings, get_settings
 from chalicelib.store import agent_queue
 from chalicelib.store import sessions as session_store
+from chalicelib.store.outbox import record_event
 
 
 def _created(session: dict[str, Any]) -> float | None:
@@ -75,6 +76,8 @@ def sweep(now: float | None = None) -> dict[str, int]:
                 continue
             summary["orphans_stopped"] += 1
             logger.warning("orphan stopped", extra={"agent": agent, "session_id": session_id})
+            record_event("session.orphan_stopped", user_id=None, agent=agent, session_id=session_id,
+                         data={"createdAt": session.get("createdAt")})
             agent_queue.capacity_freed(agent, "orphan_stopped")
     count("OrphansFound", summary["orphans_found"])
     count("OrphansStopped", summary["orphans_stopped"])

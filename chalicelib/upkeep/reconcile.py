@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
@@ -19,6 +19,7 @@ from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
 from chalicelib.store import agent_queue
 from chalicelib.store import sessions as session_store
+from chalicelib.store.sessions import SessionRecord
 
 
 def _age_seconds(record: dict[str, Any], now: float) -> float:
@@ -56,24 +57,25 @@ def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now
             continue
         for record in agent_records:
             summary["checked"] += 1
-            session_id, user_id = record["session_id"], record["user_id"]
+            session_id = record["session_id"]
             if session_id not in active:
-                reason = _completion_status(agent, session_id, key)
-                if session_store.mark_ended(session_id, user_id, session_store.ENDED, reason):
+                details = _details(agent, session_id, key)
+                reason = str(details.get("completionStatus") or "ended") if details else "not_active_at_pipecat"
+                if session_store.mark_ended(cast(SessionRecord, record), session_store.ENDED, reason, details):
                     summary["ended"] += 1
                     agent_queue.capacity_freed(agent, "reconcile_ended")
             elif _age_seconds(record, now) > hard_cap_seconds:
                 if not pcc_client.stop_if_running(agent, session_id, key):
                     summary["errors"] += 1
                     continue
-                if session_store.mark_ended(session_id, user_id, session_store.STOPPED, "hard_cap"):
+                if session_store.mark_ended(cast(SessionRecord, record), session_store.STOPPED, "hard_cap"):
                     summary["stopped"] += 1
                     agent_queue.capacity_freed(agent, "hard_cap")
 
 
-def _completion_status(agent: str, session_id: str, key: str) -> str:
+def _details(agent: str, session_id: str, key: str) -> dict[str, Any] | None:
+    """What Pipecat Cloud's private API says of a session that is no longer active; None when it cannot say."""
     try:
-        details = pcc_client.get_session(agent, session_id, key)
+        return pcc_client.get_session(agent, session_id, key)
     except PccCallError:
-        return "not_active_at_pipecat"
-    return str(details.get("completionStatus") or "ended")
+        return None

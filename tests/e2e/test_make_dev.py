@@ -74,6 +74,12 @@ def test_local_stack_serves_health_and_start_then_stops_cleanly_on_ctrl_c() -> N
         statuses = [a.status_code for a in answers]
         odd = [(a.status_code, a.text) for a in answers if a.status_code not in (200, 202)]
         assert not odd and statuses.count(200) <= 4, (statuses, odd, stack.gateway_log_tail())
+        # the events outbox's stream is fed to the same handler Lambda runs: the starts' events reach EventBridge
+        events_log = stack.log_dir / "events.log"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and '"message":"events delivered"' not in events_log.read_text():
+            time.sleep(0.2)
+        assert '"message":"events delivered"' in events_log.read_text(), events_log.read_text()[-3000:]
         unauthenticated = httpx.post(f"{stack.api_url}/start", json={}, timeout=10)
         assert unauthenticated.status_code == 401 and "X-Dev-User" in unauthenticated.json()["detail"]
         assert own_run_dirs(stack)

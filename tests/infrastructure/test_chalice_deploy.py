@@ -132,19 +132,31 @@ def test_each_function_runs_as_its_own_role_with_the_policy_written_for_it(
         written = json.loads((deployed["project"] / ".chalice" / policy_file("dev", function)).read_text())
         assert document == written, function
         assert not iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
-    assert len(roles) == 3
+    assert len(roles) == len(FUNCTION_PERMISSIONS) == 4
 
 
 def test_worker_is_fed_by_the_retry_queue_one_message_at_a_time(aws: dict[str, str], deployed: dict[str, Any]) -> None:
     mappings = _client(aws, "lambda").list_event_source_mappings()["EventSourceMappings"]
-    assert len(mappings) == 1
-    mapping = mappings[0]
+    assert len(mappings) == 2  # the retry queue, and the events outbox's stream
+    mapping = next(m for m in mappings if ":sqs:" in m["EventSourceArn"])
     assert mapping["EventSourceArn"].endswith(":pipecat-gateway-dev-retry")
     assert mapping["FunctionArn"].endswith(":function:" + function_name("pipecat-gateway", "dev", "retry_worker"))
     assert mapping["BatchSize"] == 1
     reserved = deployed["config"]["lambda_functions"]["retry_worker"]["reserved_concurrency"]
     maximum = mapping.get("ScalingConfig", {}).get("MaximumConcurrency")
     assert maximum is not None and 2 <= maximum <= reserved  # the event source never out-runs the reservation
+
+
+def test_events_are_delivered_from_the_outbox_stream_from_its_start(aws: dict[str, str],
+                                                                    deployed: dict[str, Any]) -> None:
+    mappings = _client(aws, "lambda").list_event_source_mappings()["EventSourceMappings"]
+    stream = [m for m in mappings if ":dynamodb:" in m["EventSourceArn"]]
+    assert len(stream) == 1
+    mapping = stream[0]
+    stage_env = deployed["config"]["stages"]["dev"]["environment_variables"]
+    assert mapping["EventSourceArn"] == stage_env["EVENTS_STREAM_ARN"]
+    assert mapping["FunctionArn"].endswith(":function:" + function_name("pipecat-gateway", "dev", "deliver_events"))
+    assert mapping["BatchSize"] == 100 and mapping["StartingPosition"] == "TRIM_HORIZON"
 
 
 def test_reconcile_runs_every_five_minutes(aws: dict[str, str], deployed: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from chalicelib.upkeep import orphans as orphan_sweeper
 from chalicelib.upkeep import reconcile
 from infra.deploy import EVENT_SOURCE_ACTIONS, FUNCTION_PERMISSIONS, function_name, policy_file
 from infra.pcc_emulator import EmulatorServer
-from infra.sqs_poller import poll_once, scheduled_event
+from infra.sqs_poller import StreamPoller, poll_once, scheduled_event
 from tests.conftest import Gateway, emulator_admin
 from tests.support import new_user, reset_gateway_caches
 
@@ -53,6 +53,11 @@ class CallRecorder:
             self.calls[self.current].add((action, resource))
 
     def _iam(self, service: str, operation: str, params: dict[str, Any]) -> list[tuple[str, str]]:
+        if service == "dynamodb" and ("StreamArn" in params or "ShardIterator" in params):  # DynamoDB Streams
+            return [(f"dynamodb:{operation}", self.outputs["EventsStreamArn"])]
+        if service == "events":
+            return [(f"events:{operation}", f"arn:aws:events:us-east-1:123456789012:event-bus/{e['EventBusName']}")
+                    for e in params["Entries"]]
         if service == "dynamodb":
             if operation == "TransactWriteItems":  # IAM has no transaction action: each item's own action
                 return [(f"dynamodb:{TRANSACT_ACTIONS[kind]}", self._table(spec["TableName"]))
@@ -72,6 +77,8 @@ class CallRecorder:
         return [(f"{service}:{operation}", "*")]
 
     def _table(self, name: str) -> str:
+        if name == self.outputs["EventsTableName"]:
+            return self.outputs["EventsTableArn"]
         assert name == self.outputs["TableName"], name
         return self.outputs["TableArn"]
 
@@ -179,11 +186,24 @@ def exercise_every_function(gateway: Gateway, emulator: EmulatorServer, recorder
     assert orphan_sweeper.sweep(now=later)["orphans_stopped"] >= 1
     assert start_intents.recover(300, now=later) >= 1
 
+    # the events' delivery: the stream's batches (as Lambda's event source reads them for it), EventBridge, the
+    # webhook's signing secret, and the DLQ (the webhook cannot sign without its secret: parked)
+    recorder.switch("nobody")
+    poller = StreamPoller(gateway.app, stack["outputs"]["EventsStreamArn"])
+    poller.skip_to_latest()
+    assert gateway.start(new_user(), {"transport": "daily"}).status_code == 202  # start.queued
+    recorder.switch("deliver_events")
+    assert poller.poll_once() >= 1
+    recorder.switch("nobody")
+    parked = sqs.receive_message(QueueUrl=stack["outputs"]["EventsDeadLetterQueueUrl"]).get("Messages", [])
+    assert parked and json.loads(parked[0]["Body"])["sink"] == "webhook"
+
 
 def test_each_function_is_granted_exactly_what_its_code_calls(
         gateway: Gateway, emulator: EmulatorServer, recorder: CallRecorder, stack: dict[str, Any],
         configure_stage: Any) -> None:
-    configure_stage(RETRY_BASE_SECONDS="0.5", RETRY_CAP_SECONDS="1", DISPATCH_RUN_SECONDS="1")
+    configure_stage(RETRY_BASE_SECONDS="0.5", RETRY_CAP_SECONDS="1", DISPATCH_RUN_SECONDS="1",
+                    EVENTS_WEBHOOK_URL="http://127.0.0.1:9/unsigned", EVENTS_DELIVERY_ATTEMPTS="1")
     exercise_every_function(gateway, emulator, recorder, stack)
     chalice_dir = stack["project"] / ".chalice"
     config = json.loads((chalice_dir / "config.json").read_text())

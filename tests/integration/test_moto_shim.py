@@ -67,3 +67,35 @@ def test_a_transaction_applies_everything_once_per_request_token(table: Any) -> 
     table.meta.client.transact_write_items(TransactItems=items, ClientRequestToken=token)  # a retry
     assert _get(table, counter) == {**counter, "n": 1}
     assert _get(table, created) == {**created, "x": 1}
+
+
+def test_a_cancelled_transaction_leaves_no_stream_record(stack: dict[str, Any], table: Any) -> None:
+    """moto applies a transaction's writes one by one: the stream records of those it undid must go too, or the
+    events outbox would deliver an event for a change that was rolled back."""
+    import boto3
+
+    events_table = boto3.resource("dynamodb").Table(stack["outputs"]["EventsTableName"])
+    streams = boto3.client("dynamodbstreams")
+    arn = stack["outputs"]["EventsStreamArn"]
+
+    def stream_length() -> int:
+        shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard,
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        total = 0
+        while records := (page := streams.get_records(ShardIterator=iterator, Limit=1000))["Records"]:
+            total += len(records)
+            iterator = page["NextShardIterator"]
+        return total
+
+    tag = uuid.uuid4().hex
+    before = stream_length()
+    with pytest.raises(ClientError):
+        table.meta.client.transact_write_items(TransactItems=[
+            {"Put": {"TableName": events_table.name, "Item": {"PK": f"SHIM#{tag}", "SK": "event"}}},
+            {"ConditionCheck": {"TableName": table.name, "Key": _key(f"{tag}-guard"),
+                                "ConditionExpression": "attribute_exists(PK)"}},
+        ])
+    assert stream_length() == before
+    events_table.put_item(Item={"PK": f"SHIM#{tag}", "SK": "event"})
+    assert stream_length() == before + 1

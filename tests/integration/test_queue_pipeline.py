@@ -162,6 +162,11 @@ def test_a_start_slow_to_answer_is_foreseen_as_a_bot_so_the_next_place_goes_befo
     first = min((c for c in calls if c["status"] == 200), key=lambda c: c["arrived"])
     before_its_answer = [c for c in calls if c["arrived"] < first["answered"]]
     assert len(before_its_answer) >= 4, calls
+    # every start is served (on a loaded machine the last may need the next run: the 8 s budget is no promise)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(start_requests.get(r)["state"] != "started"  # type: ignore[index]
+                                              for _, r in waiting):
+        dispatcher.run(AGENT, budget_seconds=4)
     assert [start_requests.get(r)["state"] for _, r in waiting] == ["started"] * 8  # type: ignore[index]
     assert bot_owners(emulator) == [u for u, _ in waiting] and stranded() == []
 

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "chalicelib"
 # Lowest first: a package may import only packages before it (and itself).
-LAYERS = ["platform", "api", "pcc", "store", "start", "sessions", "upkeep", "telephony"]
+LAYERS = ["platform", "api", "pcc", "store", "start", "sessions", "upkeep", "telephony", "events"]
 
 
 def modules() -> dict[str, Path]:

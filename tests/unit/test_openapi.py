@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from app import app
 from chalicelib.api.models import StartRequest
@@ -34,3 +35,14 @@ def test_document_is_openapi_31_and_models_come_from_pydantic() -> None:
         for method, op in ops.items():
             assert op["responses"], (path, method)
             assert "operationId" in op
+
+
+def test_the_lifecycle_event_schema_is_published_with_every_event_type() -> None:
+    from chalicelib.api.events import EVENT_TYPES
+
+    schema = document(MAX_PROXY_DEPTH)["components"]["schemas"]["LifecycleEvent"]
+    assert set(schema["properties"]["type"]["enum"]) == set(EVENT_TYPES)
+    assert {"id", "type", "time", "userId", "agent"} <= set(schema["required"])
+    assert len(EVENT_TYPES) == 10
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "events.md").read_text()
+    assert all(f"| `{name}` |" in docs for name in EVENT_TYPES)  # the catalogue lists every type

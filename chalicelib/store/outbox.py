@@ -1,0 +1,72 @@
+"""The events outbox: each lifecycle event is an item of the events table (EVENTS_TABLE_NAME), written in the same
+DynamoDB transaction as the state change it reports, so an event exists exactly when its change committed. The
+table's stream hands it to chalicelib.events for delivery.
+
+Item: PK `EVENTS#{userId}` (`EVENTS#-` for an orphan bot, which no user owns), SK `{time}#{eventId}` (one
+partition per user: the stream keeps a user's events, and so each session's, in the order they were written),
+`event` (the JSON the sinks get), `ttl` (7 days).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from chalicelib.api.events import LifecycleEvent
+from chalicelib.platform.dynamo import now_iso, transact
+from chalicelib.platform.settings import get_settings
+
+OUTBOX_TTL_SECONDS = 7 * 86400
+
+
+def event_writes(event_type: str, *, user_id: str | None, agent: str, session_id: str | None = None,
+                 request_id: str | None = None, call_id: str | None = None,
+                 data: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The event as TransactWriteItems entries to add to the state change's transaction: `[]` when events are
+    off (no EVENTS_TABLE_NAME), else one `Put` into the events table."""
+    table_name = get_settings().events_table_name
+    if not table_name:
+        return []
+    event = LifecycleEvent.model_validate({
+        "id": f"evt_{uuid.uuid4().hex}", "type": event_type, "time": now_iso(), "userId": user_id, "agent": agent,
+        "sessionId": session_id, "requestId": request_id, "callId": call_id,
+        "data": {k: v for k, v in (data or {}).items() if v is not None}})
+    item = {"PK": f"EVENTS#{user_id or '-'}", "SK": f"{event.time}#{event.id}", "type": "event",
+            "event_type": event_type,
+            "event": json.dumps(event.envelope(), separators=(",", ":")),
+            "ttl": int(time.time()) + OUTBOX_TTL_SECONDS}
+    return [{"Put": {"TableName": table_name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}]
+
+
+def event_of_item(item: dict[str, Any]) -> LifecycleEvent | None:
+    """The event an outbox item (plain values) holds; None for an item that is not one."""
+    if item.get("type") != "event" or not isinstance(item.get("event"), str):
+        return None
+    return LifecycleEvent.model_validate_json(item["event"])
+
+
+def record_event(event_type: str, *, user_id: str | None, agent: str, session_id: str | None = None,
+                 data: dict[str, Any] | None = None) -> None:
+    """An event that reports no change of ours (an orphan bot stopped at Pipecat Cloud), written alone."""
+    writes = event_writes(event_type, user_id=user_id, agent=agent, session_id=session_id, data=data)
+    if writes:
+        transact(writes)
+
+
+def events_of_stream(records: list[dict[str, Any]]) -> list[LifecycleEvent]:
+    """The events a batch of the events table's stream records brings, in stream order: each INSERT of an outbox
+    item (its TTL removal and any other record are not events)."""
+    from boto3.dynamodb.types import TypeDeserializer  # noqa: PLC0415 - boto3 is imported lazily
+
+    deserialize = TypeDeserializer().deserialize
+    events = []
+    for record in records:
+        image = (record.get("dynamodb") or {}).get("NewImage")
+        if record.get("eventName") != "INSERT" or not isinstance(image, dict):
+            continue
+        event = event_of_item({k: deserialize(v) for k, v in image.items()})
+        if event is not None:
+            events.append(event)
+    return events
