@@ -26,13 +26,13 @@ from chalicelib.platform.settings import get_settings
 from chalicelib.sessions import service as sessions_service
 from chalicelib.sessions.proxy import MAX_PROXY_DEPTH, PROXY_CONTENT_TYPES, PROXY_METHODS, forward, is_preflight
 from chalicelib.sessions.proxy_headers import forwarded_to_bot
-from chalicelib.start import dispatcher
+from chalicelib.start import budgets, dispatcher
 from chalicelib.start import queue as capacity_queue
 from chalicelib.start import service as start_service
 from chalicelib.telephony import dialin as telephony_dialin
 from chalicelib.telephony import dialout as telephony_dialout
 from chalicelib.telephony import webhooks as telephony_webhooks
-from chalicelib.upkeep import schedule
+from chalicelib.upkeep import reconcile, schedule
 
 app = Chalice(app_name=SERVICE, configure_logs=False)
 LOCAL_EVENTS_STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/pipecat-gateway-local-events/stream/local"
@@ -95,11 +95,18 @@ def openapi_document() -> Response:
 @app.route("/start", methods=["POST"], cors=CORS, authorizer=AUTHORIZER)
 def start() -> Response:
     request = _request()
-    user_id = _user(request)
+    principal = _principal(request)
     result = start_service.start(
-        user_id, _raw_body(request), request.headers.get("idempotency-key"), status_base=_start_base(request),
-        wait=capacity_queue.parse_wait(_query(request).get("wait")))
+        principal.user_id, _raw_body(request), request.headers.get("idempotency-key"),
+        status_base=_start_base(request), wait=capacity_queue.parse_wait(_query(request).get("wait")),
+        tiers=principal.groups | principal.scopes)
     return json_response(result.status, result.body, result.headers)
+
+
+@app.route("/usage", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
+def usage() -> Response:
+    principal = _principal(_request())
+    return json_response(200, budgets.report(principal.user_id, principal.groups | principal.scopes))
 
 
 @app.route("/start", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
@@ -230,6 +237,11 @@ def daily_dialout() -> Response:
 def retry_worker(event: Any) -> None:
     for record in event:  # batch_size=1: one record; raising leaves it for redelivery / the DLQ
         dispatcher.handle_message(record.body)
+
+
+@app.schedule(Rate(reconcile.END_DETECTION_SECONDS // 60, unit=Rate.MINUTES), name="detect_ended")
+def detect_ended(event: Any) -> dict[str, int]:
+    return reconcile.detect_ended()  # sessions that ended at Pipecat Cloud: recorded, slot freed, event written
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile_sessions")

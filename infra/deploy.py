@@ -53,7 +53,8 @@ STACK_OUTPUT_ENV = {
 #   DynamoDB event source mapping needs on the function's role), PutEvents, and parking an event in the events DLQ
 FUNCTION_PERMISSIONS: dict[str, dict[str, Any]] = {
     "api_handler": {
-        "dynamodb": ["GetItem", "PutItem", "UpdateItem", "DeleteItem"],  # DeleteItem: a failed idempotent start
+        # DeleteItem: a failed idempotent start; BatchGetItem: a user's usage counters (budgets, GET /usage)
+        "dynamodb": ["GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem"],
         "index_query": True,
         "sqs": ["SendMessage"],
         "secret": True,
@@ -74,6 +75,14 @@ FUNCTION_PERMISSIONS: dict[str, dict[str, Any]] = {
         "dynamodb": ["GetItem", "BatchGetItem", "UpdateItem", "DeleteItem"],
         "index_query": True,
         "sqs": ["SendMessage"],
+        "secret": True,
+        "outbox": True,
+    },
+    "detect_ended": {
+        # BatchGetItem: the items behind GSI2's keys (it projects only keys)
+        "dynamodb": ["BatchGetItem", "UpdateItem"],
+        "index_query": True,
+        "sqs": ["SendMessage"],  # capacity freed: the queue's dispatcher is woken
         "secret": True,
         "outbox": True,
     },

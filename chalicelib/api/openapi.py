@@ -24,6 +24,29 @@ class QueuedStart(BaseModel):
     nextAttemptAt: str = Field(description="now + the ETA")
 
 
+class UsageWindow(BaseModel):
+    window: str = Field(description="the UTC day (2026-12-06) or calendar month (2026-12)")
+    usedSeconds: int = Field(description="endedSeconds + runningSeconds")
+    endedSeconds: int = Field(description="billed seconds of the sessions that ended in this window")
+    runningSeconds: int = Field(description="how long the active sessions have run so far")
+    limitSeconds: int | None = Field(description="the budget; null: unlimited")
+    remainingSeconds: int | None
+    resetsAt: str
+    resetsInSeconds: int
+
+
+class ActiveUsage(BaseModel):
+    sessionId: str
+    runningSeconds: int
+
+
+class Usage(BaseModel):
+    userId: str
+    day: UsageWindow
+    month: UsageWindow
+    activeSessions: list[ActiveUsage]
+
+
 class SessionRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -73,7 +96,7 @@ SCHEMAS: list[type[BaseModel]] = [
     models.StartRequest, models.ErrorResponse, models.DailyStartResponse, models.WebRTCStartResponse,
     models.WebSocketStartResponse, models.HealthResponse, QueuedStart, SessionRecord, SessionList, SessionDetails,
     CancelResult, PendingStart, PendingStarts, DialinAnswer, models.DialoutRequest,
-    LifecycleEvent,  # not answered by a route: what the event sinks receive (docs/events.md)
+    Usage, LifecycleEvent,  # LifecycleEvent is answered by no route: what the event sinks receive (docs/events.md)
 ]
 
 
@@ -150,6 +173,9 @@ def _paths(proxy_depth: int) -> dict[str, Any]:
                        "responses": {"200": _json(_ref("SessionRecord"), "Stopped (idempotent)"),
                                      **_errors(400, 404, *AUTH_ERRORS, *UPSTREAM)}},
         },
+        "/usage": {"get": {"operationId": "getUsage", "security": SECURED,
+                           "responses": {"200": _json(_ref("Usage"), "The caller's usage and budget, per window"),
+                                         **_errors(*AUTH_ERRORS)}}},
         "/telephony/twilio": {"post": _webhook("twilioWebhook")},
         "/telephony/telnyx": {"post": _webhook("telnyxWebhook")},
         "/telephony/plivo": {"get": _webhook("plivoWebhookGet", body=False), "post": _webhook("plivoWebhook")},

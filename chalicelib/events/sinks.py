@@ -68,7 +68,7 @@ class WebhookSink:
 
         secret = get_secrets().events_webhook_secret
         if secret is None:  # fail closed: never send an unsigned event
-            raise SinkError("no events_webhook_secret in the gateway's secret: nothing is sent unsigned")
+            raise SinkError("the gateway's secret has no events_webhook_secret (an event is never sent unsigned)")
         now = datetime.fromtimestamp(time.time(), UTC)
         signature = Webhook(secret.get_secret_value()).sign(msg_id=event.id, timestamp=now, data=body)
         headers = {"content-type": "application/json", "webhook-id": event.id,

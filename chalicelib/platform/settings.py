@@ -45,6 +45,15 @@ class AgentPolicy(BaseModel):
     offer_request_data: Literal["strip", "refuse"] | None = None
 
 
+class UsageTier(BaseModel):
+    """A budget tier (USAGE_TIERS): seconds per UTC day / calendar month for callers in a token group or scope."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    day: int = Field(default=0, ge=0)  # 0: unlimited
+    month: int = Field(default=0, ge=0)
+
+
 class SettingsError(RuntimeError):
     """Raised at start-up when the environment does not describe a valid configuration."""
 
@@ -124,6 +133,9 @@ _ENV: dict[str, str] = {
     "EVENTS_DLQ_URL": "events_dlq_url",
     "EVENTS_DELIVERY_ATTEMPTS": "events_delivery_attempts",
     "EVENTS_WEBHOOK_TIMEOUT_SECONDS": "events_webhook_timeout_seconds",
+    "USER_SECONDS_PER_DAY": "user_seconds_per_day",
+    "USER_SECONDS_PER_MONTH": "user_seconds_per_month",
+    "USAGE_TIERS": "usage_tiers",
 }
 
 
@@ -230,6 +242,11 @@ class Settings(BaseModel):
     events_dlq_url: str = ""
     events_delivery_attempts: int = Field(default=4, ge=1, le=10)
     events_webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=10)
+    # Usage budgets (chalicelib/start/budgets.py): billed seconds per user per UTC day / calendar month (0: unlimited),
+    # and tiers by token group or scope, JSON {"pro": {"day": 36000, "month": 0}} (the most generous tier applies).
+    user_seconds_per_day: int = Field(default=0, ge=0)
+    user_seconds_per_month: int = Field(default=0, ge=0)
+    usage_tiers: dict[str, UsageTier] = {}
 
     @field_validator("agents", mode="before")
     @classmethod
@@ -241,6 +258,11 @@ class Settings(BaseModel):
                 return json.loads(text)
             return {name.strip(): {} for name in text.split(",") if name.strip()}
         return value
+
+    @field_validator("usage_tiers", mode="before")
+    @classmethod
+    def _parse_tiers(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) and value.strip() else ({} if value == "" else value)
 
     @field_validator("proxy_allowed_paths", mode="before")
     @classmethod

@@ -80,6 +80,15 @@ def session_details(user_id: str, session_id: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ stop
+def _details_after_stop(record: session_store.SessionRecord) -> dict[str, Any] | None:
+    """Pipecat Cloud's view of a session just stopped (its `createdAt` / `endedAt`: the user's usage to the second);
+    None when it cannot say (the usage then counts from our record, to now)."""
+    try:
+        raw = pcc_client.get_session(record["agent"], record["session_id"], private_key())
+    except (PccCallError, ApiError):
+        return None
+    return {k: raw[k] for k in PCC_DETAIL_FIELDS if k in raw}
+
 def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
     """Stop via PCC's private API. Idempotent: stopping an ended session is not an error."""
     record = owned_session(user_id, session_id)
@@ -89,7 +98,7 @@ def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
         except PccCallError as exc:
             if exc.status != 404:  # 404: already gone at Pipecat Cloud, which is what we want
                 raise map_pcc_error(exc) from None
-        session_store.mark_ended(record, session_store.STOPPED, "stopped_by_user")
+        session_store.mark_ended(record, session_store.STOPPED, "stopped_by_user", _details_after_stop(record))
         agent_queue.capacity_freed(record["agent"], "stopped_by_user")
         record = session_store.get_session(session_id) or record
     return session_store.public_record(record)

@@ -20,6 +20,7 @@ from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import parse_json_object, validation_error
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import get_settings
+from chalicelib.start import budgets
 from chalicelib.start import queue as capacity_queue
 from chalicelib.start.policy import PlannedStart, plan_start
 from chalicelib.store import agent_queue
@@ -120,21 +121,28 @@ def _enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartIn
 
 
 def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,
-          status_base: str = "/start", wait: int = 0) -> HttpResult:
-    """POST /start. With `wait` > 0 a queued start is long-polled for up to `wait` seconds."""
+          status_base: str = "/start", wait: int = 0, tiers: frozenset[str] = frozenset()) -> HttpResult:
+    """POST /start. With `wait` > 0 a queued start is long-polled for up to `wait` seconds. `tiers`: the caller's
+    token groups and scopes (their usage budget's tier). A start over budget is refused before anything is
+    taken; the replay of an idempotent start that was made is answered as it was."""
     settings = get_settings()
     rate_limits.take(f"start#{user_id}", settings.start_rate_per_minute, 60, code="start_rate_limited",
                      what="Starts")
     request = parse_start_request(raw_body)
     plan = plan_start(settings, request, user_id)
+
+    def fresh() -> HttpResult:
+        budgets.check_start(user_id, tiers)
+        return execute_start(user_id, plan, status_base)
+
     if not idempotency_key:
-        result = execute_start(user_id, plan, status_base)
+        result = fresh()
     else:
         result = HttpResult.from_dict(run_once(
             user_id,
             check_key(idempotency_key),
             request.model_dump(mode="json"),
-            lambda: execute_start(user_id, plan, status_base).as_dict(),
+            lambda: fresh().as_dict(),
         ))
     if result.status == 202 and wait:
         return capacity_queue.long_poll_after_start(user_id, result, status_base, wait)

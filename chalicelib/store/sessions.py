@@ -26,8 +26,10 @@ from typing import Any, TypedDict, cast
 
 from chalicelib.platform.dynamo import cancellation_codes, now_iso, plain, table, transact, update_if
 from chalicelib.platform.errors import ApiError
+from chalicelib.platform.observability import count
 from chalicelib.platform.settings import get_settings
 from chalicelib.store.outbox import event_writes
+from chalicelib.store.usage import usage_updates
 
 
 class SessionRecord(TypedDict, total=False):
@@ -134,7 +136,7 @@ def started_events(item: SessionRecord, queued: bool) -> list[dict[str, Any]]:
     return writes
 
 
-def _epoch(value: Any) -> float | None:
+def epoch(value: Any) -> float | None:
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -144,16 +146,30 @@ def _epoch(value: Any) -> float | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
+def billed_seconds_between(start: float, end: float) -> int:
+    return max(0, math.ceil(end - start))
+
+
 def billed_seconds(created_at: Any, ended_at: Any) -> int | None:
     """A session's billed time as Pipecat Cloud's details give it, `endedAt - createdAt`, in whole seconds
     (a second begun counts); None unless both are ISO 8601 times."""
-    start, end = _epoch(created_at), _epoch(ended_at)
+    start, end = epoch(created_at), epoch(ended_at)
     if start is None or end is None:
         return None
     return max(0, math.ceil(end - start))
 
 
-END_EVENTS = {"stopped_by_user": "session.stopped", "hard_cap": "session.capped"}
+def ran_between(record: Mapping[str, Any], details: Mapping[str, Any] | None,
+                now: float | None = None) -> tuple[float, float]:
+    """When the session ran, as epochs: Pipecat Cloud's `createdAt` / `endedAt` where its details give them, else
+    our record's `created_at` (a little later: it is written once the start was answered) / now."""
+    now = time.time() if now is None else now
+    start = epoch((details or {}).get("createdAt")) or epoch(record.get("created_at")) or now
+    end = epoch((details or {}).get("endedAt")) or now
+    return start, max(start, end)
+
+
+END_EVENTS = {"stopped_by_user": "session.stopped", "hard_cap": "session.capped", "usage_budget": "session.capped"}
 
 
 def ended_event(record: SessionRecord, status: str, reason: str,
@@ -193,10 +209,11 @@ def get_session(session_id: str) -> SessionRecord | None:
 
 def mark_ended(record: SessionRecord, status: str, reason: str,
                details: Mapping[str, Any] | None = None) -> bool:
-    """active -> ended/stopped, the user's slot freed and the event recorded, in one transaction (`details`:
-    Pipecat Cloud's view of the session, for `session.ended`).
+    """active -> ended/stopped, the user's slot freed, the event recorded and the session's seconds added to its
+    user's usage, in one transaction (`details`: Pipecat Cloud's view of the session, for the event and the
+    seconds: its `createdAt` to `endedAt`; without them, our record's `created_at` to now).
 
-    Returns False when the record was not active (already ended: nothing changes, no event).
+    Returns False when the record was not active (already ended: nothing changes, no event, no usage).
     """
     session_id, user_id = record["session_id"], record["user_id"]
     key = {"PK": f"SESSION#{session_id}", "SK": "META"}
@@ -205,9 +222,11 @@ def mark_ended(record: SessionRecord, status: str, reason: str,
     values = {":new": status, ":now": now_iso(), ":reason": reason, ":active": ACTIVE}
     change = {"Update": {"Key": key, "UpdateExpression": update, "ConditionExpression": "#s = :active",
                          "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}}
-    event = ended_event(record, status, reason, details)
+    ran = ran_between(record, details)
+    event = ended_event(record, status, reason, details) + usage_updates(user_id, *ran)
     try:  # (not transact_if: which condition refused it decides what happens next)
         transact([change, {"Update": release_slot_update(user_id)}, *event])
+        count("SecondsUsed", billed_seconds_between(*ran))
         return True
     except Exception as exc:
         reasons = cancellation_codes(exc)
@@ -215,13 +234,14 @@ def mark_ended(record: SessionRecord, status: str, reason: str,
             raise
         if reasons[0] == "ConditionalCheckFailed":
             return False  # already ended
-    # The counter was already at zero (drift): end the record alone (with its event).
+    # The counter was already at zero (drift): end the record alone (with its event and usage).
     try:
         transact([change, *event])
     except Exception as exc:
         if cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
             return False
         raise
+    count("SecondsUsed", billed_seconds_between(*ran))
     return True
 
 

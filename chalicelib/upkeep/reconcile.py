@@ -1,4 +1,5 @@
-"""Scheduled reconciliation: our active records vs Pipecat Cloud (private API).
+"""Scheduled reconciliation: our active records vs Pipecat Cloud (private API). `detect_ended` runs every minute
+(its own schedule), `run` (the same plus slot healing) every 5 minutes.
 
 - records whose session Pipecat Cloud no longer lists as active are marked ended (slot freed);
 - sessions older than the hard cap are stopped at Pipecat Cloud and marked stopped;
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -17,9 +19,13 @@ from chalicelib.pcc.client import PccCallError
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
+from chalicelib.start import budgets
 from chalicelib.store import agent_queue
 from chalicelib.store import sessions as session_store
 from chalicelib.store.sessions import SessionRecord
+
+END_DETECTION_SECONDS = 60  # the detect_ended schedule's rate (app.py)
+DETAILS_CONCURRENCY = 16  # details calls in flight at once for the sessions a run finds gone
 
 
 def _age_seconds(record: dict[str, Any], now: float) -> float:
@@ -28,17 +34,28 @@ def _age_seconds(record: dict[str, Any], now: float) -> float:
 
 
 def run(now: float | None = None) -> dict[str, int]:
+    """The 5-minute schedule's step: end detection (as `detect_ended` runs it every minute) and slot healing."""
+    now = now or time.time()
+    summary = detect_ended(now)
+    summary["slots_healed"] = session_store.heal_slot_counters(now)
+    count("SlotCountersHealed", summary["slots_healed"])
+    logger.info("reconciliation done", extra=summary)
+    return summary
+
+
+def detect_ended(now: float | None = None) -> dict[str, int]:
+    """Our active records against Pipecat Cloud: one private-API listing per agent with an active record (not one
+    call per session), then a details call for each session that is gone (its `session.ended` carries them).
+    The `detect_ended` schedule runs it every minute, so an end is recorded (and its event written) at most
+    END_DETECTION_SECONDS after it happened, plus the listing's time."""
     settings = get_settings()
     now = now or time.time()
-    summary = {"checked": 0, "ended": 0, "stopped": 0, "errors": 0, "slots_healed": 0}
+    summary = {"checked": 0, "ended": 0, "stopped": 0, "capped": 0, "errors": 0}
     records = session_store.active_sessions()
     if records:
         _reconcile_records(records, settings.hard_cap_seconds, now, summary)
-    summary["slots_healed"] = session_store.heal_slot_counters(now)
     count("ReconciledEnded", summary["ended"])
     count("ReconciledStopped", summary["stopped"])
-    count("SlotCountersHealed", summary["slots_healed"])
-    logger.info("reconciliation done", extra=summary)
     return summary
 
 
@@ -48,6 +65,8 @@ def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now
     by_agent: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         by_agent[record["agent"]].append(record)
+    gone: list[dict[str, Any]] = []
+    running: dict[str, list[dict[str, Any]]] = defaultdict(list)  # user -> records still active at Pipecat Cloud
     for agent, agent_records in by_agent.items():
         try:
             active = {str(s["sessionId"]) for s in pcc_client.active_sessions(agent, key)}
@@ -59,18 +78,45 @@ def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now
             summary["checked"] += 1
             session_id = record["session_id"]
             if session_id not in active:
-                details = _details(agent, session_id, key)
-                reason = str(details.get("completionStatus") or "ended") if details else "not_active_at_pipecat"
-                if session_store.mark_ended(cast(SessionRecord, record), session_store.ENDED, reason, details):
-                    summary["ended"] += 1
-                    agent_queue.capacity_freed(agent, "reconcile_ended")
+                gone.append(record)
             elif _age_seconds(record, now) > hard_cap_seconds:
-                if not pcc_client.stop_if_running(agent, session_id, key):
-                    summary["errors"] += 1
-                    continue
-                if session_store.mark_ended(cast(SessionRecord, record), session_store.STOPPED, "hard_cap"):
-                    summary["stopped"] += 1
-                    agent_queue.capacity_freed(agent, "hard_cap")
+                summary["stopped" if _stop(record, "hard_cap", key) else "errors"] += 1
+            else:
+                running[record["user_id"]].append(record)
+    # Budgets: a user whose day or month ran out has every running session stopped (`session.capped`).
+    for user_id, window in budgets.over_budget(running, now).items():
+        for record in running[user_id]:
+            logger.info("usage budget used up: session stopped", extra={"user_id": user_id, "window": window,
+                                                                         "session_id": record["session_id"]})
+            summary["capped"] += 1 if _stop(record, "usage_budget", key) else 0
+    # Each gone session's details, DETAILS_CONCURRENCY at a time: at 1.5 s a call, 200 ends a minute take ~20 s,
+    # not 300 s one after the other (past the function's timeout).
+    with ThreadPoolExecutor(max_workers=DETAILS_CONCURRENCY) as pool:
+        summary["ended"] += sum(pool.map(lambda r: _record_end(r, key), gone))
+
+
+def _stop(record: dict[str, Any], reason: str, key: str) -> bool:
+    """Stop a running session at Pipecat Cloud and record it stopped (`reason`), with its details when Pipecat
+    Cloud gives them (its usage to the second); False when the stop failed (the next run tries again)."""
+    if not pcc_client.stop_if_running(record["agent"], record["session_id"], key):
+        return False
+    details = _details(record["agent"], record["session_id"], key)
+    if session_store.mark_ended(cast(SessionRecord, record), session_store.STOPPED, reason, details):
+        agent_queue.capacity_freed(record["agent"], reason)
+        count("SessionsCapped", reason=reason)
+    return True
+
+
+def _record_end(record: dict[str, Any], key: str) -> int:
+    """1 when the gone session's end was recorded now (and its event written), else 0."""
+    details = _details(record["agent"], record["session_id"], key)
+    if details is not None and not details.get("endedAt"):
+        return 0  # Pipecat Cloud still has it running (a listing that missed it): the next run looks again
+    reason = str(details.get("completionStatus") or "ended") if details else "not_active_at_pipecat"
+    if not session_store.mark_ended(cast(SessionRecord, record), session_store.ENDED, reason, details):
+        return 0
+    agent_queue.capacity_freed(record["agent"], "reconcile_ended")
+    return 1
 
 
 def _details(agent: str, session_id: str, key: str) -> dict[str, Any] | None:

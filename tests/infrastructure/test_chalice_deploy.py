@@ -132,7 +132,7 @@ def test_each_function_runs_as_its_own_role_with_the_policy_written_for_it(
         written = json.loads((deployed["project"] / ".chalice" / policy_file("dev", function)).read_text())
         assert document == written, function
         assert not iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
-    assert len(roles) == len(FUNCTION_PERMISSIONS) == 4
+    assert len(roles) == len(FUNCTION_PERMISSIONS) == 5
 
 
 def test_worker_is_fed_by_the_retry_queue_one_message_at_a_time(aws: dict[str, str], deployed: dict[str, Any]) -> None:
@@ -159,13 +159,16 @@ def test_events_are_delivered_from_the_outbox_stream_from_its_start(aws: dict[st
     assert mapping["BatchSize"] == 100 and mapping["StartingPosition"] == "TRIM_HORIZON"
 
 
-def test_reconcile_runs_every_five_minutes(aws: dict[str, str], deployed: dict[str, Any]) -> None:
+def test_reconcile_runs_every_five_minutes_and_end_detection_every_minute(
+        aws: dict[str, str], deployed: dict[str, Any]) -> None:
     events = _client(aws, "events")
-    rules = events.list_rules()["Rules"]
-    assert [r["ScheduleExpression"] for r in rules] == ["rate(5 minutes)"]
-    targets = events.list_targets_by_rule(Rule=rules[0]["Name"])["Targets"]
-    assert [t["Arn"].rsplit(":", 1)[-1] for t in targets] == [function_name("pipecat-gateway", "dev",
-                                                                            "reconcile_sessions")]
+    rules = [r for r in events.list_rules()["Rules"] if r.get("ScheduleExpression")]
+    scheduled = {}
+    for rule in rules:
+        [target] = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+        scheduled[target["Arn"].rsplit(":", 1)[-1]] = rule["ScheduleExpression"]
+    assert scheduled == {function_name("pipecat-gateway", "dev", "reconcile_sessions"): "rate(5 minutes)",
+                         function_name("pipecat-gateway", "dev", "detect_ended"): "rate(1 minute)"}
 
 
 def test_rest_api_serves_every_route_with_binary_types_and_throttling(

@@ -145,6 +145,7 @@ def exercise_every_function(gateway: Gateway, emulator: EmulatorServer, recorder
     failed = gateway.start(user, {"agent": "ghost-agent"}, headers={"Idempotency-Key": "policy-2"})
     assert failed.status_code == 404  # a failed start forgets its idempotency record (DeleteItem)
     assert gateway.request("GET", "/sessions", user=user).status_code == 200
+    assert gateway.request("GET", "/usage", user=user).status_code == 200
     assert gateway.request("GET", f"/sessions/{session_id}", user=user).status_code == 200
     assert gateway.request("GET", f"/sessions/{session_id}/status", user=user).status_code == 200
     assert gateway.request("DELETE", f"/sessions/{session_id}", user=user).status_code == 200
@@ -168,10 +169,17 @@ def exercise_every_function(gateway: Gateway, emulator: EmulatorServer, recorder
     assert second.status_code == 200, second.body
     ended_id = json.loads(second.body)["sessionId"]
     emulator_admin(emulator, f"sessions/{ended_id}/end", {"status": "ended"})
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
+    assert gateway.start(new_user(), {"transport": "daily"}).status_code == 202  # waits: the end wakes its queue
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
 
+    recorder.switch("detect_ended")
+    summary = gateway.app.handler_map["detect_ended"](scheduled_event("detect_ended"), None)
+    assert summary["ended"] >= 1, summary
+    recorder.switch("retry_worker")
+    assert handle_one(worker, sqs, queue_url)  # the wake-up the end sent: the waiting start is served
     recorder.switch("reconcile_sessions")
     summary = gateway.app.handler_map["reconcile_sessions"](scheduled_event("reconcile_sessions"), None)
-    assert summary["ended"] >= 1, summary
     # the paths a schedule takes later on: a queued start past its deadline, slot counters to heal, an
     # orphan, and a start whose outcome is unknown (its slot recovered)
     recorder.switch("api_handler")
@@ -203,6 +211,7 @@ def test_each_function_is_granted_exactly_what_its_code_calls(
         gateway: Gateway, emulator: EmulatorServer, recorder: CallRecorder, stack: dict[str, Any],
         configure_stage: Any) -> None:
     configure_stage(RETRY_BASE_SECONDS="0.5", RETRY_CAP_SECONDS="1", DISPATCH_RUN_SECONDS="1",
+                    USER_SECONDS_PER_DAY="86400",  # budgets on: their reads and writes are exercised too
                     EVENTS_WEBHOOK_URL="http://127.0.0.1:9/unsigned", EVENTS_DELIVERY_ATTEMPTS="1")
     exercise_every_function(gateway, emulator, recorder, stack)
     chalice_dir = stack["project"] / ".chalice"

@@ -93,7 +93,7 @@ def test_each_function_has_its_own_role_with_its_own_policy(packaged: dict[str, 
     resources = packaged["template"]["Resources"]
     functions = {k: v for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
     logical = {"api_handler": "APIHandler", "retry_worker": "RetryWorker", "reconcile_sessions": "ReconcileSessions",
-               "deliver_events": "DeliverEvents"}
+               "deliver_events": "DeliverEvents", "detect_ended": "DetectEnded"}
     assert set(logical) == set(FUNCTION_PERMISSIONS) and set(logical.values()) <= set(functions)
     roles = set()
     for function, name in logical.items():
@@ -108,7 +108,7 @@ def test_each_function_has_its_own_role_with_its_own_policy(packaged: dict[str, 
         own = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/" + function_name("pipecat-gateway", "dev",
                                                                                         function)
         assert log_groups == {own, own + ":*"}  # not pipecat-gateway-*: never another stage's
-    assert len(roles) == len(FUNCTION_PERMISSIONS) == 4  # one role per function
+    assert len(roles) == len(FUNCTION_PERMISSIONS) == 5  # one role per function
     env = functions["APIHandler"]["Properties"]["Environment"]["Variables"]
     assert env["TABLE_NAME"] == OUTPUTS["TableName"] and env["PCC_SECRET_ID"] == OUTPUTS["SecretName"]
     assert not any(k.startswith("AWS_") for k in env)  # reserved in Lambda; only the local stage sets them

@@ -25,7 +25,7 @@ from chalicelib.events import delivery, sinks
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
-from infra.sqs_poller import StreamPoller
+from infra.sqs_poller import StreamPoller, scheduled_event
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import body
 from tests.support import new_user
@@ -182,7 +182,8 @@ def test_each_change_is_one_event_delivered_signed_to_both_sinks_in_order(
         ("session.ended", ended), ("start.queued", request_id), ("start.cancelled", request_id)]
     assert all(e["userId"] == user and e["agent"] == "my-agent" for e in recorded)
     assert recorded[0]["data"] == {"transport": "daily", "queued": False}
-    assert recorded[1]["data"] == {"reason": "stopped_by_user"}
+    assert recorded[1]["data"]["reason"] == "stopped_by_user"  # with Pipecat Cloud's details, read after the stop
+    assert recorded[1]["data"]["completionStatus"] == "STOPPED_BY_API" and recorded[1]["data"]["durationSeconds"] >= 0
     assert recorded[5]["data"]["code"] == "cancelled"
     # session.ended carries Pipecat Cloud's view of the session; its duration to the second
     bot = emulator.org.sessions[ended]
@@ -308,6 +309,7 @@ def test_calls_caps_orphans_failures_and_abandonment_are_each_one_event(
     from tests.integration.test_telephony import OWNER, new_call, twilio_call
 
     gateway = events.gateway
+    already = {e["id"] for e in events.recorded(OWNER)}  # the telephony owner's events of earlier tests
     phone(TELEPHONY_WEBSOCKET_AUTH="token")
     call = new_call()
     assert twilio_call(gateway, call).status_code == 200
@@ -328,9 +330,10 @@ def test_calls_caps_orphans_failures_and_abandonment_are_each_one_event(
 
     caller = [(e["type"], e.get("callId"), e["data"]) for e in events.recorded(OWNER)
               if e.get("sessionId") == call_session.session_id]
-    assert caller == [("session.started", call["CallSid"], {"transport": "websocket", "queued": False}),
-                      ("call.started", call["CallSid"], {"provider": "twilio"}),
-                      ("session.capped", call["CallSid"], {"reason": "hard_cap"})]
+    assert caller[:2] == [("session.started", call["CallSid"], {"transport": "websocket", "queued": False}),
+                          ("call.started", call["CallSid"], {"provider": "twilio"})]
+    assert [(t, c, d["reason"], d["completionStatus"]) for t, c, d in caller[2:]] == [
+        ("session.capped", call["CallSid"], "hard_cap", "STOPPED_BY_API")]
     assert [(e["type"], e.get("sessionId") or e.get("requestId"), e["data"].get("code")) for e in
             events.recorded(user)] == [
         ("session.started", capped, None), ("session.capped", capped, None),
@@ -341,5 +344,43 @@ def test_calls_caps_orphans_failures_and_abandonment_are_each_one_event(
     assert orphaned["data"]["createdAt"] == emulator.org.sessions[orphan].summary("emu-org")["createdAt"]
     events.pump()
     delivered = by_id(events.receiver.events())
-    everything = events.recorded(OWNER) + events.recorded(user) + [orphaned]
+    everything = [e for e in events.recorded(OWNER) if e["id"] not in already] + events.recorded(user) + [orphaned]
     assert [delivered.get(e["id"]) for e in everything] == [1] * len(everything)  # each delivered once
+
+
+def test_end_detection_lists_each_agent_once_and_reports_every_end_once(
+        events: Events, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The detect_ended schedule (every minute): one private-API listing per agent with active records, not one
+    call per session; a details call only for a session that is gone; each end recorded once, however often
+    it runs (a second run, or the 5-minute reconcile meanwhile, finds nothing more)."""
+    from chalicelib.pcc import client as pcc_client
+    from chalicelib.upkeep import reconcile
+
+    gateway, user = events.gateway, new_user()
+    other = new_user()
+    daily = [started(gateway, user) for _ in range(2)] + [started(gateway, other)]
+    ws = gateway.start(user, {"agent": "open-ws", "transport": "websocket"})
+    assert ws.status_code == 200, ws.body
+    calls: list[tuple[str, str]] = []
+    real_list, real_get = pcc_client.list_sessions, pcc_client.get_session
+
+    def listing(agent: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(("list", agent))
+        return real_list(agent, *args, **kwargs)
+
+    def details(agent: str, session_id: str, key: str) -> Any:
+        calls.append(("details", session_id))
+        return real_get(agent, session_id, key)
+
+    monkeypatch.setattr(pcc_client, "list_sessions", listing)
+    monkeypatch.setattr(pcc_client, "get_session", details)
+    assert emulator.org.end_session(daily[0]) and emulator.org.end_session(daily[2])
+    summary = gateway.app.handler_map["detect_ended"](scheduled_event("detect_ended"), None)
+    assert summary["ended"] == 2, summary
+    assert sorted(c for c in calls if c[0] == "list") == [("list", "my-agent"), ("list", "open-ws")]
+    assert sorted(c[1] for c in calls if c[0] == "details") == sorted([daily[0], daily[2]])
+    assert reconcile.detect_ended()["ended"] == 0 and reconcile.run()["ended"] == 0
+    ended = [e for e in events.recorded(user) + events.recorded(other) if e["type"] == "session.ended"]
+    assert sorted(e["sessionId"] for e in ended) == sorted([daily[0], daily[2]])
+    assert all(e["data"]["completionStatus"] == "HTTP_COMPLETED" and e["data"]["durationSeconds"] >= 0
+               for e in ended)

@@ -75,8 +75,8 @@ def test_only_runs_of_dead_launchers_are_removed(tmp_path: Path) -> None:
 def test_schedules_run_at_their_rate_unless_overridden() -> None:
     from app import app
 
-    assert schedules(app) == {"reconcile_sessions": 300.0}
-    assert schedules(app, 2.0) == {"reconcile_sessions": 2.0}
+    assert schedules(app) == {"detect_ended": 60.0, "reconcile_sessions": 300.0}
+    assert schedules(app, 2.0) == {"detect_ended": 2.0, "reconcile_sessions": 2.0}
 
 
 def test_the_console_shows_the_gateways_records_as_short_lines() -> None:

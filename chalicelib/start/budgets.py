@@ -1,0 +1,136 @@
+"""Per-user usage budgets (docs/usage.md): the billed seconds of a user's sessions per UTC day and per calendar
+month, against USER_SECONDS_PER_DAY / USER_SECONDS_PER_MONTH or the caller's tier (USAGE_TIERS).
+
+- Usage = the seconds of the user's ended sessions (counters written with each end, chalicelib.store.usage) + the
+  running time of their active sessions.
+- POST /start over budget: 429 `usage_budget_exceeded`, `Retry-After` to the window's reset.
+- A running session that exhausts the budget is stopped by the detect_ended schedule (every minute): `cap_over_budget`.
+- GET /usage: `report`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.platform.errors import ApiError
+from chalicelib.platform.observability import count
+from chalicelib.platform.settings import Settings, get_settings
+from chalicelib.store import sessions as session_store
+from chalicelib.store import usage as usage_store
+
+ACTIVE_LISTED = 50  # a user's active sessions read for their running time (USER_SESSION_LIMIT is far below)
+
+
+@dataclass(frozen=True)
+class Limits:
+    day: int  # 0: unlimited
+    month: int
+
+    @property
+    def any(self) -> bool:
+        return bool(self.day or self.month)
+
+
+def limits_for(settings: Settings, names: frozenset[str]) -> Limits:
+    """The caller's limits: the tiers named by their token's groups or scopes (the most generous of them, 0 being
+    unlimited), else USER_SECONDS_PER_DAY / USER_SECONDS_PER_MONTH."""
+    tiers = [settings.usage_tiers[n] for n in sorted(names) if n in settings.usage_tiers]
+    if not tiers:
+        return Limits(settings.user_seconds_per_day, settings.user_seconds_per_month)
+
+    def generous(values: list[int]) -> int:
+        return 0 if 0 in values else max(values)
+
+    return Limits(generous([t.day for t in tiers]), generous([t.month for t in tiers]))
+
+
+def budgets_configured(settings: Settings) -> bool:
+    return bool(settings.user_seconds_per_day or settings.user_seconds_per_month or settings.usage_tiers)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def running_seconds(records: list[dict[str, Any]], now: float) -> list[tuple[str, int]]:
+    """(session id, seconds it has run) of active session records (plain items or public records)."""
+    out = []
+    for record in records:
+        created = session_store.epoch(record.get("created_at") or record.get("createdAt"))
+        if created is not None:
+            out.append((str(record.get("session_id") or record.get("sessionId")), max(0, math.ceil(now - created))))
+    return out
+
+
+def _windows(used: usage_store.UserUsage, running: int, limits: Limits, now: float) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, seconds, limit, window, resets in (
+            ("day", used.day_seconds, limits.day, usage_store.day_window(now), usage_store.day_reset(now)),
+            ("month", used.month_seconds, limits.month, usage_store.month_window(now), usage_store.month_reset(now))):
+        total = seconds + running
+        out[name] = {"window": window, "usedSeconds": total, "endedSeconds": seconds, "runningSeconds": running,
+                     "limitSeconds": limit or None, "remainingSeconds": max(0, limit - total) if limit else None,
+                     "resetsAt": _iso(resets), "resetsInSeconds": max(1, math.ceil(resets - now))}
+    return out
+
+
+def _active(user_id: str) -> list[dict[str, Any]]:
+    return session_store.list_user_sessions(user_id, limit=ACTIVE_LISTED, status=session_store.ACTIVE)[0]
+
+
+def check_start(user_id: str, names: frozenset[str], now: float | None = None) -> None:
+    """Before a start: 429 `usage_budget_exceeded` when the user has no budget left in a window. Records the
+    user's limits for the schedule when they changed (it has no token to read them from)."""
+    settings = get_settings()
+    if not budgets_configured(settings):
+        return
+    now = time.time() if now is None else now
+    limits = limits_for(settings, names)
+    used = usage_store.read(user_id, now)
+    if used.limits != (limits.day, limits.month):
+        usage_store.record_limits(user_id, limits.day, limits.month)
+    if not limits.any:
+        return
+    running = sum(s for _, s in running_seconds(_active(user_id), now))
+    for name, window in _windows(used, running, limits, now).items():
+        if window["limitSeconds"] is not None and window["usedSeconds"] >= window["limitSeconds"]:
+            count("StartRejected", code="usage_budget_exceeded")
+            raise ApiError(429, "usage_budget_exceeded",
+                           f"Your {name}'s budget of {window['limitSeconds']} seconds is used up; it resets at "
+                           f"{window['resetsAt']}", headers={"Retry-After": str(window["resetsInSeconds"])},
+                           extra={"window": name, "usedSeconds": window["usedSeconds"],
+                                  "limitSeconds": window["limitSeconds"], "resetsAt": window["resetsAt"]})
+
+
+def report(user_id: str, names: frozenset[str], now: float | None = None) -> dict[str, Any]:
+    """GET /usage: used / limit / reset for each window, and the running seconds of each active session."""
+    settings = get_settings()
+    now = time.time() if now is None else now
+    limits = limits_for(settings, names)
+    active = running_seconds(_active(user_id), now)
+    windows = _windows(usage_store.read(user_id, now), sum(s for _, s in active), limits, now)
+    return {"userId": user_id, **windows,
+            "activeSessions": [{"sessionId": sid, "runningSeconds": seconds} for sid, seconds in active]}
+
+
+def over_budget(records_by_user: dict[str, list[dict[str, Any]]], now: float) -> dict[str, str]:
+    """Of users with active sessions, those whose budget (as /start last recorded it) is used up, with the
+    window that ran out. One BatchGetItem per user, only when budgets are configured at all."""
+    if not budgets_configured(get_settings()):
+        return {}
+    out = {}
+    for user_id, records in records_by_user.items():
+        used = usage_store.read(user_id, now)
+        if used.limits is None or not any(used.limits):
+            continue
+        running = sum(s for _, s in running_seconds(records, now))
+        windows = _windows(used, running, Limits(*used.limits), now)
+        for name, window in windows.items():
+            if window["limitSeconds"] is not None and window["usedSeconds"] >= window["limitSeconds"]:
+                out[user_id] = name
+                break
+    return out
