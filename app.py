@@ -7,7 +7,6 @@ from typing import Any
 
 from chalice.app import Chalice, Rate, Request, Response
 
-from chalicelib import events
 from chalicelib.platform.auth import Principal, authenticate_principal, route_authorizer
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.http import (
@@ -254,4 +253,6 @@ def reconcile_sessions(event: Any) -> dict[str, int]:
 @app.on_dynamodb_record(stream_arn=os.environ.get("EVENTS_STREAM_ARN", LOCAL_EVENTS_STREAM_ARN), batch_size=100,
                         starting_position="TRIM_HORIZON", name="deliver_events")
 def deliver_events(event: Any) -> dict[str, int]:
+    from chalicelib import events  # noqa: PLC0415 - only this function delivers: the others' cold starts skip it
+
     return events.deliver_stream_records(event.to_dict()["Records"])

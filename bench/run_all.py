@@ -46,7 +46,15 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    from bench import cold_start, crash_recovery, package_size, queue_latency, queue_storm, warm_overhead
+    from bench import (
+        cold_start,
+        crash_recovery,
+        end_detection,
+        package_size,
+        queue_latency,
+        queue_storm,
+        warm_overhead,
+    )
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     quick = "--quick" in sys.argv
@@ -62,6 +70,8 @@ def main() -> int:
                   "queue_storm": lambda: queue_storm.run(starts=60, users=20, late_arrivals=10) if quick
                   else queue_storm.run(),
                   "crash_recovery": lambda: crash_recovery.run(samples=5 if quick else 20),
+                  "end_detection": lambda: end_detection.run(sessions=40, users=20, period=2, spread=10) if quick
+                  else end_detection.run(latency=0.5),
                   "package_size": package_size.run}
     terminal = sys.stdout
     with (out / "latest.log").open("w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):

@@ -32,9 +32,13 @@ class UndeliverableBatch(RuntimeError):
 def deliver_stream_records(records: list[dict[str, Any]], sleep: Callable[[float], None] = time.sleep
                            ) -> dict[str, int]:
     """Deliver the events in `records` (the stream's batch); a summary of what happened."""
-    events = events_of_stream(records)
+    events, unreadable = events_of_stream(records)
     sinks = configured_sinks()
     summary = {"events": len(events), "delivered": 0, "dead_lettered": 0}
+    for text in unreadable:  # cannot happen from our own writes: parked, so it never blocks the stream
+        _park({"sink": None, "error": "not a lifecycle event", "text": text[:200_000]}, "an unreadable outbox item")
+        summary["dead_lettered"] += 1
+        count("EventsFailed", sink="none")
     down: set[str] = set()
     for event in events:
         body = event_body(event)
@@ -71,12 +75,15 @@ def _send(sink: Sink, event: LifecycleEvent, body: str, sleep: Callable[[float],
 
 
 def _dead_letter(event: LifecycleEvent, body: str, sink: str, error: str) -> None:
+    _park({"sink": sink, "error": error, "event": json.loads(body)}, f"event {event.id}")
+    logger.error("event dead-lettered", extra={"event_id": event.id, "sink": sink, "error": error})
+
+
+def _park(message: dict[str, Any], what: str) -> None:
     queue_url = get_settings().events_dlq_url
     if not queue_url:
-        raise UndeliverableBatch(f"event {event.id} not taken by {sink} and no EVENTS_DLQ_URL to park it in")
+        raise UndeliverableBatch(f"{what} was not delivered and there is no EVENTS_DLQ_URL to park it in")
     try:
-        client("sqs").send_message(QueueUrl=queue_url, MessageBody=json.dumps(
-            {"sink": sink, "error": error, "event": json.loads(body)}, separators=(",", ":")))
+        client("sqs").send_message(QueueUrl=queue_url, MessageBody=json.dumps(message, separators=(",", ":")))
     except Exception as exc:
-        raise UndeliverableBatch(f"event {event.id} could not be parked in the DLQ") from exc
-    logger.error("event dead-lettered", extra={"event_id": event.id, "sink": sink, "error": error})
+        raise UndeliverableBatch(f"{what} could not be parked in the DLQ") from exc

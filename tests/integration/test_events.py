@@ -384,3 +384,17 @@ def test_end_detection_lists_each_agent_once_and_reports_every_end_once(
     assert sorted(e["sessionId"] for e in ended) == sorted([daily[0], daily[2]])
     assert all(e["data"]["completionStatus"] == "HTTP_COMPLETED" and e["data"]["durationSeconds"] >= 0
                for e in ended)
+
+
+def test_an_unreadable_outbox_item_is_parked_and_never_blocks_the_stream(events: Events) -> None:
+    """Our own writes are always valid events; an item that is not (written by hand, a bad migration) must not
+    hold the stream: Lambda would hand the same batch over for ever and no later event would arrive."""
+    user = new_user()
+    events.table.put_item(Item={"PK": f"EVENTS#{user}", "SK": "2026-12-06T00:00:00.000000Z#bad", "type": "event",
+                                "event": json.dumps({"id": "evt_x", "type": "session.finished"})})
+    session_id = started(events.gateway, user)
+    events.pump()
+    assert [e["sessionId"] for e in events.receiver.events() if e["userId"] == user] == [session_id]
+    parked = events.dead_lettered()
+    assert [(p["sink"], p["error"]) for p in parked] == [(None, "not a lifecycle event")]
+    assert "session.finished" in parked[0]["text"]

@@ -46,3 +46,14 @@ def test_the_lifecycle_event_schema_is_published_with_every_event_type() -> None
     assert len(EVENT_TYPES) == 10
     docs = (Path(__file__).resolve().parents[2] / "docs" / "events.md").read_text()
     assert all(f"| `{name}` |" in docs for name in EVENT_TYPES)  # the catalogue lists every type
+
+
+def test_the_outbox_writes_only_the_published_event_types() -> None:
+    import pytest
+
+    from chalicelib.api.events import EVENT_TYPES
+    from chalicelib.store.outbox import EVENT_TYPE_NAMES, event_writes
+
+    assert EVENT_TYPE_NAMES == set(EVENT_TYPES)
+    with pytest.raises(ValueError):
+        event_writes("session.finished", user_id="u", agent="a")
