@@ -54,3 +54,25 @@ def test_agents_as_json_policies_and_default_agent_check() -> None:
         parse_settings({**env, "PCC_DEFAULT_AGENT": "c"})
     with pytest.raises(SettingsError, match="PCC_AGENTS"):
         parse_settings({**BASE, "PCC_AGENTS": '{"a": {"unknown_option": 1}}'})
+
+
+def test_events_webhook_must_be_https_except_to_this_machine() -> None:
+    assert parse_settings({**BASE, "EVENTS_WEBHOOK_URL": "https://hooks.example.com/x"}).events_webhook_url
+    assert parse_settings({**BASE, "EVENTS_WEBHOOK_URL": "http://127.0.0.1:9000/x"}).events_webhook_url
+    for url in ("http://hooks.example.com/x", "http://127.0.0.1.example.com/x", "ftp://x"):
+        with pytest.raises(SettingsError, match="EVENTS_WEBHOOK_URL"):
+            parse_settings({**BASE, "EVENTS_WEBHOOK_URL": url})
+    with pytest.raises(SettingsError, match="EVENTS_DELIVERY_ATTEMPTS"):
+        parse_settings({**BASE, "EVENTS_DELIVERY_ATTEMPTS": "11"})
+
+
+def test_budgets_default_to_unlimited_and_tiers_parse_as_json() -> None:
+    settings = parse_settings(BASE)
+    assert settings.user_seconds_per_day == settings.user_seconds_per_month == 0 and settings.usage_tiers == {}
+    tiers = parse_settings({**BASE, "USAGE_TIERS": '{"pro": {"day": 36000}, "free": {"day": 600, "month": 6000}}'})
+    assert tiers.usage_tiers["pro"].day == 36000 and tiers.usage_tiers["pro"].month == 0
+    for bad in ('{"pro": {"day": -1}}', '{"pro": {"hour": 5}}', "[1]"):
+        with pytest.raises(SettingsError, match="USAGE_TIERS"):
+            parse_settings({**BASE, "USAGE_TIERS": bad})
+    with pytest.raises(SettingsError, match="USER_SECONDS_PER_DAY"):
+        parse_settings({**BASE, "USER_SECONDS_PER_DAY": "-5"})
