@@ -66,6 +66,7 @@ def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now
     for record in records:
         by_agent[record["agent"]].append(record)
     gone: list[dict[str, Any]] = []
+    capped: list[dict[str, Any]] = []  # past the hard cap
     running: dict[str, list[dict[str, Any]]] = defaultdict(list)  # user -> records still active at Pipecat Cloud
     for agent, agent_records in by_agent.items():
         try:
@@ -80,19 +81,26 @@ def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now
             if session_id not in active:
                 gone.append(record)
             elif _age_seconds(record, now) > hard_cap_seconds:
-                summary["stopped" if _stop(record, "hard_cap", key) else "errors"] += 1
+                capped.append(record)
             else:
                 running[record["user_id"]].append(record)
     # Budgets: a user whose day or month ran out has every running session stopped (`session.capped`).
-    for user_id, window in budgets.over_budget(running, now).items():
-        for record in running[user_id]:
-            logger.info("usage budget used up: session stopped", extra={"user_id": user_id, "window": window,
-                                                                         "session_id": record["session_id"]})
-            summary["capped"] += 1 if _stop(record, "usage_budget", key) else 0
-    # Each gone session's details, DETAILS_CONCURRENCY at a time: at 1.5 s a call, 200 ends a minute take ~20 s,
-    # not 300 s one after the other (past the function's timeout).
+    over = budgets.over_budget(running, now)
+    for user_id, window in over.items():
+        logger.info("usage budget used up: sessions stopped", extra={"user_id": user_id, "window": window,
+                                                                      "sessions": len(running[user_id])})
+    spent = [r for user_id in over for r in running[user_id]]
+    # The Pipecat Cloud calls, DETAILS_CONCURRENCY at a time: at 1.5 s a call, 200 ends a minute take ~20 s, not
+    # 300 s one after the other (past the function's timeout); a stop is a stop and a details call.
     with ThreadPoolExecutor(max_workers=DETAILS_CONCURRENCY) as pool:
-        summary["ended"] += sum(pool.map(lambda r: _record_end(r, key), gone))
+        ended = pool.map(lambda r: _record_end(r, key), gone)
+        hard = pool.map(lambda r: _stop(r, "hard_cap", key), capped)
+        budget = pool.map(lambda r: _stop(r, "usage_budget", key), spent)
+        summary["ended"] += sum(ended)
+        for stopped in hard:
+            summary["stopped" if stopped else "errors"] += 1
+        for stopped in budget:
+            summary["capped" if stopped else "errors"] += 1
 
 
 def _stop(record: dict[str, Any], reason: str, key: str) -> bool:
