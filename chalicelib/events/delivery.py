@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from chalicelib.platform.settings import get_settings
 from chalicelib.store.outbox import events_of_stream
 
 BACKOFF_FIRST_SECONDS = 0.5
+MAX_PARKED_TEXT_BYTES = 200_000  # of an unreadable item, in its DLQ message (SQS takes 256 KB)
 
 
 class UndeliverableBatch(RuntimeError):
@@ -35,23 +37,29 @@ def deliver_stream_records(records: list[dict[str, Any]], sleep: Callable[[float
     events, unreadable = events_of_stream(records)
     sinks = configured_sinks()
     summary = {"events": len(events), "delivered": 0, "dead_lettered": 0}
-    for text in unreadable:  # cannot happen from our own writes: parked, so it never blocks the stream
-        _park({"sink": None, "error": "not a lifecycle event", "text": text[:200_000]}, "an unreadable outbox item")
-        summary["dead_lettered"] += 1
-        count("EventsFailed", sink="none")
-    down: set[str] = set()
-    for event in events:
-        body = event_body(event)
-        for sink in sinks:
-            error = "sink failed earlier in this batch" if sink.name in down else _send(sink, event, body, sleep)
-            if error is None:
-                summary["delivered"] += 1
-                count("EventsDelivered", sink=sink.name)
-                continue
-            down.add(sink.name)
-            _dead_letter(event, body, sink.name, error)
+    tally: Counter[tuple[str, str]] = Counter()  # (metric, sink) -> events, sent as one metric each per batch
+    try:
+        for text in unreadable:  # cannot happen from our own writes: parked, so it never blocks the stream
+            cut = text.encode()[:MAX_PARKED_TEXT_BYTES].decode(errors="ignore")
+            _park({"sink": None, "error": "not a lifecycle event", "text": cut}, "an unreadable outbox item")
             summary["dead_lettered"] += 1
-            count("EventsFailed", sink=sink.name)
+            tally["EventsFailed", "none"] += 1
+        down: set[str] = set()
+        for event in events:
+            body = event_body(event)
+            for sink in sinks:
+                error = "sink failed earlier in this batch" if sink.name in down else _send(sink, event, body, sleep)
+                if error is None:
+                    summary["delivered"] += 1
+                    tally["EventsDelivered", sink.name] += 1
+                    continue
+                down.add(sink.name)
+                _dead_letter(event, body, sink.name, error)
+                summary["dead_lettered"] += 1
+                tally["EventsFailed", sink.name] += 1
+    finally:
+        for (metric, sink_name), value in sorted(tally.items()):
+            count(metric, value, sink=sink_name)
     if events:
         logger.info("events delivered", extra=summary)
     return summary

@@ -264,13 +264,22 @@ def test_a_delivery_that_dies_midway_is_handed_over_again_and_nothing_is_lost(
 
 
 def test_a_sink_that_keeps_failing_parks_its_events_in_the_dlq_and_the_other_sink_gets_all(
-        events: Events) -> None:
+        events: Events, capsys: Any) -> None:
     gateway, user = events.gateway, new_user()
     session_id = started(gateway, user)
     assert gateway.request("DELETE", f"/sessions/{session_id}", user=user).status_code == 200
     recorded = events.recorded(user)
     events.receiver.failing = 10_000
+    capsys.readouterr()
     events.pump()
+    metrics: dict[tuple[str, str], float] = {}
+    for line in capsys.readouterr().out.splitlines():  # the EMF records: one per metric and sink per batch
+        if '"_aws"' in line:
+            record = json.loads(line)
+            for name in ("EventsDelivered", "EventsFailed"):
+                if name in record:
+                    metrics[name, record["sink"]] = metrics.get((name, record["sink"]), 0) + sum(record[name])
+    assert metrics == {("EventsDelivered", "eventbridge"): len(recorded), ("EventsFailed", "webhook"): len(recorded)}
     attempts = int(os.environ.get("EVENTS_DELIVERY_ATTEMPTS", "4"))
     assert len(events.receiver.received) == attempts  # the first event's tries; then the sink is skipped
     parked = events.dead_lettered()
