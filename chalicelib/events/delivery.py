@@ -48,7 +48,8 @@ def deliver_stream_records(records: list[dict[str, Any]], sleep: Callable[[float
         for event in events:
             body = event_body(event)
             for sink in sinks:
-                error = "sink failed earlier in this batch" if sink.name in down else _send(sink, event, body, sleep)
+                error = ("sink failed earlier in this batch" if sink.name in down
+                         else send_with_retries(sink, event, body, sleep))
                 if error is None:
                     summary["delivered"] += 1
                     tally["EventsDelivered", sink.name] += 1
@@ -65,7 +66,7 @@ def deliver_stream_records(records: list[dict[str, Any]], sleep: Callable[[float
     return summary
 
 
-def _send(sink: Sink, event: LifecycleEvent, body: str, sleep: Callable[[float], None]) -> str | None:
+def send_with_retries(sink: Sink, event: LifecycleEvent, body: str, sleep: Callable[[float], None]) -> str | None:
     """None once the sink took the event; else why its last try failed."""
     attempts = get_settings().events_delivery_attempts
     error = ""

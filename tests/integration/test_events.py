@@ -407,3 +407,26 @@ def test_an_unreadable_outbox_item_is_parked_and_never_blocks_the_stream(events:
     parked = events.dead_lettered()
     assert [(p["sink"], p["error"]) for p in parked] == [(None, "not a lifecycle event")]
     assert "session.finished" in parked[0]["text"]
+
+
+def test_parked_events_are_sent_again_once_the_endpoint_is_back(events: Events) -> None:
+    """infra/redrive_events.py: each parked event goes again to the sink that did not take it, and leaves the DLQ
+    only once taken; one that fails again stays for the next run."""
+    from chalicelib.events.redrive import redrive
+
+    gateway, user = events.gateway, new_user()
+    session_id = started(gateway, user)
+    assert gateway.request("DELETE", f"/sessions/{session_id}", user=user).status_code == 200
+    recorded = events.recorded(user)
+    events.receiver.failing = 10_000
+    events.pump()
+    events.from_bus()
+    events.receiver.received.clear()
+    summary = redrive()  # the endpoint is still down: nothing leaves the DLQ
+    assert summary["received"] == len(recorded) and summary["failed"] == len(recorded), summary
+    events.receiver.failing = 0
+    events.receiver.received.clear()
+    summary = redrive()
+    assert summary == {"received": len(recorded), "redelivered": len(recorded), "failed": 0, "left": 0}, summary
+    assert [e for e in events.receiver.events() if e["userId"] == user] == recorded
+    assert events.dead_lettered() == [] and events.from_bus() == []  # EventBridge had them already: not sent twice
