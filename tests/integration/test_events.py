@@ -263,13 +263,18 @@ def test_a_delivery_that_dies_midway_is_handed_over_again_and_nothing_is_lost(
         i: (2 if n < 3 else 1) for n, i in enumerate(recorded)}  # EventBridge took the first three before it
 
 
-def test_a_sink_that_keeps_failing_parks_its_events_in_the_dlq_and_the_other_sink_gets_all(
-        events: Events, capsys: Any) -> None:
+def stopped_while_the_webhook_is_down(events: Events) -> tuple[str, list[dict[str, Any]]]:
+    """A user's session started and stopped (two events recorded) while the webhook answers 500 to everything."""
     gateway, user = events.gateway, new_user()
     session_id = started(gateway, user)
     assert gateway.request("DELETE", f"/sessions/{session_id}", user=user).status_code == 200
-    recorded = events.recorded(user)
     events.receiver.failing = 10_000
+    return user, events.recorded(user)
+
+
+def test_a_sink_that_keeps_failing_parks_its_events_in_the_dlq_and_the_other_sink_gets_all(
+        events: Events, capsys: Any) -> None:
+    user, recorded = stopped_while_the_webhook_is_down(events)
     capsys.readouterr()
     events.pump()
     metrics: dict[tuple[str, str], float] = {}
@@ -414,11 +419,7 @@ def test_parked_events_are_sent_again_once_the_endpoint_is_back(events: Events) 
     only once taken; one that fails again stays for the next run."""
     from chalicelib.events.redrive import redrive
 
-    gateway, user = events.gateway, new_user()
-    session_id = started(gateway, user)
-    assert gateway.request("DELETE", f"/sessions/{session_id}", user=user).status_code == 200
-    recorded = events.recorded(user)
-    events.receiver.failing = 10_000
+    user, recorded = stopped_while_the_webhook_is_down(events)
     events.pump()
     events.from_bus()
     events.receiver.received.clear()
