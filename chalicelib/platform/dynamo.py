@@ -5,6 +5,7 @@ as plain Python. Every module that writes the table writes through these (key sh
   attributes it returned (`returned`: `NONE`, `UPDATED_NEW`, `ALL_NEW`, ...; `{}` for `NONE`), or None when its
   condition did not hold.
 - `put_if(item, condition, ...)` / `delete_if(key, condition, ...)`: True when written.
+- `batch_get(keys)`: BatchGetItem of up to BATCH_GET keys, consistently read, unprocessed keys asked for again.
 - `transact(items)` / `transact_if(items)`: a TransactWriteItems; `transact` raises as DynamoDB does
   (`cancellation_codes` says which condition refused it), `transact_if` answers False then. Each is applied once
   even when its answer is lost after DynamoDB committed: botocore fills the operation's ClientRequestToken
@@ -14,6 +15,7 @@ Any other error (throttling, a malformed request) raises.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -84,6 +86,27 @@ def put_if(item: Item, condition: str, *, values: Item | None = None, names: dic
 
 def delete_if(key: Item, condition: str, *, values: Item | None = None, names: dict[str, str] | None = None) -> bool:
     return _written(lambda: table().delete_item(Key=key, **_expression(condition, values, names)))
+
+
+BATCH_GET = 100  # DynamoDB's BatchGetItem limit
+
+
+def batch_get(keys: list[Item]) -> list[Item]:
+    """The items of `keys` (at most BATCH_GET), consistently read (DynamoDB's values: numbers are Decimals); keys
+    DynamoDB leaves unprocessed (throttling) are asked for again, with a short pause, 5 times at most. Any still
+    unread are missing from the answer: callers treat a missing item as one to read on their next run (the
+    schedule's steps), or as none (a usage counter: a budget check errs on the side of the user)."""
+    ddb = table()
+    request: dict[str, Any] = {ddb.name: {"Keys": keys, "ConsistentRead": True}}
+    items: list[Item] = []
+    for attempt in range(5):
+        answer = ddb.meta.client.batch_get_item(RequestItems=request)
+        items.extend(answer.get("Responses", {}).get(ddb.name, []))
+        request = answer.get("UnprocessedKeys") or {}
+        if not request:
+            break
+        time.sleep(0.05 * 2 ** attempt)
+    return items
 
 
 def transact(items: list[Item]) -> None:

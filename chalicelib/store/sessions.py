@@ -24,7 +24,16 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypedDict, cast
 
-from chalicelib.platform.dynamo import cancellation_codes, now_iso, plain, table, transact, update_if
+from chalicelib.platform.dynamo import (
+    BATCH_GET,
+    batch_get,
+    cancellation_codes,
+    now_iso,
+    plain,
+    table,
+    transact,
+    update_if,
+)
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.observability import count
 from chalicelib.platform.settings import get_settings
@@ -337,30 +346,10 @@ def query_index_partition(partition: str, limit: int = 500) -> list[dict[str, An
     keys = keys[:limit]
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for start in range(0, len(keys), BATCH_GET):
-        for item in _batch_get(keys[start:start + BATCH_GET]):
+        for item in batch_get(keys[start:start + BATCH_GET]):
             found[(str(item["PK"]), str(item["SK"]))] = item
     ordered = [found.get((str(k["PK"]), str(k["SK"]))) for k in keys]
     return [plain(i) for i in ordered if i is not None and i.get("GSI2PK") == partition]
-
-
-BATCH_GET = 100  # DynamoDB's BatchGetItem limit
-
-
-def _batch_get(keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The items of `keys` (at most BATCH_GET), consistently read; keys DynamoDB leaves unprocessed (throttling)
-    are asked for again, with a short pause, 5 times at most; any still unread are left to the next scheduled
-    run (every reader of GSI2 is a schedule step that runs again)."""
-    ddb = table()
-    request: dict[str, Any] = {ddb.name: {"Keys": keys, "ConsistentRead": True}}
-    items: list[dict[str, Any]] = []
-    for attempt in range(5):
-        answer = ddb.meta.client.batch_get_item(RequestItems=request)
-        items.extend(answer.get("Responses", {}).get(ddb.name, []))
-        request = answer.get("UnprocessedKeys") or {}
-        if not request:
-            break
-        time.sleep(0.05 * 2 ** attempt)
-    return items
 
 
 def active_sessions(limit: int = 500) -> list[dict[str, Any]]:

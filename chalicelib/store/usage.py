@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib.platform.dynamo import plain, table
+from chalicelib.platform.dynamo import batch_get, plain, table
 
 DAY_TTL_SECONDS = 3 * 86400
 MONTH_TTL_SECONDS = 70 * 86400
@@ -92,17 +92,9 @@ class UserUsage:
 
 def read(user_id: str, now: float) -> UserUsage:
     """The user's seconds of the current UTC day and month, and their recorded limits (one BatchGetItem)."""
-    ddb = table()
     keys = [_key(user_id, f"DAY#{day_window(now)}"), _key(user_id, f"MONTH#{month_window(now)}"),
             _key(user_id, "LIMITS")]
-    answer = ddb.meta.client.batch_get_item(RequestItems={ddb.name: {"Keys": keys, "ConsistentRead": True}})
-    items = {str(i["SK"]): plain(i) for i in answer.get("Responses", {}).get(ddb.name, [])}
-    for _ in range(3):  # BatchGetItem may leave keys unprocessed under throttling: ask again
-        left = answer.get("UnprocessedKeys", {}).get(ddb.name)
-        if not left:
-            break
-        answer = ddb.meta.client.batch_get_item(RequestItems={ddb.name: left})
-        items.update({str(i["SK"]): plain(i) for i in answer.get("Responses", {}).get(ddb.name, [])})
+    items = {str(i["SK"]): plain(i) for i in batch_get(keys)}
     limits = items.get("LIMITS")
     return UserUsage(
         day_seconds=int(items.get(f"DAY#{day_window(now)}", {}).get("seconds", 0)),
