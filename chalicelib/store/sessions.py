@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -38,7 +37,7 @@ from chalicelib.platform.errors import ApiError
 from chalicelib.platform.observability import count
 from chalicelib.platform.settings import get_settings
 from chalicelib.store.outbox import event_writes
-from chalicelib.store.usage import usage_updates
+from chalicelib.store.usage import billed_seconds, usage_updates
 
 
 class SessionRecord(TypedDict, total=False):
@@ -155,19 +154,6 @@ def epoch(value: Any) -> float | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
-def billed_seconds_between(start: float, end: float) -> int:
-    return max(0, math.ceil(end - start))
-
-
-def billed_seconds(created_at: Any, ended_at: Any) -> int | None:
-    """A session's billed time as Pipecat Cloud's details give it, `endedAt - createdAt`, in whole seconds
-    (a second begun counts); None unless both are ISO 8601 times."""
-    start, end = epoch(created_at), epoch(ended_at)
-    if start is None or end is None:
-        return None
-    return max(0, math.ceil(end - start))
-
-
 def ran_between(record: Mapping[str, Any], details: Mapping[str, Any] | None,
                 now: float | None = None) -> tuple[float, float]:
     """When the session ran, as epochs: Pipecat Cloud's `createdAt` / `endedAt` where its details give them, else
@@ -190,7 +176,8 @@ def ended_event(record: SessionRecord, status: str, reason: str,
     if details:
         data.update({k: details.get(k) for k in ("createdAt", "endedAt", "completionStatus", "botStartSeconds",
                                                  "coldStart")})
-        data["durationSeconds"] = billed_seconds(details.get("createdAt"), details.get("endedAt"))
+        created, ended = epoch(details.get("createdAt")), epoch(details.get("endedAt"))
+        data["durationSeconds"] = None if created is None or ended is None else billed_seconds(created, ended)
     return event_writes(event_type, user_id=record["user_id"], agent=record["agent"],
                         session_id=record["session_id"], request_id=record.get("request_id"),
                         call_id=record.get("call_id"), data=data)
@@ -232,10 +219,10 @@ def mark_ended(record: SessionRecord, status: str, reason: str,
     change = {"Update": {"Key": key, "UpdateExpression": update, "ConditionExpression": "#s = :active",
                          "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}}
     ran = ran_between(record, details)
-    event = ended_event(record, status, reason, details) + usage_updates(user_id, *ran)
+    recorded = ended_event(record, status, reason, details) + usage_updates(user_id, *ran)  # the event, the usage
     try:  # (not transact_if: which condition refused it decides what happens next)
-        transact([change, {"Update": release_slot_update(user_id)}, *event])
-        count("SecondsUsed", billed_seconds_between(*ran))
+        transact([change, {"Update": release_slot_update(user_id)}, *recorded])
+        count("SecondsUsed", billed_seconds(*ran))
         return True
     except Exception as exc:
         reasons = cancellation_codes(exc)
@@ -245,12 +232,12 @@ def mark_ended(record: SessionRecord, status: str, reason: str,
             return False  # already ended
     # The counter was already at zero (drift): end the record alone (with its event and usage).
     try:
-        transact([change, *event])
+        transact([change, *recorded])
     except Exception as exc:
         if cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
             return False
         raise
-    count("SecondsUsed", billed_seconds_between(*ran))
+    count("SecondsUsed", billed_seconds(*ran))
     return True
 
 

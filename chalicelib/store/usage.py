@@ -47,10 +47,15 @@ def month_reset(ts: float) -> float:
             ).timestamp()
 
 
+def billed_seconds(start: float, end: float) -> int:
+    """A session's billed time between two epochs, in whole seconds: a second begun counts."""
+    return max(0, math.ceil(end - start))
+
+
 def split_seconds(start: float, end: float) -> tuple[dict[str, int], dict[str, int]]:
-    """A session's billed seconds (`ceil(end - start)`: a second begun counts) shared out over the UTC days and the
-    months it ran in, in proportion to the time it ran in each; each map's values sum to the whole."""
-    total = max(0, math.ceil(end - start))
+    """A session's billed seconds shared out over the UTC days and the months it ran in, in proportion to the time
+    it ran in each; each map's values sum to the whole."""
+    total = billed_seconds(start, end)
 
     def share(boundary: Any, label: Any) -> dict[str, int]:
         parts: list[tuple[str, float]] = []
