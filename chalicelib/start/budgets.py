@@ -4,7 +4,8 @@ month, against USER_SECONDS_PER_DAY / USER_SECONDS_PER_MONTH or the caller's tie
 - Usage = the seconds of the user's ended sessions (counters written with each end, chalicelib.store.usage) + the
   running time of their active sessions.
 - POST /start over budget: 429 `usage_budget_exceeded`, `Retry-After` to the window's reset.
-- A running session that exhausts the budget is stopped by the detect_ended schedule (every minute): `cap_over_budget`.
+- A running session that exhausts the budget is stopped by the detect_ended schedule (every minute): `over_budget`
+  names the users.
 - GET /usage: `report`.
 """
 
@@ -78,6 +79,12 @@ def _windows(used: usage_store.UserUsage, running: int, limits: Limits, now: flo
     return out
 
 
+def _used_up(windows: dict[str, dict[str, Any]]) -> str | None:
+    """The first window (day, then month) whose limit the used seconds have reached; None when both have budget."""
+    return next((name for name, w in windows.items()
+                 if w["limitSeconds"] is not None and w["usedSeconds"] >= w["limitSeconds"]), None)
+
+
 def _active(user_id: str) -> list[dict[str, Any]]:
     return session_store.list_user_sessions(user_id, limit=ACTIVE_LISTED, status=session_store.ACTIVE)[0]
 
@@ -96,14 +103,16 @@ def check_start(user_id: str, names: frozenset[str], now: float | None = None) -
     if not limits.any:
         return
     running = sum(s for _, s in running_seconds(_active(user_id), now))
-    for name, window in _windows(used, running, limits, now).items():
-        if window["limitSeconds"] is not None and window["usedSeconds"] >= window["limitSeconds"]:
-            count("StartRejected", code="usage_budget_exceeded")
-            raise ApiError(429, "usage_budget_exceeded",
-                           f"Your {name}'s budget of {window['limitSeconds']} seconds is used up; it resets at "
-                           f"{window['resetsAt']}", headers={"Retry-After": str(window["resetsInSeconds"])},
-                           extra={"window": name, "usedSeconds": window["usedSeconds"],
-                                  "limitSeconds": window["limitSeconds"], "resetsAt": window["resetsAt"]})
+    windows = _windows(used, running, limits, now)
+    name = _used_up(windows)
+    if name is not None:
+        window = windows[name]
+        count("StartRejected", code="usage_budget_exceeded")
+        raise ApiError(429, "usage_budget_exceeded",
+                       f"Your {name}'s budget of {window['limitSeconds']} seconds is used up; it resets at "
+                       f"{window['resetsAt']}", headers={"Retry-After": str(window["resetsInSeconds"])},
+                       extra={"window": name, "usedSeconds": window["usedSeconds"],
+                              "limitSeconds": window["limitSeconds"], "resetsAt": window["resetsAt"]})
 
 
 def report(user_id: str, names: frozenset[str], now: float | None = None) -> dict[str, Any]:
@@ -128,9 +137,7 @@ def over_budget(records_by_user: dict[str, list[dict[str, Any]]], now: float) ->
         if used.limits is None or not any(used.limits):
             continue
         running = sum(s for _, s in running_seconds(records, now))
-        windows = _windows(used, running, Limits(*used.limits), now)
-        for name, window in windows.items():
-            if window["limitSeconds"] is not None and window["usedSeconds"] >= window["limitSeconds"]:
-                out[user_id] = name
-                break
+        name = _used_up(_windows(used, running, Limits(*used.limits), now))
+        if name is not None:
+            out[user_id] = name
     return out
