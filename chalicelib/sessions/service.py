@@ -60,16 +60,7 @@ def session_details(user_id: str, session_id: str) -> dict[str, Any]:
     rate_limits.take(f"details#{user_id}", settings.details_rate_per_minute, 60, code="details_rate_limited",
                      what="Session details (each asks Pipecat Cloud's private API)")
     record = owned_session(user_id, session_id)
-    details: dict[str, Any] | None = None
-    try:
-        raw = pcc_client.get_session(record["agent"], session_id, private_key())
-        details = {k: raw[k] for k in PCC_DETAIL_FIELDS if k in raw}
-    except PccCallError as exc:
-        if exc.status == 401:
-            map_pcc_error(exc)  # logs the operator problem
-        logger.info("PCC session details unavailable", extra={"session_id": session_id, "status": exc.status})
-    except ApiError as exc:
-        logger.info("PCC session details unavailable", extra={"session_id": session_id, "code": exc.code})
+    details = _pipecat_details(record)
     if details and details.get("endedAt") and record["status"] == session_store.ACTIVE:
         # Pipecat Cloud says it ended: update our record and free the user's slot now.
         if session_store.mark_ended(record, session_store.ENDED, str(details.get("completionStatus") or "ended"),
@@ -79,15 +70,24 @@ def session_details(user_id: str, session_id: str) -> dict[str, Any]:
     return {**session_store.public_record(record), "pipecat": details}
 
 
-# ------------------------------------------------------------------ stop
-def _details_after_stop(record: session_store.SessionRecord) -> dict[str, Any] | None:
-    """Pipecat Cloud's view of a session just stopped (its `createdAt` / `endedAt`: the user's usage to the second);
-    None when it cannot say (the usage then counts from our record, to now)."""
+def _pipecat_details(record: session_store.SessionRecord) -> dict[str, Any] | None:
+    """Pipecat Cloud's view of the session (PCC_DETAIL_FIELDS of its private API's details); None when it cannot
+    say (logged; a rejected key is logged as the operator problem it is)."""
+    session_id = record["session_id"]
     try:
-        raw = pcc_client.get_session(record["agent"], record["session_id"], private_key())
-    except (PccCallError, ApiError):
+        raw = pcc_client.get_session(record["agent"], session_id, private_key())
+    except PccCallError as exc:
+        if exc.status == 401:
+            map_pcc_error(exc)  # logs the operator problem
+        logger.info("PCC session details unavailable", extra={"session_id": session_id, "status": exc.status})
+        return None
+    except ApiError as exc:
+        logger.info("PCC session details unavailable", extra={"session_id": session_id, "code": exc.code})
         return None
     return {k: raw[k] for k in PCC_DETAIL_FIELDS if k in raw}
+
+
+# ------------------------------------------------------------------ stop
 
 def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
     """Stop via PCC's private API. Idempotent: stopping an ended session is not an error."""
@@ -98,7 +98,9 @@ def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
         except PccCallError as exc:
             if exc.status != 404:  # 404: already gone at Pipecat Cloud, which is what we want
                 raise map_pcc_error(exc) from None
-        session_store.mark_ended(record, session_store.STOPPED, "stopped_by_user", _details_after_stop(record))
+        # Pipecat Cloud's createdAt / endedAt, read after the stop: the user's usage to the second (without them it
+        # counts from our record, to now)
+        session_store.mark_ended(record, session_store.STOPPED, "stopped_by_user", _pipecat_details(record))
         agent_queue.capacity_freed(record["agent"], "stopped_by_user")
         record = session_store.get_session(session_id) or record
     return session_store.public_record(record)
