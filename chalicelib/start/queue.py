@@ -64,30 +64,8 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartInt
     A place given up while this Lambda stalled between taking it and recording the start (the dispatcher's
     ENTRY_GRACE_SECONDS) is left empty and a new one is taken at the tail, up to PLACE_TRIES places in all:
     the stall costs the start its place in line, never the start itself."""
-    settings = get_settings()
     request_id = start_requests.new_request_id()
-    placed: agent_queue.QueueState | None = None
-    request: QueuedStart | None = None
-    for tries_left in range(PLACE_TRIES - 1, -1, -1):
-        placed = agent_queue.allocate(plan.agent, settings.max_queued, known)
-        if placed is None:
-            count("StartRejected", code="queue_full")
-            state = agent_queue.read(plan.agent)
-            retry_after = max(1, min(RETRY_AFTER_MAX_SECONDS,
-                                     math.ceil(state.free_interval or settings.retry_cap_seconds)))
-            raise ApiError(503, "queue_full", f"{settings.max_queued} starts already wait for this agent; try "
-                           "again later", headers={"Retry-After": str(retry_after)})
-        known = None  # the next try, if any, reads afresh
-        request = _record_at(request_id, user_id, plan, placed.tail, intent, settings.start_deadline_seconds)
-        if request is not None:
-            break
-        agent_queue.mark_gone(plan.agent, placed.tail)  # the place stays empty: let the dispatcher pass it
-        if not tries_left:
-            raise ApiError(503, "queue_unavailable", "The start could not be queued; try again",
-                           headers={"Retry-After": "1"})
-        logger.warning("queue place given up while it was being taken; taking another",
-                       extra={"agent": plan.agent, "seq": placed.tail})
-    assert placed is not None and request is not None  # the loop ends with both, or raises
+    placed, request = _take_a_place(request_id, user_id, plan, intent, known)
     seq = placed.tail
     try:
         agent_queue.start_dispatcher(plan.agent, known=placed)
@@ -102,6 +80,29 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartInt
                              "unavailable", headers={"Retry-After": "5"}) from None
     count("StartsQueued")
     return pending_response(request, status_base, time.time(), placed)
+
+
+def _take_a_place(request_id: str, user_id: str, plan: PlannedStart, intent: StartIntent | None,
+                  known: agent_queue.QueueState | None) -> tuple[agent_queue.QueueState, QueuedStart]:
+    """The place taken and the start recorded there (see enqueue); 503 `queue_full`, or `queue_unavailable` once
+    PLACE_TRIES places were each given up before the start could be recorded."""
+    settings = get_settings()
+    for attempt in range(PLACE_TRIES):
+        placed = agent_queue.allocate(plan.agent, settings.max_queued, known if attempt == 0 else None)
+        if placed is None:
+            count("StartRejected", code="queue_full")
+            state = agent_queue.read(plan.agent)
+            retry_after = max(1, min(RETRY_AFTER_MAX_SECONDS,
+                                     math.ceil(state.free_interval or settings.retry_cap_seconds)))
+            raise ApiError(503, "queue_full", f"{settings.max_queued} starts already wait for this agent; try "
+                           "again later", headers={"Retry-After": str(retry_after)})
+        request = _record_at(request_id, user_id, plan, placed.tail, intent, settings.start_deadline_seconds)
+        if request is not None:
+            return placed, request
+        agent_queue.mark_gone(plan.agent, placed.tail)  # the place stays empty: let the dispatcher pass it
+        logger.warning("queue place given up while it was being taken", extra={"agent": plan.agent,
+                                                                                "seq": placed.tail})
+    raise ApiError(503, "queue_unavailable", "The start could not be queued; try again", headers={"Retry-After": "1"})
 
 
 def _record_at(request_id: str, user_id: str, plan: PlannedStart, seq: int, intent: StartIntent | None,
