@@ -60,7 +60,7 @@ def session_details(user_id: str, session_id: str) -> dict[str, Any]:
     rate_limits.take(f"details#{user_id}", settings.details_rate_per_minute, 60, code="details_rate_limited",
                      what="Session details (each asks Pipecat Cloud's private API)")
     record = owned_session(user_id, session_id)
-    details = _pipecat_details(record)
+    details = pipecat_details(record)
     if details and details.get("endedAt") and record["status"] == session_store.ACTIVE:
         # Pipecat Cloud says it ended: update our record and free the user's slot now.
         if session_store.mark_ended(record, session_store.ENDED, str(details.get("completionStatus") or "ended"),
@@ -70,7 +70,7 @@ def session_details(user_id: str, session_id: str) -> dict[str, Any]:
     return {**session_store.public_record(record), "pipecat": details}
 
 
-def _pipecat_details(record: session_store.SessionRecord) -> dict[str, Any] | None:
+def pipecat_details(record: session_store.SessionRecord) -> dict[str, Any] | None:
     """Pipecat Cloud's view of the session (PCC_DETAIL_FIELDS of its private API's details); None when it cannot
     say (logged; a rejected key is logged as the operator problem it is)."""
     session_id = record["session_id"]
@@ -100,7 +100,7 @@ def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
                 raise map_pcc_error(exc) from None
         # Pipecat Cloud's createdAt / endedAt, read after the stop: the user's usage to the second (without them it
         # counts from our record, to now)
-        session_store.mark_ended(record, session_store.STOPPED, "stopped_by_user", _pipecat_details(record))
+        session_store.mark_ended(record, session_store.STOPPED, "stopped_by_user", pipecat_details(record))
         agent_queue.capacity_freed(record["agent"], "stopped_by_user")
         record = session_store.get_session(session_id) or record
     return session_store.public_record(record)

@@ -19,6 +19,7 @@ from chalicelib.pcc.client import PccCallError
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
+from chalicelib.sessions import service as sessions_service
 from chalicelib.start import budgets
 from chalicelib.store import agent_queue
 from chalicelib.store import sessions as session_store
@@ -93,7 +94,7 @@ def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now
     # The Pipecat Cloud calls, DETAILS_CONCURRENCY at a time: at 1.5 s a call, 200 ends a minute take ~20 s, not
     # 300 s one after the other (past the function's timeout); a stop is a stop and a details call.
     with ThreadPoolExecutor(max_workers=DETAILS_CONCURRENCY) as pool:
-        ended = pool.map(lambda r: _record_end(r, key), gone)
+        ended = pool.map(_record_end, gone)
         hard = pool.map(lambda r: _stop(r, "hard_cap", key), capped)
         budget = pool.map(lambda r: _stop(r, "usage_budget", key), spent)
         summary["ended"] += sum(ended)
@@ -108,16 +109,16 @@ def _stop(record: dict[str, Any], reason: str, key: str) -> bool:
     Cloud gives them (its usage to the second); False when the stop failed (the next run tries again)."""
     if not pcc_client.stop_if_running(record["agent"], record["session_id"], key):
         return False
-    details = _details(record["agent"], record["session_id"], key)
+    details = sessions_service.pipecat_details(cast(SessionRecord, record))
     if session_store.mark_ended(cast(SessionRecord, record), session_store.STOPPED, reason, details):
         agent_queue.capacity_freed(record["agent"], reason)
         count("SessionsCapped", reason=reason)
     return True
 
 
-def _record_end(record: dict[str, Any], key: str) -> int:
+def _record_end(record: dict[str, Any]) -> int:
     """1 when the gone session's end was recorded now (and its event written), else 0."""
-    details = _details(record["agent"], record["session_id"], key)
+    details = sessions_service.pipecat_details(cast(SessionRecord, record))
     if details is not None and not details.get("endedAt"):
         return 0  # Pipecat Cloud still has it running (a listing that missed it): the next run looks again
     reason = str(details.get("completionStatus") or "ended") if details else "not_active_at_pipecat"
@@ -125,11 +126,3 @@ def _record_end(record: dict[str, Any], key: str) -> int:
         return 0
     agent_queue.capacity_freed(record["agent"], "reconcile_ended")
     return 1
-
-
-def _details(agent: str, session_id: str, key: str) -> dict[str, Any] | None:
-    """What Pipecat Cloud's private API says of a session that is no longer active; None when it cannot say."""
-    try:
-        return pcc_client.get_session(agent, session_id, key)
-    except PccCallError:
-        return None
