@@ -28,9 +28,6 @@ from chalicelib.sessions.proxy_headers import forwarded_to_bot
 from chalicelib.start import budgets, dispatcher
 from chalicelib.start import queue as capacity_queue
 from chalicelib.start import service as start_service
-from chalicelib.telephony import dialin as telephony_dialin
-from chalicelib.telephony import dialout as telephony_dialout
-from chalicelib.telephony import webhooks as telephony_webhooks
 from chalicelib.upkeep import reconcile, schedule
 
 app = Chalice(app_name=SERVICE, configure_logs=False)
@@ -171,6 +168,8 @@ for _depth in range(1, MAX_PROXY_DEPTH + 1):
               name=f"session_proxy_options_{_depth}")(session_proxy)
 
 
+# Telephony routes import their modules when first called: a container that serves /start never pays for them
+# (~10-15 ms of a cold start: XML, signatures, dial-out policy; bench/cold_start.py).
 FORM = ["application/x-www-form-urlencoded"]
 # GET webhooks (Plivo, Exotel) carry no Content-Type, which Chalice would take for JSON and answer 415;
 # their bodies are read as forms on POST only, and the signature / URL token decides either way.
@@ -191,42 +190,54 @@ def _xml_or_json(result: HttpResult) -> Response:
 
 @app.route("/telephony/twilio", methods=["POST"], content_types=FORM)
 def twilio_webhook() -> Response:
+    from chalicelib.telephony import webhooks  # noqa: PLC0415 - lazy (see FORM)
+
     request = _request()
-    return _xml_or_json(telephony_webhooks.twilio(request_headers(request), _pairs(request), _raw_body(request)))
+    return _xml_or_json(webhooks.twilio(request_headers(request), _pairs(request), _raw_body(request)))
 
 
 @app.route("/telephony/telnyx", methods=["POST"], content_types=FORM)
 def telnyx_webhook() -> Response:
+    from chalicelib.telephony import webhooks  # noqa: PLC0415 - lazy (see FORM)
+
     request = _request()
-    return _xml_or_json(telephony_webhooks.telnyx(request_headers(request), _pairs(request), _raw_body(request)))
+    return _xml_or_json(webhooks.telnyx(request_headers(request), _pairs(request), _raw_body(request)))
 
 
 @app.route("/telephony/plivo", methods=["GET", "POST"], content_types=ANY_TYPE)
 def plivo_webhook() -> Response:
+    from chalicelib.telephony import webhooks  # noqa: PLC0415 - lazy (see FORM)
+
     request = _request()
-    return _xml_or_json(telephony_webhooks.plivo(request.method, request_headers(request), _pairs(request),
-                                                _raw_body(request)))
+    return _xml_or_json(webhooks.plivo(request.method, request_headers(request), _pairs(request),
+                                       _raw_body(request)))
 
 
 @app.route("/telephony/daily/dialin", methods=["POST"])
 def daily_dialin_webhook() -> Response:
+    from chalicelib.telephony import dialin  # noqa: PLC0415 - lazy (see FORM)
+
     request = _request()
-    return _xml_or_json(telephony_dialin.daily_dialin(request_headers(request), _raw_body(request)))
+    return _xml_or_json(dialin.daily_dialin(request_headers(request), _raw_body(request)))
 
 
 @app.route("/telephony/exotel/{token}", methods=["GET", "POST"], content_types=ANY_TYPE)
 def exotel_webhook(token: str) -> Response:
+    from chalicelib.telephony import webhooks  # noqa: PLC0415 - lazy (see FORM)
+
     request = _request()
     source_ip = str(((request.context or {}).get("identity") or {}).get("sourceIp") or "")
-    return _xml_or_json(telephony_webhooks.exotel(token, request.method, _pairs(request), _raw_body(request),
-                                                 source_ip))
+    return _xml_or_json(webhooks.exotel(token, request.method, _pairs(request), _raw_body(request),
+                                        source_ip))
 
 
 @app.route("/telephony/daily/dialout", methods=["POST"], cors=CORS)
 def daily_dialout() -> Response:
+    from chalicelib.telephony import dialout  # noqa: PLC0415 - lazy (see FORM)
+
     request = _request()
-    caller = telephony_dialout.dialout_service(request_headers(request), get_secrets()) or _principal(request)
-    return _xml_or_json(telephony_dialout.daily_dialout(caller, _raw_body(request), _start_base(request)))
+    caller = dialout.dialout_service(request_headers(request), get_secrets()) or _principal(request)
+    return _xml_or_json(dialout.daily_dialout(caller, _raw_body(request), _start_base(request)))
 
 
 # maximum_concurrency: the event source never runs more workers than this (<= the function's

@@ -6,9 +6,12 @@
   `import app` + the first `POST /start` (Secrets Manager, DynamoDB, Pipecat Cloud: moto and the emulator),
   run from the deployment package as `make deploy` builds it, unpacked into a read-only directory with no
   bytecode cache (Lambda's /var/task), against the same run of a minimal hand-written Chalice handler that
-  reads the key from Secrets Manager and forwards the body, packaged from the same dependencies. Printed:
-  `over_minimal` (median ours / median minimal; goal <= 1.3) and `without_bytecode_over_with` (the same package
-  with its bytecode taken out).
+  reads the key from Secrets Manager and forwards the body, packaged from the same dependencies, and of a floor
+  handler (FLOOR_APP): the minimal one plus the least the mission asks of every start (pydantic settings and
+  request validation, the user's id in the bot's body, the session recorded in DynamoDB). Printed: `over_minimal`
+  (median ours / median minimal; goal <= 1.3), `floor_over_minimal` (what the mission's own requirements cost,
+  measured without any gateway code), `over_floor` (ours / floor) and `without_bytecode_over_with` (the same
+  package with its bytecode taken out).
 """
 
 from __future__ import annotations
@@ -99,6 +102,58 @@ def start():
     return answer.json()
 '''
 
+FLOOR_APP = '''"""The floor: the minimal handler plus the least the mission asks of every start, written by
+hand (no gateway code): settings parsed from the environment into a pydantic model, the body validated by a
+pydantic model, the user's id put into the bot's body, and the session recorded for its user in DynamoDB (one
+write). What a gateway does beyond this (slots, rate limits, the queue, exactly-once intents, logs, metrics)
+is above it."""
+import json
+import os
+from typing import Any, Literal
+
+import boto3
+import httpx
+from chalice import Chalice
+from pydantic import BaseModel, ConfigDict
+
+
+class Settings(BaseModel):
+    secret_id: str
+    agent: str
+    api_url: str
+    table: str
+
+
+class StartRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    transport: Literal["daily", "webrtc", "websocket"] = "daily"
+    body: dict[str, Any] | None = None
+
+
+app = Chalice(app_name="floor")
+settings = Settings(secret_id=os.environ["PCC_SECRET_ID"], agent=os.environ["PCC_AGENTS"].split(",")[0],
+                    api_url=os.environ["PCC_API_URL"], table=os.environ["TABLE_NAME"])
+_key = None
+
+
+@app.route("/start", methods=["POST"])
+def start():
+    global _key
+    request = app.current_request
+    user = request.headers["x-dev-user"]
+    start = StartRequest.model_validate(request.json_body)
+    if _key is None:
+        secret = boto3.client("secretsmanager").get_secret_value(SecretId=settings.secret_id)
+        _key = json.loads(secret["SecretString"])["public_key"]
+    payload = {"createDailyRoom": start.transport == "daily", "transport": start.transport,
+               "body": {**(start.body or {}), "user_id": user}}
+    answer = httpx.post(f"{settings.api_url}/v1/public/{settings.agent}/start", json=payload,
+                        headers={"Authorization": f"Bearer {_key}"}, timeout=10).json()
+    boto3.client("dynamodb").put_item(TableName=settings.table, Item={
+        "PK": {"S": f"USER#{user}"}, "SK": {"S": f"FLOOR#{answer['sessionId']}"}})
+    return answer
+'''
+
 # In the fresh interpreter: from the first line to the first answer; prints milliseconds.
 DRIVER = """
 import json, sys, time
@@ -119,17 +174,19 @@ def build_package(work: Path, stage: str = "dev") -> Path:
                                                         "OIDC_AUDIENCE": "bench"})[1]
 
 
-def _unpack(package: Path, target: Path, *, bytecode: bool, minimal: bool = False) -> Path:
+def _unpack(package: Path, target: Path, *, bytecode: bool, replacement: str | None = None) -> Path:
+    """The package unpacked read-only into `target`; `replacement`: an app.py that takes the place of ours (and
+    chalicelib/), the dependencies unchanged."""
     with zipfile.ZipFile(package) as zf:
         for name in zf.namelist():
             if not bytecode and name.endswith(".pyc"):
                 continue
-            if minimal and (name.startswith("chalicelib/") or name in ("app.py", "__pycache__/" + Path(
+            if replacement and (name.startswith("chalicelib/") or name in ("app.py", "__pycache__/" + Path(
                     importlib.util.cache_from_source("app.py")).name)):
                 continue
             zf.extract(name, target)
-    if minimal:
-        (target / "app.py").write_text(MINIMAL_APP)
+    if replacement:
+        (target / "app.py").write_text(replacement)
         if bytecode:
             py_compile.compile(str(target / "app.py"), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     for path in [target, *target.rglob("*")]:
@@ -172,16 +229,18 @@ def lambda_like(runs: int = 9) -> dict[str, Any]:
         package = build_package(work)
         ours = _unpack(package, work / "ours", bytecode=True)
         sources_only = _unpack(package, work / "sources-only", bytecode=False)
-        minimal = _unpack(package, work / "minimal", bytecode=True, minimal=True)
+        minimal = _unpack(package, work / "minimal", bytecode=True, replacement=MINIMAL_APP)
+        floor = _unpack(package, work / "floor", bytecode=True, replacement=FLOOR_APP)
         runtime = runtime_dir(work)
         stack = BenchStack({"USER_SESSION_LIMIT": "10"})
         try:
             env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-            times: dict[str, list[float]] = {"ours": [], "sources_only": [], "minimal": []}
-            for i in range(runs):  # interleaved, so machine noise hits all three alike
+            times: dict[str, list[float]] = {"ours": [], "sources_only": [], "minimal": [], "floor": []}
+            for i in range(runs):  # interleaved, so machine noise hits all four alike
                 times["ours"].append(_cold(ours, runtime, env, f"cold-{i}"))
                 times["sources_only"].append(_cold(sources_only, runtime, env, f"cold-src-{i}"))
                 times["minimal"].append(_cold(minimal, runtime, env, f"cold-min-{i}"))
+                times["floor"].append(_cold(floor, runtime, env, f"cold-floor-{i}"))
         finally:
             stack.close()
         median = {name: statistics.median(values) for name, values in times.items()}
@@ -189,6 +248,8 @@ def lambda_like(runs: int = 9) -> dict[str, Any]:
             "runs": runs,
             "import_and_first_start_ms": {name: round(value, 1) for name, value in median.items()},
             "over_minimal": round(median["ours"] / median["minimal"], 3),
+            "floor_over_minimal": round(median["floor"] / median["minimal"], 3),
+            "over_floor": round(median["ours"] / median["floor"], 3),
             "without_bytecode_over_with": round(median["sources_only"] / median["ours"], 3),
             "goal_over_minimal": 1.3,
         }

@@ -1,4 +1,8 @@
-"""Request and response models of our API (also the source of the OpenAPI document)."""
+"""Request and response models of our API (also the source of the OpenAPI document).
+
+Models that only describe answers (for the OpenAPI document) or serve a route other than /start are built when first
+used (`LAZY`, pydantic's defer_build): a cold start serving /start builds StartRequest alone (bench/cold_start.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Transport = Literal["daily", "webrtc", "websocket"]
+LAZY = ConfigDict(defer_build=True)
 
 
 class StartRequest(BaseModel):
@@ -25,27 +30,37 @@ class StartRequest(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    model_config = LAZY
+
     detail: Any
     code: str
 
 
 class DailyStartResponse(BaseModel):
+    model_config = LAZY
+
     dailyRoom: str
     dailyToken: str
     sessionId: str
 
 
 class IceServer(BaseModel):
+    model_config = LAZY
+
     urls: list[str] | str
     username: str | None = None
     credential: str | None = None
 
 
 class IceConfig(BaseModel):
+    model_config = LAZY
+
     iceServers: list[IceServer]
 
 
 class WebRTCStartResponse(BaseModel):
+    model_config = LAZY
+
     sessionId: str
     iceConfig: IceConfig | None = None
 
@@ -53,19 +68,21 @@ class WebRTCStartResponse(BaseModel):
 class WebSocketStartResponse(BaseModel):
     """Exactly what the websocket transport accepts; the session id is in `X-Session-Id`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     wsUrl: str
     token: str
 
 
 class HealthResponse(BaseModel):
+    model_config = LAZY
+
     status: Literal["ok"]
     stage: str
 
 
 class DialoutRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     phoneNumber: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,15}$")
     sipUri: str | None = Field(default=None, pattern=r"^sips?:[^\s]{3,256}$")

@@ -78,3 +78,19 @@ def test_dynamodb_keys_are_built_in_store_and_platform_only() -> None:
     offenders = [name for name, path in modules().items() if package_of(name) not in ("store", "platform")
                  and ('"PK"' in path.read_text() or '"SK"' in path.read_text())]
     assert not offenders, offenders
+
+
+def test_a_cold_start_imports_neither_telephony_nor_event_delivery() -> None:
+    """The API function's cold start (bench/cold_start.py) pays only for what /start needs: telephony routes and
+    the events function import their packages when first called."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "STAGE": "local", "AUTH_MODE": "insecure-dev", "PCC_AGENTS": "a", "PCC_SECRET_ID": "s",
+           "TABLE_NAME": "t"}
+    code = "import sys, app; print(sorted(m for m in sys.modules if m.startswith('chalicelib.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True,
+                            text=True).stdout
+    assert "chalicelib.start.service" in loaded  # the probe sees what app imports
+    assert "chalicelib.telephony" not in loaded and "chalicelib.events" not in loaded, loaded
