@@ -7,7 +7,11 @@ The capacity model is the emulator's and does not depend on the gateway:
 - every session lives exactly C/r seconds from the moment its bot exists (the agent's max_session_seconds),
   so a place the gateway leaves empty frees nothing later;
 - the ideal is an instant FIFO dispatcher on the same schedule: each start, in the order it was sent, takes
-  the earliest free place at max(its send time, the place's free time), and holds it C/r seconds.
+  the earliest free place at max(its send time, the place's free time), and holds it C/r seconds;
+- with `--lengths exponential` sessions vary in length, as conversations do: each start's session lives a random
+  time of mean C/r (`--seed`; the emulator's `session-lengths`), the C running sessions end at random times of
+  that mean after t0, and the ideal holds each place for the same start's length (bench/probe_frontier.py gives
+  what any dispatcher that cannot see capacity can achieve on each kind).
 Every figure is counted from the sources of truth: the emulator's bots (when each exists, and the `n` its
 body carries) and calls (`/_emulator/start-calls`), and the request records in DynamoDB.
 
@@ -37,10 +41,12 @@ import argparse
 import contextlib
 import heapq
 import json
+import random
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -90,25 +96,45 @@ def _plain(value: Any) -> Any:
     return value.get("S") if isinstance(value, dict) else value
 
 
-def ideal_served(sent: list[float], capacity: int, end_rate: float, t0: float | None) -> list[float]:
-    """When an instant FIFO dispatcher would start each start (in send order) on the model's schedule (`t0`:
-    when the prefilled sessions start to end; None: the agent starts empty)."""
-    lifetime = capacity / end_rate
-    free = [t0 + (k + 1) / end_rate if t0 is not None else float("-inf") for k in range(capacity)]
+@dataclass
+class Lengths:
+    """How long sessions live: `fixed` (C/r each, the prefilled ones ending 1/r apart) or `exponential` (drawn)."""
+
+    kind: str = "fixed"
+    first_ends: list[float] = field(default_factory=list)  # seconds after t0 the prefilled sessions end
+    by_start: dict[int, float] = field(default_factory=dict)  # each start's (its body's `n`) session length
+
+    @classmethod
+    def draw(cls, kind: str, capacity: int, end_rate: float, starts: int, seed: int) -> Lengths:
+        mean = capacity / end_rate
+        if kind == "fixed":
+            return cls(kind, [(k + 1) / end_rate for k in range(capacity)], dict.fromkeys(range(starts), mean))
+        rng = random.Random(seed)
+        return cls(kind, sorted(rng.expovariate(1 / mean) for _ in range(capacity)),
+                   {n: rng.expovariate(1 / mean) for n in range(starts)})
+
+
+def ideal_served(sent: dict[int, float], capacity: int, end_rate: float, t0: float | None,
+                 lengths: Lengths | None = None) -> list[float]:
+    """When an instant FIFO dispatcher would start each start (`n` -> when it was sent; served in send order) on
+    the model's schedule (`t0`: when the prefilled sessions start to end; None: the agent starts empty)."""
+    lengths = lengths or Lengths.draw("fixed", capacity, end_rate, max(sent, default=-1) + 1, 0)
+    free = [t0 + end if t0 is not None else float("-inf") for end in lengths.first_ends]
     heapq.heapify(free)
     served = []
-    for at in sorted(sent):
+    for n, at in sorted(sent.items(), key=lambda item: item[1]):
         start = max(at, heapq.heappop(free))
         served.append(start)
-        heapq.heappush(free, start + lifetime)
+        heapq.heappush(free, start + lengths.by_start[n])
     return served
 
 
 def run(capacity: int, end_rate: float, latency: float, starts: int | None = None, users: int | None = None,
         arrival_rate: float = 0.0, prefill: bool = True, extra_env: dict[str, str] | None = None,
-        refuse_first: int = 0) -> dict[str, Any]:
+        refuse_first: int = 0, lengths: str = "fixed", seed: int = 0) -> dict[str, Any]:
     starts = starts if starts is not None else max(100, 3 * capacity)
     users = users or starts
+    shape = Lengths.draw(lengths, capacity, end_rate, starts, seed)
     counter = CallCounter()
     counter.install()
     env = {"USER_SESSION_LIMIT": "10", "START_DEADLINE_SECONDS": "900", "QUEUED_ABANDON_SECONDS": "0",
@@ -120,19 +146,24 @@ def run(capacity: int, end_rate: float, latency: float, starts: int | None = Non
         with AttemptLog().recording() as attempts:
             if refuse_first:  # the first N start calls are refused (429) whatever the capacity: one bad moment
                 stack.admin("faults", {"start": [{"when": "before", "kind": "429"}] * refuse_first})
-            return _run(stack, counter, attempts, capacity, end_rate, latency, starts, users, arrival_rate, prefill)
+            figures = _run(stack, counter, attempts, capacity, end_rate, latency, starts, users, arrival_rate,
+                           prefill, shape)
+            return {**figures, "lengths": lengths, **({"seed": seed} if lengths != "fixed" else {})}
     finally:
         stack.close()
 
 
 def _run(stack: BenchStack, counter: CallCounter, attempts: AttemptLog, capacity: int, end_rate: float,
-         latency: float, starts: int, users: int, arrival_rate: float, prefill: bool) -> dict[str, Any]:
+         latency: float, starts: int, users: int, arrival_rate: float, prefill: bool,
+         lengths: Lengths) -> dict[str, Any]:
     import boto3
 
     from infra.sqs_poller import poll_once
 
     lifetime = capacity / end_rate
     stack.admin(f"agents/{AGENT}", {"max_agents": capacity, "max_session_seconds": lifetime})
+    if lengths.kind != "fixed":
+        stack.admin("session-lengths", {"by_marker": {str(n): v for n, v in lengths.by_start.items()}})
     stack.admin("knobs", {"start_latency_ms": latency * 1000})
     sqs, queue_url = boto3.client("sqs"), stack.outputs["RetryQueueUrl"]
     stop = threading.Event()
@@ -167,7 +198,7 @@ def _run(stack: BenchStack, counter: CallCounter, attempts: AttemptLog, capacity
             list(pool.map(submit, range(burst)))
             t0 = time.time()
             if prefill:
-                stack.admin(f"agents/{AGENT}/prefill", {"ends_in": [(k + 1) / end_rate for k in range(capacity)],
+                stack.admin(f"agents/{AGENT}/prefill", {"ends_in": lengths.first_ends,
                                                         "retime": True})
             tick = time.monotonic()
             for n in range(burst, starts):  # a steady stream instead of a burst
@@ -186,7 +217,7 @@ def _run(stack: BenchStack, counter: CallCounter, attempts: AttemptLog, capacity
         for thread in workers:
             thread.join(timeout=70)
     return _figures(stack, counter, attempts, capacity, end_rate, latency, users, t0, prefill, sent, answers,
-                    queued)
+                    queued, lengths)
 
 
 def harness_ceiling(stack: BenchStack, dynamodb_calls: int, latency: float, starts: int = 240) -> float:
@@ -230,7 +261,8 @@ def _all_terminal(request_ids: list[str]) -> bool:
 
 def _figures(stack: BenchStack, counter: CallCounter, attempts: AttemptLog, capacity: int, end_rate: float,
              latency: float, users: int, t0: float, prefill: bool, sent: dict[int, float],
-             answers: dict[int, tuple[int, dict[str, Any]]], queued: dict[int, str]) -> dict[str, Any]:
+             answers: dict[int, tuple[int, dict[str, Any]]], queued: dict[int, str],
+             lengths: Lengths) -> dict[str, Any]:
     from chalicelib.store import queued_starts as start_requests
 
     listed = httpx.get(f"{stack.emulator_url}/_emulator/sessions").json()["sessions"]
@@ -244,7 +276,7 @@ def _figures(stack: BenchStack, counter: CallCounter, attempts: AttemptLog, capa
     first = t0 if prefill else min(sent.values())
     served = [bots[n] for n in sent if n in bots]
     drain = max(served) - first if served else float("nan")
-    ideal = ideal_served(list(sent.values()), capacity, end_rate, t0 if prefill else None)
+    ideal = ideal_served(sent, capacity, end_rate, t0 if prefill else None, lengths)
     ideal_drain = max(ideal) - first
     last = max(served) if served else first
     freed = sum(1 for e in ends if first <= e <= last)
@@ -291,10 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-prefill", action="store_true", help="the agent starts empty instead of full")
     parser.add_argument("--refuse-first", type=int, default=0,
                         help="refuse the first N start calls (429) whatever the capacity")
+    parser.add_argument("--lengths", choices=("fixed", "exponential"), default="fixed",
+                        help="sessions all C/r long (default), or of random length with that mean")
+    parser.add_argument("--seed", type=int, default=0, help="the random lengths' seed")
     args = parser.parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):  # the app's metric lines: stdout carries the one JSON object
         figures = run(args.capacity, args.end_rate, args.latency, args.starts, args.users, args.arrival_rate,
-                      not args.no_prefill, refuse_first=args.refuse_first)
+                      not args.no_prefill, refuse_first=args.refuse_first, lengths=args.lengths, seed=args.seed)
     print(json.dumps(figures))
     return 0
 

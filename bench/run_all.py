@@ -51,6 +51,7 @@ def main() -> int:
         crash_recovery,
         end_detection,
         package_size,
+        probe_frontier,
         queue_latency,
         queue_storm,
         warm_overhead,
@@ -72,7 +73,8 @@ def main() -> int:
                   "crash_recovery": lambda: crash_recovery.run(samples=5 if quick else 20),
                   "end_detection": lambda: end_detection.run(sessions=40, users=20, period=2, spread=10) if quick
                   else end_detection.run(latency=0.5),
-                  "package_size": package_size.run}
+                  "package_size": package_size.run,
+                  "probe_frontier": probe_frontier.summary}
     terminal = sys.stdout
     with (out / "latest.log").open("w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         for name, bench in benchmarks.items():

@@ -229,6 +229,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(exc.status, exc.body)
                 return
             self._json(200, {"sessions": made})
+        elif parts == ["session-lengths"] and self.command == "POST":
+            org.set_session_lengths(dict(data.get("by_marker", {})))
+            self._json(200, {"ok": True})
         elif parts == ["start-calls"]:
             with org.lock:
                 calls = list(org.start_log)

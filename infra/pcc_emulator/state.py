@@ -79,6 +79,7 @@ class Session:
     meeting_ids: list[dict[str, str]] = field(default_factory=list)
     offer_data: Any = None  # the `requestData` of the SmallWebRTC offer that connected the bot, if any
     prefilled: bool = False  # made by the admin `prefill`, not by a start
+    lifetime: float | None = None  # ends this long after it started; None: the agent's max_session_seconds
 
     @property
     def active(self) -> bool:
@@ -166,6 +167,8 @@ class Organisation:
         self.start_latency_seconds = 0.0  # a successful start answers this late (the bot exists meanwhile)
         # every POST .../start: arrival, answer, status and the body's `n` (benchmarks tag their starts)
         self.start_log: list[dict[str, Any]] = []
+        # how long the session of the start whose body's `n` is the key lives (benchmarks with varied lengths)
+        self.session_lengths: dict[str, float] = {}
         self._token_secret = secrets.token_bytes(32)
         self._used_tokens: set[str] = set()
         for name in agents or ["my-agent"]:
@@ -180,6 +183,7 @@ class Organisation:
             self.proxy_calls.clear()
             self.start_faults.clear()
             self.start_log.clear()
+            self.session_lengths.clear()
             self._used_tokens.clear()
             self.start_calls = self.started = self.rejected_capacity = self.connections = 0
             self.latency_seconds = self.cold_start_seconds = self.start_latency_seconds = 0.0
@@ -225,6 +229,12 @@ class Organisation:
                 made.append(session.session_id)
             return made
 
+    def set_session_lengths(self, by_marker: dict[str, float]) -> None:
+        """The session of the start whose body carries `n` lives `by_marker[str(n)]` seconds (not the agent's
+        max_session_seconds): a benchmark whose sessions vary in length."""
+        with self.lock:
+            self.session_lengths = {str(marker): float(seconds) for marker, seconds in by_marker.items()}
+
     def log_start(self, arrived: float, status: int, payload: Any) -> None:
         body = payload.get("body") if isinstance(payload, dict) else None
         marker = body.get("n") if isinstance(body, dict) else None
@@ -256,7 +266,8 @@ class Organisation:
         now = time.time()
         for session in self.sessions.values():
             agent = self.agents.get(session.agent)
-            if session.active and agent and now - session.created_at >= agent.max_session_seconds:
+            if session.active and agent and now - session.created_at >= (
+                    agent.max_session_seconds if session.lifetime is None else session.lifetime):
                 self._end(session, "MAX_DURATION_EXCEEDED")
         for agent in self.agents.values():
             agent.warm_instances = [t for t in agent.warm_instances if now - t < WARM_IDLE_SECONDS]
@@ -352,6 +363,7 @@ class Organisation:
                 cold_start=cold,
                 bot_start_seconds=math.ceil(delay + 0.5),
                 connected=connected,
+                lifetime=self.session_lengths.get(str(body.get("n"))) if body else None,
             )
             self.sessions[session.session_id] = session
             if connected:

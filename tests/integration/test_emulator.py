@@ -188,6 +188,21 @@ def test_private_list_get_filters_and_max_duration(emulator: EmulatorServer) -> 
     assert agent["activeSessionCount"] == 0
 
 
+def test_session_lengths_by_marker_override_the_agents_max_duration(emulator: EmulatorServer) -> None:
+    """bench/queue_scale.py --lengths exponential: each start's session lives the length given for its body's `n`."""
+    emulator_admin(emulator, "session-lengths", {"by_marker": {"1": 0.2, "2": 3600}})
+    short = start(emulator, {"body": {"n": 1}}).json()["sessionId"]
+    long = start(emulator, {"body": {"n": 2}}).json()["sessionId"]
+    other = start(emulator, {"body": {"n": 3}}).json()["sessionId"]  # no length given: the agent's max (7200 s)
+    time.sleep(0.3)
+    active = {s["sessionId"] for s in httpx.get(f"{emulator.url}/v1/agents/my-agent/sessions",
+                                                params={"status": "active", "limit": 100},
+                                                headers=priv(emulator)).json()["sessions"]}
+    assert short not in active and {long, other} <= active
+    emulator_admin(emulator, "reset")
+    assert emulator.org.session_lengths == {}
+
+
 def test_latency_cold_start_and_connection_counting(emulator: EmulatorServer) -> None:
     emulator_admin(emulator, "knobs", {"latency_ms": 100, "cold_start_ms": 200})
     with httpx.Client() as client:

@@ -1,0 +1,112 @@
+"""What any dispatcher that cannot see capacity can achieve: the trade between drain and Pipecat Cloud calls.
+
+Pipecat Cloud does not say when a session ends, so a dispatcher learns that a place freed only by calling `/start`
+and being answered 200 instead of 429. This model (no gateway code, no servers: pure arithmetic, seconds to run)
+gives the best case of that: the rate at which places free is known exactly, and every call costs only
+`--overhead` seconds. The capacity model is bench/queue_scale.py's: the agent is full at t=0, its C sessions end
+1/r apart, every queued start's session lives C/r seconds (`--lengths fixed`, the benchmark) or a random time
+of that mean (`--lengths exponential`: sessions whose lengths vary, as people's conversations do), a place left
+empty frees nothing later, and the ideal is an instant first-in-first-out dispatcher on the same lengths.
+
+The probe schedules tried: after a 429 the next call goes `c` / r seconds later; after a 200 the next goes at once
+(`follow`: there may be more places free) or also `c` / r later. For each `c` and each choice the run prints the
+drain over the ideal and the calls per started bot (the dispatcher's calls only: bench/queue_scale.py also counts
+the burst's own direct tries, 16 per 100 starts there), and `best_calls_at_drain_1_10`: the fewest calls per bot
+among the schedules that drain within 1.10x the ideal.
+
+Why capacity 5 is the hard row: every place is refilled C/r seconds after it was filled, so a place found d
+seconds late delays each later session of that place by d, and the drain grows by about d x r / C. At capacity 5
+and 2 ends a second that is 0.4 per second of delay, ten times capacity 50's rate at 10 ends a second per place.
+
+`python -m bench.probe_frontier --capacity 5 --end-rate 2 --lengths exponential` prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import random
+import statistics
+from typing import Any
+
+FACTORS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+
+
+def lengths_for(capacity: int, end_rate: float, starts: int, kind: str, rng: random.Random) -> tuple[
+        list[float], list[float]]:
+    """(when the C sessions running at t=0 end, each queued start's session length)."""
+    mean = capacity / end_rate
+    if kind == "fixed":
+        return [(k + 1) / end_rate for k in range(capacity)], [mean] * starts
+    return (sorted(rng.expovariate(1 / mean) for _ in range(capacity)),
+            [rng.expovariate(1 / mean) for _ in range(starts)])
+
+
+def ideal_last_start(first_ends: list[float], lengths: list[float]) -> float:
+    """An instant FIFO dispatcher: each start takes the earliest free place."""
+    free = list(first_ends)
+    heapq.heapify(free)
+    last = 0.0
+    for length in lengths:
+        last = heapq.heappop(free)
+        heapq.heappush(free, last + length)
+    return last
+
+
+def probe(first_ends: list[float], lengths: list[float], end_rate: float, factor: float, follow: bool,
+          overhead: float) -> tuple[float, int]:
+    """(when the last start got its bot, calls made) for one probe schedule."""
+    capacity, running = len(first_ends), list(first_ends)
+    now, served, calls, last = 0.0, 0, 0, 0.0
+    while served < len(lengths):
+        calls += 1
+        running = [end for end in running if end > now]
+        if len(running) < capacity:
+            running.append(now + lengths[served])
+            served, last = served + 1, now
+            now += overhead if follow else factor / end_rate
+        else:
+            now += overhead + factor / end_rate
+    return last, calls
+
+
+def frontier(capacity: int, end_rate: float, lengths: str, starts: int = 400, seeds: int = 20,
+             overhead: float = 0.03) -> dict[str, Any]:
+    points = []
+    for follow in (True, False):
+        for factor in FACTORS:
+            drains, calls = [], []
+            for seed in range(seeds):
+                first_ends, session_lengths = lengths_for(capacity, end_rate, starts, lengths, random.Random(seed))
+                last, made = probe(first_ends, session_lengths, end_rate, factor, follow, overhead)
+                drains.append(last / ideal_last_start(first_ends, session_lengths))
+                calls.append(made / starts)
+            points.append({"after_429_wait_x_free_interval": factor, "follow_200_at_once": follow,
+                           "drain_over_ideal": round(statistics.mean(drains), 3),
+                           "calls_per_bot": round(statistics.mean(calls), 2)})
+    within = [p["calls_per_bot"] for p in points if p["drain_over_ideal"] <= 1.10]
+    return {"capacity": capacity, "end_rate_per_s": end_rate, "lengths": lengths, "starts": starts, "seeds": seeds,
+            "points": points, "best_calls_at_drain_1_10": min(within) if within else None}
+
+
+def summary() -> dict[str, Any]:
+    """`make bench`'s rows: the fewest calls per bot within 1.10x of the ideal drain, per shape."""
+    return {f"capacity_{c}_{kind}_lengths_best_calls_at_drain_1_10": frontier(c, rate, kind)["best_calls_at_drain_1_10"]
+            for c, rate in ((5, 2.0), (50, 10.0)) for kind in ("fixed", "exponential")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--capacity", type=int, default=5)
+    parser.add_argument("--end-rate", type=float, default=2.0, help="sessions ending per second")
+    parser.add_argument("--lengths", choices=("fixed", "exponential"), default="exponential")
+    parser.add_argument("--starts", type=int, default=400)
+    parser.add_argument("--overhead", type=float, default=0.03, help="seconds one call takes to answer")
+    args = parser.parse_args(argv)
+    print(json.dumps(frontier(args.capacity, args.end_rate, args.lengths, args.starts, overhead=args.overhead)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
