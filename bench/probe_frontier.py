@@ -8,11 +8,11 @@ gives the best case of that: the rate at which places free is known exactly, and
 of that mean (`--lengths exponential`: sessions whose lengths vary, as people's conversations do), a place left
 empty frees nothing later, and the ideal is an instant first-in-first-out dispatcher on the same lengths.
 
-The probe schedules tried: after a 429 the next call goes `c` / r seconds later; after a 200 the next goes at once
-(`follow`: there may be more places free) or also `c` / r later. For each `c` and each choice the run prints the
-drain over the ideal and the calls per started bot (the dispatcher's calls only: bench/queue_scale.py also counts
-the burst's own direct tries, 16 per 100 starts there), and `best_calls_at_drain_1_10`: the fewest calls per bot
-among the schedules that drain within 1.10x the ideal.
+The probe schedules tried: after a 429 the next call goes `a` / r seconds later, after a 200 `b` / r later (0: at
+once, there may be more places free), for every pair of `a` in FACTORS and `b` in FOLLOW_FACTORS. For each pair
+the run prints the drain over the ideal and the calls per started bot (the dispatcher's calls only:
+bench/queue_scale.py also counts the burst's own direct tries, 16 per 100 starts there), and
+`best_calls_at_drain_1_10`: the fewest calls per bot among the schedules that drain within 1.10x the ideal.
 
 Why capacity 5 is the hard row: every place is refilled C/r seconds after it was filled, so a place found d
 seconds late delays each later session of that place by d, and the drain grows by about d x r / C. At capacity 5
@@ -31,6 +31,7 @@ import statistics
 from typing import Any
 
 FACTORS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+FOLLOW_FACTORS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5)
 
 
 def lengths_for(capacity: int, end_rate: float, starts: int, kind: str, rng: random.Random) -> tuple[
@@ -54,9 +55,10 @@ def ideal_last_start(first_ends: list[float], lengths: list[float]) -> float:
     return last
 
 
-def probe(first_ends: list[float], lengths: list[float], end_rate: float, factor: float, follow: bool,
+def probe(first_ends: list[float], lengths: list[float], end_rate: float, after_429: float, after_200: float,
           overhead: float) -> tuple[float, int]:
-    """(when the last start got its bot, calls made) for one probe schedule."""
+    """(when the last start got its bot, calls made) for one probe schedule: each call takes `overhead` seconds,
+    then the next waits `after_429` or `after_200` intervals between ends (1 / `end_rate`)."""
     capacity, running = len(first_ends), list(first_ends)
     now, served, calls, last = 0.0, 0, 0, 0.0
     while served < len(lengths):
@@ -65,24 +67,25 @@ def probe(first_ends: list[float], lengths: list[float], end_rate: float, factor
         if len(running) < capacity:
             running.append(now + lengths[served])
             served, last = served + 1, now
-            now += overhead if follow else factor / end_rate
+            now += overhead + after_200 / end_rate
         else:
-            now += overhead + factor / end_rate
+            now += overhead + after_429 / end_rate
     return last, calls
 
 
 def frontier(capacity: int, end_rate: float, lengths: str, starts: int = 400, seeds: int = 20,
              overhead: float = 0.03) -> dict[str, Any]:
     points = []
-    for follow in (True, False):
-        for factor in FACTORS:
+    shapes = [lengths_for(capacity, end_rate, starts, lengths, random.Random(seed)) for seed in range(seeds)]
+    ideals = [ideal_last_start(first_ends, session_lengths) for first_ends, session_lengths in shapes]
+    for after_429 in FACTORS:
+        for after_200 in FOLLOW_FACTORS:
             drains, calls = [], []
-            for seed in range(seeds):
-                first_ends, session_lengths = lengths_for(capacity, end_rate, starts, lengths, random.Random(seed))
-                last, made = probe(first_ends, session_lengths, end_rate, factor, follow, overhead)
-                drains.append(last / ideal_last_start(first_ends, session_lengths))
+            for (first_ends, session_lengths), ideal in zip(shapes, ideals, strict=True):
+                last, made = probe(first_ends, session_lengths, end_rate, after_429, after_200, overhead)
+                drains.append(last / ideal)
                 calls.append(made / starts)
-            points.append({"after_429_wait_x_free_interval": factor, "follow_200_at_once": follow,
+            points.append({"after_429_wait_x_end_interval": after_429, "after_200_wait_x_end_interval": after_200,
                            "drain_over_ideal": round(statistics.mean(drains), 3),
                            "calls_per_bot": round(statistics.mean(calls), 2)})
     within = [p["calls_per_bot"] for p in points if p["drain_over_ideal"] <= 1.10]
