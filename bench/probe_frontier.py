@@ -24,35 +24,14 @@ and 2 ends a second that is 0.4 per second of delay, ten times capacity 50's rat
 from __future__ import annotations
 
 import argparse
-import heapq
 import json
-import random
 import statistics
 from typing import Any
 
+from bench.queue_scale import Lengths, ideal_served
+
 FACTORS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 FOLLOW_FACTORS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5)
-
-
-def lengths_for(capacity: int, end_rate: float, starts: int, kind: str, rng: random.Random) -> tuple[
-        list[float], list[float]]:
-    """(when the C sessions running at t=0 end, each queued start's session length)."""
-    mean = capacity / end_rate
-    if kind == "fixed":
-        return [(k + 1) / end_rate for k in range(capacity)], [mean] * starts
-    return (sorted(rng.expovariate(1 / mean) for _ in range(capacity)),
-            [rng.expovariate(1 / mean) for _ in range(starts)])
-
-
-def ideal_last_start(first_ends: list[float], lengths: list[float]) -> float:
-    """An instant FIFO dispatcher: each start takes the earliest free place."""
-    free = list(first_ends)
-    heapq.heapify(free)
-    last = 0.0
-    for length in lengths:
-        last = heapq.heappop(free)
-        heapq.heappush(free, last + length)
-    return last
 
 
 def probe(first_ends: list[float], lengths: list[float], end_rate: float, after_429: float, after_200: float,
@@ -76,13 +55,15 @@ def probe(first_ends: list[float], lengths: list[float], end_rate: float, after_
 def frontier(capacity: int, end_rate: float, lengths: str, starts: int = 400, seeds: int = 20,
              overhead: float = 0.03) -> dict[str, Any]:
     points = []
-    shapes = [lengths_for(capacity, end_rate, starts, lengths, random.Random(seed)) for seed in range(seeds)]
-    ideals = [ideal_last_start(first_ends, session_lengths) for first_ends, session_lengths in shapes]
+    shapes = [Lengths.draw(lengths, capacity, end_rate, starts, seed) for seed in range(seeds)]
+    # every start queued before the places start to free (t0 = 0), served in the order of their numbers
+    ideals = [max(ideal_served(dict.fromkeys(range(starts), -1.0), capacity, end_rate, 0.0, shape)) for shape in shapes]
     for after_429 in FACTORS:
         for after_200 in FOLLOW_FACTORS:
             drains, calls = [], []
-            for (first_ends, session_lengths), ideal in zip(shapes, ideals, strict=True):
-                last, made = probe(first_ends, session_lengths, end_rate, after_429, after_200, overhead)
+            for shape, ideal in zip(shapes, ideals, strict=True):
+                last, made = probe(shape.first_ends, [shape.by_start[n] for n in range(starts)], end_rate,
+                                   after_429, after_200, overhead)
                 drains.append(last / ideal)
                 calls.append(made / starts)
             points.append({"after_429_wait_x_end_interval": after_429, "after_200_wait_x_end_interval": after_200,

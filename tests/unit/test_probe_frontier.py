@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from bench.probe_frontier import frontier, ideal_last_start, probe
-
-
-def test_the_ideal_takes_the_earliest_free_place_for_each_start_in_order() -> None:
-    # two places free at 1 s and 2 s; every session lives 2 s: starts at 1, 2, 3, 4
-    assert ideal_last_start([1.0, 2.0], [2.0] * 4) == 4.0
+from bench.probe_frontier import frontier, probe
 
 
 def test_a_refused_call_is_followed_after_the_wait_and_a_started_one_at_once() -> None:
