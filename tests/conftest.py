@@ -167,6 +167,20 @@ def gateway(stack: dict[str, Any], emulator: EmulatorServer, oidc: OidcIssuer) -
 
 
 @pytest.fixture()
+def rate_clock(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The per-user rate limits' clock, stopped at one instant for the test. Their windows are fixed (a new count
+    at every minute or hour), so a test that makes its N allowed calls and then the refused one would otherwise
+    fail whenever a slow machine carries it across a window's edge. Returns the instant."""
+    from types import SimpleNamespace
+
+    from chalicelib.platform import rate_limits
+
+    stopped = __import__("time").time()
+    monkeypatch.setattr(rate_limits, "time", SimpleNamespace(time=lambda: stopped))
+    return stopped
+
+
+@pytest.fixture()
 def configure_stage(stack: dict[str, Any], gateway: Gateway,
                     monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
     """Change the test stage's environment variables for one test (restored afterwards). The stage's

@@ -8,11 +8,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from chalicelib.platform import dynamo
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body
 from tests.support import new_user
+
+# every count of this file falls in one window of the limits, however slow the machine (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("rate_clock")
 
 
 def limited(response: Any, code: str) -> dict[str, Any]:

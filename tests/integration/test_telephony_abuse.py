@@ -160,7 +160,7 @@ def test_dialout_policy_decides_who_where_and_as_whom(phone: Any, gateway: Gatew
 
 
 def test_dialout_rate_limit_per_principal(phone: Any, gateway: Gateway, emulator: EmulatorServer,
-                                          oidc: OidcIssuer, user: str) -> None:
+                                          oidc: OidcIssuer, user: str, rate_clock: float) -> None:
     phone(DIALOUT_ALLOWED_GROUPS="dialers", DIALOUT_ALLOWED_PREFIXES="+1415", DIALOUT_RATE_PER_HOUR="2",
           USER_SESSION_LIMIT="10")
     token = oidc.token(user, **{"cognito:groups": ["dialers"]})
