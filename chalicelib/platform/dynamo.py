@@ -6,6 +6,7 @@ as plain Python. Every module that writes the table writes through these (key sh
   condition did not hold.
 - `put_if(item, condition, ...)` / `delete_if(key, condition, ...)`: True when written.
 - `batch_get(keys)`: BatchGetItem of up to BATCH_GET keys, consistently read, unprocessed keys asked for again.
+- `now_iso()`, `iso_at(ts)`, `iso_epoch(value)`: the record timestamps' format, and back to an epoch.
 - `transact(items)` / `transact_if(items)`: a TransactWriteItems; `transact` raises as DynamoDB does
   (`cancellation_codes` says which condition refused it), `transact_if` answers False then. Each is applied once
   even when its answer is lost after DynamoDB committed: botocore fills the operation's ClientRequestToken
@@ -123,6 +124,23 @@ def transact_if(items: list[Item]) -> bool:
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def iso_at(ts: float) -> str:
+    """An epoch as ISO 8601 UTC to the second (the times our answers carry)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_epoch(value: Any) -> float | None:
+    """An ISO 8601 time (ours, or Pipecat Cloud's `createdAt` / `endedAt`) as an epoch; a time without a zone is
+    UTC; None for anything else."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def plain(value: Any) -> Any:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.platform.dynamo import iso_at, iso_epoch
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.observability import count
 from chalicelib.platform.settings import Settings, get_settings
@@ -53,17 +53,14 @@ def budgets_configured(settings: Settings) -> bool:
     return bool(settings.user_seconds_per_day or settings.user_seconds_per_month or settings.usage_tiers)
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def running_seconds(records: list[dict[str, Any]], now: float) -> list[tuple[str, int]]:
     """(session id, seconds it has run) of active session records (plain items or public records)."""
     out = []
     for record in records:
-        created = session_store.epoch(record.get("created_at") or record.get("createdAt"))
+        created = iso_epoch(record.get("created_at") or record.get("createdAt"))
         if created is not None:
-            out.append((str(record.get("session_id") or record.get("sessionId")), max(0, math.ceil(now - created))))
+            session_id = str(record.get("session_id") or record.get("sessionId"))
+            out.append((session_id, usage_store.billed_seconds(created, now)))
     return out
 
 
@@ -75,7 +72,7 @@ def _windows(used: usage_store.UserUsage, running: int, limits: Limits, now: flo
         total = seconds + running
         out[name] = {"window": window, "usedSeconds": total, "endedSeconds": seconds, "runningSeconds": running,
                      "limitSeconds": limit or None, "remainingSeconds": max(0, limit - total) if limit else None,
-                     "resetsAt": _iso(resets), "resetsInSeconds": max(1, math.ceil(resets - now))}
+                     "resetsAt": iso_at(resets), "resetsInSeconds": max(1, math.ceil(resets - now))}
     return out
 
 

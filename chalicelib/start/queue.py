@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.platform import rate_limits
-from chalicelib.platform.dynamo import cancellation_codes, conditional_failed
+from chalicelib.platform.dynamo import cancellation_codes, conditional_failed, iso_at
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import count, logger
@@ -48,10 +47,6 @@ class SlotHandedOver(ApiError):
 
 def enabled() -> bool:
     return bool(get_settings().retry_queue_url)
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ------------------------------------------------------------------ /start: joining the queue
@@ -102,7 +97,11 @@ def _take_a_place(request_id: str, user_id: str, plan: PlannedStart, intent: Sta
         agent_queue.mark_gone(plan.agent, placed.tail)  # the place stays empty: let the dispatcher pass it
         logger.warning("queue place given up while it was being taken", extra={"agent": plan.agent,
                                                                                 "seq": placed.tail})
-    raise ApiError(503, "queue_unavailable", "The start could not be queued; try again", headers={"Retry-After": "1"})
+    raise _not_queued()
+
+
+def _not_queued() -> ApiError:
+    return ApiError(503, "queue_unavailable", "The start could not be queued; try again", headers={"Retry-After": "1"})
 
 
 def _record_at(request_id: str, user_id: str, plan: PlannedStart, seq: int, intent: StartIntent | None,
@@ -124,8 +123,7 @@ def _record_at(request_id: str, user_id: str, plan: PlannedStart, seq: int, inte
             return None  # only the entry's condition: the dispatcher gave the place up
         agent_queue.mark_gone(plan.agent, seq)
         logger.warning("a queued start was refused", extra={"request_id": request_id, "reasons": reasons})
-        raise ApiError(503, "queue_unavailable", "The start could not be queued; try again",
-                       headers={"Retry-After": "1"}) from None
+        raise _not_queued() from None
 
 
 def _recorded_all_the_same(request_id: str, agent: str, seq: int, error: Exception) -> QueuedStart:
@@ -165,7 +163,7 @@ def pending_response(request: QueuedStart, status_base: str, now: float,
         "attempts": int(request["attempts"]),
         "position": position,
         "etaSeconds": math.ceil(eta),
-        "nextAttemptAt": _iso(now + eta),
+        "nextAttemptAt": iso_at(now + eta),
     }
     return HttpResult(202, body, {"Location": status_url, "Retry-After": str(retry_after)})
 
@@ -272,7 +270,7 @@ def list_pending(user_id: str, status_base: str) -> dict[str, Any]:
     """GET /start: the caller's queued and starting requests (a client that lost a requestId finds it here
     to cancel it). Listing does not count as asking about them (chalicelib.start.dispatcher.abandoned)."""
     settings = get_settings()
-    since = _iso(time.time() - settings.start_deadline_seconds - SWEEP_GRACE_SECONDS)
+    since = iso_at(time.time() - settings.start_deadline_seconds - SWEEP_GRACE_SECONDS)
     found = start_requests.user_pending(user_id, since)
     base = status_base.rstrip("/")
     return {"starts": [{"requestId": r["request_id"], "status": r["state"], "agent": r["agent"],

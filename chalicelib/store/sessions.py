@@ -27,6 +27,7 @@ from chalicelib.platform.dynamo import (
     BATCH_GET,
     batch_get,
     cancellation_codes,
+    iso_epoch,
     now_iso,
     plain,
     table,
@@ -144,23 +145,13 @@ def started_events(item: SessionRecord, queued: bool) -> list[dict[str, Any]]:
     return writes
 
 
-def epoch(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-
-
 def ran_between(record: Mapping[str, Any], details: Mapping[str, Any] | None,
                 now: float | None = None) -> tuple[float, float]:
     """When the session ran, as epochs: Pipecat Cloud's `createdAt` / `endedAt` where its details give them, else
     our record's `created_at` (a little later: it is written once the start was answered) / now."""
     now = time.time() if now is None else now
-    start = epoch((details or {}).get("createdAt")) or epoch(record.get("created_at")) or now
-    end = epoch((details or {}).get("endedAt")) or now
+    start = iso_epoch((details or {}).get("createdAt")) or iso_epoch(record.get("created_at")) or now
+    end = iso_epoch((details or {}).get("endedAt")) or now
     return start, max(start, end)
 
 
@@ -176,7 +167,7 @@ def ended_event(record: SessionRecord, status: str, reason: str,
     if details:
         data.update({k: details.get(k) for k in ("createdAt", "endedAt", "completionStatus", "botStartSeconds",
                                                  "coldStart")})
-        created, ended = epoch(details.get("createdAt")), epoch(details.get("endedAt"))
+        created, ended = iso_epoch(details.get("createdAt")), iso_epoch(details.get("endedAt"))
         data["durationSeconds"] = None if created is None or ended is None else billed_seconds(created, ended)
     return event_writes(event_type, user_id=record["user_id"], agent=record["agent"],
                         session_id=record["session_id"], request_id=record.get("request_id"),

@@ -16,24 +16,16 @@ Cloud itself from the provider's stream, and we have no record of them by design
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from typing import Any
 
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
+from chalicelib.platform.dynamo import iso_epoch
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import Settings, get_settings
 from chalicelib.store import agent_queue
 from chalicelib.store import sessions as session_store
 from chalicelib.store.outbox import record_event
-
-
-def _created(session: dict[str, Any]) -> float | None:
-    try:
-        return datetime.fromisoformat(str(session.get("createdAt")).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def report_only_agents(settings: Settings) -> set[str]:
@@ -61,7 +53,7 @@ def sweep(now: float | None = None) -> dict[str, int]:
                 summary["orphan_errors"] += 1
             continue
         for session in active:
-            created = _created(session)
+            created = iso_epoch(session.get("createdAt"))
             session_id = str(session.get("sessionId") or "")
             if not session_id or created is None or now - created < settings.orphan_grace_seconds:
                 continue  # too young: its start may still be recording it
