@@ -280,21 +280,21 @@ def list_pending(user_id: str, status_base: str) -> dict[str, Any]:
 def cancel(user_id: str, request_id: str) -> HttpResult:
     """Cancel a queued start. While an attempt is in flight (`starting`), its answer decides, so the cancel waits
     for it up to CANCEL_WAIT_SECONDS: a refusal puts the start back in the queue and the cancel takes it; a bot
-    makes it started (409, stop the session instead). Before, a cancel that met an attempt answered 409 and the
-    start stayed queued after the attempt's 429, though its owner had asked for it to go."""
+    makes it started (409, stop the session instead). A cancel whose write lost the race to an attempt that was
+    then refused tries again: 200 means cancelled, never a start still queued."""
     request = _owned(user_id, request_id)
     waited_until = time.monotonic() + CANCEL_WAIT_SECONDS
     while True:
-        if request["state"] == start_requests.QUEUED:
-            if start_requests.finish_without_session(request, start_requests.CANCELLED, "cancelled",
-                                                     "Cancelled by the user", (start_requests.QUEUED,)):
-                _left_queue(request)
-            request = start_requests.get(request_id) or request
-        if request["state"] != start_requests.STARTING or time.monotonic() >= waited_until:
-            break
-        time.sleep(CANCEL_POLL_SECONDS)
+        if request["state"] == start_requests.QUEUED and start_requests.finish_without_session(
+                request, start_requests.CANCELLED, "cancelled", "Cancelled by the user", (start_requests.QUEUED,)):
+            _left_queue(request)
         request = start_requests.get(request_id) or request
-    if request["state"] in (start_requests.STARTING, start_requests.STARTED):
+        if request["state"] not in (start_requests.QUEUED, start_requests.STARTING) \
+                or time.monotonic() >= waited_until:
+            break
+        if request["state"] == start_requests.STARTING:
+            time.sleep(CANCEL_POLL_SECONDS)
+    if request["state"] in (start_requests.QUEUED, start_requests.STARTING, start_requests.STARTED):
         raise ApiError(409, "not_cancellable", "The session is already starting or running; stop it instead")
     return HttpResult(200, {"requestId": request_id, "status": request["state"]})
 

@@ -426,3 +426,32 @@ def test_a_cancel_that_meets_an_attempt_in_flight_waits_for_its_refusal_and_canc
     assert state(rid) == "cancelled" and session_store.active_slots(user) == 0
     assert body(gateway.request("GET", "/start", user=user)) == {"starts": []}
     assert emulator.org.started == 0
+
+
+def test_a_cancel_that_loses_its_write_to_an_attempt_then_refused_still_cancels(
+        gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any], user: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cancel read the start as queued; before its write, the dispatcher claimed it (so the write is refused)
+    and Pipecat Cloud's 429 put it back in the queue. The cancel must try again: 200 cancelled and nothing pending.
+    Before, it answered 200 with the start still queued, and the start was served later: a bot for nobody (seen in
+    the browser test on a loaded machine: the page said cancelled, GET /start still listed it)."""
+    rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
+    real, raced = start_requests.finish_without_session, []
+
+    def finish(request: Any, *args: Any, **kwargs: Any) -> bool:
+        if request["request_id"] == rid and not raced:
+            raced.append(1)
+            attempt = int(start_requests.get(rid)["next_attempt"])  # type: ignore[index]
+            assert start_requests.claim(rid, attempt, 70, time.time())
+            refused = real(request, *args, **kwargs)
+            assert start_requests.requeue(rid, attempt, time.time() + 1, "pcc_at_capacity")
+            return bool(refused)
+        return bool(real(request, *args, **kwargs))
+
+    monkeypatch.setattr(start_requests, "finish_without_session", finish)
+    cancelled = gateway.request("DELETE", f"/start/{rid}", user=user)
+    assert raced == [1]
+    assert cancelled.status_code == 200 and body(cancelled)["status"] == "cancelled", cancelled.body
+    assert state(rid) == "cancelled" and session_store.active_slots(user) == 0
+    assert body(gateway.request("GET", "/start", user=user)) == {"starts": []}
+

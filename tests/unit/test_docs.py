@@ -51,3 +51,12 @@ def test_nothing_points_outside_the_repository() -> None:
                  and outside.search((ROOT / name).read_text(errors="replace"))
                  and name != "tests/unit/test_docs.py"]
     assert not offenders, offenders
+
+
+def test_the_queue_helper_in_the_docs_is_the_one_the_demo_runs() -> None:
+    """docs/capacity-queue.md's startWithQueue is the demo's (which the browser test drives), letter for letter."""
+    demo = (ROOT / "infra" / "demo" / "src" / "demo.js").read_text()
+    start = demo.index("// The polling helper:")
+    helper = demo[start:demo.index("\n}\n", demo.index("export async function startWithQueue")) + 3]
+    documented = (ROOT / "docs" / "capacity-queue.md").read_text()
+    assert helper.replace("export async function", "async function") in documented

@@ -64,8 +64,12 @@ export async function startWithQueue(client, startParams, { onQueued = () => {},
     }
     return result;
   } catch (error) {
-    await cancel().catch(() => {});
-    throw error;
+    // Only the gateway's 200 says the start is gone; anything else is said, never shown as "cancelled".
+    const answer = await cancel().catch(() => null);
+    const body = answer ? await answer.json().catch(() => ({})) : {};
+    if (answer?.ok) throw signal?.aborted ? Object.assign(new Error("cancelled"), { cancelled: true }) : error;
+    throw new Error(`the queued start could not be cancelled (${answer?.status ?? "no answer"}: ` +
+                    `${body.detail ?? "network error"}); ${error.message ?? error}`);
   } finally {
     removeEventListener("pagehide", cancel);
   }
@@ -148,7 +152,7 @@ async function talk() {
     );
   } catch (error) {
     const message = error.message ?? String(error);
-    if (giveUp?.signal.aborted) setStatus("cancelled: the queued start was given back", "cancelled");
+    if (error.cancelled) setStatus("cancelled: the queued start was given back", "cancelled");
     else if (/call object bundle/i.test(message)) {
       setStatus("error: the browser could not load Daily's client from Daily's CDN (is this machine offline?); " +
                 `nothing was started. (${message})`, "error");
