@@ -27,6 +27,7 @@ _SESSION = re.compile(r"^/v1/agents/(?P<agent>[^/]+)/sessions/(?P<sid>[^/]+)$")
 _AGENT = re.compile(r"^/v1/agents/(?P<agent>[^/]+)$")
 _WS = re.compile(r"^/ws/(?P<agent>[^/]+)(?:/(?P<token>[^/]+))?$")
 _WS_MAGIC = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+HOLD_LIMIT_SECONDS = 300  # a held answer goes by itself after this (a test that never released it)
 
 
 class _Server(ThreadingHTTPServer):
@@ -114,6 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise
                 if delay:
                     time.sleep(delay)
+                org.answers_open.wait(HOLD_LIMIT_SECONDS)
                 if fault:  # the bot exists; its answer is lost
                     self._fault(fault)
                     return
@@ -151,7 +153,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _fault(self, fault: dict[str, Any]) -> None:
         kind = fault["kind"]
         if kind == "hang":
-            time.sleep(float(fault.get("seconds", 30)))
+            if fault.get("until") == "released":
+                self.server.org.answers_open.wait(HOLD_LIMIT_SECONDS)
+            else:
+                time.sleep(float(fault.get("seconds", 30)))
             self._reset()
         elif kind == "reset":
             self._reset()
@@ -214,6 +219,12 @@ class _Handler(BaseHTTPRequestHandler):
                 if "start_latency_ms" in data:
                     org.start_latency_seconds = float(data["start_latency_ms"]) / 1000
             self._json(200, {"latency_ms": org.latency_seconds * 1000})
+        elif parts == ["hold"] and self.command == "POST":  # {"held": true}: answers wait; false: they go
+            if data.get("held") is True:
+                org.answers_open.clear()
+            else:
+                org.answers_open.set()
+            self._json(200, {"held": not org.answers_open.is_set()})
         elif len(parts) == 2 and parts[0] == "agents" and self.command == "POST":
             try:
                 agent = org.configure_agent(parts[1], **data)

@@ -156,7 +156,8 @@ class Organisation:
         self.sessions: dict[str, Session] = {}
         self.proxy_calls: list[ProxyCall] = []
         # Faults for POST .../start, used in order: {"when": "before"|"after", "kind": "500"|"502"|"503"|
-        # "reset"|"hang", "seconds": hang time}. "after": the bot exists, then the answer is lost.
+        # "reset"|"hang", "seconds": hang time, or "until": "released" (answers_open)}. "after": the bot exists,
+        # then the answer is lost.
         self.start_faults: list[dict[str, Any]] = []
         self.start_calls = 0
         self.started = 0
@@ -165,6 +166,10 @@ class Organisation:
         self.latency_seconds = 0.0
         self.cold_start_seconds = 0.0
         self.start_latency_seconds = 0.0  # a successful start answers this late (the bot exists meanwhile)
+        # Closed ("held"): successful start answers, and hang faults with "until": "released", wait until it is
+        # opened again (tests judge what a client does while answers are outstanding, at any machine speed).
+        self.answers_open = threading.Event()
+        self.answers_open.set()
         # every POST .../start: arrival, answer, status and the body's `n` (benchmarks tag their starts)
         self.start_log: list[dict[str, Any]] = []
         # how long the session of the start whose body's `n` is the key lives (benchmarks with varied lengths)
@@ -187,6 +192,7 @@ class Organisation:
             self._used_tokens.clear()
             self.start_calls = self.started = self.rejected_capacity = self.connections = 0
             self.latency_seconds = self.cold_start_seconds = self.start_latency_seconds = 0.0
+            self.answers_open.set()
 
     def configure_agent(self, name: str, **changes: Any) -> Agent:
         with self.lock:

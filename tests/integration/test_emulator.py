@@ -203,22 +203,42 @@ def test_session_lengths_by_marker_override_the_agents_max_duration(emulator: Em
     assert emulator.org.session_lengths == {}
 
 
-def test_latency_cold_start_and_connection_counting(emulator: EmulatorServer) -> None:
+def test_cold_start_and_connection_counting(emulator: EmulatorServer) -> None:
+    """The first start of an agent is a cold start; one after a stop is served by the instance the stop freed
+    (the emulator's own details say which, not the time the call took)."""
     emulator_admin(emulator, "knobs", {"latency_ms": 100, "cold_start_ms": 200})
     with httpx.Client() as client:
-        t0 = time.perf_counter()
         first = client.post(f"{emulator.url}/v1/public/my-agent/start", json={}, headers=pub(emulator))
-        cold = time.perf_counter() - t0
         sid = first.json()["sessionId"]
         client.delete(f"{emulator.url}/v1/agents/my-agent/sessions/{sid}", headers=priv(emulator))
-        t0 = time.perf_counter()
-        client.post(f"{emulator.url}/v1/public/my-agent/start", json={}, headers=pub(emulator))
-        warm = time.perf_counter() - t0
-    assert cold > warm  # the warm instance freed by the stop served the second start
+        second = client.post(f"{emulator.url}/v1/public/my-agent/start", json={}, headers=pub(emulator))
     stats = emulator_admin_get(emulator, "stats")
     assert stats["connections"] >= 1
-    details = httpx.get(f"{emulator.url}/v1/agents/my-agent/sessions/{sid}", headers=priv(emulator)).json()
-    assert details["coldStart"] is True
+
+    def details(session_id: str) -> Any:
+        return httpx.get(f"{emulator.url}/v1/agents/my-agent/sessions/{session_id}", headers=priv(emulator)).json()
+
+    assert details(sid)["coldStart"] is True
+    assert details(second.json()["sessionId"])["coldStart"] is False  # the warm instance freed by the stop
+
+
+def test_held_answers_wait_until_released(emulator: EmulatorServer) -> None:
+    """`POST /_emulator/hold {"held": true}`: a successful start's bot exists at once, its answer waits until the
+    hold is lifted (and a hang fault "until": "released" likewise)."""
+    import threading
+
+    emulator_admin(emulator, "hold", {"held": True})
+    answers: list[int] = []
+    caller = threading.Thread(target=lambda: answers.append(httpx.post(
+        f"{emulator.url}/v1/public/my-agent/start", json={}, headers=pub(emulator), timeout=60).status_code))
+    caller.start()
+    deadline = time.monotonic() + 30
+    while emulator.org.started < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert emulator.org.started == 1 and answers == [] and emulator.org.start_log == []
+    emulator_admin(emulator, "hold", {"held": False})
+    caller.join()
+    assert answers == [200] and [c["status"] for c in emulator.org.start_log] == [200]
 
 
 @pytest.mark.timeout(120)

