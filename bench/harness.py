@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,14 +22,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from infra.deploy import deploy, merged_stage_env  # noqa: E402
+from infra.port_file import read_port  # noqa: E402
 
 MOTO_ATOMIC = ("-m", "infra.moto_atomic")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 30) -> None:
@@ -81,18 +75,21 @@ def proxy_event(method: str, path: str, *, user: str, body: Any = None, resource
 
 class BenchStack:
     def __init__(self, extra_env: dict[str, str] | None = None) -> None:
-        self.moto_port, self.emu_port = free_port(), free_port()
-        self.moto_url = f"http://127.0.0.1:{self.moto_port}"
-        self.emulator_url = f"http://127.0.0.1:{self.emu_port}"
+        # Both on port 0: each announces the port the kernel gave it (infra/port_file.py), nothing is raced for.
+        ports = Path(tempfile.mkdtemp(prefix="bench-ports-"))
         self.procs = [
             # moto's server with DynamoDB's atomic conditional writes (infra/moto_atomic.py): the queue's
             # dispatcher lease and every exactly-once transition rest on them
-            subprocess.Popen([sys.executable, *MOTO_ATOMIC, "-H", "127.0.0.1", "-p", str(self.moto_port)],
-                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-            subprocess.Popen([sys.executable, "-m", "infra.pcc_emulator", "--port", str(self.emu_port),
-                              "--max-agents", "100000"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL),
+            subprocess.Popen([sys.executable, *MOTO_ATOMIC, "-H", "127.0.0.1", "-p", "0"], cwd=ROOT,
+                             env={**os.environ, "PORT_FILE": str(ports / "moto")},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            subprocess.Popen([sys.executable, "-m", "infra.pcc_emulator", "--port", "0", "--max-agents", "100000"],
+                             cwd=ROOT, env={**os.environ, "PORT_FILE": str(ports / "emulator")},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         ]
+        self.moto_port, self.emu_port = (read_port(ports / name, self._alive) for name in ("moto", "emulator"))
+        self.moto_url = f"http://127.0.0.1:{self.moto_port}"
+        self.emulator_url = f"http://127.0.0.1:{self.emu_port}"
         wait_http(f"{self.moto_url}/moto-api/")
         wait_http(f"{self.emulator_url}/_emulator/stats")
         self.keys = httpx.get(f"{self.emulator_url}/_emulator/keys").json()
@@ -113,6 +110,11 @@ class BenchStack:
         from app import app  # imported like Lambda does: after the environment is in place
 
         self.app = app
+
+    def _alive(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args!r} exited with code {proc.returncode}")
 
     def admin(self, path: str, body: Any = None) -> Any:
         return httpx.post(f"{self.emulator_url}/_emulator/{path}", json=body or {}).json()

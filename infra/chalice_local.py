@@ -8,17 +8,37 @@ Routing every method through the app gives the app's answer instead (405 as `{de
 Each request is logged as `POST /start 202 41 ms user=alice` (the local stage's `X-Dev-User`, else `-`)
 instead of http.server's access line; the query string is left out (it may carry tokens).
 
+A path no route matches is answered as the deployed stage answers it (infra/api_guard_rails.py's gateway
+responses): 404 `{"detail": "No such route", "code": "route_not_found"}`, not Chalice's 403 "Missing Authentication
+Token". The server listens with a backlog of LISTEN_BACKLOG connections (http.server's default, 5, overflows when
+a burst of clients connect at once, and the kernel then drops or resets some of them), and announces its port in
+PORT_FILE (infra/port_file.py), so `--port 0` works.
+
     python -m infra.chalice_local --project-dir DIR local --stage local --port 8000
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
 import time
 from typing import Any
 
 _USER = re.compile(r"[A-Za-z0-9@._:|+\-]{1,128}")
+LISTEN_BACKLOG = 1024
+
+
+def route_not_found() -> dict[str, Any]:
+    """The answer to a path no route matches, as the deployed stage's gateway response gives it."""
+    from infra.api_guard_rails import GATEWAY_RESPONSES
+
+    status, code, detail = GATEWAY_RESPONSES["MISSING_AUTHENTICATION_TOKEN"]
+    return {"statusCode": int(status or 404), "multiValueHeaders": {},
+            "headers": {"Content-Type": "application/json",
+                        "Access-Control-Allow-Origin": os.environ.get("CORS_ALLOW_ORIGIN") or "*"},
+            "body": json.dumps({"detail": detail, "code": code})}
 
 
 def request_line(method: str, path: str, status: int | str, seconds: float, user: str | None) -> str:
@@ -29,7 +49,9 @@ def request_line(method: str, path: str, status: int | str, seconds: float, user
 
 def main() -> int:
     from chalice.cli import main as chalice_main
-    from chalice.local import ChaliceRequestHandler
+    from chalice.local import ChaliceRequestHandler, LocalGateway, RouteMatcher, ThreadedHTTPServer
+
+    from infra.port_file import announce
 
     def any_method(self: Any, name: str) -> Any:
         # http.server looks up `do_<METHOD>`; only names it does not define get here
@@ -55,6 +77,26 @@ def main() -> int:
     for name in ("do_GET", "do_POST", "do_PUT", "do_PATCH", "do_DELETE", "do_OPTIONS", "do_HEAD"):
         setattr(ChaliceRequestHandler, name, timed_handle)  # bound to the original at class definition
     ChaliceRequestHandler.log_request = log_request  # type: ignore[method-assign]
+
+    gateway_handle = LocalGateway.handle_request
+
+    def handle_request(self: Any, method: str, path: str, headers: Any, body: Any) -> Any:
+        try:
+            RouteMatcher(list(self._app_object.routes)).match_route(path)
+        except ValueError:
+            return route_not_found()
+        return gateway_handle(self, method, path, headers, body)
+
+    LocalGateway.handle_request = handle_request  # type: ignore[method-assign]
+
+    activate = ThreadedHTTPServer.server_activate
+
+    def server_activate(self: Any) -> None:
+        activate(self)
+        announce(int(self.server_address[1]))
+
+    ThreadedHTTPServer.request_queue_size = LISTEN_BACKLOG
+    ThreadedHTTPServer.server_activate = server_activate  # type: ignore[method-assign]
     return int(chalice_main() or 0)
 
 

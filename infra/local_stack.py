@@ -4,6 +4,11 @@ Starts a moto server (local AWS), the Pipecat Cloud emulator, deploys infra/ int
 secret with the emulator's keys, then runs `chalice local --stage local`, the local event sources (the
 SQS poller and the reconcile schedule, which `chalice local` does not run) and the demo page server.
 
+Each server is started on the port asked for (API_PORT, MOTO_PORT, EMULATOR_PORT, DEMO_PORT; 0: any free one) and
+announces the port it got once it listens (infra/port_file.py); the launcher prints them and writes them to
+`ports.json` in the log dir. With EVENTS_WEBHOOK_URL set, lifecycle events are signed (EVENTS_WEBHOOK_SECRET, else
+LOCAL_EVENTS_SECRET) and sent there.
+
 Nothing tracked is written: the stage config `chalice local` reads (with this run's ports and moto's
 resource names) is generated into `.local/dev-<pid>/` (git-ignored), a project dir whose `app.py` and
 `chalicelib/**/*.py` link to the real files. Ctrl-C or SIGTERM stops everything it started and removes that
@@ -28,12 +33,13 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from infra.deploy import DEFAULT_CONFIG, deploy
+from infra.port_file import read_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / ".local"
@@ -41,6 +47,9 @@ RUNS = ROOT / ".local"
 LOGS = Path(os.environ.get("DEV_LOG_DIR") or RUNS / "logs")
 PYTHON = sys.executable
 PR_SET_PDEATHSIG = 1
+# The local stage's events signing secret when EVENTS_WEBHOOK_URL is set and EVENTS_WEBHOOK_SECRET is not: a fixed,
+# published value (local use only; a deployed stage's secret is yours, in Secrets Manager).
+LOCAL_EVENTS_SECRET = "whsec_bG9jYWwtb25seTogcGlwZWNhdC1nYXRld2F5IGV2ZW50cw=="
 
 
 class ComponentFailed(RuntimeError):
@@ -179,18 +188,22 @@ class Stack:
                 tail = _tail(component.log) if component.log else ""
                 raise ComponentFailed(f"{component.name} exited with code {code} ({where}){tail}")
 
-    def stop(self) -> None:
-        """STOP_SIGNAL to every component at once, STOP_GRACE_SECONDS for all of them together, then kill."""
+    def stop(self) -> list[str]:
+        """STOP_SIGNAL to every component at once, STOP_GRACE_SECONDS for all of them together, then kill what is
+        left. Returns the names of the components that had to be killed (none: every one stopped on its signal)."""
         for component in reversed(self.components):
             if component.proc.poll() is None:
                 component.proc.send_signal(STOP_SIGNAL)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
+        killed = []
         for component in self.components:
             try:
                 component.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 component.proc.kill()
                 component.proc.wait()
+                killed.append(component.name)
+        return killed
 
 
 def _shown(path: Path) -> str:
@@ -277,24 +290,49 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # stop exactly as on Ctrl-C
 
 
+@dataclass
+class Ports:
+    """The port of each server of the stack: asked for (API_PORT, MOTO_PORT, EMULATOR_PORT, DEMO_PORT; 0 takes a
+    free one), then as each server announced it once it listened (infra/port_file.py)."""
+
+    api: int
+    moto: int
+    emulator: int
+    demo: int
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        return cls(api=int(os.environ.get("API_PORT", "8000")), moto=int(os.environ.get("MOTO_PORT", "5000")),
+                   emulator=int(os.environ.get("EMULATOR_PORT", "8790")),
+                   demo=int(os.environ.get("DEMO_PORT", "8080")))
+
+
+def start_server(stack: Stack, ports_dir: Path, key: str, name: str, cmd: list[str], *, log: str,
+                 console: bool = False) -> int:
+    """Start a server component and return the port it announced (it listens by then)."""
+    port_file = ports_dir / key
+    component = stack.start(name, cmd, {"PORT_FILE": str(port_file)}, log=log, console=console)
+    try:
+        return read_port(port_file, stack.check_alive)
+    except TimeoutError as exc:
+        raise ComponentFailed(f"{component.name} did not start listening: {exc}") from None
+
+
 def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even when started ignoring it
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGHUP, _on_sigterm)
-    moto_port = int(os.environ.get("MOTO_PORT", "5000"))
-    emulator_port = int(os.environ.get("EMULATOR_PORT", "8790"))
-    api_port = int(os.environ.get("API_PORT", "8000"))
-    demo_port = int(os.environ.get("DEMO_PORT", "8080"))
+    asked = Ports.from_env()
     real_keys = bool(os.environ.get("PCC_PUBLIC_KEY"))
     demo_dir = ROOT / "infra" / "demo"
     demo_built = (demo_dir / "dist" / "demo.js").exists()
 
-    ports = {"MOTO_PORT": (moto_port, "moto server"), "API_PORT": (api_port, "chalice local")}
+    wanted = {"MOTO_PORT": (asked.moto, "moto server"), "API_PORT": (asked.api, "chalice local")}
     if not real_keys:
-        ports["EMULATOR_PORT"] = (emulator_port, "Pipecat Cloud emulator")
+        wanted["EMULATOR_PORT"] = (asked.emulator, "Pipecat Cloud emulator")
     if demo_built:
-        ports["DEMO_PORT"] = (demo_port, "demo page server")
-    problems = taken_ports(ports)
+        wanted["DEMO_PORT"] = (asked.demo, "demo page server")
+    problems = taken_ports({var: (port, what) for var, (port, what) in wanted.items() if port})
     if problems:
         for line in problems:
             print(f"[make dev] {line}", file=sys.stderr, flush=True)
@@ -303,49 +341,45 @@ def main() -> int:
     remove_stale_runs()
     run_dir = RUNS / f"dev-{os.getpid()}"
     stack = Stack()
-    moto_url = f"http://127.0.0.1:{moto_port}"
+    killed: list[str] = []
     try:
         project = generated_project(run_dir)
+        ports_dir = run_dir / "ports"
+        ports_dir.mkdir()
+        got = Ports(api=0, moto=0, emulator=0, demo=0)
         # moto with DynamoDB's atomic conditional writes (infra/moto_atomic.py), as the tests and benchmarks run it
-        stack.start("moto server", [PYTHON, "-m", "infra.moto_atomic", "-H", "127.0.0.1", "-p", str(moto_port)],
-                    log="moto")
+        got.moto = start_server(stack, ports_dir, "moto", "moto server",
+                                [PYTHON, "-m", "infra.moto_atomic", "-H", "127.0.0.1", "-p", str(asked.moto)],
+                                log="moto")
+        moto_url = f"http://127.0.0.1:{got.moto}"
         wait_http(f"{moto_url}/moto-api/", stack, "moto server")
-        extra_env: dict[str, str] = {"AWS_ENDPOINT_URL": moto_url}
-        if real_keys:
-            secret = {"public_key": os.environ["PCC_PUBLIC_KEY"]}
-            if os.environ.get("PCC_PRIVATE_KEY"):
-                secret["private_key"] = os.environ["PCC_PRIVATE_KEY"]
-            extra_env["PCC_API_URL"] = os.environ.get("PCC_API_URL", "https://api.pipecat.daily.co")
-            extra_env["PCC_AGENTS"] = os.environ.get("PCC_AGENTS", "my-agent")
-            print("[make dev] real Pipecat Cloud keys found: using", extra_env["PCC_API_URL"], flush=True)
-        else:
-            stack.start("Pipecat Cloud emulator",
-                        [PYTHON, "-m", "infra.pcc_emulator", "--port", str(emulator_port), "--agent", "my-agent",
-                         "--max-agents", os.environ.get("EMULATOR_MAX_AGENTS", "5")], log="emulator")
-            emulator_url = f"http://127.0.0.1:{emulator_port}"
-            wait_http(f"{emulator_url}/_emulator/stats", stack, "Pipecat Cloud emulator")
-            with urllib.request.urlopen(f"{emulator_url}/_emulator/keys") as response:
-                secret = json.loads(response.read())
-            extra_env["PCC_API_URL"] = emulator_url
-        outputs = deploy("local", endpoint_url=moto_url, secret=secret, extra_env=extra_env,
+        extra_env, secret = backend(stack, ports_dir, asked, got, real_keys)
+        outputs = deploy("local", endpoint_url=moto_url, secret=secret, extra_env={"AWS_ENDPOINT_URL": moto_url,
+                                                                                   **extra_env},
                          config_path=project / ".chalice" / "config.json")
         print(f"[make dev] infra deployed into moto: table={outputs['TableName']}", flush=True)
         reload_flag = "--autoreload" if os.environ.get("CHALICE_AUTORELOAD", "0") == "1" else "--no-autoreload"
-        stack.start("chalice local", [PYTHON, "-m", "infra.chalice_local", "--project-dir", str(project), "local",
-                                      "--stage", "local", "--port", str(api_port), reload_flag],
-                    log="gateway", console=True)
+        got.api = start_server(stack, ports_dir, "api", "chalice local",
+                               [PYTHON, "-m", "infra.chalice_local", "--project-dir", str(project), "local",
+                                "--stage", "local", "--port", str(asked.api), reload_flag], log="gateway",
+                               console=True)
         stack.start("local event sources (SQS poller + schedule)",
                     [PYTHON, "-m", "infra.sqs_poller", "--stage", "local", "--project-dir", str(project)],
                     log="events", console=True)
         if demo_built:
-            stack.start("demo page server", [PYTHON, "-m", "http.server", str(demo_port), "--bind", "127.0.0.1",
-                                             "--directory", str(demo_dir)], log="demo")
-            print(f"[make dev] demo page: http://127.0.0.1:{demo_port}/index.html?api=http://127.0.0.1:{api_port}",
+            got.demo = start_server(stack, ports_dir, "demo", "demo page server",
+                                    [PYTHON, "-m", "infra.demo_server", "--port", str(asked.demo), "--bind",
+                                     "127.0.0.1", "--directory", str(demo_dir)], log="demo")
+            print(f"[make dev] demo page: http://127.0.0.1:{got.demo}/index.html?api=http://127.0.0.1:{got.api}",
                   flush=True)
         else:
             print("[make dev] demo page not built (make demo)", flush=True)
-        wait_http(f"http://127.0.0.1:{api_port}/health", stack, "chalice local", timeout=90)
-        print(f"[make dev] ready: http://127.0.0.1:{api_port}/health  (Ctrl-C to stop)", flush=True)
+        wait_http(f"http://127.0.0.1:{got.api}/health", stack, "chalice local", timeout=90)
+        LOGS.mkdir(parents=True, exist_ok=True)
+        (LOGS / "ports.json").write_text(json.dumps(asdict(got)))
+        print(f"[make dev] ports: api={got.api} moto={got.moto} emulator={got.emulator or '-'} "
+              f"demo={got.demo or '-'} (also in {_shown(LOGS / 'ports.json')})", flush=True)
+        print(f"[make dev] ready: http://127.0.0.1:{got.api}/health  (Ctrl-C to stop)", flush=True)
         while True:
             stack.check_alive()
             time.sleep(0.5)
@@ -357,9 +391,42 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stack.stop()
+        killed = stack.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
+        (LOGS / "ports.json").unlink(missing_ok=True)
+        if killed:
+            print(f"[make dev] killed after {STOP_GRACE_SECONDS:.0f} s: {', '.join(killed)}", flush=True)
         print("[make dev] stopped", flush=True)
+
+
+def backend(stack: Stack, ports_dir: Path, asked: Ports, got: Ports,
+            real_keys: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The Pipecat Cloud the gateway talks to (the emulator, started here, or the real one with the keys in the
+    environment) and the local secret: (stage environment, secret)."""
+    extra_env: dict[str, str] = {}
+    if real_keys:
+        secret = {"public_key": os.environ["PCC_PUBLIC_KEY"]}
+        if os.environ.get("PCC_PRIVATE_KEY"):
+            secret["private_key"] = os.environ["PCC_PRIVATE_KEY"]
+        extra_env["PCC_API_URL"] = os.environ.get("PCC_API_URL", "https://api.pipecat.daily.co")
+        extra_env["PCC_AGENTS"] = os.environ.get("PCC_AGENTS", "my-agent")
+        print("[make dev] real Pipecat Cloud keys found: using", extra_env["PCC_API_URL"], flush=True)
+    else:
+        got.emulator = start_server(stack, ports_dir, "emulator", "Pipecat Cloud emulator",
+                                    [PYTHON, "-m", "infra.pcc_emulator", "--port", str(asked.emulator), "--agent",
+                                     "my-agent", "--max-agents", os.environ.get("EMULATOR_MAX_AGENTS", "5")],
+                                    log="emulator")
+        emulator_url = f"http://127.0.0.1:{got.emulator}"
+        wait_http(f"{emulator_url}/_emulator/stats", stack, "Pipecat Cloud emulator")
+        with urllib.request.urlopen(f"{emulator_url}/_emulator/keys") as response:
+            secret = json.loads(response.read())
+        extra_env["PCC_API_URL"] = emulator_url
+    if os.environ.get("EVENTS_WEBHOOK_URL"):  # lifecycle events to a local receiver, signed (docs/events.md)
+        extra_env["EVENTS_WEBHOOK_URL"] = os.environ["EVENTS_WEBHOOK_URL"]
+        secret["events_webhook_secret"] = os.environ.get("EVENTS_WEBHOOK_SECRET") or LOCAL_EVENTS_SECRET
+        print(f"[make dev] events go to {extra_env['EVENTS_WEBHOOK_URL']}, signed with "
+              f"EVENTS_WEBHOOK_SECRET={secret['events_webhook_secret']}", flush=True)
+    return extra_env, secret
 
 
 if __name__ == "__main__":

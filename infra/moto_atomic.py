@@ -1,6 +1,7 @@
 """moto's DynamoDB with atomic writes, as DynamoDB's are: the local AWS of `make dev`, the tests and the benchmarks.
 
-`python -m infra.moto_atomic -H 127.0.0.1 -p 5000` runs moto's server with it (the arguments are moto_server's).
+`python -m infra.moto_atomic -H 127.0.0.1 -p 5000` runs moto's server with it (`-p 0`: a free port, announced in
+`PORT_FILE`).
 
 moto 5.2's server evaluates a ConditionExpression and then applies the write without a lock, so two
 threads can both pass `attribute_not_exists(...)` or `state = :queued` for the same item. Real DynamoDB
@@ -124,11 +125,29 @@ def _put_back(table: Table, hash_key: Any, range_key: Any, item: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """moto's server, with the writes made atomic first."""
-    from moto.server import main as moto_main
+    """moto's server (moto_server's `-H`/`-p`), with the writes made atomic first. `-p 0` takes a free port; the
+    port is announced in PORT_FILE (infra/port_file.py) once the server listens."""
+    import argparse
+    import os
 
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    from infra.port_file import announce
+
+    parser = argparse.ArgumentParser(description="moto server with DynamoDB's atomic writes")
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=int(os.environ.get("MOTO_PORT", "5000")))
+    args = parser.parse_args(argv)
     install()
-    moto_main(argv)
+    server = make_server(args.host, args.port, DomainDispatcherApplication(create_backend_app), threaded=True,
+                         request_handler=MotoRequestHandler)
+    os.environ["MOTO_PORT"] = str(server.port)  # what moto puts in the URLs it hands out
+    announce(server.port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""`python -m infra.pcc_emulator --port 8790 --agent my-agent`: run the emulator in the foreground."""
+"""`python -m infra.pcc_emulator --port 8790 --agent my-agent`: run the emulator in the foreground (`--port 0`: a free
+port, announced in PORT_FILE)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from infra.port_file import announce
 
 from .server import EmulatorServer
 from .state import Organisation
@@ -23,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         org.configure_agent(name, max_agents=args.max_agents)
     server = EmulatorServer(args.host, args.port, org)
     print(f"pcc-emulator listening on {server.url} agents={sorted(org.agents)}", flush=True)
+    announce(int(server.url.rsplit(":", 1)[1]))
     try:
         server.serve_forever()
     except KeyboardInterrupt:

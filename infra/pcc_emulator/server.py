@@ -33,6 +33,7 @@ HOLD_LIMIT_SECONDS = 300  # a held answer goes by itself after this (a test that
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # http.server's 5 overflows under a burst of new connections (resets, retries)
 
     def __init__(self, address: tuple[str, int], org: Organisation) -> None:
         super().__init__(address, _Handler)

@@ -1,10 +1,11 @@
-"""A running local stack (`make dev`'s orchestrator on free ports) for tests that need real HTTP."""
+"""A running local stack (`make dev`'s orchestrator, its servers on ports the kernel picks: port 0, each announced
+once it listens, so no port is picked free, released and then raced for) for tests that need real HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,12 +19,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ignore_sigint() -> None:  # as `nohup make dev &` leaves it: background jobs start with SIGINT ignored
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -31,7 +26,7 @@ def _ignore_sigint() -> None:  # as `nohup make dev &` leaves it: background job
 class LocalStack:
     def __init__(self, ports: tuple[int, int, int, int] | None = None, ignore_sigint: bool = False,
                  **env: str) -> None:
-        self.api, self.moto, self.emu, self.demo = ports or (free_port(), free_port(), free_port(), free_port())
+        self.api, self.moto, self.emu, self.demo = ports or (0, 0, 0, 0)  # 0: what the stack announces when ready
         self.log_dir = Path(tempfile.mkdtemp(prefix="make-dev-logs-"))  # its own: stacks may run side by side
         full_env = {**os.environ, "DEV_LOG_DIR": str(self.log_dir), "API_PORT": str(self.api),
                     "MOTO_PORT": str(self.moto), "EMULATOR_PORT": str(self.emu), "DEMO_PORT": str(self.demo),
@@ -64,6 +59,12 @@ class LocalStack:
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
+        announced = self.log_dir / "ports.json"
+        while time.monotonic() < deadline and self.proc.poll() is None and not announced.exists():
+            time.sleep(0.2)
+        if announced.exists():
+            ports = json.loads(announced.read_text())
+            self.api, self.moto, self.emu, self.demo = ports["api"], ports["moto"], ports["emulator"], ports["demo"]
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 httpx.get(f"{self.api_url}/health", timeout=2).raise_for_status()

@@ -85,7 +85,7 @@ def test_local_stack_serves_health_and_start_then_stops_cleanly_on_ctrl_c() -> N
         assert own_run_dirs(stack)
     finally:
         out = stack.stop()
-    assert "[make dev] stopped" in out, out[-3000:]
+    assert "[make dev] stopped" in out and "killed after" not in out, out[-3000:]
     assert repo_state() == before
     assert not own_run_dirs(stack)
     assert wait_closed(stack.ports) == []
@@ -111,26 +111,36 @@ def test_sigterm_stops_like_ctrl_c() -> None:
     assert wait_closed(stack.ports) == []
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_started_with_nohup_it_still_stops_on_ctrl_c_and_sigterm_and_restarts_at_once(sig: int) -> None:
     """`nohup make dev &` starts the launcher with SIGINT ignored; Ctrl-C (SIGINT) and SIGTERM must still stop
-    it and every child in well under 5 s, and the next `make dev` on the same ports must start at once (the
-    sockets the last one left in TIME_WAIT are no "port in use")."""
-    first = LocalStack(ignore_sigint=True)
-    first.wait_ready()
-    httpx.post(f"{first.api_url}/start", json={}, headers={"X-Dev-User": "restart-user"}, timeout=20)
-    out = first.stop(sig)
-    assert first.proc.returncode == 0 and "[make dev] stopped" in out, out[-3000:]
-    assert first.stop_seconds < 5, first.stop_seconds
-    assert wait_closed(first.ports) == []
-    second = LocalStack(ports=(first.api, first.moto, first.emu, first.demo))
-    try:
-        second.wait_ready()
-        assert httpx.get(f"{second.api_url}/health", timeout=5).status_code == 200
-    finally:
-        out = second.stop()
-    assert "already in use" not in out, out[-3000:]
+    it and every child (each on its own signal, none killed after the STOP_GRACE_SECONDS that keep a stop under
+    5 s), and the next `make dev` on the same ports must start at once (the sockets the last one left in TIME_WAIT
+    are no "port in use"). A port freed is free for anyone: should another process's connection take one in
+    between (its "already in use" names a port nobody listens on), the pair is tried again on new ports."""
+    for _ in range(3):
+        first = LocalStack(ignore_sigint=True)
+        first.wait_ready()
+        httpx.post(f"{first.api_url}/start", json={}, headers={"X-Dev-User": "restart-user"}, timeout=20)
+        out = first.stop(sig)
+        assert first.proc.returncode == 0 and "[make dev] stopped" in out, out[-3000:]
+        assert "killed after" not in out, out[-3000:]  # every component stopped on its signal
+        assert wait_closed(first.ports) == []
+        second = LocalStack(ports=(first.api, first.moto, first.emu, first.demo))
+        try:
+            second.wait_ready()
+            assert httpx.get(f"{second.api_url}/health", timeout=5).status_code == 200
+        except RuntimeError:
+            raced = second.proc.returncode == 2 and "already in use" in second.output
+            if raced and not [p for p in first.ports if served(p)]:
+                continue  # taken by another process's connection, not by a listener of ours
+            raise
+        finally:
+            out = second.stop()
+        assert "already in use" not in out, out[-3000:]
+        return
+    pytest.fail("three pairs of ports were taken by other processes between stop and restart")
 
 
 @pytest.mark.timeout(180)
@@ -196,3 +206,105 @@ def test_the_reconcile_schedule_runs_locally() -> None:
         out = stack.stop()
     assert "[local events] reconcile_sessions" in out
 
+
+def listen_backlog(port: int) -> int:
+    """The accept queue a listener on 127.0.0.1:`port` was given (`ss` shows it as Send-Q of a LISTEN socket)."""
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return max(int(line.split()[2]) for line in out.splitlines() if line.strip())
+
+
+@pytest.mark.timeout(300)
+def test_kept_alive_clients_under_load_get_the_gateways_answers_never_a_reset() -> None:
+    """256 starts from 32 callers sharing one pool of kept-alive connections (as browsers and app servers call),
+    Pipecat Cloud answering in 1 s with room for all: every start is answered 200 by the gateway, and the emulator
+    started exactly one bot per start, each for its own user. Before, http.server's listen backlog of 5 overflowed
+    when the callers connected at once, and some got `Connection reset by peer` with no request ever logged."""
+    stack = LocalStack(EMULATOR_MAX_AGENTS="1000")
+    try:
+        stack.wait_ready()
+        assert listen_backlog(stack.api) >= 128 and listen_backlog(stack.emu) >= 128  # http.server's default: 5
+        httpx.post(f"{stack.emulator_url}/_emulator/knobs", json={"start_latency_ms": 1000}).raise_for_status()
+        users = [f"keepalive-{n}" for n in range(256)]
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        with httpx.Client(limits=limits, timeout=120) as client:
+
+            def start(user: str) -> str:
+                try:
+                    answer = client.post(f"{stack.api_url}/start", json={"transport": "daily"},
+                                         headers={"X-Dev-User": user})
+                except httpx.HTTPError as exc:
+                    return f"{type(exc).__name__}: {exc}"
+                return str(answer.status_code)
+
+            with ThreadPoolExecutor(max_workers=32) as pool:
+                answers = list(pool.map(start, users))
+        odd = [a for a in answers if a != "200"]
+        assert not odd, (len(odd), sorted(set(odd))[:5], stack.gateway_log_tail())
+        bots = httpx.get(f"{stack.emulator_url}/_emulator/sessions").json()["sessions"]
+        assert sorted(b["body"]["user"]["id"] for b in bots) == sorted(users)  # one bot per start, its own user
+    finally:
+        stack.stop()
+
+
+@pytest.mark.timeout(120)
+def test_an_unknown_route_is_404_route_not_found_as_deployed(local_stack: LocalStack) -> None:
+    """The deployed stage answers a path no route matches with its gateway response (infra/api_guard_rails.py):
+    404 `route_not_found` as JSON {detail, code}; `make dev` does the same, with or without a token."""
+    from infra.api_guard_rails import GATEWAY_RESPONSES
+
+    status, code, detail = GATEWAY_RESPONSES["MISSING_AUTHENTICATION_TOKEN"]
+    for headers in ({}, {"Authorization": "Bearer x"}, {"X-Dev-User": "someone"}):
+        for method, path in (("GET", "/session"), ("POST", "/nope/deeper"), ("DELETE", "/")):
+            answer = httpx.request(method, f"{local_stack.api_url}{path}", headers=headers, timeout=10)
+            assert answer.status_code == int(status or 0) == 404, (method, path, answer.text)
+            assert answer.json() == {"detail": detail, "code": code}
+            assert answer.headers["content-type"] == "application/json"
+    assert httpx.get(f"{local_stack.api_url}/health", timeout=10).status_code == 200  # routes still route
+
+
+
+@pytest.mark.timeout(180)
+def test_events_locally_as_the_events_page_says() -> None:
+    """docs/events.md, "Locally": with EVENTS_WEBHOOK_URL pointing at a local receiver, `make dev` signs the
+    lifecycle events (EVENTS_WEBHOOK_SECRET, or the published local default) and they arrive, verifiable with the
+    standardwebhooks library; before, the local secret had no signing key and every event went to the DLQ."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from standardwebhooks.webhooks import Webhook
+
+    from infra.local_stack import LOCAL_EVENTS_SECRET
+
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    docs = (ROOT / "docs" / "events.md").read_text()
+    assert LOCAL_EVENTS_SECRET in docs and "EVENTS_WEBHOOK_SECRET" in docs
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    stack = LocalStack(EVENTS_WEBHOOK_URL=f"http://127.0.0.1:{receiver.server_address[1]}/events")
+    try:
+        stack.wait_ready()
+        started = httpx.post(f"{stack.api_url}/start", json={"transport": "daily"},
+                             headers={"X-Dev-User": "events-user"}, timeout=20)
+        assert started.status_code == 200, started.text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(b'"session.started"' in body for _, body in received):
+            time.sleep(0.2)
+    finally:
+        out = stack.stop()
+        receiver.shutdown()
+    assert f"EVENTS_WEBHOOK_SECRET={LOCAL_EVENTS_SECRET}" in out
+    events = [Webhook(LOCAL_EVENTS_SECRET).verify(body, headers) for headers, body in received]  # raises if forged
+    started_event = next(e for e in events if e["type"] == "session.started")
+    assert started_event["sessionId"] == started.json()["sessionId"], json.dumps(events)[:2000]

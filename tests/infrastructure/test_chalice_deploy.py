@@ -33,23 +33,15 @@ STAMP = VENV_BIN.parent / ".installed"
 ALARM_EMAIL = "oncall@example.com"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def aws() -> Iterator[dict[str, str]]:
     """A moto server of its own (so everything in it was made by this deploy)."""
     from moto.server import ThreadedMotoServer
 
     moto_apigateway.install()
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # the kernel picks the port as it binds
     server.start()
+    port = server.get_host_and_port()[1]
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     yield env

@@ -32,10 +32,11 @@ def test_taken_ports_are_named_with_the_variable_to_change() -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        with socket.socket() as probe:
+        with socket.socket() as probe:  # bound, not listening: free for a server binding as ours do, and kept
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ours while checked (no race for it)
             probe.bind(("127.0.0.1", 0))
             free = probe.getsockname()[1]
-        problems = local_stack.taken_ports({"API_PORT": (taken, "chalice local"), "MOTO_PORT": (free, "moto")})
+            problems = local_stack.taken_ports({"API_PORT": (taken, "chalice local"), "MOTO_PORT": (free, "moto")})
     assert len(problems) == 1 and f"port {taken} (API_PORT" in problems[0] and f"API_PORT={taken + 1}" in problems[0]
 
 
