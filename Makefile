@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 4
 DEMO := infra/demo
 DEMO_BUILT := $(DEMO)/dist/demo.js
 
-.PHONY: dev test test-suites lint typecheck bench deploy clean demo prereqs-dev prereqs-test
+.PHONY: dev test test-suites lint typecheck bench deploy destroy secret region clean demo prereqs-dev prereqs-test
 
 ## What the machine must have (Python >= 3.11 with venv, node/npm, Chromium for the browser test), checked
 ## first, each missing piece named with its fix.
@@ -63,14 +63,33 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run_all
 
-## Real AWS: data stack (CloudFormation via boto3), the Chalice app, then API stage throttling.
-## STAGE=dev|prod; DEPLOY_ARGS e.g. "--env OIDC_ISSUER=https://... --env OIDC_AUDIENCE=... --alarm-email you@x"
+## Real AWS: data stack (CloudFormation via boto3), the Chalice app (with bytecode), then API stage throttling, all
+## in REGION (default: AWS_REGION, then AWS_DEFAULT_REGION; one must be set). STAGE=dev|prod;
+## DEPLOY_ARGS e.g. "--env OIDC_ISSUER=https://... --env OIDC_AUDIENCE=... --alarm-email you@x"
 STAGE ?= dev
 DEPLOY_ARGS ?=
-deploy: $(STAMP)
-	$(PY) -m infra.deploy --stage $(STAGE) $(DEPLOY_ARGS)
-	$(PY) -m infra.chalice_cli deploy --stage $(STAGE)
-	$(PY) -m infra.api_guard_rails --stage $(STAGE)
+REGION ?= $(or $(AWS_REGION),$(AWS_DEFAULT_REGION))
+AWS_IN_REGION = AWS_REGION=$(REGION) AWS_DEFAULT_REGION=$(REGION)
+
+region:
+	@if [ -z "$(REGION)" ]; then echo "set REGION (e.g. make $(MAKECMDGOALS) REGION=eu-west-1) or AWS_REGION:" \
+	  "every part of the stage must land in one region" >&2; exit 2; fi
+
+deploy: region $(STAMP)
+	$(AWS_IN_REGION) $(PY) -m infra.deploy --stage $(STAGE) --region $(REGION) $(DEPLOY_ARGS)
+	$(AWS_IN_REGION) $(PY) -m infra.chalice_cli deploy --stage $(STAGE)
+	$(AWS_IN_REGION) $(PY) -m infra.api_guard_rails --stage $(STAGE) --region $(REGION)
+
+## Set some keys of the stage's secret, keeping the others: a JSON object on standard input (never on the command line)
+secret: region $(STAMP)
+	@$(AWS_IN_REGION) $(PY) -m infra.secret --stage $(STAGE) --region $(REGION)
+
+## Remove the stage: the Chalice app, then the secret and the data stack; DELETE_DATA=1 also the retained table
+DELETE_DATA ?=
+destroy: region $(STAMP)
+	@if [ -f .chalice/deployed/$(STAGE).json ]; then \
+	  $(AWS_IN_REGION) $(PY) -m infra.chalice_cli delete --stage $(STAGE); fi
+	$(AWS_IN_REGION) $(PY) -m infra.destroy --stage $(STAGE) --region $(REGION) $(if $(DELETE_DATA),--delete-data)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DEMO)/node_modules $(DEMO)/dist

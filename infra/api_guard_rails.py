@@ -111,8 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         "CORS_ALLOW_ORIGIN") or os.environ.get("CORS_ALLOW_ORIGIN", "*")
     responses = apply_gateway_responses(apigateway, rest_api_id, api_stage, cors_origin)
     apply_throttling(apigateway, rest_api_id, api_stage, args.rate, args.burst)
+    url = f"https://{rest_api_id}.execute-api.{args.region}.amazonaws.com/{api_stage}"
     print(json.dumps({"rest_api_id": rest_api_id, "stage": api_stage, "gateway_responses": responses,
                       "throttling": {"rateLimit": args.rate, "burstLimit": args.burst}}))
+    print(f"API URL: {url}  (your app's start endpoint: {url}/start)")
+    if cors_origin == "*":
+        print("warning: CORS_ALLOW_ORIGIN is * : any web page may call this API from a browser; set it to your app's "
+              "origin (docs/deploying.md)", file=sys.stderr)
     return 0
 
 

@@ -1,5 +1,7 @@
-"""The deploy path users run: `make deploy STAGE=dev` (infra.deploy, `chalice deploy`, the API guard
-rails) against a moto server, in a copy of the project, then `chalice delete --stage dev`.
+"""The deploy path users run: `make deploy STAGE=dev REGION=eu-west-1` (infra.deploy, `chalice deploy`, the API
+guard rails) against a moto server, in a copy of the project, whose environment names another region (every part
+must land in the one asked for); then `make secret` (a key rotated, the others kept) and `make destroy` (what it
+removes and keeps, and a redeploy of the same stage name after DELETE_DATA=1).
 
 Asserts what moto then holds, read back with boto3: the three functions with their memory, timeouts
 and reserved concurrency, each with its own role and policy; the SQS event source (batch size 1,
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 STAMP = VENV_BIN.parent / ".installed"
 ALARM_EMAIL = "oncall@example.com"
+REGION = "eu-west-1"  # the deploy's; the environment says us-east-1, where nothing may land
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +51,9 @@ def aws() -> Iterator[dict[str, str]]:
     server.stop()
 
 
-def _client(aws: dict[str, str], service: str) -> Any:
+def _client(aws: dict[str, str], service: str, region: str = REGION) -> Any:
     return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                 region_name="us-east-1").client(service, endpoint_url=aws["AWS_ENDPOINT_URL"])
+                                 region_name=region).client(service, endpoint_url=aws["AWS_ENDPOINT_URL"])
 
 
 def _project_copy(tmp: Path) -> Path:
@@ -67,11 +70,19 @@ def _project_copy(tmp: Path) -> Path:
     return project
 
 
-def _run(cmd: list[str], project: Path, aws: dict[str, str], timeout: float = 600) -> str:
+def _run(cmd: list[str], project: Path, aws: dict[str, str], timeout: float = 600, stdin: str | None = None,
+         code: int = 0) -> str:
     env = {**os.environ, **aws}
-    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout,
+                            input=stdin)
+    assert result.returncode == code, f"{' '.join(cmd)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
+
+
+def _make(target: str, deployed: dict[str, Any], aws: dict[str, str], *args: str, **kwargs: Any) -> str:
+    # -o: the venv is already installed; make must not reinstall it because the copied files are new
+    return _run(["make", "--no-print-directory", "-o", str(STAMP), target, "STAGE=dev", f"VENV={VENV_BIN.parent}",
+                 *args], deployed["project"], aws, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +91,7 @@ def deployed(aws: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> d
     deploy_args = ("--env OIDC_ISSUER=https://issuer.example.com --env OIDC_AUDIENCE=gateway-clients "
                    f"--alarm-email {ALARM_EMAIL}")
     # -o: the venv is already installed; make must not reinstall it because the copied files are new
-    output = _run(["make", "-o", str(STAMP), "deploy", "STAGE=dev", f"VENV={VENV_BIN.parent}",
-                   f"DEPLOY_ARGS={deploy_args}"], project, aws, timeout=900)
+    output = _make("deploy", {"project": project}, aws, f"REGION={REGION}", f"DEPLOY_ARGS={deploy_args}", timeout=900)
     config = json.loads((project / ".chalice" / "config.json").read_text())
     record = json.loads((project / ".chalice" / "deployed" / "dev.json").read_text())
     return {"project": project, "output": output, "config": config, "record": record}
@@ -225,11 +235,86 @@ def test_dlq_alarm_mails_the_operator_and_the_dashboard_shows_the_app(aws: dict[
     assert {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage", "4XXError", "5XXError"} <= metrics
 
 
-@pytest.mark.timeout(900)
-def test_chalice_delete_removes_what_deploy_made(aws: dict[str, str], deployed: dict[str, Any]) -> None:
-    _run([str(VENV_BIN / "chalice"), "delete", "--stage", "dev"], deployed["project"], aws)
+def test_the_deploy_names_the_api_url_and_warns_of_an_open_cors_origin(deployed: dict[str, Any],
+                                                                       aws: dict[str, str]) -> None:
+    [api] = _client(aws, "apigateway").get_rest_apis()["items"]
+    url = f"https://{api['id']}.execute-api.{REGION}.amazonaws.com/api"
+    assert f"API URL: {url}  (your app's start endpoint: {url}/start)" in deployed["output"]
+    assert "CORS_ALLOW_ORIGIN is *" in deployed["output"]  # the committed dev stage leaves it open
+
+
+def test_every_part_lands_in_the_region_asked_for(aws: dict[str, str], deployed: dict[str, Any]) -> None:
+    """The environment says us-east-1 (as a profile's region would); REGION=eu-west-1 wins for the data stack,
+    the functions, the API and the guard rails alike: nothing of the stage is in us-east-1."""
+    assert aws["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert _functions(aws) and _client(aws, "apigateway").get_rest_apis()["items"]
+    assert "pipecat-gateway-dev-sessions" in _client(aws, "dynamodb").list_tables()["TableNames"]
+    elsewhere = {service: _client(aws, service, "us-east-1") for service in ("lambda", "dynamodb", "apigateway")}
+    assert not elsewhere["lambda"].list_functions()["Functions"]
+    assert not elsewhere["dynamodb"].list_tables()["TableNames"]
+    assert not elsewhere["apigateway"].get_rest_apis()["items"]
+    env = deployed["config"]["stages"]["dev"]["environment_variables"]
+    assert f":{REGION}:" in env["EVENTS_STREAM_ARN"]  # the stage's environment names eu-west-1's resources
+
+
+def test_a_deploy_without_a_region_says_so_before_anything_is_made(aws: dict[str, str],
+                                                                   deployed: dict[str, Any]) -> None:
+    without = {**aws, "AWS_DEFAULT_REGION": "", "AWS_REGION": ""}
+    out = _make("deploy", deployed, without, code=2)
+    assert "set REGION" in out and "infra.deploy" not in out
+
+
+def _secret_value(aws: dict[str, str]) -> dict[str, Any]:
+    raw = _client(aws, "secretsmanager").get_secret_value(SecretId="pipecat-gateway/dev/pcc-keys")["SecretString"]
+    return dict(json.loads(raw))
+
+
+def test_make_secret_rotates_one_key_and_keeps_the_others(aws: dict[str, str], deployed: dict[str, Any]) -> None:
+    first = {"public_key": "pk_old_value", "private_key": "sk_old_value", "twilio_auth_token": "tw_value"}
+    _make("secret", deployed, aws, f"REGION={REGION}", stdin=json.dumps(first))
+    assert _secret_value(aws) == first
+    out = _make("secret", deployed, aws, f"REGION={REGION}", stdin=json.dumps({"public_key": "pk_new_value"}))
+    assert _secret_value(aws) == {**first, "public_key": "pk_new_value"}
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["changed"] == ["public_key"] and report["kept"] == ["private_key", "twilio_auth_token"]
+    assert "_value" not in out  # names only, never a value
+    _make("secret", deployed, aws, f"REGION={REGION}", stdin=json.dumps({"twilio_auth_token": None}))
+    assert _secret_value(aws) == {"public_key": "pk_new_value", "private_key": "sk_old_value"}
+    _make("secret", deployed, aws, f"REGION={REGION}", stdin="not json", code=2)
+    assert _secret_value(aws) == {"public_key": "pk_new_value", "private_key": "sk_old_value"}
+
+
+def _stage_gone(aws: dict[str, str]) -> None:
+    """Everything make destroy removes, read back from moto."""
     assert not _functions(aws)
     assert not _client(aws, "lambda").list_event_source_mappings()["EventSourceMappings"]
     assert not _client(aws, "events").list_rules()["Rules"]
     assert not [r for r in _client(aws, "iam").list_roles()["Roles"] if r["RoleName"].startswith("pipecat-gateway-")]
     assert not _client(aws, "apigateway").get_rest_apis()["items"]
+    stacks = _client(aws, "cloudformation").list_stacks()["StackSummaries"]
+    assert all(s["StackStatus"] == "DELETE_COMPLETE" for s in stacks if s["StackName"] == "pipecat-gateway-dev-data")
+    assert not _client(aws, "secretsmanager").list_secrets()["SecretList"]
+    assert not _client(aws, "cloudwatch").describe_alarms(AlarmNamePrefix="pipecat-gateway-dev-")["MetricAlarms"]
+    assert not [q for q in _client(aws, "sqs").list_queues().get("QueueUrls", []) if "pipecat-gateway-dev" in q]
+    assert "pipecat-gateway-dev-events" not in _client(aws, "dynamodb").list_tables()["TableNames"]
+
+
+@pytest.mark.timeout(1800)
+def test_make_destroy_removes_the_stage_keeps_the_table_and_the_name_can_be_deployed_again(
+        aws: dict[str, str], deployed: dict[str, Any]) -> None:
+    out = _make("destroy", deployed, aws, f"REGION={REGION}", timeout=900)
+    _stage_gone(aws)
+    report = json.loads(out[out.index("{\n"):])
+    assert "pipecat-gateway-dev-sessions" in _client(aws, "dynamodb").list_tables()["TableNames"]  # kept, and said
+    assert any("table pipecat-gateway-dev-sessions" in k for k in report["kept"])
+    assert any("it held: private_key, public_key" in r for r in report["removed"])  # names, never values
+    assert "DELETE_DATA=1" in report["redeploy"] and "_value" not in out
+    out = _make("destroy", deployed, aws, f"REGION={REGION}", "DELETE_DATA=1", timeout=900)
+    assert "pipecat-gateway-dev-sessions" not in _client(aws, "dynamodb").list_tables()["TableNames"]
+    assert "make deploy STAGE=dev" in json.loads(out[out.index("{\n"):])["redeploy"]
+    # the same stage name deploys again, as the report says
+    _make("deploy", deployed, aws, f"REGION={REGION}", "DEPLOY_ARGS=--env OIDC_ISSUER=https://issuer.example.com "
+          "--env OIDC_AUDIENCE=gateway-clients", timeout=900)
+    assert set(_functions(aws)) == {function_name("pipecat-gateway", "dev", f) for f in FUNCTION_PERMISSIONS}
+    _make("destroy", deployed, aws, f"REGION={REGION}", "DELETE_DATA=1", timeout=900)
+    _stage_gone(aws)
