@@ -60,3 +60,28 @@ def test_the_queue_helper_in_the_docs_is_the_one_the_demo_runs() -> None:
     helper = demo[start:demo.index("\n}\n", demo.index("export async function startWithQueue")) + 3]
     documented = (ROOT / "docs" / "capacity-queue.md").read_text()
     assert helper.replace("export async function", "async function") in documented
+
+
+def _readme_paths() -> set[str]:
+    """The paths of the README's API table, parameters as `{}`, `{a,b}` groups expanded, queries left out."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## The API"):readme.index("## What it promises")]
+    paths = set()
+    for span in re.findall(r"`(?:[A-Z]+(?:/[A-Z]+)* )?(/[^`\s]*)`", table):
+        span = re.sub(r"\[\?[^\]]*\]|\?.*$", "", span)
+        group = re.search(r"\{([a-z]+(?:,[a-z]+)+)\}", span)
+        for choice in group[1].split(",") if group else [None]:
+            path = span.replace(group[0], choice) if group and choice else span
+            paths.add(re.sub(r"\{[^}]*\}", "{}", path))
+    return paths
+
+
+def test_every_route_is_in_the_readmes_api_table() -> None:
+    from app import app
+
+    documented = _readme_paths()
+    for route in app.routes:
+        path = re.sub(r"\{[^}]*\}", "{}", route)
+        if route.startswith("/sessions/{session_id}/{p"):  # the session API proxy, any depth
+            path = "/sessions/{}/{}"
+        assert path in documented, (route, sorted(documented))
