@@ -11,7 +11,7 @@ import functools
 import sys
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-from infra.port_file import announce
+from infra.port_file import serve
 
 
 class _Server(ThreadingHTTPServer):
@@ -27,11 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--directory", required=True)
     args = parser.parse_args(argv)
     server = _Server((args.bind, args.port), functools.partial(SimpleHTTPRequestHandler, directory=args.directory))
-    announce(server.server_address[1])
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(server, server.server_address[1])
     return 0
 
 

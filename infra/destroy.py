@@ -80,7 +80,7 @@ def destroy(stage: str, region: str, endpoint_url: str | None = None, delete_dat
     logs = session.client("logs", endpoint_url=endpoint_url)
     groups = [f"/aws/lambda/{function_name(app_name, stage, f)}" for f in FUNCTION_PERMISSIONS]
     existing = {g["logGroupName"] for g in logs.describe_log_groups(
-        logGroupNamePrefix=f"/aws/lambda/{app_name}-{stage}-").get("logGroups", [])}
+        logGroupNamePrefix=f"/aws/lambda/{app_name}-{stage}").get("logGroups", [])}
     try:
         ddb.describe_table(TableName=table)
         table_exists = True

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
-    from infra.port_file import announce
+    from infra.port_file import serve
 
     parser = argparse.ArgumentParser(description="moto server with DynamoDB's atomic writes")
     parser.add_argument("-H", "--host", default="127.0.0.1")
@@ -143,11 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     server = make_server(args.host, args.port, DomainDispatcherApplication(create_backend_app), threaded=True,
                          request_handler=MotoRequestHandler)
     os.environ["MOTO_PORT"] = str(server.port)  # what moto puts in the URLs it hands out
-    announce(server.port)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(server, server.port)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def announce(port: int) -> None:
@@ -21,6 +22,15 @@ def announce(port: int) -> None:
     partial = Path(f"{target}.partial")
     partial.write_text(str(port))
     os.replace(partial, target)
+
+
+def serve(server: Any, port: int) -> None:
+    """Announce `port`, then serve until interrupted (the servers' shared main loop)."""
+    announce(port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
 
 
 def read_port(path: Path, alive: Callable[[], None], timeout: float = 120) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from infra.port_file import announce
+from infra.port_file import serve
 
 from .server import EmulatorServer
 from .state import Organisation
@@ -26,11 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         org.configure_agent(name, max_agents=args.max_agents)
     server = EmulatorServer(args.host, args.port, org)
     print(f"pcc-emulator listening on {server.url} agents={sorted(org.agents)}", flush=True)
-    announce(int(server.url.rsplit(":", 1)[1]))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(server, int(server.url.rsplit(":", 1)[1]))
     return 0
 
 
