@@ -249,10 +249,12 @@ def test_every_part_lands_in_the_region_asked_for(aws: dict[str, str], deployed:
     assert aws["AWS_DEFAULT_REGION"] == "us-east-1"
     assert _functions(aws) and _client(aws, "apigateway").get_rest_apis()["items"]
     assert "pipecat-gateway-dev-sessions" in _client(aws, "dynamodb").list_tables()["TableNames"]
+    # (moto's backends are shared by every moto server of a test process: other tests' stacks may be there)
     elsewhere = {service: _client(aws, service, "us-east-1") for service in ("lambda", "dynamodb", "apigateway")}
-    assert not elsewhere["lambda"].list_functions()["Functions"]
-    assert not elsewhere["dynamodb"].list_tables()["TableNames"]
-    assert not elsewhere["apigateway"].get_rest_apis()["items"]
+    assert not [f for f in elsewhere["lambda"].list_functions()["Functions"]
+                if f["FunctionName"].startswith("pipecat-gateway-dev")]
+    assert not [t for t in elsewhere["dynamodb"].list_tables()["TableNames"] if t.startswith("pipecat-gateway-dev")]
+    assert not [a for a in elsewhere["apigateway"].get_rest_apis()["items"] if a["name"] == "pipecat-gateway"]
     env = deployed["config"]["stages"]["dev"]["environment_variables"]
     assert f":{REGION}:" in env["EVENTS_STREAM_ARN"]  # the stage's environment names eu-west-1's resources
 
@@ -293,7 +295,8 @@ def _stage_gone(aws: dict[str, str]) -> None:
     assert not _client(aws, "apigateway").get_rest_apis()["items"]
     stacks = _client(aws, "cloudformation").list_stacks()["StackSummaries"]
     assert all(s["StackStatus"] == "DELETE_COMPLETE" for s in stacks if s["StackName"] == "pipecat-gateway-dev-data")
-    assert not _client(aws, "secretsmanager").list_secrets()["SecretList"]
+    assert not [x for x in _client(aws, "secretsmanager").list_secrets()["SecretList"]
+                if x["Name"] == "pipecat-gateway/dev/pcc-keys"]
     assert not _client(aws, "cloudwatch").describe_alarms(AlarmNamePrefix="pipecat-gateway-dev-")["MetricAlarms"]
     assert not [q for q in _client(aws, "sqs").list_queues().get("QueueUrls", []) if "pipecat-gateway-dev" in q]
     assert "pipecat-gateway-dev-events" not in _client(aws, "dynamodb").list_tables()["TableNames"]
