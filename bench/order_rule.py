@@ -41,9 +41,10 @@ class AttemptLog:
         (its claim included) to the moment it recorded the outcome, both on the dispatcher's own thread, so "in
         flight together" is exactly the dispatcher's view and no race between threads can blur it."""
         from chalicelib.pcc import client
+        from chalicelib.start import attempt as attempts
         from chalicelib.start import dispatcher
 
-        real_start, real_attempt, real_record = client.start, dispatcher._attempt, dispatcher.Run._record
+        real_start, real_attempt, real_record = client.start, attempts.attempt, dispatcher.Run._record
         local, outcomes = threading.local(), {}
 
         def start(agent: str, payload: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -78,11 +79,11 @@ class AttemptLog:
                 self._add(Attempt(found[0], flight.sent_at, time.monotonic(), found[1]))
             real_record(run, flight)
 
-        client.start, dispatcher._attempt, dispatcher.Run._record = start, attempt, record  # type: ignore[assignment,method-assign]
+        client.start, attempts.attempt, dispatcher.Run._record = start, attempt, record  # type: ignore[assignment,method-assign]
         try:
             yield self
         finally:
-            client.start, dispatcher._attempt, dispatcher.Run._record = real_start, real_attempt, real_record  # type: ignore[method-assign]
+            client.start, attempts.attempt, dispatcher.Run._record = real_start, real_attempt, real_record  # type: ignore[method-assign]
 
     def _add(self, attempt: Attempt) -> None:
         with self._lock:

@@ -174,8 +174,8 @@ class Settings(BaseModel):
     proxy_offer_request_data: Literal["strip", "refuse"] = "strip"
     # Reconciliation stops sessions older than this (0: MAX_SESSION_SECONDS).
     session_hard_cap_seconds: int = Field(default=0, ge=0)
-    # Capacity queue (chalicelib/start/dispatcher.py): the head's first wait after a 429 (and the wait before the
-    # rate that capacity frees at has been measured) and its cap; PCC start calls per second per agent;
+    # Capacity queue (chalicelib/start/dispatcher.py, pacing.py): the head's first wait after a 429 (and the wait
+    # before the rate that capacity frees at has been measured) and its cap; PCC start calls per second per agent;
     # how long one dispatcher invocation runs before it hands over; queued starts per agent.
     retry_base_seconds: float = Field(default=0.1, gt=0, le=10)
     retry_cap_seconds: float = Field(default=1.0, gt=0, le=10)

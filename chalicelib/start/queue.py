@@ -24,7 +24,8 @@ from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import query_error
 from chalicelib.platform.settings import get_settings
-from chalicelib.start import dispatcher
+from chalicelib.start import queued_start
+from chalicelib.start.attempt import DEADLINE_DETAIL
 from chalicelib.start.policy import PlannedStart
 from chalicelib.store import agent_queue
 from chalicelib.store import queued_starts as start_requests
@@ -37,7 +38,6 @@ CANCEL_WAIT_SECONDS, CANCEL_POLL_SECONDS = 10.0, 0.05  # a cancel that meets an 
 RETRY_AFTER_MAX_SECONDS = 30
 PLACE_TRIES = 3  # places a start may take when each is given up while its Lambda stalls (see enqueue)
 CONDITION_FAILED = "ConditionalCheckFailed"
-DEADLINE_DETAIL = dispatcher.DEADLINE_DETAIL
 LONG_POLL_REFUSALS = ("status_rate_limited", "too_many_long_polls")
 
 
@@ -225,7 +225,7 @@ def outcome(request: QueuedStart, status_base: str, now: float) -> HttpResult:
                                             f"{request.get('error_detail', '')}", extra=ids)
     if state == start_requests.CANCELLED:
         detail = "The queued start was cancelled" + (
-            f": {dispatcher.ABANDONED_DETAIL}" if ids["reason"] == "abandoned" else "")
+            f": {queued_start.ABANDONED_DETAIL}" if ids["reason"] == "abandoned" else "")
         raise ApiError(409, "start_cancelled", detail, extra=ids)
     return pending_response(request, status_base, now)
 
@@ -268,7 +268,7 @@ def long_poll_after_start(user_id: str, queued: HttpResult, status_base: str, wa
 
 def list_pending(user_id: str, status_base: str) -> dict[str, Any]:
     """GET /start: the caller's queued and starting requests (a client that lost a requestId finds it here
-    to cancel it). Listing does not count as asking about them (chalicelib.start.dispatcher.abandoned)."""
+    to cancel it). Listing does not count as asking about them (chalicelib.start.queued_start.abandoned)."""
     settings = get_settings()
     since = iso_at(time.time() - settings.start_deadline_seconds - SWEEP_GRACE_SECONDS)
     found = start_requests.user_pending(user_id, since)
@@ -332,8 +332,8 @@ def sweep(now: float | None = None) -> dict[str, int]:
         if _expire_if_overdue(request, now)["state"] != before:
             summary["expired"] += 1
             continue
-        if dispatcher.abandoned(request, now, settings.queued_abandon_seconds) \
-                and dispatcher.abandon(request, now, settings.queued_abandon_seconds):
+        if queued_start.abandoned(request, now, settings.queued_abandon_seconds) \
+                and queued_start.abandon(request, now, settings.queued_abandon_seconds):
             summary["abandoned"] += 1
             continue
         agents.add(request["agent"])

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from chalicelib.platform import dynamo
-from chalicelib.start import dispatcher
+from chalicelib.start import dispatcher, pacing
 from chalicelib.start import queue as capacity_queue
 from chalicelib.store import agent_queue
 from chalicelib.store import queued_starts as start_requests
@@ -133,14 +133,14 @@ def test_pcc_is_asked_at_most_dispatch_calls_per_second(
     configure_stage(RETRY_BASE_SECONDS="0.01", RETRY_CAP_SECONDS="0.01", DISPATCH_CALLS_PER_SECOND="4",
                     DISPATCH_RUN_SECONDS="3")
     sent: list[float] = []
-    real_called = dispatcher.Pacer.called
+    real_called = pacing.Pacer.called
 
     def called(self: Any) -> float:
         at = real_called(self)
         sent.append(at)
         return at
 
-    monkeypatch.setattr(dispatcher.Pacer, "called", called)
+    monkeypatch.setattr(pacing.Pacer, "called", called)
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
     request_id = queued(gateway, new_user())["requestId"]
     calls_before = emulator.org.start_calls

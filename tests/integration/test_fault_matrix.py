@@ -22,6 +22,7 @@ import pytest
 
 from chalicelib.pcc import client as pcc_client
 from chalicelib.platform import dynamo
+from chalicelib.start import attempt as attempts
 from chalicelib.start import dispatcher
 from chalicelib.start import queue as capacity_queue
 from chalicelib.store import intents as start_intents
@@ -160,7 +161,7 @@ def test_a_killed_dispatcher_is_replaced_when_its_lease_runs_out(
     call (its message stays in flight for the 360 s visibility timeout), and the watchdog it armed when it
     took the lease brings the next one as soon as the lease has run out. The lease is 3 s here instead of
     70 s (the watchdog fires 2 s after it), so recovery comes after 3-5 s, not after 360 s."""
-    monkeypatch.setattr(dispatcher, "LEASE_SECONDS", 3)
+    monkeypatch.setattr(attempts, "LEASE_SECONDS", 3)
     monkeypatch.setattr(dispatcher, "WATCHDOG_DELAY_SECONDS", 5)
     users = [new_user() for _ in range(2)]
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})

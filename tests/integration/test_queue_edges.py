@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from chalicelib.platform import dynamo, rate_limits
-from chalicelib.start import dispatcher
 from chalicelib.start import queue as capacity_queue
+from chalicelib.start import queued_start
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
@@ -209,9 +209,9 @@ def test_the_owner_asking_at_the_last_moment_wins(gateway: Gateway, emulator: Em
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
     set_seen(rid, time.time() - 31)
     stale = start_requests.get(rid)
-    assert stale is not None and dispatcher.abandoned(stale, time.time(), 30)
+    assert stale is not None and queued_start.abandoned(stale, time.time(), 30)
     assert gateway.request("GET", f"/start/{rid}", user=user).status_code == 202
-    assert not dispatcher.abandon(stale, time.time(), 30)
+    assert not queued_start.abandon(stale, time.time(), 30)
     assert state(rid) == "queued" and session_store.active_slots(user) == 1
 
 

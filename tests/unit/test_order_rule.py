@@ -66,27 +66,28 @@ def test_a_dispatcher_attempt_is_timed_as_the_dispatcher_saw_it() -> None:
     import time
 
     from chalicelib.pcc import client
+    from chalicelib.start import attempt as attempts
     from chalicelib.start import dispatcher
 
-    real_start, real_attempt, real_record = client.start, dispatcher._attempt, dispatcher.Run._record
+    real_start, real_attempt, real_record = client.start, attempts.attempt, dispatcher.Run._record
     recorded: list[object] = []
 
     def fake_start(agent: str, payload: object, *args: object, **kwargs: object) -> dict[str, str]:
         return {"sessionId": "s"}
 
     def fake_attempt(settings: object, agent: str, request: object, wait: float,
-                     clock: dispatcher.CallClock) -> str:
+                     clock: attempts.CallClock) -> str:
         time.sleep(0.05)  # the claim
         client.start("agent", {"body": {"n": "late"}}, "pk")
         return "started"
 
-    client.start, dispatcher._attempt = fake_start, fake_attempt  # type: ignore[assignment]
+    client.start, attempts.attempt = fake_start, fake_attempt  # type: ignore[assignment]
     dispatcher.Run._record = lambda run, flight: recorded.append(flight)  # type: ignore[method-assign,assignment,misc]
     try:
         with AttemptLog().recording() as log:
-            clock = dispatcher.CallClock()
+            clock = attempts.CallClock()
             sent = time.monotonic()
-            assert dispatcher._attempt(None, "agent", {}, 1.0, clock) == "started"  # type: ignore[arg-type]
+            assert attempts.attempt(None, "agent", {}, 1.0, clock) == "started"  # type: ignore[arg-type]
             assert log.attempts == []  # not yet recorded by the dispatcher
             time.sleep(0.05)  # the dispatcher's thread was busy
             flight = dispatcher.Flight(1, None, sent, 1, clock=clock)  # type: ignore[arg-type]
@@ -95,4 +96,4 @@ def test_a_dispatcher_attempt_is_timed_as_the_dispatcher_saw_it() -> None:
         assert attempt.marker == "late" and attempt.status == 200 and attempt.sent == sent
         assert attempt.answered - sent >= 0.1 and recorded == [flight]
     finally:
-        client.start, dispatcher._attempt, dispatcher.Run._record = real_start, real_attempt, real_record  # type: ignore[method-assign]
+        client.start, attempts.attempt, dispatcher.Run._record = real_start, real_attempt, real_record  # type: ignore[method-assign]

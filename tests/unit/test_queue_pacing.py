@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from chalicelib.start import dispatcher
-from chalicelib.start.dispatcher import (
+from chalicelib.start import pacing
+from chalicelib.start.pacing import (
     GROW,
     SHRINK_AFTER_SUCCESS,
     SLOW_FACTOR,
@@ -21,7 +21,7 @@ from chalicelib.store.agent_queue import QueueState
 
 
 class Clock:
-    """The dispatcher's `time`, stopped: `now` moves only when a test moves it."""
+    """The pacing rule's `time`, stopped: `now` moves only when a test moves it."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -36,7 +36,7 @@ class Clock:
 @pytest.fixture(autouse=True)
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     stopped = Clock()
-    monkeypatch.setattr(dispatcher, "time", stopped)
+    monkeypatch.setattr(pacing, "time", stopped)
     return stopped
 
 
