@@ -16,6 +16,10 @@ moto applies a transaction's writes one by one and puts the items back when a la
 stream records of the writes it undid stay in the table's stream: a consumer would see a change that never
 happened. Here they are taken out again with the items, as DynamoDB never emits them.
 
+And an update's answer (ReturnValues) is the item as that update left it: moto serialises it from the live item
+after the write, outside any lock, so a concurrent write could show in it (two `ADD tail` both answering the later
+number: the queue handed one place to two starts).
+
 One change for speed, not semantics: moto backs up every table a transaction touches with a deep copy of
 the whole table (all items), so a transaction costs time in proportion to the table, and the test table
 grows through the run. Here only the items the transaction names are saved, and put back if it fails;
@@ -48,9 +52,13 @@ def install() -> None:
         original = getattr(DynamoDBBackend, name)
 
         @functools.wraps(original)
-        def atomic(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+        def atomic(self: Any, *args: Any, __original: Any = original, __name: str = name, **kwargs: Any) -> Any:
             with _LOCK:
-                return __original(self, *args, **kwargs)
+                result = __original(self, *args, **kwargs)
+                # moto answers an update from the live item, serialised after this lock is let go: a write landing
+                # in between would show in this answer (two `ADD tail` answering the same number). A copy taken
+                # here is the item as this write left it, as DynamoDB answers.
+                return copy.deepcopy(result) if __name == "update_item" else result
 
         setattr(DynamoDBBackend, name, atomic)
     backed_up = DynamoDBBackend.transact_write_items  # (already made atomic above)

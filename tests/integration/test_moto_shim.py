@@ -99,3 +99,29 @@ def test_a_cancelled_transaction_leaves_no_stream_record(stack: dict[str, Any], 
     assert stream_length() == before
     events_table.put_item(Item={"PK": f"SHIM#{tag}", "SK": "event"})
     assert stream_length() == before + 1
+
+
+def test_an_update_answers_the_item_as_its_own_write_left_it(table: Any) -> None:
+    """`ADD n :one` with ReturnValues=ALL_NEW from many threads at once: each answer holds the value its own write
+    made, so every answer is a different number (as in DynamoDB). moto serialises the answer from the live item
+    after its write lock is released, so a write landing in between showed up in another's answer: two starts
+    were handed the same queue place and the one before it was left empty (a storm run on a loaded machine)."""
+    import threading
+
+    key = _key(uuid.uuid4().hex)
+    answers: list[int] = []
+    lock = threading.Lock()
+
+    def bump() -> None:
+        for _ in range(25):
+            got = table.update_item(Key=key, UpdateExpression="ADD n :one", ExpressionAttributeValues={":one": 1},
+                                    ReturnValues="ALL_NEW")["Attributes"]["n"]
+            with lock:
+                answers.append(int(got))
+
+    threads = [threading.Thread(target=bump) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == list(range(1, 16 * 25 + 1))  # 400 numbers, each handed out once
