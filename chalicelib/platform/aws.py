@@ -87,11 +87,6 @@ def dynamodb_table(name: str) -> PlainTable:
     return PlainTable(name, _plain_dynamodb())
 
 
-def reset_clients() -> None:
-    """Forget cached clients (tests point them at a new endpoint)."""
-    client.cache_clear()
-
-
 def reset_all() -> None:
     client.cache_clear()
     dynamodb_table.cache_clear()

@@ -322,8 +322,8 @@ class Run:
         self.known.pop(seq, None)
 
 def handle_message(body: str) -> dict[str, int]:
-    """One worker message: `{"kind": "dispatch", "agent": ...}` (or a request message of the previous
-    design, which names its agent). Raises on a malformed message (redelivered, then the DLQ)."""
+    """One worker message, a wake-up: `{"agent": ..., "freed": bool}` (any other keys are ignored). Raises on a
+    malformed message (redelivered, then the DLQ)."""
     try:
         message = json.loads(body)
     except ValueError:

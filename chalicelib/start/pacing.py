@@ -66,16 +66,15 @@ class Pacer:
         self.next_call = self.last_call + self.wait
         return self.last_call
 
-    def success(self, sent_at: float | None = None, in_flight: int = 1, *, foreseen: bool = False) -> float | None:
-        """Capacity was there (`foreseen`: likely_started already acted on it). Returns the measured interval
-        between successes (the ETA's drain rate)."""
+    def success(self, sent_at: float | None = None, in_flight: int = 1, *, foreseen: bool = False) -> None:
+        """Capacity was there (`foreseen`: likely_started already acted on it). Updates `interval`, the measured
+        time between successes (the ETA's drain rate)."""
         now = time.monotonic()
         if self.last_success is not None:
             gap = now - self.last_success
             self.interval = gap if self.interval is None else SMOOTHING * gap + (1 - SMOOTHING) * self.interval
         self.last_success = now
         self._answered(self.last_call if sent_at is None else sent_at, True, in_flight, foreseen=foreseen)
-        return self.interval
 
     def miss(self, sent_at: float | None = None, in_flight: int = 1, took: float | None = None) -> None:
         """Refused (429); `took`: how long Pipecat Cloud took to refuse (its call alone), else since `sent_at`."""

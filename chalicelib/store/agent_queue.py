@@ -206,7 +206,7 @@ def send_wake(agent: str, delay_seconds: int = 0, freed: bool = False) -> None:
     """Ask for a dispatcher run for `agent` (one SQS message: the worker takes the lease or leaves it).
     `freed`: capacity was freed, so the head is tried at once."""
     client("sqs").send_message(QueueUrl=get_settings().retry_queue_url, DelaySeconds=delay_seconds,
-                               MessageBody=json.dumps({"kind": "dispatch", "agent": agent, "freed": freed}))
+                               MessageBody=json.dumps({"agent": agent, "freed": freed}))
 
 
 def start_dispatcher(agent: str, now: float | None = None, known: QueueState | None = None) -> None:

@@ -77,11 +77,12 @@ def test_a_refusal_among_attempts_in_flight_moves_the_wait_by_its_share() -> Non
 def test_successes_halve_the_wait_and_measure_the_drain_interval(clock: Clock) -> None:
     pacer = Pacer(base=1.0, cap=3.0, min_gap=0.01, interval=None)
     pacer.called()
-    assert pacer.success() is None  # one success measures nothing yet
+    pacer.success()
+    assert pacer.interval is None  # one success measures nothing yet
     assert pacer.wait == pytest.approx(1.0 * SHRINK_AFTER_SUCCESS)  # every answer so far a success
     pacer.last_success = clock.now - 1.0  # the next success comes 1 s later
-    interval = pacer.success()
-    assert interval == pytest.approx(1.0)  # the drain rate, for the ETA
+    pacer.success()
+    assert pacer.interval == pytest.approx(1.0)  # the drain rate, for the ETA
     assert pacer.wait == pytest.approx(SHRINK_AFTER_SUCCESS ** 2)
 
 
