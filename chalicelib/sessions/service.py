@@ -63,10 +63,9 @@ def session_details(user_id: str, session_id: str) -> dict[str, Any]:
     details = pipecat_details(record)
     if details and details.get("endedAt") and record["status"] == session_store.ACTIVE:
         # Pipecat Cloud says it ended: update our record and free the user's slot now.
-        if session_store.mark_ended(record, session_store.ENDED, str(details.get("completionStatus") or "ended"),
-                                    details):
+        if end_session(record, session_store.ENDED, str(details.get("completionStatus") or "ended"), details,
+                       freed="session_seen_ended"):
             record = session_store.get_session(session_id) or record
-            agent_queue.capacity_freed(record["agent"], "session_seen_ended")
     return {**session_store.public_record(record), "pipecat": details}
 
 
@@ -87,6 +86,18 @@ def pipecat_details(record: session_store.SessionRecord) -> dict[str, Any] | Non
     return {k: raw[k] for k in PCC_DETAIL_FIELDS if k in raw}
 
 
+# ------------------------------------------------------------------ the end of a session
+def end_session(record: session_store.SessionRecord, status: str, reason: str, details: dict[str, Any] | None,
+                *, freed: str | None = None) -> bool:
+    """Record that the session ended (`status`, `reason`; its slot, event and usage in one transaction) and, when
+    this call recorded it, tell its agent's queue that capacity freed (`freed`: the wake-up's reason, else
+    `reason`). False when it had already ended: nothing changes."""
+    if not session_store.mark_ended(record, status, reason, details):
+        return False
+    agent_queue.capacity_freed(record["agent"], freed or reason)
+    return True
+
+
 # ------------------------------------------------------------------ stop
 
 def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
@@ -100,8 +111,7 @@ def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
                 raise map_pcc_error(exc) from None
         # Pipecat Cloud's createdAt / endedAt, read after the stop: the user's usage to the second (without them it
         # counts from our record, to now)
-        session_store.mark_ended(record, session_store.STOPPED, "stopped_by_user", pipecat_details(record))
-        agent_queue.capacity_freed(record["agent"], "stopped_by_user")
+        end_session(record, session_store.STOPPED, "stopped_by_user", pipecat_details(record))
         record = session_store.get_session(session_id) or record
     return session_store.public_record(record)
 

@@ -21,7 +21,6 @@ from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
 from chalicelib.sessions import service as sessions_service
 from chalicelib.start import budgets
-from chalicelib.store import agent_queue
 from chalicelib.store import sessions as session_store
 from chalicelib.store.sessions import SessionRecord
 
@@ -110,8 +109,7 @@ def _stop(record: dict[str, Any], reason: str, key: str) -> bool:
     if not pcc_client.stop_if_running(record["agent"], record["session_id"], key):
         return False
     details = sessions_service.pipecat_details(cast(SessionRecord, record))
-    if session_store.mark_ended(cast(SessionRecord, record), session_store.STOPPED, reason, details):
-        agent_queue.capacity_freed(record["agent"], reason)
+    if sessions_service.end_session(cast(SessionRecord, record), session_store.STOPPED, reason, details):
         count("SessionsCapped", reason=reason)
     return True
 
@@ -122,7 +120,6 @@ def _record_end(record: dict[str, Any]) -> int:
     if details is not None and not details.get("endedAt"):
         return 0  # Pipecat Cloud still has it running (a listing that missed it): the next run looks again
     reason = str(details.get("completionStatus") or "ended") if details else "not_active_at_pipecat"
-    if not session_store.mark_ended(cast(SessionRecord, record), session_store.ENDED, reason, details):
-        return 0
-    agent_queue.capacity_freed(record["agent"], "reconcile_ended")
-    return 1
+    ended = sessions_service.end_session(cast(SessionRecord, record), session_store.ENDED, reason, details,
+                                         freed="reconcile_ended")
+    return 1 if ended else 0
