@@ -25,14 +25,12 @@ from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import query_error
 from chalicelib.platform.settings import get_settings
 from chalicelib.start import queued_start
-from chalicelib.start.attempt import DEADLINE_DETAIL
 from chalicelib.start.policy import PlannedStart
 from chalicelib.store import agent_queue
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store.intents import StartIntent
 from chalicelib.store.queued_starts import QueuedStart
 
-SWEEP_GRACE_SECONDS = 120
 POLL_INTERVAL_SECONDS = 0.25
 CANCEL_WAIT_SECONDS, CANCEL_POLL_SECONDS = 10.0, 0.05  # a cancel that meets an attempt in flight waits for its answer
 RETRY_AFTER_MAX_SECONDS = 30
@@ -182,38 +180,6 @@ def _owned(user_id: str, request_id: str) -> QueuedStart:
     return request
 
 
-def _expire_if_overdue(request: QueuedStart, now: float) -> QueuedStart:
-    if request["state"] in (start_requests.QUEUED, start_requests.STARTING) \
-            and now > request["deadline"] + SWEEP_GRACE_SECONDS \
-            and (request["state"] == start_requests.QUEUED or request.get("lease_until", 0) < now):
-        if start_requests.finish_without_session(
-                request, start_requests.FAILED, "deadline_exceeded", DEADLINE_DETAIL,
-                (start_requests.QUEUED, start_requests.STARTING)):
-            _left_queue(request)
-        return start_requests.get(request["request_id"]) or request
-    return request
-
-
-def _give_place_back(request: QueuedStart) -> bool:
-    """A queued start whose place the queue has passed would never be tried (answered 202, served by nobody, failed
-    only at its deadline). It must not happen; if it does, the start takes a new place at the tail. False when it
-    had moved on meanwhile (the read was stale): the new number is marked gone, so the queue passes it."""
-    agent = request["agent"]
-    seq = agent_queue.append(agent).tail
-    if start_requests.move_place(request, seq, agent_queue.entry_put(agent, seq, request["request_id"])):
-        count("QueuedStartsStranded")
-        logger.error("a queued start's place had been passed: it waits at the tail again",
-                     extra={"request_id": request["request_id"], "old_seq": request["seq"], "seq": seq})
-        return True
-    agent_queue.mark_gone(agent, seq)
-    return False
-
-
-def _left_queue(request: QueuedStart) -> None:
-    if "seq" in request:
-        agent_queue.mark_gone(request["agent"], int(request["seq"]))
-
-
 def outcome(request: QueuedStart, status_base: str, now: float) -> HttpResult:
     """200 with the body a direct success would have had, 202 while pending, or a terminal error."""
     state = request["state"]
@@ -244,7 +210,7 @@ def status(user_id: str, request_id: str, status_base: str, wait: int = 0) -> Ht
     rate_limits.take(f"status#{user_id}", settings.status_rate_per_minute, 60, code="status_rate_limited",
                      what="Status polls")
     now = time.time()
-    request = _expire_if_overdue(_owned(user_id, request_id), now)
+    request = queued_start.expire_if_overdue(_owned(user_id, request_id), now)
     if request["state"] not in start_requests.TERMINAL and float(request.get("seen_at", 0)) < int(now + wait):
         start_requests.seen(request_id, now + wait)  # a long-poll: its owner waits until it ends
     if wait and request["state"] not in start_requests.TERMINAL:
@@ -270,7 +236,7 @@ def list_pending(user_id: str, status_base: str) -> dict[str, Any]:
     """GET /start: the caller's queued and starting requests (a client that lost a requestId finds it here
     to cancel it). Listing does not count as asking about them (chalicelib.start.queued_start.abandoned)."""
     settings = get_settings()
-    since = iso_at(time.time() - settings.start_deadline_seconds - SWEEP_GRACE_SECONDS)
+    since = iso_at(time.time() - settings.start_deadline_seconds - queued_start.SWEEP_GRACE_SECONDS)
     found = start_requests.user_pending(user_id, since)
     base = status_base.rstrip("/")
     return {"starts": [{"requestId": r["request_id"], "status": r["state"], "agent": r["agent"],
@@ -287,7 +253,7 @@ def cancel(user_id: str, request_id: str) -> HttpResult:
     while True:
         if request["state"] == start_requests.QUEUED and start_requests.finish_without_session(
                 request, start_requests.CANCELLED, "cancelled", "Cancelled by the user", (start_requests.QUEUED,)):
-            _left_queue(request)
+            queued_start.left_queue(request)
         request = start_requests.get(request_id) or request
         if request["state"] not in (start_requests.QUEUED, start_requests.STARTING) \
                 or time.monotonic() >= waited_until:
@@ -310,43 +276,3 @@ def parse_wait(raw: str | None) -> int:
     if not 0 <= wait <= settings.long_poll_max_seconds:
         raise query_error("wait", f"must be between 0 and {settings.long_poll_max_seconds}")
     return wait
-
-
-# ------------------------------------------------------------------ the sweeper
-def sweep(now: float | None = None) -> dict[str, int]:
-    """Fail requests past their deadline, cancel abandoned ones, give a place back to a queued start whose place
-    the queue passed, and restart the dispatcher of any agent whose queue waits with none running (a lost
-    wake-up, a dispatcher that died). Run from the reconcile schedule."""
-    now = now or time.time()
-    settings = get_settings()
-    summary = {"pending": 0, "expired": 0, "abandoned": 0, "stranded": 0, "woken": 0}
-    if not enabled():
-        return summary
-    agents: set[str] = set()
-    states: dict[str, agent_queue.QueueState] = {}
-    for request in start_requests.pending():
-        summary["pending"] += 1
-        if request["state"] not in (start_requests.QUEUED, start_requests.STARTING):
-            continue
-        before = request["state"]
-        if _expire_if_overdue(request, now)["state"] != before:
-            summary["expired"] += 1
-            continue
-        if queued_start.abandoned(request, now, settings.queued_abandon_seconds) \
-                and queued_start.abandon(request, now, settings.queued_abandon_seconds):
-            summary["abandoned"] += 1
-            continue
-        agents.add(request["agent"])
-        if request["state"] == start_requests.QUEUED:
-            if request["agent"] not in states:  # one read per agent, not per request
-                states[request["agent"]] = agent_queue.read(request["agent"])
-            state = states[request["agent"]]
-            seq = int(request["seq"])
-            if (seq < state.head or seq in state.gone) and _give_place_back(request):
-                summary["stranded"] += 1
-    for agent in sorted(agents):
-        state = agent_queue.read(agent)
-        if state.waiting() and not state.leased(now):
-            agent_queue.send_wake(agent)
-            summary["woken"] += 1
-    return summary

@@ -1,6 +1,7 @@
 """The life of a queued start, as the capacity queue's parts share it (the routes' side, the dispatcher, the sweep):
-for now its abandonment rule. A bot nobody waits for still bills by the second, so a queued start whose owner has
-not asked about it for QUEUED_ABANDON_SECONDS is cancelled instead of started."""
+its abandonment rule (a bot nobody waits for still bills by the second, so a queued start whose owner has not asked
+about it for QUEUED_ABANDON_SECONDS is cancelled instead of started), its expiry past the deadline, leaving the
+queue, and a place given back when the queue passed it."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import time
 
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.settings import Settings
+from chalicelib.start.attempt import DEADLINE_DETAIL
 from chalicelib.store import agent_queue
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store.queued_starts import QueuedStart
 
 ABANDONED_DETAIL = "nobody asked about it for QUEUED_ABANDON_SECONDS, so no bot was started for it"
+SWEEP_GRACE_SECONDS = 120  # past its deadline by this much, a start no dispatcher failed is failed by whoever reads it
 
 
 def abandoned(request: QueuedStart, now: float, abandon_seconds: int) -> bool:
@@ -50,3 +53,34 @@ def abandoned_head(settings: Settings, request: QueuedStart) -> bool:
     request.update(start_requests.get(request["request_id"]) or {})
     return False
 
+
+def expire_if_overdue(request: QueuedStart, now: float) -> QueuedStart:
+    if request["state"] in (start_requests.QUEUED, start_requests.STARTING) \
+            and now > request["deadline"] + SWEEP_GRACE_SECONDS \
+            and (request["state"] == start_requests.QUEUED or request.get("lease_until", 0) < now):
+        if start_requests.finish_without_session(
+                request, start_requests.FAILED, "deadline_exceeded", DEADLINE_DETAIL,
+                (start_requests.QUEUED, start_requests.STARTING)):
+            left_queue(request)
+        return start_requests.get(request["request_id"]) or request
+    return request
+
+
+def give_place_back(request: QueuedStart) -> bool:
+    """A queued start whose place the queue has passed would never be tried (answered 202, served by nobody, failed
+    only at its deadline). It must not happen; if it does, the start takes a new place at the tail. False when it
+    had moved on meanwhile (the read was stale): the new number is marked gone, so the queue passes it."""
+    agent = request["agent"]
+    seq = agent_queue.append(agent).tail
+    if start_requests.move_place(request, seq, agent_queue.entry_put(agent, seq, request["request_id"])):
+        count("QueuedStartsStranded")
+        logger.error("a queued start's place had been passed: it waits at the tail again",
+                     extra={"request_id": request["request_id"], "old_seq": request["seq"], "seq": seq})
+        return True
+    agent_queue.mark_gone(agent, seq)
+    return False
+
+
+def left_queue(request: QueuedStart) -> None:
+    if "seq" in request:
+        agent_queue.mark_gone(request["agent"], int(request["seq"]))

@@ -109,7 +109,7 @@ def allocate(agent: str, max_queued: int, known: QueueState | None = None) -> Qu
 
 def append(agent: str) -> QueueState:
     """Hand out the next number whatever MAX_QUEUED says: for a start already accepted whose place must be given
-    back (chalicelib.start.queue.sweep). Returns the state the bump wrote (`tail`: the number)."""
+    back (chalicelib.upkeep.queue_sweep). Returns the state the bump wrote (`tail`: the number)."""
     placed = _next_number(agent, 2**62)
     if placed is None:  # the condition cannot fail below 2**62 numbers
         raise RuntimeError("the agent's queue handed out no number")

@@ -10,10 +10,9 @@ from collections.abc import Callable
 
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.settings import get_settings
-from chalicelib.start import queue as capacity_queue
 from chalicelib.store import intents as start_intents
 from chalicelib.upkeep import orphans as orphan_sweeper
-from chalicelib.upkeep import reconcile
+from chalicelib.upkeep import queue_sweep, reconcile
 
 Step = Callable[[], dict[str, int]]
 
@@ -21,7 +20,7 @@ Step = Callable[[], dict[str, int]]
 def _steps() -> list[tuple[str, Step]]:
     return [
         ("reconcile", reconcile.run),
-        ("queue", lambda: {f"queue_{k}": v for k, v in capacity_queue.sweep().items()}),
+        ("queue", lambda: {f"queue_{k}": v for k, v in queue_sweep.sweep().items()}),
         ("orphans", orphan_sweeper.sweep),
         ("intents", lambda: {"intents_recovered": start_intents.recover(get_settings().orphan_grace_seconds)}),
     ]

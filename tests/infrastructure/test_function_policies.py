@@ -20,10 +20,9 @@ import boto3
 import pytest
 from botocore.client import BaseClient
 
-from chalicelib.start import queue as capacity_queue
 from chalicelib.store import intents as start_intents
 from chalicelib.upkeep import orphans as orphan_sweeper
-from chalicelib.upkeep import reconcile
+from chalicelib.upkeep import queue_sweep, reconcile
 from infra.deploy import EVENT_SOURCE_ACTIONS, FUNCTION_PERMISSIONS, function_name, policy_file
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import StreamPoller, poll_once, scheduled_event
@@ -161,7 +160,7 @@ def exercise_every_function(gateway: Gateway, emulator: EmulatorServer, recorder
     recorder.switch("nobody")
     assert discard_messages(sqs, queue_url, wait=3)  # the hand-over message is lost
     recorder.switch("reconcile_sessions")  # the sweeper restarts the queue
-    assert capacity_queue.sweep()["woken"] >= 1
+    assert queue_sweep.sweep()["woken"] >= 1
     recorder.switch("retry_worker")
     assert handle_one(worker, sqs, queue_url)  # capacity is back: started
     recorder.switch("api_handler")
@@ -189,7 +188,7 @@ def exercise_every_function(gateway: Gateway, emulator: EmulatorServer, recorder
     assert gateway.start(new_user(), {"transport": "daily"}).status_code == 202
     recorder.switch("reconcile_sessions")
     later = time.time() + 3 * 3600
-    assert capacity_queue.sweep(now=later)["expired"] >= 1
+    assert queue_sweep.sweep(now=later)["expired"] >= 1
     reconcile.run(now=later)
     assert orphan_sweeper.sweep(now=later)["orphans_stopped"] >= 1
     assert start_intents.recover(300, now=later) >= 1

@@ -17,10 +17,10 @@ import pytest
 
 from bench.order_rule import AttemptLog, unexplained_inversions
 from chalicelib.platform import dynamo
-from chalicelib.start import queue as capacity_queue
 from chalicelib.store import agent_queue
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
+from chalicelib.upkeep import queue_sweep
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import poll_once, sqs_event
 from tests.conftest import Gateway, emulator_admin
@@ -212,7 +212,7 @@ def test_a_poison_request_fails_and_a_malformed_message_reaches_the_dlq(
     assert start_requests.get(rid)["crashes"] == 5  # type: ignore[index]
     assert session_store.active_slots(user) == 0
     behind_id = body(behind)["requestId"]
-    capacity_queue.sweep()  # restarts the queue if its last run ended while the secret was broken
+    queue_sweep.sweep()  # restarts the queue if its last run ended while the secret was broken
     drain(gateway, queue, until=lambda: state(behind_id) in start_requests.TERMINAL, timeout=40)
     assert state(behind_id) in ("started", "failed")
 
@@ -269,7 +269,7 @@ def test_sweeper_restarts_a_queue_whose_wake_up_was_lost(gateway: Gateway, emula
     queue["sqs"].purge_queue(QueueUrl=queue["url"])  # the wake-up is lost
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     assert _queue_empty(queue)
-    assert capacity_queue.sweep()["woken"] == 1
+    assert queue_sweep.sweep()["woken"] == 1
     drain(gateway, queue, until=lambda: state(rid) == "started")
     mine = [s for s in emulator.org.sessions.values() if (s.body or {}).get("user", {}).get("id") == user]
     assert len(mine) == 1

@@ -318,8 +318,7 @@ def test_calls_caps_orphans_failures_and_abandonment_are_each_one_event(
     `session.capped` at the hard cap, `session.orphan_stopped` (no user), `start.abandoned`, `start.failed`."""
     import time
 
-    from chalicelib.start import queue as capacity_queue
-    from chalicelib.upkeep import orphans, reconcile
+    from chalicelib.upkeep import orphans, queue_sweep, reconcile
     from tests.integration.test_telephony import OWNER, new_call, twilio_call
 
     gateway = events.gateway
@@ -338,9 +337,9 @@ def test_calls_caps_orphans_failures_and_abandonment_are_each_one_event(
     assert orphans.sweep(now=time.time() + 3600)["orphans_stopped"] == 1
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
     abandoned = body(gateway.start(user, {"transport": "daily"}))["requestId"]
-    assert capacity_queue.sweep(now=time.time() + 60)["abandoned"] >= 1
+    assert queue_sweep.sweep(now=time.time() + 60)["abandoned"] >= 1
     failed = body(gateway.start(user, {"transport": "daily"}))["requestId"]
-    assert capacity_queue.sweep(now=time.time() + 3600)["expired"] >= 1
+    assert queue_sweep.sweep(now=time.time() + 3600)["expired"] >= 1
 
     caller = [(e["type"], e.get("callId"), e["data"]) for e in events.recorded(OWNER)
               if e.get("sessionId") == call_session.session_id]

@@ -24,11 +24,11 @@ from chalicelib.pcc import client as pcc_client
 from chalicelib.platform import dynamo
 from chalicelib.start import attempt as attempts
 from chalicelib.start import dispatcher
-from chalicelib.start import queue as capacity_queue
 from chalicelib.store import intents as start_intents
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
 from chalicelib.upkeep import orphans as orphan_sweeper
+from chalicelib.upkeep import queue_sweep
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import sqs_event
 from tests.conftest import Gateway, emulator_admin
@@ -46,7 +46,7 @@ class LambdaKilled(BaseException):
 def one_sweep() -> None:
     """What the reconcile schedule does, once, with the clock past every lease and the grace."""
     later = time.time() + 3600
-    capacity_queue.sweep(now=later)
+    queue_sweep.sweep(now=later)
     orphan_sweeper.sweep(now=later)
     start_intents.recover(GRACE, now=later)
 
@@ -143,7 +143,7 @@ def test_worker_killed_after_pcc_created_the_bot(app_env: Gateway, emulator: Emu
         assert all(start_requests.get(r)["state"] == "queued" for r in ids[1:])  # type: ignore[index]
         assert len(emulator.org.active_session_ids()) == run + 1  # the killed attempts' bots
         expire_leases("my-agent", ids[0])  # the one thing simulated: time
-        assert capacity_queue.sweep()["woken"] == 1
+        assert queue_sweep.sweep()["woken"] == 1
         for message in receive_all(queue, 1):
             deliver(app_env, queue, message)
     drain(app_env, queue, until=lambda: all(start_requests.get(r)["state"] == "started" for r in ids))  # type: ignore[index]

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from chalicelib.platform import dynamo, rate_limits
-from chalicelib.start import queue as capacity_queue
 from chalicelib.start import queued_start
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
+from chalicelib.upkeep import queue_sweep
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_capacity_queue import at_capacity, drain, state
@@ -223,7 +223,7 @@ def test_the_sweeper_cancels_abandoned_starts_deep_in_the_queue(gateway: Gateway
     head_rid = at_capacity(emulator, gateway, head)["body"]["requestId"]
     deep_rid = body(gateway.start(deep, {"transport": "daily"}))["requestId"]
     set_seen(deep_rid, time.time() - 31)
-    summary = capacity_queue.sweep()
+    summary = queue_sweep.sweep()
     assert summary["abandoned"] == 1
     assert state(deep_rid) == "cancelled" and state(head_rid) == "queued"
     assert session_store.active_slots(deep) == 0
@@ -247,7 +247,7 @@ def test_abandonment_off_with_zero_and_settings_checked(gateway: Gateway, emulat
     configure_stage(QUEUED_ABANDON_SECONDS="0")
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
     set_seen(rid, time.time() - 3600)
-    assert capacity_queue.sweep()["abandoned"] == 0 and state(rid) == "queued"
+    assert queue_sweep.sweep()["abandoned"] == 0 and state(rid) == "queued"
     from chalicelib.platform.settings import SettingsError, parse_settings
 
     with pytest.raises(SettingsError, match="QUEUED_ABANDON_SECONDS"):

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from chalicelib.platform import dynamo
-from chalicelib.start import dispatcher
-from chalicelib.start import queue as capacity_queue
+from chalicelib.start import dispatcher, queued_start
 from chalicelib.store import agent_queue
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
+from chalicelib.upkeep import queue_sweep
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_fair_queue import bot_owners, queued
@@ -239,14 +239,14 @@ def test_a_queued_start_whose_place_was_passed_gets_a_place_back_and_is_served(
     dispatch_until(lambda: states([("", second)]) == ["started"])
     assert start_requests.get(second)["state"] == "started"  # type: ignore[index]
     assert stranded() == [first] and agent_queue.read(AGENT).waiting() == 0
-    summary = capacity_queue.sweep()
+    summary = queue_sweep.sweep()
     assert summary["stranded"] == 1 and summary["woken"] == 1 and stranded() == []
     assert agent_queue.read(AGENT).waiting() == 1
     dispatch_until(lambda: states([("", first)]) == ["started"])
     assert start_requests.get(first)["state"] == "started"  # type: ignore[index]
     assert bot_owners(emulator) == [second_user, first_user]
     assert session_store.active_slots(first_user) == session_store.active_slots(second_user) == 1
-    assert capacity_queue.sweep()["stranded"] == 0 and agent_queue.read(AGENT).waiting() == 0
+    assert queue_sweep.sweep()["stranded"] == 0 and agent_queue.read(AGENT).waiting() == 0
 
 
 def test_a_stale_read_of_a_served_start_gives_no_place_back(
@@ -258,6 +258,6 @@ def test_a_stale_read_of_a_served_start_gives_no_place_back(
     emulator_admin(emulator, f"agents/{AGENT}", {"max_agents": 5})
     dispatch_until(lambda: states([("", rid)]) == ["started"])
     assert start_requests.get(rid)["state"] == "started"  # type: ignore[index]
-    assert capacity_queue._give_place_back(stale) is False  # type: ignore[arg-type]
+    assert queued_start.give_place_back(stale) is False  # type: ignore[arg-type]
     state = agent_queue.read(AGENT)
     assert state.waiting() == 0 and int(start_requests.get(rid)["seq"]) == int(stale["seq"])  # type: ignore[index]
