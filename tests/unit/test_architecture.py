@@ -94,3 +94,31 @@ def test_a_cold_start_imports_neither_telephony_nor_event_delivery() -> None:
                             text=True).stdout
     assert "chalicelib.start.service" in loaded  # the probe sees what app imports
     assert "chalicelib.telephony" not in loaded and "chalicelib.events" not in loaded, loaded
+
+
+# The capacity queue's rooms inside start/ (lowest first): each may import only the rooms before it. The pacing
+# rule is pure (no AWS, no HTTP, no settings: a clock and the answers it is told).
+QUEUE_ROOMS = ["chalicelib.start.pacing", "chalicelib.start.attempt", "chalicelib.start.queued_start",
+               "chalicelib.start.dispatcher", "chalicelib.start.queue"]
+
+
+def test_the_queue_rooms_import_only_downwards_and_pacing_is_pure() -> None:
+    found = modules()
+    wrong = []
+    for index, room in enumerate(QUEUE_ROOMS):
+        targets = imported(found[room], room)
+        later = [t for t in targets if any(t == r or t.startswith(r + ".") for r in QUEUE_ROOMS[index + 1:])]
+        wrong += [f"{room} -> {t}" for t in later]
+    assert wrong == []
+    pacing = imported(found["chalicelib.start.pacing"], "chalicelib.start.pacing")
+    assert pacing == set(), pacing  # nothing of chalicelib: not the store, not settings, not Pipecat Cloud
+    source = found["chalicelib.start.pacing"].read_text()
+    assert "boto3" not in source and "httpx" not in source
+
+
+def test_the_queue_sweep_is_schedule_work() -> None:
+    """The sweep is upkeep's (the schedule runs it), not the routes' module's."""
+    found = modules()
+    assert "def sweep" not in found["chalicelib.start.queue"].read_text()
+    schedule = "chalicelib.upkeep.schedule"
+    assert "chalicelib.upkeep.queue_sweep" in imported(found[schedule], schedule)
