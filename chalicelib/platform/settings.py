@@ -59,84 +59,6 @@ class SettingsError(RuntimeError):
 
 
 # Environment variable -> Settings field name.
-_ENV: dict[str, str] = {
-    "STAGE": "stage",
-    "PCC_API_URL": "pcc_api_url",
-    "PCC_AGENTS": "agents",
-    "PCC_DEFAULT_AGENT": "default_agent",
-    "PCC_SECRET_ID": "secret_id",
-    "SECRET_CACHE_SECONDS": "secret_cache_seconds",
-    "PCC_CONNECT_TIMEOUT": "pcc_connect_timeout",
-    "PCC_READ_TIMEOUT": "pcc_read_timeout",
-    "TABLE_NAME": "table_name",
-    "RETRY_QUEUE_URL": "retry_queue_url",
-    "DLQ_URL": "dlq_url",
-    "USER_SESSION_LIMIT": "user_session_limit",
-    "MAX_SESSION_SECONDS": "max_session_seconds",
-    "SESSION_TTL_MARGIN_SECONDS": "session_ttl_margin_seconds",
-    "IDEMPOTENCY_TTL_SECONDS": "idempotency_ttl_seconds",
-    "AUTH_MODE": "auth_mode",
-    "OIDC_ISSUER": "oidc_issuer",
-    "OIDC_AUDIENCE": "oidc_audience",
-    "OIDC_JWKS_URL": "oidc_jwks_url",
-    "JWKS_CACHE_SECONDS": "jwks_cache_seconds",
-    "INSECURE_DEV_AUTH": "insecure_dev_auth",
-    "PROXY_ALLOWED_PATHS": "proxy_allowed_paths",
-    "PROXY_MAX_BODY_BYTES": "proxy_max_body_bytes",
-    "PROXY_REQUEST_HEADERS": "proxy_request_headers",
-    "PROXY_RESPONSE_HEADERS": "proxy_response_headers",
-    "SESSION_HARD_CAP_SECONDS": "session_hard_cap_seconds",
-    "RETRY_BASE_SECONDS": "retry_base_seconds",
-    "RETRY_CAP_SECONDS": "retry_cap_seconds",
-    "START_DEADLINE_SECONDS": "start_deadline_seconds",
-    "MAX_RECEIVE_COUNT": "max_receive_count",
-    "LONG_POLL_MAX_SECONDS": "long_poll_max_seconds",
-    "QUEUED_ABANDON_SECONDS": "queued_abandon_seconds",
-    "MAX_QUEUED": "max_queued",
-    "DISPATCH_CALLS_PER_SECOND": "dispatch_calls_per_second",
-    "DISPATCH_RUN_SECONDS": "dispatch_run_seconds",
-    "DISPATCH_MAX_IN_FLIGHT": "dispatch_max_in_flight",
-    "START_RATE_PER_MINUTE": "start_rate_per_minute",
-    "STATUS_RATE_PER_MINUTE": "status_rate_per_minute",
-    "PROXY_RATE_PER_MINUTE": "proxy_rate_per_minute",
-    "DETAILS_RATE_PER_MINUTE": "details_rate_per_minute",
-    "PROXY_OFFER_REQUEST_DATA": "proxy_offer_request_data",
-    "LONG_POLLS_PER_USER": "long_polls_per_user",
-    "TELEPHONY_AGENT": "telephony_agent",
-    "TELEPHONY_PUBLIC_BASE_URL": "telephony_public_base_url",
-    "TELEPHONY_WEBSOCKET_AUTH": "telephony_websocket_auth",
-    "TELEPHONY_PRINCIPAL": "telephony_principal",
-    "TELEPHONY_SESSION_LIMIT": "telephony_session_limit",
-    "TELEPHONY_HOLD_ATTEMPTS": "telephony_hold_attempts",
-    "TELEPHONY_HOLD_PAUSE_SECONDS": "telephony_hold_pause_seconds",
-    "TELEPHONY_SIGNATURE_TOLERANCE_SECONDS": "telephony_signature_tolerance_seconds",
-    "DAILY_DIALIN_ATTEMPTS": "daily_dialin_attempts",
-    "DAILY_DIALIN_RETRY_SECONDS": "daily_dialin_retry_seconds",
-    "TELEPHONY_START_TIMEOUT_SECONDS": "telephony_start_timeout_seconds",
-    "TELEPHONY_REPLAY_TTL_SECONDS": "telephony_replay_ttl_seconds",
-    "TELEPHONY_RETRY_WINDOW_SECONDS": "telephony_retry_window_seconds",
-    "DIALOUT_ALLOWED_GROUPS": "dialout_allowed_groups",
-    "DIALOUT_ALLOWED_SCOPES": "dialout_allowed_scopes",
-    "DIALOUT_ALLOWED_PREFIXES": "dialout_allowed_prefixes",
-    "DIALOUT_ALLOWED_SIP_DOMAINS": "dialout_allowed_sip_domains",
-    "DIALOUT_CALLER_IDS": "dialout_caller_ids",
-    "DIALOUT_RATE_PER_HOUR": "dialout_rate_per_hour",
-    "EXOTEL_ALLOWED_IPS": "exotel_allowed_ips",
-    "ORPHAN_SWEEP": "orphan_sweep",
-    "ORPHAN_GRACE_SECONDS": "orphan_grace_seconds",
-    "ORPHAN_REPORT_ONLY_AGENTS": "orphan_report_only_agents",
-    "PCC_ORG": "pcc_org",
-    "PCC_WS_BASE": "pcc_ws_base",
-    "EVENTS_TABLE_NAME": "events_table_name",
-    "EVENTS_BUS_NAME": "events_bus_name",
-    "EVENTS_WEBHOOK_URL": "events_webhook_url",
-    "EVENTS_DLQ_URL": "events_dlq_url",
-    "EVENTS_DELIVERY_ATTEMPTS": "events_delivery_attempts",
-    "EVENTS_WEBHOOK_TIMEOUT_SECONDS": "events_webhook_timeout_seconds",
-    "USER_SECONDS_PER_DAY": "user_seconds_per_day",
-    "USER_SECONDS_PER_MONTH": "user_seconds_per_month",
-    "USAGE_TIERS": "usage_tiers",
-}
 
 
 class Settings(BaseModel):
@@ -364,6 +286,14 @@ class Settings(BaseModel):
     @property
     def session_ttl_seconds(self) -> int:
         return self.max_session_seconds + self.session_ttl_margin_seconds
+
+
+# Each field is read from the environment variable of its name upper-cased, but for these (the variable -> the field).
+_ENV_EXCEPTIONS = {"PCC_AGENTS": "agents", "PCC_DEFAULT_AGENT": "default_agent", "PCC_SECRET_ID": "secret_id"}
+_ENV: dict[str, str] = {
+    **{field.upper(): field for field in Settings.model_fields if field not in _ENV_EXCEPTIONS.values()},
+    **_ENV_EXCEPTIONS,
+}
 
 
 def parse_settings(environ: dict[str, str]) -> Settings:

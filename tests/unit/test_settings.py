@@ -76,3 +76,11 @@ def test_budgets_default_to_unlimited_and_tiers_parse_as_json() -> None:
             parse_settings({**BASE, "USAGE_TIERS": bad})
     with pytest.raises(SettingsError, match="USER_SECONDS_PER_DAY"):
         parse_settings({**BASE, "USER_SECONDS_PER_DAY": "-5"})
+
+
+def test_every_setting_is_read_from_its_name_upper_cased_but_the_listed_exceptions() -> None:
+    from chalicelib.platform.settings import _ENV, _ENV_EXCEPTIONS, Settings
+
+    assert set(_ENV.values()) == set(Settings.model_fields)  # every field has its variable, one each
+    assert {var for var, field in _ENV.items() if var != field.upper()} == set(_ENV_EXCEPTIONS)
+    assert _ENV["PCC_AGENTS"] == "agents" and _ENV["MAX_SESSION_SECONDS"] == "max_session_seconds"
