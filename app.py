@@ -7,6 +7,7 @@ from typing import Any
 
 from chalice.app import Chalice, Rate, Request, Response
 
+from chalicelib.api.errors import to_api_error
 from chalicelib.platform.auth import Principal, authenticate_principal, route_authorizer
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.http import (
@@ -37,7 +38,7 @@ LOCAL_EVENTS_STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/pipecat
 # and API Gateway's generated CORS preflight answers and authorizer need them then.
 CORS = cors_config(os.environ.get("CORS_ALLOW_ORIGIN", "*"))
 AUTHORIZER = route_authorizer(os.environ.get("COGNITO_USER_POOL_ARN", ""))
-app.register_middleware(error_middleware(CORS.allow_origin), "http")
+app.register_middleware(error_middleware(CORS.allow_origin, to_api_error), "http")
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
     get_settings()  # in Lambda, a bad configuration fails the cold start with a message naming it

@@ -1,8 +1,10 @@
-"""The one error type the API answers with: JSON `{"detail": ..., "code": ...}` and a status."""
+"""The error type the API answers with (ApiError: JSON `{"detail": ..., "code": ...}` and a status), and the one the
+domain raises (DomainError: what went wrong, no HTTP in it; the edge's table, chalicelib.api.errors, gives each
+kind its status and code)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from chalice.app import ChaliceUnhandledError
 
@@ -31,3 +33,17 @@ class ApiError(ChaliceUnhandledError):
 
     def body(self) -> dict[str, Any]:
         return {"detail": self.detail, "code": self.code, **self.extra}
+
+
+class DomainError(ChaliceUnhandledError):
+    """A refusal decided below the edge, free of HTTP: `kind` names it, `detail` says it to a person. The HTTP
+    middleware answers it through the edge's table (chalicelib.api.errors.ERRORS: kind -> status and code).
+
+    Subclasses ChaliceUnhandledError only so Chalice lets it reach that middleware."""
+
+    kind: ClassVar[str] = "domain_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+

@@ -10,7 +10,7 @@ from typing import Any
 
 from chalice.app import CORSConfig, Response
 
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import ApiError, DomainError
 from chalicelib.platform.observability import count, flush_metrics, logger, tag_request, untag_request
 
 
@@ -81,14 +81,20 @@ def _normalise_chalice_error(response: Response) -> Response:
     return response
 
 
-def error_middleware(cors_origin: str) -> Callable[[Any, Callable[[Any], Response]], Response]:
+def error_middleware(cors_origin: str, answer: Callable[[DomainError], ApiError]
+                     ) -> Callable[[Any, Callable[[Any], Response]], Response]:
+    """Every error as JSON `{detail, code}`: an ApiError as it is, a DomainError through `answer` (the edge's
+    table), anything else as 500 without its trace."""
     def middleware(event: Any, get_response: Callable[[Any], Response]) -> Response:
         context = getattr(event, "context", None) or {}
         untag_request("user_id")
         tag_request(request_id=context.get("requestId"))
         try:
             try:
-                response = _normalise_chalice_error(get_response(event))
+                try:
+                    response = _normalise_chalice_error(get_response(event))
+                except DomainError as domain:
+                    raise answer(domain) from None
             except ApiError as error:
                 if error.status >= 500:
                     logger.warning("request failed", extra={"code": error.code, "status": error.status})

@@ -16,11 +16,21 @@ from __future__ import annotations
 import time
 
 from chalicelib.platform.dynamo import put_if, table
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import DomainError
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.settings import get_settings
 
 MAX_CALL_ID = 256
+
+
+class InvalidCallId(DomainError):
+    kind = "invalid_call_id"
+
+
+class CallReplayed(DomainError):
+    """A webhook of a call already handled, outside its retry (or hold) window."""
+
+    kind = "call_replayed"
 
 
 def _key(provider: str, call_id: str) -> dict[str, str]:
@@ -39,9 +49,10 @@ def first_seen(provider: str, call_id: str, now: float) -> float:
 
 
 def admit(provider: str, call_id: str, *, continuing: bool, now: float | None = None) -> None:
-    """Let a webhook of this call through, or raise 409 `call_replayed`. `continuing`: a hold-loop redirect."""
+    """Let a webhook of this call through, or raise CallReplayed (InvalidCallId for no id or too long a one).
+    `continuing`: a hold-loop redirect."""
     if not call_id or len(call_id) > MAX_CALL_ID:
-        raise ApiError(400, "invalid_webhook", f"The call id must be 1-{MAX_CALL_ID} characters")
+        raise InvalidCallId(f"The call id must be 1-{MAX_CALL_ID} characters")
     settings = get_settings()
     now = time.time() if now is None else now
     age = now - first_seen(provider, call_id, now)
@@ -49,4 +60,4 @@ def admit(provider: str, call_id: str, *, continuing: bool, now: float | None = 
     if age > window:
         logger.warning("telephony webhook replayed", extra={"provider": provider, "age_seconds": int(age)})
         count("WebhookReplayed", provider=provider)
-        raise ApiError(409, "call_replayed", "This call was already handled")
+        raise CallReplayed("This call was already handled")

@@ -34,7 +34,7 @@ from chalicelib.platform.dynamo import (
     transact,
     update_if,
 )
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import DomainError
 from chalicelib.platform.observability import count
 from chalicelib.platform.settings import get_settings
 from chalicelib.store.outbox import event_writes
@@ -240,20 +240,26 @@ def encode_cursor(key: dict[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode().rstrip("=")
 
 
+class InvalidCursor(DomainError):
+    """A listing's `cursor` that is not one this user's listing handed out."""
+
+    kind = "invalid_cursor"
+
+
 def decode_cursor(user_id: str, cursor: str) -> dict[str, Any]:
-    """A client's `cursor` back into a key of its own listing; 400 `invalid_cursor` for anything else."""
+    """A client's `cursor` back into a key of its own listing; InvalidCursor for anything else."""
     if len(cursor) > 8 * MAX_CURSOR_KEY_BYTES:
-        raise ApiError(400, "invalid_cursor", "cursor is not valid")
+        raise InvalidCursor("cursor is not valid")
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(400, "invalid_cursor", "cursor is not valid") from None
+        raise InvalidCursor("cursor is not valid") from None
     expected = {"PK", "SK", "GSI1PK", "GSI1SK"}
     if not isinstance(key, dict) or set(key) != expected or key.get("GSI1PK") != f"USER#{user_id}#SESSIONS" \
             or key.get("SK") != "META" or not str(key.get("PK", "")).startswith("SESSION#") \
             or not all(isinstance(v, str) and 0 < len(v.encode("utf-8", "surrogatepass")) <= MAX_CURSOR_KEY_BYTES
                        for v in key.values()):
-        raise ApiError(400, "invalid_cursor", "cursor is not valid")
+        raise InvalidCursor("cursor is not valid")
     return key
 
 

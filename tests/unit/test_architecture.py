@@ -122,3 +122,29 @@ def test_the_queue_sweep_is_schedule_work() -> None:
     assert "def sweep" not in found["chalicelib.start.queue"].read_text()
     schedule = "chalicelib.upkeep.schedule"
     assert "chalicelib.upkeep.queue_sweep" in imported(found[schedule], schedule)
+
+
+def test_the_store_raises_no_http_error() -> None:
+    """store/ says what went wrong (DomainError subclasses); only the edge's table (chalicelib.api.errors) turns
+    that into a status and a code."""
+    for name, path in modules().items():
+        if name.startswith("chalicelib.store."):
+            assert "chalicelib.platform.errors.ApiError" not in imported(path, name), name
+    from chalicelib.api.errors import ERRORS
+    from chalicelib.platform.errors import DomainError
+
+    kinds = {c.kind for c in _subclasses(DomainError)}
+    assert kinds <= set(ERRORS), kinds - set(ERRORS)  # every kind raised has its answer at the edge
+
+
+def _subclasses(cls: type) -> set[type]:
+    import importlib
+
+    for name in modules():
+        importlib.import_module(name.removesuffix(".__init__"))
+    found, todo = set(), [cls]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found.add(sub)
+            todo.append(sub)
+    return found
