@@ -47,6 +47,12 @@ def cancellation_codes(exc: Exception) -> list[str]:
     return [str(r.get("Code")) for r in response.get("CancellationReasons", [])] or ["Unknown"]
 
 
+def refused_writes(exc: Exception, names: list[str]) -> frozenset[str]:
+    """Which of a transaction's writes (named in order by `names`) refused it by their condition."""
+    return frozenset(name for name, code in zip(names, cancellation_codes(exc), strict=False)
+                     if code == "ConditionalCheckFailed")
+
+
 def _expression(condition: str | None, values: Item | None, names: dict[str, str] | None) -> Item:
     out: Item = {}
     if condition:

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from chalicelib.platform import rate_limits
-from chalicelib.platform.dynamo import cancellation_codes, conditional_failed, iso_at
+from chalicelib.platform.dynamo import iso_at
 from chalicelib.platform.errors import ApiError
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import count, logger
@@ -35,7 +35,6 @@ POLL_INTERVAL_SECONDS = 0.25
 CANCEL_WAIT_SECONDS, CANCEL_POLL_SECONDS = 10.0, 0.05  # a cancel that meets an attempt in flight waits for its answer
 RETRY_AFTER_MAX_SECONDS = 30
 PLACE_TRIES = 3  # places a start may take when each is given up while its Lambda stalls (see enqueue)
-CONDITION_FAILED = "ConditionalCheckFailed"
 LONG_POLL_REFUSALS = ("status_rate_limited", "too_many_long_polls")
 
 
@@ -113,15 +112,14 @@ def _record_at(request_id: str, user_id: str, plan: PlannedStart, seq: int, inte
             request_id=request_id, user_id=user_id, agent=plan.agent, transport=plan.transport,
             pcc_request=plan.pcc_request, deadline=now + deadline_seconds, next_attempt_at=now,
             seq=seq, entry=agent_queue.entry_put(plan.agent, seq, request_id), intent=intent)
-    except Exception as exc:  # noqa: BLE001 - refused, or perhaps recorded with its answer lost: see below
-        if not conditional_failed(exc):
-            return _recorded_all_the_same(request_id, plan.agent, seq, exc)
-        reasons = cancellation_codes(exc)
-        if reasons[1:2] == [CONDITION_FAILED] and reasons.count(CONDITION_FAILED) == 1:
+    except start_requests.RecordRefused as refusal:
+        if refusal.refused == {"entry"}:
             return None  # only the entry's condition: the dispatcher gave the place up
         agent_queue.mark_gone(plan.agent, seq)
-        logger.warning("a queued start was refused", extra={"request_id": request_id, "reasons": reasons})
+        logger.warning("a queued start was refused", extra={"request_id": request_id, "reasons": refusal.reasons})
         raise _not_queued() from None
+    except Exception as exc:  # noqa: BLE001 - perhaps recorded with its answer lost: see below
+        return _recorded_all_the_same(request_id, plan.agent, seq, exc)
 
 
 def _recorded_all_the_same(request_id: str, agent: str, seq: int, error: Exception) -> QueuedStart:

@@ -15,7 +15,17 @@ import json
 import uuid
 from typing import Any, TypedDict, cast
 
-from chalicelib.platform.dynamo import cancellation_codes, now_iso, plain, table, transact, transact_if, update_if
+from chalicelib.platform.dynamo import (
+    cancellation_codes,
+    conditional_failed,
+    now_iso,
+    plain,
+    refused_writes,
+    table,
+    transact,
+    transact_if,
+    update_if,
+)
 from chalicelib.store import intents as start_intents
 from chalicelib.store import sessions as session_store
 from chalicelib.store.intents import StartIntent
@@ -68,11 +78,22 @@ def new_request_id() -> str:
     return f"req_{uuid.uuid4().hex}"
 
 
+class RecordRefused(Exception):
+    """A queued start was not recorded: DynamoDB refused the transaction. `refused` names the conditions that did:
+    "request" (the id was taken), "entry" (the queue place was given up meanwhile), "intent" (the start intent was
+    recovered: its slot is no longer this start's); `reasons`: DynamoDB's codes, for the log."""
+
+    def __init__(self, refused: frozenset[str], reasons: list[str]) -> None:
+        super().__init__(f"refused by {sorted(refused) or reasons}")
+        self.refused, self.reasons = refused, reasons
+
+
 def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_request: dict[str, Any],
            deadline: float, next_attempt_at: float, seq: int, entry: dict[str, Any],
            intent: StartIntent | None = None) -> QueuedStart:
     """Record a queued start at its place `seq` in the agent's queue (`entry`: the queue entry's `Put`), and
-    retire the start intent whose slot it takes over, in one transaction."""
+    retire the start intent whose slot it takes over, in one transaction. Raises RecordRefused when a condition
+    refused it (nothing written); any other error may have come after the commit (its answer lost)."""
     created = now_iso()
     item = {
         **_key(request_id),
@@ -98,6 +119,7 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
     # JSON text: DynamoDB cannot hold floats in a map, and the request is replayed verbatim.
     text = json.dumps(pcc_request, separators=(",", ":"), ensure_ascii=False).encode()
     writes: list[dict[str, Any]] = [{"Put": entry}]
+    names = ["request", "entry"]
     if len(text) <= INLINE_REQUEST_BYTES:
         item["pcc_request"] = text.decode()
     else:
@@ -105,11 +127,18 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
         item["pcc_request_chunks"] = len(chunks)
         writes += [{"Put": {"Item": {"PK": item["PK"], "SK": _chunk_key(i), "data": chunk, "ttl": item["ttl"]}}}
                    for i, chunk in enumerate(chunks)]
+        names += [f"chunk {i}" for i in range(len(chunks))]
     if intent is not None:
         writes.append({"Delete": start_intents.delete_update(intent)})
+        names.append("intent")
     writes += event_writes("start.queued", user_id=user_id, agent=agent, request_id=request_id,
                            data={"transport": transport})
-    transact([{"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}, *writes])
+    try:
+        transact([{"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}, *writes])
+    except Exception as exc:
+        if conditional_failed(exc):
+            raise RecordRefused(refused_writes(exc, names), cancellation_codes(exc)) from None
+        raise
     return cast(QueuedStart, item)
 
 
