@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from enum import StrEnum
 from typing import Any, TypedDict, cast
 
 from chalicelib.platform.dynamo import (
@@ -32,7 +33,20 @@ from chalicelib.store.intents import StartIntent
 from chalicelib.store.outbox import event_writes
 from chalicelib.store.sessions import release_slot_update
 
-QUEUED, STARTING, STARTED, FAILED, CANCELLED = "queued", "starting", "started", "failed", "cancelled"
+
+class RequestState(StrEnum):
+    """A queued start's states (stored as their values): queued -> starting (an attempt claimed it) -> queued again
+    (refused) | started | failed; queued -> cancelled (its owner, or abandonment) | failed (its deadline)."""
+
+    QUEUED = "queued"
+    STARTING = "starting"
+    STARTED = "started"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+QUEUED, STARTING, STARTED = RequestState.QUEUED, RequestState.STARTING, RequestState.STARTED
+FAILED, CANCELLED = RequestState.FAILED, RequestState.CANCELLED
 
 
 class QueuedStart(TypedDict, total=False):
@@ -44,7 +58,7 @@ class QueuedStart(TypedDict, total=False):
     user_id: str
     agent: str
     transport: str
-    state: str  # QUEUED | STARTING | STARTED | FAILED | CANCELLED
+    state: str  # a RequestState value
     seq: int
     attempts: int
     next_attempt: int

@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, TypedDict, cast
 
 from chalicelib.platform.dynamo import (
@@ -64,9 +65,15 @@ class SessionRecord(TypedDict, total=False):
     ttl: int
 
 
-ACTIVE = "active"
-ENDED = "ended"
-STOPPED = "stopped"
+class SessionStatus(StrEnum):
+    """A session record's status (stored as its value): active -> ended (Pipecat Cloud ended it) | stopped (we did)."""
+
+    ACTIVE = "active"
+    ENDED = "ended"
+    STOPPED = "stopped"
+
+
+ACTIVE, ENDED, STOPPED = SessionStatus.ACTIVE, SessionStatus.ENDED, SessionStatus.STOPPED
 SLOTS_INDEX_KEY = "SLOTS"  # GSI2 partition of the per-user slot counters (for healing)
 
 
