@@ -32,7 +32,6 @@ class CallClock:
     refused: bool = False  # answered 429
 
 
-
 def attempt(settings: Settings, agent: str, request: QueuedStart, retry_wait: float,
              clock: CallClock | None = None) -> tuple[Outcome, QueuedStart]:
     """Claim the request's next attempt, call Pipecat Cloud, record the outcome (on a dispatcher thread: it
@@ -112,4 +111,3 @@ def _fail(request: QueuedStart, code: str, detail: str, states: tuple[str, ...])
         logger.info("queued start failed", extra={"request_id": request["request_id"], "code": code})
         return True
     return False
-

@@ -130,4 +130,3 @@ class Pacer:
 
     def woken(self) -> None:
         self.next_call = max(time.monotonic(), self.last_call + self.min_gap)
-

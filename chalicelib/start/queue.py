@@ -58,7 +58,6 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartInt
     the stall costs the start its place in line, never the start itself."""
     request_id = start_requests.new_request_id()
     placed, request = _take_a_place(request_id, user_id, plan, intent, known)
-    seq = placed.tail
     try:
         agent_queue.start_dispatcher(plan.agent, known=placed)
     except Exception:  # noqa: BLE001 - cannot reach the queue: fail the request explicitly, free the slot
@@ -67,7 +66,7 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartInt
         # if even that write fails, the sweeper fails the request at its deadline and frees it then.
         if start_requests.finish_without_session(request, start_requests.FAILED, "queue_unavailable",
                                                  "The start could not be queued", (start_requests.QUEUED,)):
-            agent_queue.mark_gone(plan.agent, seq)
+            queued_start.left_queue(request)
         raise SlotHandedOver(503, "queue_unavailable", "The agent is at capacity and the retry queue is "
                              "unavailable", headers={"Retry-After": "5"}) from None
     count("StartsQueued")
@@ -256,8 +255,7 @@ def cancel(user_id: str, request_id: str) -> HttpResult:
         if request["state"] not in (start_requests.QUEUED, start_requests.STARTING) \
                 or time.monotonic() >= waited_until:
             break
-        if request["state"] == start_requests.STARTING:
-            time.sleep(CANCEL_POLL_SECONDS)
+        time.sleep(CANCEL_POLL_SECONDS)  # an attempt in flight, or one that took it back from under our write
     if request["state"] in (start_requests.QUEUED, start_requests.STARTING, start_requests.STARTED):
         raise ApiError(409, "not_cancellable", "The session is already starting or running; stop it instead")
     return HttpResult(200, {"requestId": request_id, "status": request["state"]})

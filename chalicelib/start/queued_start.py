@@ -30,7 +30,7 @@ def abandon(request: QueuedStart, now: float, abandon_seconds: int) -> bool:
     asked about it after all (conditional on `seen_at`) or it left the queue."""
     if start_requests.finish_without_session(request, start_requests.CANCELLED, "abandoned", ABANDONED_DETAIL,
                                              (start_requests.QUEUED,), abandoned_before=now - abandon_seconds):
-        agent_queue.mark_gone(request["agent"], int(request["seq"]))
+        left_queue(request)
         count("QueuedStartsAbandoned")
         logger.info("queued start abandoned", extra={"request_id": request["request_id"]})
         return True
