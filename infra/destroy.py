@@ -21,17 +21,7 @@ import time
 from typing import Any
 
 from infra.deploy import FUNCTION_PERMISSIONS, _session, function_name, stack_name
-from infra.secret import secret_name
-
-
-def _secret_keys(client: Any, name: str) -> list[str] | None:
-    """The key names the secret holds (None: no secret)."""
-    try:
-        raw = client.get_secret_value(SecretId=name).get("SecretString") or "{}"
-    except client.exceptions.ResourceNotFoundException as exc:
-        return [] if "value" in str(exc).lower() else None
-    value = json.loads(raw)
-    return sorted(value) if isinstance(value, dict) else []
+from infra.secret import read_secret, secret_name
 
 
 def _delete_stack(cfn: Any, name: str, timeout: float, poll: float) -> str:
@@ -62,8 +52,9 @@ def destroy(stage: str, region: str, endpoint_url: str | None = None, delete_dat
     cloudwatch = session.client("cloudwatch", endpoint_url=endpoint_url)
     report: dict[str, Any] = {"stage": stage, "region": region, "removed": [], "kept": []}
     name = secret_name(stage)
-    keys = _secret_keys(secrets, name)
-    if keys is not None:
+    value = read_secret(secrets, name)
+    if value is not None:
+        keys = sorted(value) if isinstance(value, dict) else []
         secrets.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
         report["removed"].append(f"secret {name} (it held: {', '.join(keys) or 'no value'})")
     # the stack's alarms (moto's CloudFormation leaves them to infra.deploy, which makes them by name)

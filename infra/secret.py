@@ -27,6 +27,17 @@ def secret_name(stage: str) -> str:
     return f"pipecat-gateway/{stage}/pcc-keys"
 
 
+def read_secret(client: Any, name: str) -> Any:
+    """The secret's value, parsed from its JSON ({} for a secret that has no value yet); None: no such secret."""
+    try:
+        raw = client.get_secret_value(SecretId=name).get("SecretString") or "{}"
+    except client.exceptions.ResourceNotFoundException as exc:
+        if "value" not in str(exc).lower():  # no secret at all (as opposed to a secret with no value yet)
+            return None
+        raw = "{}"
+    return json.loads(raw)
+
+
 def merged(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """The secret's object with `changes` applied (a None value removes its key)."""
     result = dict(current)
@@ -44,13 +55,9 @@ def update_secret(stage: str, changes: dict[str, Any], region: str, endpoint_url
         raise ValueError("no keys given: pass a JSON object on standard input")
     client = _session(endpoint_url, region).client("secretsmanager", endpoint_url=endpoint_url)
     name = secret_name(stage)
-    try:
-        raw = client.get_secret_value(SecretId=name).get("SecretString") or "{}"
-    except client.exceptions.ResourceNotFoundException as exc:
-        if "value" not in str(exc).lower():  # no secret at all (as opposed to a secret with no value yet)
-            raise SystemExit(f"no secret {name} in {region}: deploy the stage first (make deploy)") from None
-        raw = "{}"
-    current = json.loads(raw)
+    current = read_secret(client, name)
+    if current is None:
+        raise SystemExit(f"no secret {name} in {region}: deploy the stage first (make deploy)")
     if not isinstance(current, dict):
         raise SystemExit(f"the secret {name} does not hold a JSON object; fix it by hand first")
     client.put_secret_value(SecretId=name, SecretString=json.dumps(merged(current, changes)))
