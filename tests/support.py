@@ -9,7 +9,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -180,3 +180,12 @@ def clear_agent_queues(table: Any, agents: list[str]) -> None:
         with table.batch_writer() as batch:
             for item in items:
                 batch.delete_item(Key={"PK": item["PK"], "SK": item["SK"]})
+
+
+def wait_for(what: Callable[[], bool], timeout: float = 60) -> bool:
+    """Poll until `what()` holds and return whether it does (the timeout only ends a run that would otherwise hang:
+    the caller asserts on what it observed, never on how long it took)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not what():
+        time.sleep(0.02)
+    return what()

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import LocalStack
+from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -201,7 +202,11 @@ def test_the_reconcile_schedule_runs_locally() -> None:
             time.sleep(0.5)
             listed = httpx.get(f"{stack.api_url}/sessions", headers=user, timeout=10).json()
             status = listed["sessions"][0]["status"]
-        assert status == "ended"  # our record, updated by reconcile_sessions run by the local event sources
+        assert status == "ended"  # our record, updated by the schedules the local event sources run
+        # detect_ended (every 1 s here too) may record the end first: wait for reconcile_sessions' own run, which
+        # the stop below could otherwise cut short before it prints (a CI-loaded run did)
+        events = stack.log_dir / "events.log"
+        assert wait_for(lambda: "[local events] reconcile_sessions" in events.read_text(errors="replace"))
     finally:
         out = stack.stop()
     assert "[local events] reconcile_sessions" in out
@@ -298,9 +303,7 @@ def test_events_locally_as_the_events_page_says() -> None:
         started = httpx.post(f"{stack.api_url}/start", json={"transport": "daily"},
                              headers={"X-Dev-User": "events-user"}, timeout=20)
         assert started.status_code == 200, started.text
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(b'"session.started"' in body for _, body in received):
-            time.sleep(0.2)
+        wait_for(lambda: any(b'"session.started"' in body for _, body in received))
     finally:
         out = stack.stop()
         receiver.shutdown()

@@ -14,6 +14,7 @@ import pytest
 
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import emulator_admin
+from tests.support import wait_for
 
 
 def pub(emu: EmulatorServer) -> dict[str, str]:
@@ -232,10 +233,8 @@ def test_held_answers_wait_until_released(emulator: EmulatorServer) -> None:
     caller = threading.Thread(target=lambda: answers.append(httpx.post(
         f"{emulator.url}/v1/public/my-agent/start", json={}, headers=pub(emulator), timeout=60).status_code))
     caller.start()
-    deadline = time.monotonic() + 30
-    while emulator.org.started < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert emulator.org.started == 1 and answers == [] and emulator.org.start_log == []
+    assert wait_for(lambda: emulator.org.started == 1)
+    assert answers == [] and emulator.org.start_log == []
     emulator_admin(emulator, "hold", {"held": False})
     caller.join()
     assert answers == [200] and [c["status"] for c in emulator.org.start_log] == [200]

@@ -21,7 +21,7 @@ from chalicelib.upkeep import queue_sweep
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_fair_queue import bot_owners, queued
-from tests.support import new_user
+from tests.support import new_user, wait_for
 
 AGENT = "my-agent"
 
@@ -132,14 +132,6 @@ def test_a_lost_record_while_others_are_in_flight_costs_no_duplicate_and_no_stra
     assert len(running) == 5 and sorted(bot_owners(emulator)).count(waiting[2][0]) == 2  # started twice, one stopped
     assert all(session_store.active_slots(u) == 1 for u, _ in waiting)
     assert stranded() == [] and agent_queue.read(AGENT).waiting() == 0
-
-
-def wait_for(what: Callable[[], bool], timeout: float = 60) -> bool:
-    """Poll until `what()` holds (the timeout only ends a run that would otherwise hang)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not what():
-        time.sleep(0.02)
-    return what()
 
 
 def end_run() -> None:
