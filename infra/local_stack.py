@@ -423,9 +423,10 @@ def backend(stack: Stack, ports_dir: Path, asked: Ports, got: Ports,
         extra_env["PCC_API_URL"] = emulator_url
     if os.environ.get("EVENTS_WEBHOOK_URL"):  # lifecycle events to a local receiver, signed (docs/events.md)
         extra_env["EVENTS_WEBHOOK_URL"] = os.environ["EVENTS_WEBHOOK_URL"]
-        secret["events_webhook_secret"] = os.environ.get("EVENTS_WEBHOOK_SECRET") or LOCAL_EVENTS_SECRET
-        print(f"[make dev] events go to {extra_env['EVENTS_WEBHOOK_URL']}, signed with "
-              f"EVENTS_WEBHOOK_SECRET={secret['events_webhook_secret']}", flush=True)
+        yours = os.environ.get("EVENTS_WEBHOOK_SECRET")
+        secret["events_webhook_secret"] = yours or LOCAL_EVENTS_SECRET
+        signed = "your EVENTS_WEBHOOK_SECRET" if yours else f"EVENTS_WEBHOOK_SECRET={LOCAL_EVENTS_SECRET}"
+        print(f"[make dev] events go to {extra_env['EVENTS_WEBHOOK_URL']}, signed with {signed}", flush=True)
     return extra_env, secret
 
 

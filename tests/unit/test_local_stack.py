@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from infra import local_stack
 from infra.sqs_poller import schedules
 
@@ -113,3 +115,22 @@ def test_a_request_line_names_method_route_status_time_and_user_but_no_query() -
         "GET /start/req_1 202 41 ms user=alice"
     assert request_line("POST", "/start", 401, 0.001, None).endswith("user=-")
     assert request_line("POST", "/start", 401, 0.001, "evil\nINJECTED").endswith("user=-")
+
+
+def test_events_are_signed_with_your_secret_which_is_never_printed(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`make dev` with EVENTS_WEBHOOK_URL: your EVENTS_WEBHOOK_SECRET goes into the local secret and never to the
+    console; without one, the published local default is used and named."""
+    monkeypatch.setenv("PCC_PUBLIC_KEY", "pk_test")  # the real-keys path: nothing is started
+    monkeypatch.setenv("EVENTS_WEBHOOK_URL", "http://127.0.0.1:9/events")
+    monkeypatch.setenv("EVENTS_WEBHOOK_SECRET", "whsec_bXktb3duLXNlY3JldC1ub2JvZHktc2hvdWxkLXNlZQ==")
+    ports = local_stack.Ports(api=0, moto=0, emulator=0, demo=0)
+    env, secret = local_stack.backend(local_stack.Stack(), Path("/nonexistent"), ports, ports, real_keys=True)
+    printed = capsys.readouterr().out
+    assert secret["events_webhook_secret"] == "whsec_bXktb3duLXNlY3JldC1ub2JvZHktc2hvdWxkLXNlZQ=="
+    assert "bXktb3du" not in printed and "your EVENTS_WEBHOOK_SECRET" in printed
+    assert env["EVENTS_WEBHOOK_URL"] == "http://127.0.0.1:9/events" and "pk_test" not in printed
+    monkeypatch.delenv("EVENTS_WEBHOOK_SECRET")
+    _, secret = local_stack.backend(local_stack.Stack(), Path("/nonexistent"), ports, ports, real_keys=True)
+    assert secret["events_webhook_secret"] == local_stack.LOCAL_EVENTS_SECRET
+    assert f"EVENTS_WEBHOOK_SECRET={local_stack.LOCAL_EVENTS_SECRET}" in capsys.readouterr().out
