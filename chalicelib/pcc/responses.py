@@ -5,37 +5,37 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.pcc.client import PccCallError
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused, TryLater
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import logger
 
 SESSION_ID_HEADER = "X-Session-Id"
 
 
-def map_pcc_error(exc: PccCallError) -> ApiError:
+def map_pcc_error(exc: PccCallError) -> Refused:
     """Translate a failed PCC call into our error (status kept where the client can act on it)."""
     if exc.kind == "timeout":
-        return ApiError(504, "upstream_timeout", "Pipecat Cloud did not answer in time")
+        return Refused("upstream_timeout", "Pipecat Cloud did not answer in time")
     if exc.kind in ("unreachable", "not_sent", "invalid") or exc.status is None:
-        return ApiError(502, "upstream_unavailable", "Pipecat Cloud could not be reached")
+        return Refused("upstream_unavailable", "Pipecat Cloud could not be reached")
     if exc.status == 401:
         # Our key is wrong or revoked: an operator problem, not the caller's.
         logger.error("Pipecat Cloud rejected the gateway's key (401): check the secret")
-        return ApiError(502, "upstream_auth_failed", "The gateway is misconfigured")
+        return Refused("upstream_auth_failed", "The gateway is misconfigured")
     if exc.status == 400 and exc.pcc_code == "PCC-1001":
-        return ApiError(400, "agent_not_ready", exc.message)
+        return Refused("agent_not_ready", exc.message)
     if exc.status == 400:
-        return ApiError(400, "upstream_bad_request", exc.message)
+        return Refused("upstream_bad_request", exc.message)
     if exc.status == 404:
-        return ApiError(404, "agent_not_found", exc.message)
+        return Refused("agent_not_found", exc.message)
     if exc.status == 413:
-        return ApiError(413, "body_too_large", exc.message)
+        return Refused("body_too_large", exc.message)
     if exc.status == 429:
-        return ApiError(429, "pcc_at_capacity", "The agent is at capacity; try again shortly",
-                        headers={"Retry-After": "5"})
+        return TryLater("pcc_at_capacity", "The agent is at capacity; try again shortly",
+                        retry_after=5)
     if exc.status >= 500:
-        return ApiError(502, "upstream_error", f"Pipecat Cloud answered {exc.status}")
-    return ApiError(502, "upstream_error", exc.message)
+        return Refused("upstream_error", f"Pipecat Cloud answered {exc.status}")
+    return Refused("upstream_error", exc.message)
 
 
 def is_capacity_error(exc: PccCallError) -> bool:

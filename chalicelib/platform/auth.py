@@ -19,7 +19,7 @@ from typing import Any
 
 from chalice.app import Request
 
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 from chalicelib.platform.observability import logger
 from chalicelib.platform.settings import Settings, get_settings
 
@@ -56,8 +56,8 @@ def _principal(user_id: str, claims: dict[str, Any]) -> Principal:
     return Principal(user_id, groups, scopes)
 
 
-def _unauthorized(detail: str) -> ApiError:
-    return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+def _unauthorized(detail: str) -> Refused:
+    return Refused("unauthorized", detail)
 
 
 @lru_cache(maxsize=4)
@@ -98,7 +98,7 @@ def _verify_jwt(token: str, settings: Settings) -> Principal:
         )
     except jwt.PyJWKClientConnectionError:
         logger.error("JWKS unreachable", extra={"jwks_url": settings.jwks_url})
-        raise ApiError(503, "auth_unavailable", "Cannot verify tokens right now") from None
+        raise Refused("auth_unavailable", "Cannot verify tokens right now") from None
     except jwt.ExpiredSignatureError:
         raise _unauthorized("Token expired") from None
     except (jwt.PyJWTError, ValueError, KeyError, TypeError):
@@ -121,12 +121,12 @@ def _bearer(request: Request) -> str:
 
 
 def authenticate(request: Request) -> str:
-    """The verified user id of this request, or ApiError 401."""
+    """The verified user id of this request, or Refused (401 at the edge)."""
     return authenticate_principal(request).user_id
 
 
 def authenticate_principal(request: Request) -> Principal:
-    """The verified caller of this request, or ApiError 401."""
+    """The verified caller of this request, or Refused (401 at the edge)."""
     settings = get_settings()
     if settings.auth_mode == "insecure-dev":
         global _warned_insecure

@@ -4,7 +4,7 @@ kind its status and code)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from chalice.app import ChaliceUnhandledError
 
@@ -39,11 +39,28 @@ class DomainError(ChaliceUnhandledError):
     """A refusal decided below the edge, free of HTTP: `kind` names it, `detail` says it to a person. The HTTP
     middleware answers it through the edge's table (chalicelib.api.errors.ERRORS: kind -> status and code).
 
+    `retry_after`: seconds after which trying again may succeed (the edge sends it as Retry-After); `extra`:
+    structured fields the answer carries beside `detail` (e.g. a validation error's `errors`).
     Subclasses ChaliceUnhandledError only so Chalice lets it reach that middleware."""
 
-    kind: ClassVar[str] = "domain_error"
+    kind: str = "domain_error"
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, retry_after: int | None = None, extra: dict[str, Any] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.retry_after = retry_after
+        self.extra = extra or {}
 
+
+class Refused(DomainError):
+    """A refusal named where it is raised: `Refused("unknown_agent", "Agent 'x' is not available")`."""
+
+    def __init__(self, kind: str, detail: str, *, retry_after: int | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail, retry_after=retry_after, extra=extra)
+        self.kind = kind
+
+
+class TryLater(Refused):
+    """A refusal a later try may pass: at capacity, a limit or a budget reached (the edge answers 429). Callers
+    that retry on their own (a phone call's start) catch this and nothing else."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.platform.aws import client
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 from chalicelib.platform.settings import get_settings
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -28,7 +28,7 @@ def use_lambda_context(context: Any) -> None:
 
 def check_key(key: str) -> str:
     if not _KEY.match(key):
-        raise ApiError(400, "invalid_idempotency_key",
+        raise Refused("invalid_idempotency_key",
                        "Idempotency-Key must be 1-255 visible ASCII characters")
     return key
 
@@ -74,8 +74,8 @@ def run_once(user_id: str, key: str, request: dict[str, Any], action: Callable[[
     try:
         return dict(_once(data={"user": user_id, "key": key, "request": request}))
     except IdempotencyAlreadyInProgressError:
-        raise ApiError(409, "idempotency_in_progress",
+        raise Refused("idempotency_in_progress",
                        "A request with this Idempotency-Key is still being processed") from None
     except IdempotencyValidationError:
-        raise ApiError(422, "idempotency_key_reused",
+        raise Refused("idempotency_key_reused",
                        "This Idempotency-Key was used with a different request") from None

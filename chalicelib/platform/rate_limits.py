@@ -18,25 +18,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from chalicelib.platform.dynamo import delete_if, put_if, update_if
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import TryLater
 
 
-def take(key: str, limit: int, window_seconds: int, *, code: str, what: str, now: float | None = None) -> None:
+def take(key: str, limit: int, window_seconds: int, *, kind: str, what: str, now: float | None = None) -> None:
     now = time.time() if now is None else now
     start = int(now) - int(now) % window_seconds
     if limit <= 0:
-        raise ApiError(429, code, f"{what} is not allowed (limit 0)", headers={"Retry-After": str(window_seconds)})
+        raise TryLater(kind, f"{what} is not allowed (limit 0)", retry_after=window_seconds)
     taken = update_if({"PK": f"RATE#{key}", "SK": str(start)}, "ADD #n :one SET #ttl = :ttl",
                       condition="attribute_not_exists(#n) OR #n < :limit", names={"#n": "taken", "#ttl": "ttl"},
                       values={":one": 1, ":limit": limit, ":ttl": start + 2 * window_seconds})
     if taken is None:
         retry_after = max(1, start + window_seconds - int(now))
-        raise ApiError(429, code, f"{what}: at most {limit} per {window_seconds} s",
-                       headers={"Retry-After": str(retry_after)})
+        raise TryLater(kind, f"{what}: at most {limit} per {window_seconds} s",
+                       retry_after=retry_after)
 
 
 @contextmanager
-def concurrent(key: str, limit: int, hold_seconds: float, *, code: str, what: str,
+def concurrent(key: str, limit: int, hold_seconds: float, *, kind: str, what: str,
                now: float | None = None) -> Iterator[None]:
     """At most `limit` holders of `key` at once: one item per seat (`HOLD#{key}` / seat number), taken with
     a conditional put, given back when the block ends. A holder that died (its Lambda killed) loses its
@@ -53,4 +53,4 @@ def concurrent(key: str, limit: int, hold_seconds: float, *, code: str, what: st
             finally:
                 delete_if(key_item, "#o = :o", names={"#o": "owner"}, values={":o": owner})
             return
-    raise ApiError(429, code, f"{what}: at most {limit} at a time", headers={"Retry-After": "1"})
+    raise TryLater(kind, f"{what}: at most {limit} at a time", retry_after=1)

@@ -15,13 +15,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 
 MAX_JSON_DEPTH = 32  # objects/arrays inside each other, the body itself counting as 1
 
 
-def _invalid(detail: str) -> ApiError:
-    return ApiError(400, "invalid_json", detail)
+def _invalid(detail: str) -> Refused:
+    return Refused("invalid_json", detail)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -64,7 +64,7 @@ def parse_json_object(raw: bytes | str | None, *, max_bytes: int) -> dict[str, A
         return {}
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if len(data) > max_bytes:
-        raise ApiError(413, "request_too_large", f"Request body exceeds {max_bytes} bytes")
+        raise Refused("request_too_large", f"Request body exceeds {max_bytes} bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -81,7 +81,7 @@ def parse_json_object(raw: bytes | str | None, *, max_bytes: int) -> dict[str, A
     return value
 
 
-def validation_error(exc: ValidationError) -> ApiError:
+def validation_error(exc: ValidationError) -> Refused:
     """422 `validation_error`: `detail` a sentence people can read (client-js shows it as the error
     message), `errors` the structured list [{loc, msg, type}] for programs."""
     errors = [
@@ -90,11 +90,11 @@ def validation_error(exc: ValidationError) -> ApiError:
     ]
     parts = [f"{'.'.join(e['loc']) or 'request'}: {e['msg']}" for e in errors[:5]]
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
-    return ApiError(422, "validation_error", "Invalid request: " + "; ".join(parts) + more,
+    return Refused("validation_error", "Invalid request: " + "; ".join(parts) + more,
                     extra={"errors": errors})
 
 
-def query_error(name: str, message: str) -> ApiError:
+def query_error(name: str, message: str) -> Refused:
     """422 `validation_error` for a query parameter, in the same shape as a body's (`errors` included)."""
-    return ApiError(422, "validation_error", f"Invalid request: {name}: {message}",
+    return Refused("validation_error", f"Invalid request: {name}: {message}",
                     extra={"errors": [{"loc": ["query", name], "msg": message, "type": "value_error"}]})

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from chalicelib.platform.aws import client
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 from chalicelib.platform.observability import logger
 from chalicelib.platform.settings import get_settings
 
@@ -42,7 +42,7 @@ def _provider() -> Any:
 
 
 def get_secrets(force_fetch: bool = False) -> GatewaySecrets:
-    """The secret, cached for SECRET_CACHE_SECONDS. Raises ApiError 503 when it cannot be read."""
+    """The secret, cached for SECRET_CACHE_SECONDS. Raises Refused (503 at the edge) when it cannot be read."""
     settings = get_settings()
     try:
         raw = _provider().get(
@@ -54,11 +54,11 @@ def get_secrets(force_fetch: bool = False) -> GatewaySecrets:
         return GatewaySecrets.model_validate(raw)
     except ValidationError:
         # Never include the value: only which keys are wrong.
-        raise ApiError(503, "gateway_misconfigured", "The gateway's credentials are incomplete") from None
+        raise Refused("gateway_misconfigured", "The gateway's credentials are incomplete") from None
     except Exception as exc:  # noqa: BLE001 - any SDK/transform failure is an operator problem
         # Log the exception type only: SDK messages can echo request data.
         logger.error("secret read failed", extra={"error_type": type(exc).__name__})
-        raise ApiError(503, "secret_unavailable", "The gateway's credentials are unavailable") from None
+        raise Refused("secret_unavailable", "The gateway's credentials are unavailable") from None
 
 
 def reset_secret_cache() -> None:
@@ -69,5 +69,5 @@ def private_key() -> str:
     """The Pipecat Cloud private key (session details, listing, stopping); 503 when none is configured."""
     key = get_secrets().private_key
     if key is None:
-        raise ApiError(503, "private_key_missing", "The gateway has no Pipecat Cloud private key configured")
+        raise Refused("private_key_missing", "The gateway has no Pipecat Cloud private key configured")
     return key.get_secret_value()

@@ -23,7 +23,7 @@ from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
 from chalicelib.pcc.responses import map_pcc_error
 from chalicelib.platform import rate_limits
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import get_settings
@@ -48,16 +48,16 @@ def is_preflight(method: str, headers: dict[str, str]) -> bool:
 
 
 def bot_path(segments: list[str]) -> str:
-    """The bot path to call, percent-encoded. ApiError 400 on a segment that could change the path."""
+    """The bot path to call, percent-encoded. Refused (400 at the edge) on a segment that could change the path."""
     for segment in segments:
         if not segment or segment.startswith(".") or any(ch in "/\\%" or ord(ch) < 0x20 or ord(ch) == 0x7F
                                                          for ch in segment):
-            raise ApiError(400, "invalid_path", "A bot path segment may not be empty, start with '.', or hold "
+            raise Refused("invalid_path", "A bot path segment may not be empty, start with '.', or hold "
                                                 "'/', '\\', '%' or control characters")
         try:
             segment.encode("utf-8")
         except UnicodeEncodeError:
-            raise ApiError(400, "invalid_path", "A bot path segment is not valid Unicode") from None
+            raise Refused("invalid_path", "A bot path segment is not valid Unicode") from None
     return "/".join(quote(s, safe="@:+$,;=-._~!*'()") for s in segments)
 
 
@@ -71,15 +71,15 @@ def forward(
     body: bytes,
 ) -> HttpResult:
     settings = get_settings()
-    rate_limits.take(f"proxy#{user_id}", settings.proxy_rate_per_minute, 60, code="proxy_rate_limited",
+    rate_limits.take(f"proxy#{user_id}", settings.proxy_rate_per_minute, 60, kind="proxy_rate_limited",
                      what="Session API calls")
     record = owned_session(user_id, session_id)
     path = bot_path(segments)
     proxy_guard.refuse_internal_route(segments)  # whatever PROXY_ALLOWED_PATHS says
     if not any(fnmatch.fnmatchcase("/".join(segments), pattern) for pattern in settings.proxy_allowed_paths):
-        raise ApiError(403, "path_not_allowed", f"Bot path '{'/'.join(segments)}' is not allowed")
+        raise Refused("path_not_allowed", f"Bot path '{'/'.join(segments)}' is not allowed")
     if len(body) > settings.proxy_max_body_bytes:
-        raise ApiError(413, "request_too_large", f"Request body exceeds {settings.proxy_max_body_bytes} bytes")
+        raise Refused("request_too_large", f"Request body exceeds {settings.proxy_max_body_bytes} bytes")
     if proxy_guard.is_offer(segments):
         policy = settings.agents[record["agent"]].offer_request_data if record["agent"] in settings.agents else None
         body = proxy_guard.offer_body(body, policy or settings.proxy_offer_request_data)
@@ -100,7 +100,7 @@ def forward(
     return HttpResult(response.status_code, b"" if method == "HEAD" else response.content, out_headers)
 
 
-def pcc_refusal(status: int, content: bytes) -> ApiError | None:
+def pcc_refusal(status: int, content: bytes) -> Refused | None:
     """Pipecat Cloud's own refusal of a proxied call (the session ended or is unknown, the deployment is not
     ready, its 5xx) in our `{"detail", "code"}` shape. The rule: an error status whose body is exactly
     Pipecat Cloud's error object (`{"error": str, "code": str}`, nothing else) is Pipecat Cloud's; every other
@@ -115,7 +115,7 @@ def pcc_refusal(status: int, content: bytes) -> ApiError | None:
             and all(isinstance(v, str) for v in body.values())):
         return None
     if status == 404:
-        return ApiError(404, "session_not_found", "The session has ended or is not known to Pipecat Cloud")
+        return Refused("session_not_found", "The session has ended or is not known to Pipecat Cloud")
     return map_pcc_error(PccCallError(status, body))
 
 

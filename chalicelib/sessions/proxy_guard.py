@@ -23,7 +23,7 @@ import json
 import re
 from typing import Any, Literal
 
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 
 OfferPolicy = Literal["strip", "refuse"]
 OFFER_PATH = ("api", "offer")
@@ -38,7 +38,7 @@ def _normalised(segment: str) -> str:
 def refuse_internal_route(segments: list[str]) -> None:
     """403 for the base image's own routes (first segment `bot`, `ws` or `whatsapp`, any case)."""
     if segments and _normalised(segments[0]) in INTERNAL_ROUTES:
-        raise ApiError(403, "path_not_allowed",
+        raise Refused("path_not_allowed",
                        f"Bot path '{segments[0]}' belongs to Pipecat Cloud's base image and is never proxied")
 
 
@@ -54,24 +54,24 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ApiError(400, "invalid_offer", f"The offer has the key {key[:64]!r} twice")
+            raise Refused("invalid_offer", f"The offer has the key {key[:64]!r} twice")
         out[key] = value
     return out
 
 
 def offer_body(body: bytes, policy: OfferPolicy) -> bytes:
-    """The offer body the bot may receive: without client data (`strip`), or ApiError (`refuse`)."""
+    """The offer body the bot may receive: without client data (`strip`), or Refused (`refuse`)."""
     if not body.strip():
         return body
     try:
         offer = json.loads(body, object_pairs_hook=_no_duplicates)  # bytes: UTF-8/16/32, as the bot reads it
     except (ValueError, RecursionError):
-        raise ApiError(400, "invalid_offer", "The offer is not a JSON object") from None
+        raise Refused("invalid_offer", "The offer is not a JSON object") from None
     if not isinstance(offer, dict):
-        raise ApiError(400, "invalid_offer", "The offer is not a JSON object")
+        raise Refused("invalid_offer", "The offer is not a JSON object")
     client_keys = [key for key in offer if _is_client_data(key)]
     if policy == "refuse" and any(offer[key] not in (None, {}, [], "") for key in client_keys):
-        raise ApiError(422, "offer_request_data_not_allowed",
+        raise Refused("offer_request_data_not_allowed",
                        "Offers may not carry requestData: the bot's body is set by the server at /start")
     for key in client_keys:
         del offer[key]

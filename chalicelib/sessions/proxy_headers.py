@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 
 _HOP_BY_HOP = ["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-*"]
 NEVER_TO_BOT = [
@@ -53,14 +53,14 @@ def forwarded_to_bot(name: str, allowed: list[str]) -> bool:
 
 
 def to_bot(headers: dict[str, str], allowed: list[str]) -> dict[str, str]:
-    """The request headers the bot gets (names lower-case). ApiError 400 on a value it cannot get."""
+    """The request headers the bot gets (names lower-case). Refused (400 at the edge) on a value it cannot get."""
     out: dict[str, str] = {}
     for name, value in headers.items():
         key = name.lower()
         if not forwarded_to_bot(key, allowed):
             continue
         if not _forwardable(value):
-            raise ApiError(400, "invalid_header", f"Header '{key}' has characters that cannot be forwarded "
+            raise Refused("invalid_header", f"Header '{key}' has characters that cannot be forwarded "
                                                   "(only printable ASCII)")
         out[key] = value
     return out

@@ -11,7 +11,7 @@ from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
 from chalicelib.pcc.responses import map_pcc_error
 from chalicelib.platform import rate_limits
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 from chalicelib.platform.observability import logger
 from chalicelib.platform.request_parsing import query_error
 from chalicelib.platform.secrets import private_key
@@ -24,8 +24,8 @@ PCC_DETAIL_FIELDS = ("endedAt", "completionStatus", "botStartSeconds", "coldStar
 STATUSES = (session_store.ACTIVE, session_store.ENDED, session_store.STOPPED)
 
 
-def _not_found() -> ApiError:
-    return ApiError(404, "session_not_found", "No such session")
+def _not_found() -> Refused:
+    return Refused("session_not_found", "No such session")
 
 
 def owned_session(user_id: str, session_id: str) -> session_store.SessionRecord:
@@ -57,7 +57,7 @@ def list_sessions(user_id: str, params: dict[str, str]) -> dict[str, Any]:
 # ------------------------------------------------------------------ details
 def session_details(user_id: str, session_id: str) -> dict[str, Any]:
     settings = get_settings()
-    rate_limits.take(f"details#{user_id}", settings.details_rate_per_minute, 60, code="details_rate_limited",
+    rate_limits.take(f"details#{user_id}", settings.details_rate_per_minute, 60, kind="details_rate_limited",
                      what="Session details (each asks Pipecat Cloud's private API)")
     record = owned_session(user_id, session_id)
     details = pipecat_details(record)
@@ -80,8 +80,8 @@ def pipecat_details(record: session_store.SessionRecord) -> dict[str, Any] | Non
             map_pcc_error(exc)  # logs the operator problem
         logger.info("PCC session details unavailable", extra={"session_id": session_id, "status": exc.status})
         return None
-    except ApiError as exc:
-        logger.info("PCC session details unavailable", extra={"session_id": session_id, "code": exc.code})
+    except Refused as exc:
+        logger.info("PCC session details unavailable", extra={"session_id": session_id, "code": exc.kind})
         return None
     return {k: raw[k] for k in PCC_DETAIL_FIELDS if k in raw}
 

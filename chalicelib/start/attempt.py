@@ -63,7 +63,7 @@ def _attempt_claimed(agent: str, request: QueuedStart, attempt: int, retry_wait:
     except PccCallError as exc:
         if not is_retryable(exc):
             error = map_pcc_error(exc)
-            return failed_for_good(request, error.code, str(error.detail), (start_requests.STARTING,)), request
+            return failed_for_good(request, error.kind, str(error.detail), (start_requests.STARTING,)), request
         reason = "pcc_at_capacity" if exc.status == 429 else f"pcc_{exc.status or exc.kind}"
         if not start_requests.requeue(request_id, attempt, time.time() + retry_wait, reason):
             return "skipped", request

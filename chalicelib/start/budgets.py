@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.platform.dynamo import iso_at, iso_epoch
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import TryLater
 from chalicelib.platform.observability import count
 from chalicelib.platform.settings import Settings, get_settings
 from chalicelib.store import sessions as session_store
@@ -105,9 +105,9 @@ def check_start(user_id: str, names: frozenset[str], now: float | None = None) -
     if name is not None:
         window = windows[name]
         count("StartRejected", code="usage_budget_exceeded")
-        raise ApiError(429, "usage_budget_exceeded",
+        raise TryLater("usage_budget_exceeded",
                        f"Your {name}'s budget of {window['limitSeconds']} seconds is used up; it resets at "
-                       f"{window['resetsAt']}", headers={"Retry-After": str(window["resetsInSeconds"])},
+                       f"{window['resetsAt']}", retry_after=window["resetsInSeconds"],
                        extra={"window": name, "usedSeconds": window["usedSeconds"],
                               "limitSeconds": window["limitSeconds"], "resetsAt": window["resetsAt"]})
 

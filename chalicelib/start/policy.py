@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.api.models import StartRequest, Transport
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 from chalicelib.platform.settings import AgentPolicy, Settings
 
 IDENTITY_KEY = "user"
@@ -33,10 +33,10 @@ class PlannedStart:
 def resolve_agent(settings: Settings, requested: str | None) -> tuple[str, AgentPolicy]:
     name = requested or settings.resolved_default_agent
     if name is None:
-        raise ApiError(422, "agent_required", f"Choose an agent: one of {sorted(settings.agents)}")
+        raise Refused("agent_required", f"Choose an agent: one of {sorted(settings.agents)}")
     policy = settings.agents.get(name)
     if policy is None:
-        raise ApiError(404, "unknown_agent", f"Agent {name!r} is not available")
+        raise Refused("unknown_agent", f"Agent {name!r} is not available")
     return name, policy
 
 
@@ -45,7 +45,7 @@ def _allowed(requested: dict[str, Any] | None, allowed: list[str], field: str) -
         return {}
     denied = sorted(set(requested) - set(allowed))
     if denied:
-        raise ApiError(422, "property_not_allowed", f"{field}: not allowed to set {denied}")
+        raise Refused("property_not_allowed", f"{field}: not allowed to set {denied}")
     return dict(requested)
 
 
@@ -53,7 +53,7 @@ def refuse_reserved_keys(body: dict[str, Any]) -> None:
     """422 `reserved_body_key` when a client's body holds a key the server sets."""
     taken = [key for key in RESERVED_BODY_KEYS if key in body]
     if taken:
-        raise ApiError(422, "reserved_body_key",
+        raise Refused("reserved_body_key",
                        f"body.{taken[0]} is set by the server; a client may not send "
                        + ", ".join(f"body.{k}" for k in RESERVED_BODY_KEYS))
 
@@ -64,7 +64,7 @@ def with_identity(body: dict[str, Any], user_id: str, transport: Transport) -> d
     out[IDENTITY_KEY] = {"id": user_id}
     size = body_size(out)
     if size > BODY_LIMIT:
-        raise ApiError(413, "body_too_large", f"body is {size} bytes; the limit is {BODY_LIMIT} bytes")
+        raise Refused("body_too_large", f"body is {size} bytes; the limit is {BODY_LIMIT} bytes")
     return out
 
 
@@ -76,7 +76,7 @@ def plan_start(settings: Settings, request: StartRequest, user_id: str) -> Plann
     agent, policy = resolve_agent(settings, request.agent)
     transport: Transport = request.transport or policy.transports[0]
     if transport not in policy.transports:
-        raise ApiError(422, "transport_not_allowed",
+        raise Refused("transport_not_allowed",
                        f"Transport {transport!r} is not enabled for agent {agent!r}")
     refuse_reserved_keys(request.body)
 
@@ -94,7 +94,7 @@ def plan_start(settings: Settings, request: StartRequest, user_id: str) -> Plann
         if token:
             pcc["dailyMeetingTokenProperties"] = token
     elif request.dailyRoomProperties or request.dailyMeetingTokenProperties:
-        raise ApiError(422, "property_not_allowed",
+        raise Refused("property_not_allowed",
                        "Daily room and token properties apply only to the daily transport")
     if transport == "webrtc" and policy.enable_default_ice_servers:
         pcc["enableDefaultIceServers"] = True
@@ -102,7 +102,7 @@ def plan_start(settings: Settings, request: StartRequest, user_id: str) -> Plann
     if transport == "websocket" and policy.websocket_auth == "none":
         # PCC rejects any body here, so no identity can be passed; say so instead of failing later.
         if request.body:
-            raise ApiError(400, "websocket_body_not_allowed",
+            raise Refused("websocket_body_not_allowed",
                            f"Agent {agent!r} uses websocket_auth 'none': a body cannot be sent")
         return PlannedStart(agent, transport, pcc)
 

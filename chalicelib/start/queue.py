@@ -19,14 +19,14 @@ from typing import Any
 
 from chalicelib.platform import rate_limits
 from chalicelib.platform.dynamo import iso_at
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused, TryLater
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import query_error
 from chalicelib.platform.settings import get_settings
 from chalicelib.start import queued_start
 from chalicelib.start.policy import PlannedStart
-from chalicelib.store import agent_queue
+from chalicelib.store import agent_queue, intents
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store.intents import StartIntent
 from chalicelib.store.queued_starts import QueuedStart
@@ -36,10 +36,6 @@ CANCEL_WAIT_SECONDS, CANCEL_POLL_SECONDS = 10.0, 0.05  # a cancel that meets an 
 RETRY_AFTER_MAX_SECONDS = 30
 PLACE_TRIES = 3  # places a start may take when each is given up while its Lambda stalls (see enqueue)
 LONG_POLL_REFUSALS = ("status_rate_limited", "too_many_long_polls")
-
-
-class SlotHandedOver(ApiError):
-    """The start failed after its slot passed to a queued request, which frees it (exactly once)."""
 
 
 def enabled() -> bool:
@@ -57,7 +53,12 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartInt
     ENTRY_GRACE_SECONDS) is left empty and a new one is taken at the tail, up to PLACE_TRIES places in all:
     the stall costs the start its place in line, never the start itself."""
     request_id = start_requests.new_request_id()
-    placed, request = _take_a_place(request_id, user_id, plan, intent, known)
+    try:
+        placed, request = _take_a_place(request_id, user_id, plan, intent, known)
+    except Exception:
+        if intent is not None:
+            intents.settle_not_started(intent)  # not recorded (or the queue is full): the slot is the intent's
+        raise
     try:
         agent_queue.start_dispatcher(plan.agent, known=placed)
     except Exception:  # noqa: BLE001 - cannot reach the queue: fail the request explicitly, free the slot
@@ -67,8 +68,9 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartInt
         if start_requests.finish_without_session(request, start_requests.FAILED, "queue_unavailable",
                                                  "The start could not be queued", (start_requests.QUEUED,)):
             queued_start.left_queue(request)
-        raise SlotHandedOver(503, "queue_unavailable", "The agent is at capacity and the retry queue is "
-                             "unavailable", headers={"Retry-After": "5"}) from None
+        # (from here on the slot is the request's, which frees it: the intent is not settled again)
+        raise Refused("queue_unavailable", "The agent is at capacity and the retry queue is unavailable",
+                      retry_after=5) from None
     count("StartsQueued")
     return pending_response(request, status_base, time.time(), placed)
 
@@ -85,8 +87,8 @@ def _take_a_place(request_id: str, user_id: str, plan: PlannedStart, intent: Sta
             state = agent_queue.read(plan.agent)
             retry_after = max(1, min(RETRY_AFTER_MAX_SECONDS,
                                      math.ceil(state.free_interval or settings.retry_cap_seconds)))
-            raise ApiError(503, "queue_full", f"{settings.max_queued} starts already wait for this agent; try "
-                           "again later", headers={"Retry-After": str(retry_after)})
+            raise Refused("queue_full", f"{settings.max_queued} starts already wait for this agent; try "
+                           "again later", retry_after=retry_after)
         request = _record_at(request_id, user_id, plan, placed.tail, intent, settings.start_deadline_seconds)
         if request is not None:
             return placed, request
@@ -96,8 +98,8 @@ def _take_a_place(request_id: str, user_id: str, plan: PlannedStart, intent: Sta
     raise _not_queued()
 
 
-def _not_queued() -> ApiError:
-    return ApiError(503, "queue_unavailable", "The start could not be queued; try again", headers={"Retry-After": "1"})
+def _not_queued() -> Refused:
+    return Refused("queue_unavailable", "The start could not be queued; try again", retry_after=1)
 
 
 def _record_at(request_id: str, user_id: str, plan: PlannedStart, seq: int, intent: StartIntent | None,
@@ -173,7 +175,7 @@ def retry_after_cap(abandon_seconds: int) -> int:
 def _owned(user_id: str, request_id: str) -> QueuedStart:
     request = start_requests.get(request_id) if request_id.startswith("req_") and len(request_id) < 64 else None
     if request is None or request["user_id"] != user_id:
-        raise ApiError(404, "start_request_not_found", "No such start request")
+        raise Refused("start_request_not_found", "No such start request")
     return request
 
 
@@ -184,12 +186,12 @@ def outcome(request: QueuedStart, status_base: str, now: float) -> HttpResult:
         return HttpResult.from_dict(json.loads(request["result"]))
     ids = {"requestId": request["request_id"], "reason": request.get("error_code", state)}
     if state == start_requests.FAILED:
-        raise ApiError(410, "start_failed", f"The queued start failed for good ({ids['reason']}): "
+        raise Refused("start_failed", f"The queued start failed for good ({ids['reason']}): "
                                             f"{request.get('error_detail', '')}", extra=ids)
     if state == start_requests.CANCELLED:
         detail = "The queued start was cancelled" + (
             f": {queued_start.ABANDONED_DETAIL}" if ids["reason"] == "abandoned" else "")
-        raise ApiError(409, "start_cancelled", detail, extra=ids)
+        raise Refused("start_cancelled", detail, extra=ids)
     return pending_response(request, status_base, now)
 
 
@@ -204,7 +206,7 @@ def wait_for(request: QueuedStart, seconds: float) -> QueuedStart:
 
 def status(user_id: str, request_id: str, status_base: str, wait: int = 0) -> HttpResult:
     settings = get_settings()
-    rate_limits.take(f"status#{user_id}", settings.status_rate_per_minute, 60, code="status_rate_limited",
+    rate_limits.take(f"status#{user_id}", settings.status_rate_per_minute, 60, kind="status_rate_limited",
                      what="Status polls")
     now = time.time()
     request = queued_start.expire_if_overdue(_owned(user_id, request_id), now)
@@ -212,7 +214,7 @@ def status(user_id: str, request_id: str, status_base: str, wait: int = 0) -> Ht
         start_requests.seen(request_id, now + wait)  # a long-poll: its owner waits until it ends
     if wait and request["state"] not in start_requests.TERMINAL:
         with rate_limits.concurrent(f"longpoll#{user_id}", settings.long_polls_per_user, wait + 5,
-                                    code="too_many_long_polls", what="Long-polls"):
+                                    kind="too_many_long_polls", what="Long-polls"):
             request = wait_for(request, wait)
     return outcome(request, status_base, time.time())
 
@@ -222,10 +224,10 @@ def long_poll_after_start(user_id: str, queued: HttpResult, status_base: str, wa
     granted (the status rate or the long-poll seats are spent) answers the plain 202, never an error."""
     try:
         return status(user_id, str(queued.body["requestId"]), status_base, wait)
-    except ApiError as exc:
-        if exc.code not in LONG_POLL_REFUSALS:
+    except TryLater as exc:
+        if exc.kind not in LONG_POLL_REFUSALS:
             raise
-        count("LongPollsRefused", code=exc.code)
+        count("LongPollsRefused", code=exc.kind)
         return queued
 
 
@@ -257,7 +259,7 @@ def cancel(user_id: str, request_id: str) -> HttpResult:
             break
         time.sleep(CANCEL_POLL_SECONDS)  # an attempt in flight, or one that took it back from under our write
     if request["state"] in (start_requests.QUEUED, start_requests.STARTING, start_requests.STARTED):
-        raise ApiError(409, "not_cancellable", "The session is already starting or running; stop it instead")
+        raise Refused("not_cancellable", "The session is already starting or running; stop it instead")
     return HttpResult(200, {"requestId": request_id, "status": request["state"]})
 
 

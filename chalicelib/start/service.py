@@ -13,7 +13,7 @@ from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
 from chalicelib.pcc.responses import client_response, is_capacity_error, map_pcc_error, might_have_started
 from chalicelib.platform import rate_limits
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused, TryLater
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.idempotency import check_key, run_once
 from chalicelib.platform.observability import count, logger
@@ -27,7 +27,6 @@ from chalicelib.store import agent_queue
 from chalicelib.store import intents as start_intents
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
-from chalicelib.store.intents import StartIntent
 
 
 def parse_start_request(raw_body: bytes | None) -> StartRequest:
@@ -63,7 +62,7 @@ def execute_start(
     intent = start_intents.open_intent(user_id, plan.agent, limit, lease)
     if intent is None:
         count("StartRejected", code="user_session_limit")
-        raise ApiError(429, "user_session_limit",
+        raise TryLater("user_session_limit",
                        f"You already have {limit} active sessions; stop one first")
     queueable = queue_on_capacity and capacity_queue.enabled()
     if queueable:
@@ -74,20 +73,20 @@ def execute_start(
             raise
         if queue.waiting() > 0:
             count("StartsJoinedQueue")
-            return _enqueue(user_id, plan, status_base, intent, queue)
+            return capacity_queue.enqueue(user_id, plan, status_base, intent, queue)
     try:
         keys = get_secrets()
         result = pcc_client.start(plan.agent, plan.pcc_request, keys.public_key.get_secret_value(),
                                   read_timeout=read_timeout)
     except PccCallError as exc:
         if is_capacity_error(exc) and queueable:
-            return _enqueue(user_id, plan, status_base, intent)
+            return capacity_queue.enqueue(user_id, plan, status_base, intent)
         error = map_pcc_error(exc)
         if might_have_started(exc):
-            start_intents.mark_unknown(intent, error.code)
+            start_intents.mark_unknown(intent, error.kind)
         else:
             start_intents.settle_not_started(intent)
-        count("StartRejected", code=error.code)
+        count("StartRejected", code=error.kind)
         raise error from None
     except Exception:
         start_intents.settle_not_started(intent)  # no call was made (e.g. the secret is unreadable)
@@ -102,22 +101,11 @@ def execute_start(
         recorded = False
     if not recorded:
         pcc_client.stop_if_running(plan.agent, session_id)
-        raise ApiError(503, "record_failed", "The session could not be recorded; try again")
+        raise Refused("record_failed", "The session could not be recorded; try again")
     count("SessionsStarted")
     logger.info("session started", extra={"session_id": session_id, "agent": plan.agent,
                                           "transport": plan.transport, "user_id": user_id})
     return shape(plan.transport, result)
-
-
-def _enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartIntent,
-             known: agent_queue.QueueState | None = None) -> HttpResult:
-    try:
-        return capacity_queue.enqueue(user_id, plan, status_base, intent, known)
-    except capacity_queue.SlotHandedOver:
-        raise  # the failed request freed the slot it took over
-    except Exception:
-        start_intents.settle_not_started(intent)  # the request was never recorded (or the queue is full)
-        raise
 
 
 def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,
@@ -126,7 +114,7 @@ def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,
     token groups and scopes (their usage budget's tier). A start over budget is refused before anything is
     taken; the replay of an idempotent start that was made is answered as it was."""
     settings = get_settings()
-    rate_limits.take(f"start#{user_id}", settings.start_rate_per_minute, 60, code="start_rate_limited",
+    rate_limits.take(f"start#{user_id}", settings.start_rate_per_minute, 60, kind="start_rate_limited",
                      what="Starts")
     request = parse_start_request(raw_body)
     plan = plan_start(settings, request, user_id)

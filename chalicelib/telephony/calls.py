@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.settings import Settings
 
 
-def forbidden(provider: str, why: str) -> ApiError:
+def forbidden(provider: str, why: str) -> Refused:
     logger.warning("telephony webhook rejected", extra={"provider": provider, "reason": why})
     count("WebhookRejected", provider=provider)
-    return ApiError(403, "invalid_signature", "Signature verification failed")
+    return Refused("invalid_signature", "Signature verification failed")
 
 
 def secret(value: Any) -> str:
@@ -23,7 +23,7 @@ def secret(value: Any) -> str:
 def telephony_agent(settings: Settings) -> str:
     agent = settings.resolved_telephony_agent
     if agent is None:
-        raise ApiError(503, "telephony_not_configured", "No telephony agent is configured")
+        raise Refused("telephony_not_configured", "No telephony agent is configured")
     return agent
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused, TryLater
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.idempotency import run_once
 from chalicelib.platform.observability import count
@@ -33,7 +33,7 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
         return HttpResult(200, {"status": "ok"})
     call_id, call_domain = data.get("callId"), data.get("callDomain")
     if not isinstance(call_id, str) or not call_id or not isinstance(call_domain, str):
-        raise ApiError(400, "invalid_webhook", "callId and callDomain are required")
+        raise Refused("invalid_webhook", "callId and callDomain are required")
     call_records.admit("daily", call_id, continuing=False)
     principal = settings.telephony_owner
     plan = dialin_plan(telephony_agent(settings), principal, caller=str(data.get("From") or ""),
@@ -47,8 +47,8 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
             try:
                 return execute_start(principal, plan, limit=settings.telephony_session_limit,
                                      queue_on_capacity=False).as_dict()
-            except ApiError as exc:
-                if exc.status != 429 or attempt + 1 == settings.daily_dialin_attempts:
+            except TryLater:
+                if attempt + 1 == settings.daily_dialin_attempts:
                     raise
                 time.sleep(settings.daily_dialin_retry_seconds)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -56,11 +56,8 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
     try:
         stored = run_once(principal, f"daily:{call_id}", {"call_id": call_id}, action,
                           ttl_seconds=answer_ttl_seconds(settings))
-    except ApiError as exc:
-        if exc.status == 429:
-            count("CallsRejectedAtCapacity", provider="daily")
-            raise ApiError(503, "pcc_at_capacity", "The agent is at capacity",
-                           headers={"Retry-After": "5"}) from None
-        raise
+    except TryLater:
+        count("CallsRejectedAtCapacity", provider="daily")
+        raise Refused("call_at_capacity", "The agent is at capacity", retry_after=5) from None
     result = HttpResult.from_dict(stored)
     return HttpResult(200, {"status": "started", "sessionId": result.body["sessionId"]}, result.headers)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from chalicelib.api.models import DialoutRequest
 from chalicelib.pcc.responses import client_response
 from chalicelib.platform.auth import Principal
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.request_parsing import parse_json_object, validation_error
 from chalicelib.platform.secrets import GatewaySecrets
@@ -30,7 +30,7 @@ def dialout_service(headers: dict[str, str], secrets: GatewaySecrets) -> Princip
         return None
     expected = secret(secrets.dialout_api_key)
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", "Invalid API key")
+        raise Refused("unauthorized", "Invalid API key")
     return Principal(get_settings().telephony_owner, service=True)
 
 

@@ -16,7 +16,7 @@ import re
 
 from chalicelib.platform import rate_limits
 from chalicelib.platform.auth import Principal
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 from chalicelib.platform.settings import Settings
 
 # A SIP URI as we forward it: `sip:` or `sips:`, an optional user (unreserved characters, `+`, `&`, `=`, `$`,
@@ -53,22 +53,22 @@ def authorize(caller: Principal, settings: Settings, *, phone_number: str | None
               caller_id: str | None) -> None:
     if not caller.service and not (caller.groups & set(settings.dialout_allowed_groups)
                                    or caller.scopes & set(settings.dialout_allowed_scopes)):
-        raise ApiError(403, "dialout_not_allowed", "This account may not dial out")
+        raise Refused("dialout_not_allowed", "This account may not dial out")
     if phone_number is not None and not any(phone_number.startswith(p) for p in settings.dialout_allowed_prefixes):
-        raise ApiError(403, "destination_not_allowed", "This number is not an allowed dial-out destination")
+        raise Refused("destination_not_allowed", "This number is not an allowed dial-out destination")
     if sip_uri is not None:
         parsed = parse_sip_uri(sip_uri)
         if parsed is None:
-            raise ApiError(422, "invalid_sip_uri", "sipUri must be sip:[user@]host[:port] (parameters: only "
+            raise Refused("invalid_sip_uri", "sipUri must be sip:[user@]host[:port] (parameters: only "
                                                    "transport and user; no headers or escapes)")
         if parsed[1] not in {d.lower() for d in settings.dialout_allowed_sip_domains}:
-            raise ApiError(403, "destination_not_allowed", "This SIP domain is not an allowed dial-out destination")
+            raise Refused("destination_not_allowed", "This SIP domain is not an allowed dial-out destination")
         number = _phone_number(parsed[0])
         if number is not None and not (number.startswith("+") and any(
                 number.startswith(p) for p in settings.dialout_allowed_prefixes)):
-            raise ApiError(403, "destination_not_allowed", "A phone number in a SIP URI must be in E.164 form "
+            raise Refused("destination_not_allowed", "A phone number in a SIP URI must be in E.164 form "
                                                            "(+...) and start with an allowed dial-out prefix")
     if caller_id is not None and caller_id not in settings.dialout_caller_ids:
-        raise ApiError(403, "caller_id_not_allowed", "This caller id may not be used")
+        raise Refused("caller_id_not_allowed", "This caller id may not be used")
     rate_limits.take(f"dialout#{caller.user_id}", settings.dialout_rate_per_hour, 3600,
-                     code="dialout_rate_limited", what="Dial-outs")
+                     kind="dialout_rate_limited", what="Dial-outs")

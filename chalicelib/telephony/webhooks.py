@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused, TryLater
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.idempotency import run_once
 from chalicelib.platform.observability import count
@@ -64,7 +64,7 @@ def _raw_ws(_transport: str, pcc: dict[str, Any]) -> HttpResult:
 
 
 def _start_for_call(settings: Settings, call: Call) -> dict[str, Any]:
-    """Token auth: start a websocket session for this call (once per call id). ApiError 429 at capacity."""
+    """Token auth: start a websocket session for this call (once per call id). TryLater at capacity."""
     principal = settings.telephony_owner
     plan = call_plan(telephony_agent(settings), principal, provider=call.provider, call_id=call.call_id,
                      caller=call.caller, callee=call.callee)
@@ -83,8 +83,10 @@ def _stream_url(settings: Settings, call: Call, agent: str) -> str | None:
     if settings.telephony_websocket_auth == "token":
         try:
             started = _start_for_call(settings, call)
-        except ApiError as exc:
-            if exc.status == 429 or exc.code == "idempotency_in_progress":
+        except TryLater:
+            return None
+        except Refused as exc:
+            if exc.kind == "idempotency_in_progress":
                 return None
             raise
         return f"{started['wsUrl'].rstrip('/')}/{started['token']}"
@@ -117,9 +119,9 @@ def _attempt(query: dict[str, str], key: str, call_id: str) -> int:
     try:
         attempt = int(query["attempt"])
     except ValueError:
-        raise ApiError(403, "invalid_signature", "Invalid hold counter") from None
+        raise Refused("invalid_signature", "Invalid hold counter") from None
     if not sig.hold_token_valid(key, call_id, attempt, query.get("hold")):
-        raise ApiError(403, "invalid_signature", "Invalid hold counter")
+        raise Refused("invalid_signature", "Invalid hold counter")
     return attempt
 
 
@@ -156,7 +158,7 @@ def twilio(headers: dict[str, str], query: list[tuple[str, str]], raw_body: byte
     form = dict(params)
     call = Call("twilio", form.get("CallSid", ""), form.get("From", ""), form.get("To", ""))
     if not call.call_id:
-        raise ApiError(400, "invalid_webhook", "CallSid is missing")
+        raise Refused("invalid_webhook", "CallSid is missing")
     return _answer(settings, call, dict(query), _hold_key(secrets), "/telephony/twilio")
 
 
@@ -169,7 +171,7 @@ def telnyx(headers: dict[str, str], query: list[tuple[str, str]], raw_body: byte
     form = dict(_form(raw_body))
     call = Call("telnyx", form.get("CallSid", ""), form.get("From", ""), form.get("To", ""))
     if not call.call_id:
-        raise ApiError(400, "invalid_webhook", "CallSid is missing")
+        raise Refused("invalid_webhook", "CallSid is missing")
     return _answer(settings, call, dict(query), _hold_key(secrets), "/telephony/telnyx")
 
 
@@ -184,7 +186,7 @@ def plivo(method: str, headers: dict[str, str], query: list[tuple[str, str]], ra
     form = dict(query) | dict(params)
     call = Call("plivo", form.get("CallUUID", ""), form.get("From", ""), form.get("To", ""))
     if not call.call_id:
-        raise ApiError(400, "invalid_webhook", "CallUUID is missing")
+        raise Refused("invalid_webhook", "CallUUID is missing")
     return _answer(settings, call, dict(query), _hold_key(secrets), "/telephony/plivo")
 
 
@@ -214,11 +216,11 @@ def exotel(url_token: str, method: str, query: list[tuple[str, str]], raw_body: 
     call = Call("exotel", form.get("CallSid", ""), form.get("CallFrom") or form.get("From", ""),
                 form.get("CallTo") or form.get("To", ""))
     if not call.call_id:
-        raise ApiError(400, "invalid_webhook", "CallSid is missing")
+        raise Refused("invalid_webhook", "CallSid is missing")
     call_records.admit("exotel", call.call_id, continuing=False)
     url = _stream_url(settings, call, telephony_agent(settings))
     if url is None:  # Exotel has no hold verbs: the flow moves on to its next applet
         count("CallsRejectedAtCapacity", provider="exotel")
-        raise ApiError(503, "pcc_at_capacity", "The agent is at capacity", headers={"Retry-After": "5"})
+        raise Refused("call_at_capacity", "The agent is at capacity", retry_after=5)
     count("CallsConnected", provider="exotel")
     return HttpResult(200, {"url": url})

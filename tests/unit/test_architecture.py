@@ -133,8 +133,43 @@ def test_the_store_raises_no_http_error() -> None:
     from chalicelib.api.errors import ERRORS
     from chalicelib.platform.errors import DomainError
 
-    kinds = {c.kind for c in _subclasses(DomainError)}
+    kinds = {c.kind for c in _subclasses(DomainError) if "kind" in vars(c)}
     assert kinds <= set(ERRORS), kinds - set(ERRORS)  # every kind raised has its answer at the edge
+
+
+EDGE = {"chalicelib.api.errors", "chalicelib.platform.http", "app"}
+
+
+def _named_kinds(tree: ast.AST) -> list[tuple[str, str]]:
+    """(class, kind) of every `Refused("kind", ...)` / `TryLater("kind", ...)` and every `kind="..."` argument."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        callee = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+        if callee in ("Refused", "TryLater") and node.args and isinstance(node.args[0], ast.Constant):
+            found.append((callee, str(node.args[0].value)))
+        if callee in ("take", "concurrent"):  # rate_limits' refusals
+            found += [("TryLater", str(k.value.value)) for k in node.keywords
+                      if k.arg == "kind" and isinstance(k.value, ast.Constant)]
+    return found
+
+
+def test_only_the_edge_maps_errors_to_http() -> None:
+    """Below the edge nothing builds an HTTP answer (ApiError): what it refuses is a
+    named kind, and every kind named has its row in the edge's table (a TryLater one answers 429)."""
+    from chalicelib.api.errors import ERRORS
+
+    paths = {**modules(), "app": ROOT / "app.py"}
+    for name, path in paths.items():
+        tree = ast.parse(path.read_text())
+        if name not in EDGE:
+            built = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call)
+                     and getattr(n.func, "id", getattr(n.func, "attr", None)) == "ApiError"]
+            assert not built, (name, built)
+        for cls, kind in _named_kinds(tree):
+            assert kind in ERRORS, (name, kind)
+            assert (ERRORS[kind][0] == 429) == (cls == "TryLater"), (name, cls, kind)
 
 
 def _subclasses(cls: type) -> set[type]:

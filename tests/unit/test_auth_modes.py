@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from chalicelib.platform import auth
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 from chalicelib.platform.settings import _ENV, get_settings
 
 
@@ -35,18 +35,18 @@ def test_cognito_mode_reads_the_authorizer_sub(mode: Any) -> None:
     mode("cognito", stage="prod")
     request = FakeRequest(context={"authorizer": {"claims": {"sub": "abc-123", "email": "x@y"}}})
     assert auth.authenticate(request) == "abc-123"  # type: ignore[arg-type]
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(Refused) as caught:
         auth.authenticate(FakeRequest())  # type: ignore[arg-type]
-    assert caught.value.status == 401
+    assert caught.value.kind == "unauthorized"
 
 
 def test_insecure_dev_mode_takes_the_header_and_validates_it(mode: Any) -> None:
     mode("insecure-dev")
     assert auth.authenticate(FakeRequest({"x-dev-user": "alice"})) == "alice"  # type: ignore[arg-type]
     for bad in ({}, {"x-dev-user": ""}, {"x-dev-user": "a b"}, {"x-dev-user": "x" * 200}):
-        with pytest.raises(ApiError) as caught:
+        with pytest.raises(Refused) as caught:
             auth.authenticate(FakeRequest(bad))  # type: ignore[arg-type]
-        assert caught.value.status == 401
+        assert caught.value.kind == "unauthorized"
         assert "X-Dev-User" in caught.value.detail  # says what to send, not just "unauthorized"
 
 

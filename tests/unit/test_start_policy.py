@@ -5,7 +5,7 @@ import json
 import pytest
 
 from chalicelib.api.models import StartRequest
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.errors import Refused
 from chalicelib.platform.settings import parse_settings
 from chalicelib.start.policy import plan_start
 
@@ -26,9 +26,9 @@ def plan(**request: object) -> dict[str, object]:
 
 
 def code_of(**request: object) -> str:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(Refused) as caught:
         plan(**request)
-    return caught.value.code
+    return caught.value.kind
 
 
 def test_daily_request_is_built_from_policy_not_forwarded() -> None:
