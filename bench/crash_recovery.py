@@ -38,7 +38,7 @@ def _run(stack: BenchStack, samples: int) -> dict[str, Any]:
     from chalicelib.pcc import client as pcc_client
     from chalicelib.platform.settings import get_settings
     from chalicelib.store import intents as start_intents
-    from chalicelib.store import sessions as session_store
+    from chalicelib.store import slots
     from chalicelib.upkeep import orphans as orphan_sweeper
 
     settings = get_settings()
@@ -60,7 +60,7 @@ def _run(stack: BenchStack, samples: int) -> dict[str, Any]:
         finally:
             pcc_client.start = real_start  # type: ignore[assignment]
         crash = time.time()
-        assert session_store.active_slots(user) == 1 and _running(stack)
+        assert slots.active_slots(user) == 1 and _running(stack)
         tick = crash + random.uniform(0, INTERVAL)
         stopped_at = freed_at = None
         while freed_at is None or stopped_at is None:
@@ -68,7 +68,7 @@ def _run(stack: BenchStack, samples: int) -> dict[str, Any]:
             start_intents.recover(settings.orphan_grace_seconds, now=tick)
             if stopped_at is None and not _running(stack):
                 stopped_at = tick - crash
-            if freed_at is None and session_store.active_slots(user) == 0:
+            if freed_at is None and slots.active_slots(user) == 0:
                 freed_at = tick - crash
             tick += INTERVAL
         slot_free.append(freed_at)

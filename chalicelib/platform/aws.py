@@ -11,7 +11,14 @@ from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
+from chalicelib.platform.settings import get_settings
+
 _session_lock = threading.Lock()
+
+
+def wake_queue_url() -> str:
+    """The SQS queue that wakes the dispatcher (RETRY_QUEUE_URL; "" when the capacity queue is off)."""
+    return get_settings().retry_queue_url
 
 
 @cache

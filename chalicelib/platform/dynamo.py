@@ -32,6 +32,11 @@ def table() -> Any:
     return dynamodb_table(get_settings().table_name)
 
 
+def events_table_name() -> str:
+    """The lifecycle events' outbox table (EVENTS_TABLE_NAME; "" when events are off)."""
+    return get_settings().events_table_name
+
+
 def conditional_failed(exc: Exception) -> bool:
     """A write refused by its condition (or a transaction cancelled by one of its conditions)."""
     code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")

@@ -41,13 +41,13 @@ def attempt(settings: Settings, agent: str, request: QueuedStart, retry_wait: fl
     if not start_requests.claim(request_id, number, LEASE_SECONDS, time.time()):
         return "skipped", request  # moved on under us (cancelled, expired): re-read
     try:
-        return _attempt_claimed(agent, request, number, retry_wait, clock or CallClock())
+        return _attempt_claimed(settings, agent, request, number, retry_wait, clock or CallClock())
     except Exception:  # noqa: BLE001 - no answer to act on (e.g. the secret is unreadable, DynamoDB failed)
         logger.exception("queued start attempt failed", extra={"request_id": request_id})
         return _crashed(settings, request, number)
 
 
-def _attempt_claimed(agent: str, request: QueuedStart, attempt: int, retry_wait: float,
+def _attempt_claimed(settings: Settings, agent: str, request: QueuedStart, attempt: int, retry_wait: float,
                      clock: CallClock) -> tuple[Outcome, QueuedStart]:
     request_id = request["request_id"]
     try:
@@ -72,7 +72,8 @@ def _attempt_claimed(agent: str, request: QueuedStart, attempt: int, retry_wait:
     session_id = str(result["sessionId"])
     response = client_response(request["transport"], result)
     try:
-        completed = start_requests.complete(request, attempt, session_id, response.as_dict())
+        completed = start_requests.complete(request, attempt, session_id, response.as_dict(),
+                                            settings.session_ttl_seconds)
     except Exception:
         pcc_client.stop_if_running(agent, session_id)  # never leave an unrecorded bot behind a retry
         raise

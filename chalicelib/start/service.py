@@ -93,7 +93,8 @@ def execute_start(
         raise
     session_id = str(result["sessionId"])
     item = session_store.session_item(user_id=user_id, session_id=session_id, agent=plan.agent,
-                                      transport=plan.transport, extra=plan.record_extra or None)
+                                      transport=plan.transport, ttl_seconds=settings.session_ttl_seconds,
+                                      extra=plan.record_extra or None)
     try:
         recorded = start_intents.settle_started(intent, item)
     except Exception:  # noqa: BLE001 - storage refused: stop the bot; recovery frees the slot

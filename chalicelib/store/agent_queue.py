@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from chalicelib.platform.aws import client
+from chalicelib.platform.aws import client, wake_queue_url
 from chalicelib.platform.dynamo import plain, put_if, table, update_if
 from chalicelib.platform.observability import logger
-from chalicelib.platform.settings import get_settings
 
 ENTRY_TTL_SECONDS = 7 * 86400
 WAKE_GATE_SECONDS = 10  # a dispatcher asked for but not yet running is not asked for again sooner
@@ -205,7 +204,7 @@ def release(agent: str, owner: str) -> None:
 def send_wake(agent: str, delay_seconds: int = 0, freed: bool = False) -> None:
     """Ask for a dispatcher run for `agent` (one SQS message: the worker takes the lease or leaves it).
     `freed`: capacity was freed, so the head is tried at once."""
-    client("sqs").send_message(QueueUrl=get_settings().retry_queue_url, DelaySeconds=delay_seconds,
+    client("sqs").send_message(QueueUrl=wake_queue_url(), DelaySeconds=delay_seconds,
                                MessageBody=json.dumps({"agent": agent, "freed": freed}))
 
 
@@ -235,7 +234,7 @@ def capacity_freed(agent: str, reason: str) -> bool:
     `wakes` change and tries its head at once; with none running and starts waiting, one is started.
     True when a message was sent. Never raises (a lost wake-up costs one head backoff at most; the
     reconcile schedule restarts idle queues)."""
-    if not get_settings().retry_queue_url:
+    if not wake_queue_url():
         return False
     try:
         updated = update_if(_state_key(agent), "ADD wakes :one", condition="attribute_exists(PK)",

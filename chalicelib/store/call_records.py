@@ -18,7 +18,6 @@ import time
 from chalicelib.platform.dynamo import put_if, table
 from chalicelib.platform.errors import DomainError
 from chalicelib.platform.observability import count, logger
-from chalicelib.platform.settings import get_settings
 
 MAX_CALL_ID = 256
 
@@ -37,27 +36,23 @@ def _key(provider: str, call_id: str) -> dict[str, str]:
     return {"PK": f"CALL#{provider}#{call_id}", "SK": "META"}
 
 
-def first_seen(provider: str, call_id: str, now: float) -> float:
-    """When this call id was first seen (now, if this is the first time)."""
-    settings = get_settings()
-    item = {**_key(provider, call_id), "first_seen_ms": int(now * 1000),
-            "ttl": int(now) + settings.telephony_replay_ttl_seconds}
+def first_seen(provider: str, call_id: str, now: float, ttl_seconds: int) -> float:
+    """When this call id was first seen (now, if this is the first time; remembered for `ttl_seconds`)."""
+    item = {**_key(provider, call_id), "first_seen_ms": int(now * 1000), "ttl": int(now) + ttl_seconds}
     if put_if(item, "attribute_not_exists(PK)"):
         return now
     stored = table().get_item(Key=_key(provider, call_id), ConsistentRead=True).get("Item") or {}
     return int(stored.get("first_seen_ms", int(now * 1000))) / 1000
 
 
-def admit(provider: str, call_id: str, *, continuing: bool, now: float | None = None) -> None:
-    """Let a webhook of this call through, or raise CallReplayed (InvalidCallId for no id or too long a one).
-    `continuing`: a hold-loop redirect."""
+def admit(provider: str, call_id: str, *, window_seconds: float, ttl_seconds: int, now: float | None = None) -> None:
+    """Let a webhook of this call through if the call id was first seen at most `window_seconds` ago, or raise
+    CallReplayed (InvalidCallId for no id or too long a one); ids are remembered for `ttl_seconds`."""
     if not call_id or len(call_id) > MAX_CALL_ID:
         raise InvalidCallId(f"The call id must be 1-{MAX_CALL_ID} characters")
-    settings = get_settings()
     now = time.time() if now is None else now
-    age = now - first_seen(provider, call_id, now)
-    window = settings.telephony_hold_window_seconds if continuing else settings.telephony_retry_window_seconds
-    if age > window:
+    age = now - first_seen(provider, call_id, now, ttl_seconds)
+    if age > window_seconds:
         logger.warning("telephony webhook replayed", extra={"provider": provider, "age_seconds": int(age)})
         count("WebhookReplayed", provider=provider)
         raise CallReplayed("This call was already handled")

@@ -25,13 +25,9 @@ from typing import Any, TypedDict, cast
 
 from chalicelib.platform.dynamo import now_iso, transact_if, update_if
 from chalicelib.platform.observability import count, logger
-from chalicelib.store.sessions import (
-    SessionRecord,
-    query_index_partition,
-    release_slot_update,
-    reserve_slot_update,
-    started_events,
-)
+from chalicelib.store.index import query_index_partition
+from chalicelib.store.sessions import SessionRecord, started_events
+from chalicelib.store.slots import release_slot_update, reserve_slot_update
 
 INTENTS_INDEX_KEY = "INTENTS"
 CALLING, UNKNOWN = "calling", "unknown"

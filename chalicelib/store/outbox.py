@@ -14,8 +14,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.platform.dynamo import now_iso, transact
-from chalicelib.platform.settings import get_settings
+from chalicelib.platform.dynamo import events_table_name, now_iso, transact
 
 if TYPE_CHECKING:
     from chalicelib.api.events import LifecycleEvent
@@ -36,7 +35,7 @@ def event_writes(event_type: str, *, user_id: str | None, agent: str, session_id
     LifecycleEvent (built here as plain JSON: its model costs every cold start ~8 ms; delivery parses with it)."""
     if event_type not in EVENT_TYPE_NAMES:
         raise ValueError(f"unknown event type {event_type!r}")
-    table_name = get_settings().events_table_name
+    table_name = events_table_name()
     if not table_name:
         return []
     event_id, occurred = f"evt_{uuid.uuid4().hex}", now_iso()

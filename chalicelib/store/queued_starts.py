@@ -29,9 +29,10 @@ from chalicelib.platform.dynamo import (
 )
 from chalicelib.store import intents as start_intents
 from chalicelib.store import sessions as session_store
+from chalicelib.store.index import query_index_partition
 from chalicelib.store.intents import StartIntent
 from chalicelib.store.outbox import event_writes
-from chalicelib.store.sessions import release_slot_update
+from chalicelib.store.slots import release_slot_update
 
 
 class RequestState(StrEnum):
@@ -216,11 +217,11 @@ def move_place(request: QueuedStart, seq: int, entry: dict[str, Any]) -> bool:
     ])
 
 
-def complete(request: QueuedStart, attempt: int, session_id: str, result: dict[str, Any]) -> bool:
-    """starting -> started and the session record, in one transaction."""
+def complete(request: QueuedStart, attempt: int, session_id: str, result: dict[str, Any], ttl_seconds: int) -> bool:
+    """starting -> started and the session record (kept `ttl_seconds`), in one transaction."""
     session = session_store.session_item(
         user_id=request["user_id"], session_id=session_id, agent=request["agent"],
-        transport=request["transport"], extra={"request_id": request["request_id"]})
+        transport=request["transport"], ttl_seconds=ttl_seconds, extra={"request_id": request["request_id"]})
     return transact_if([
         {"Put": {"Item": session, "ConditionExpression": "attribute_not_exists(PK)"}},
         {"Update": {
@@ -304,4 +305,4 @@ def user_pending(user_id: str, since_iso: str, limit: int = 50) -> list[QueuedSt
 
 def pending(limit: int = 500) -> list[QueuedStart]:
     """Queued or starting requests, oldest first (for the sweeper)."""
-    return cast(list[QueuedStart], session_store.query_index_partition(PENDING_INDEX_KEY, limit))  # whole items
+    return cast(list[QueuedStart], query_index_partition(PENDING_INDEX_KEY, limit))  # whole items

@@ -1,16 +1,15 @@
-"""DynamoDB data access for session records and per-user active-session slots.
+"""DynamoDB data access for session records (a user's slots: chalicelib.store.slots; the sparse index:
+chalicelib.store.index).
 
 Single-table design (table from infra/template.yaml):
 
 - session record: PK `SESSION#{sessionId}`, SK `META`;
   GSI1PK `USER#{userId}#SESSIONS`, GSI1SK `{createdAt}#{sessionId}` (a user's listing);
   GSI2PK `ACTIVE`, GSI2SK `{createdAt}` only while active (sparse index for reconciliation).
-- user slot counter: PK `USER#{userId}`, SK `ACTIVE_SESSIONS`, attribute `active`.
 
 - a user's sessions newest first: Query GSI1 with ScanIndexForward=False;
 - owner check / lookups from webhooks: GetItem on SESSION#{id};
 - reconciliation: Query GSI2 `ACTIVE` (only active records carry GSI2PK).
-The slot counter is changed only with conditional writes, so the per-user cap holds under races.
 """
 
 from __future__ import annotations
@@ -20,25 +19,22 @@ import binascii
 import json
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypedDict, cast
 
 from chalicelib.platform.dynamo import (
-    BATCH_GET,
-    batch_get,
     cancellation_codes,
     iso_epoch,
     now_iso,
     plain,
     table,
     transact,
-    update_if,
 )
 from chalicelib.platform.errors import DomainError
 from chalicelib.platform.observability import count
-from chalicelib.platform.settings import get_settings
+from chalicelib.store.index import query_index_partition
 from chalicelib.store.outbox import event_writes
+from chalicelib.store.slots import release_slot_update
 from chalicelib.store.usage import billed_seconds, usage_updates
 
 
@@ -74,36 +70,6 @@ class SessionStatus(StrEnum):
 
 
 ACTIVE, ENDED, STOPPED = SessionStatus.ACTIVE, SessionStatus.ENDED, SessionStatus.STOPPED
-SLOTS_INDEX_KEY = "SLOTS"  # GSI2 partition of the per-user slot counters (for healing)
-
-
-# ------------------------------------------------------------------ slots
-def reserve_slot_update(user_id: str, limit: int) -> dict[str, Any]:
-    """Taking a slot as a TransactWriteItems `Update` (with a record that must exist with it)."""
-    return {
-        "Key": {"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
-        "UpdateExpression": "ADD active :one SET updated_at = :now, GSI2PK = :slots, GSI2SK = :user",
-        "ConditionExpression": "attribute_not_exists(active) OR active < :limit",
-        "ExpressionAttributeValues": {":one": 1, ":limit": limit, ":now": now_iso(), ":slots": SLOTS_INDEX_KEY,
-                                      ":user": user_id},
-    }
-
-
-def release_slot_update(user_id: str) -> dict[str, Any]:
-    """The slot release as a TransactWriteItems `Update` (for state changes that must free a slot)."""
-    return {
-        "Key": {"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
-        "UpdateExpression": "ADD active :minus",
-        "ConditionExpression": "active > :zero",
-        "ExpressionAttributeValues": {":minus": -1, ":zero": 0},
-    }
-
-
-def active_slots(user_id: str) -> int:
-    item = table().get_item(
-        Key={"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"}, ConsistentRead=True
-    ).get("Item")
-    return int(item.get("active", 0)) if item else 0
 
 
 # ---------------------------------------------------------------- records
@@ -113,10 +79,10 @@ def session_item(
     session_id: str,
     agent: str,
     transport: str,
+    ttl_seconds: int,
     extra: dict[str, Any] | None = None,
 ) -> SessionRecord:
-    """The DynamoDB item of a new active session record."""
-    settings = get_settings()
+    """The DynamoDB item of a new active session record (kept `ttl_seconds` after its creation)."""
     created = now_iso()
     item: dict[str, Any] = {
         "PK": f"SESSION#{session_id}",
@@ -132,7 +98,7 @@ def session_item(
         "transport": transport,
         "status": ACTIVE,
         "created_at": created,
-        "ttl": int(time.time()) + settings.session_ttl_seconds,
+        "ttl": int(time.time()) + ttl_seconds,
     }
     if extra:
         item.update(extra)
@@ -314,81 +280,6 @@ def list_user_sessions(
     return [public_record(i) for i in items], start_key
 
 
-def query_index_partition(partition: str, limit: int = 500) -> list[dict[str, Any]]:
-    """Items of one GSI2 (sparse index) partition, oldest first, up to `limit`.
-
-    GSI2 projects only the keys (infra/template.yaml): its partitions have a single value (`PENDING`, `ACTIVE`,
-    ...), so every write it carries lands on one index partition, and a queued start's attempts (which change
-    no key) then never write to it at all. The items are read from the table in batches of BATCH_GET; one that
-    left the partition between the query and the read is left out."""
-    keys: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {
-        "IndexName": "GSI2",
-        "KeyConditionExpression": "GSI2PK = :pk",
-        "ExpressionAttributeValues": {":pk": partition},
-        "ScanIndexForward": True,
-    }
-    while len(keys) < limit:
-        page = table().query(**kwargs)
-        keys.extend({"PK": i["PK"], "SK": i["SK"]} for i in page.get("Items", []))
-        if not page.get("LastEvaluatedKey"):
-            break
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    keys = keys[:limit]
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for start in range(0, len(keys), BATCH_GET):
-        for item in batch_get(keys[start:start + BATCH_GET]):
-            found[(str(item["PK"]), str(item["SK"]))] = item
-    ordered = [found.get((str(k["PK"]), str(k["SK"]))) for k in keys]
-    return [plain(i) for i in ordered if i is not None and i.get("GSI2PK") == partition]
-
-
 def active_sessions(limit: int = 500) -> list[dict[str, Any]]:
     """Active records, oldest first (for reconciliation)."""
     return query_index_partition("ACTIVE", limit)
-
-
-def _count_in_states(index_pk: str, attribute: str, states: tuple[str, ...]) -> int:
-    """How many items of one GSI1 partition have `attribute` in `states`."""
-    values = {f":v{i}": state for i, state in enumerate(states)}
-    kwargs: dict[str, Any] = {
-        "IndexName": "GSI1",
-        "KeyConditionExpression": "GSI1PK = :pk",
-        "FilterExpression": f"#a IN ({', '.join(values)})",
-        "ExpressionAttributeNames": {"#a": attribute},
-        "ExpressionAttributeValues": {":pk": index_pk, **values},
-        "Select": "COUNT",
-    }
-    total = 0
-    while True:
-        page = table().query(**kwargs)
-        total += int(page.get("Count", 0))
-        if not page.get("LastEvaluatedKey"):
-            return total
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
-def heal_slot_counters(now: float, min_age_seconds: int = 600) -> int:
-    """Lower counters that count more slots than the user's active sessions + pending starts.
-
-    A counter can only drift upwards (a Lambda that died between taking a slot and recording or giving
-    it back). Counters changed in the last `min_age_seconds` are left alone (a start may be in flight),
-    and the fix is conditional on the counter being unchanged since it was read.
-    """
-    healed = 0
-    cutoff = datetime.fromtimestamp(now - min_age_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    for counter in query_index_partition(SLOTS_INDEX_KEY, limit=10_000):
-        held = int(counter.get("active", 0))
-        if held <= 0 or str(counter.get("updated_at", "")) > cutoff:
-            continue
-        user_id = counter["GSI2SK"]
-        actual = (_count_in_states(f"USER#{user_id}#SESSIONS", "status", (ACTIVE,))
-                  + _count_in_states(f"USER#{user_id}#REQUESTS", "state", ("queued", "starting"))
-                  + _count_in_states(f"USER#{user_id}#INTENTS", "state", ("calling", "unknown")))
-        if actual >= held:
-            continue
-        if update_if({"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"}, "SET active = :actual",
-                     condition="active = :held AND updated_at = :seen",
-                     values={":actual": actual, ":held": held, ":seen": counter["updated_at"]}) is not None:
-            healed += 1
-    return healed

@@ -1,5 +1,5 @@
 """What every telephony entry point shares: the telephony agent, refusing a webhook that fails its check,
-a secret's text, and how long a call's first answer is kept."""
+a secret's text, replayed calls, and how long a call's first answer is kept."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.settings import Settings
+from chalicelib.store import call_records
 
 
 def forbidden(provider: str, why: str) -> Refused:
@@ -18,6 +19,13 @@ def forbidden(provider: str, why: str) -> Refused:
 
 def secret(value: Any) -> str:
     return str(value.get_secret_value()) if value is not None else ""
+
+
+def admit_call(settings: Settings, provider: str, call_id: str, *, continuing: bool) -> None:
+    """Let a webhook of this call through, or refuse it as a replay (chalicelib.store.call_records): a first
+    webhook within the provider's retry window, a hold loop's redirect (`continuing`) within the loop's length."""
+    window = settings.telephony_hold_window_seconds if continuing else settings.telephony_retry_window_seconds
+    call_records.admit(provider, call_id, window_seconds=window, ttl_seconds=settings.telephony_replay_ttl_seconds)
 
 
 def telephony_agent(settings: Settings) -> str:

@@ -17,9 +17,8 @@ from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import get_settings
 from chalicelib.start.policy import dialin_plan
 from chalicelib.start.service import execute_start
-from chalicelib.store import call_records
 from chalicelib.telephony import signatures as sig
-from chalicelib.telephony.calls import answer_ttl_seconds, forbidden, secret, telephony_agent
+from chalicelib.telephony.calls import admit_call, answer_ttl_seconds, forbidden, secret, telephony_agent
 
 
 def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
@@ -34,7 +33,7 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
     call_id, call_domain = data.get("callId"), data.get("callDomain")
     if not isinstance(call_id, str) or not call_id or not isinstance(call_domain, str):
         raise Refused("invalid_webhook", "callId and callDomain are required")
-    call_records.admit("daily", call_id, continuing=False)
+    admit_call(settings, "daily", call_id, continuing=False)
     principal = settings.telephony_owner
     plan = dialin_plan(telephony_agent(settings), principal, caller=str(data.get("From") or ""),
                        callee=str(data.get("To") or ""), call_id=call_id, call_domain=call_domain,

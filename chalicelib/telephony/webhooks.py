@@ -3,7 +3,7 @@ dial-out: chalicelib.telephony.dialout).
 
 Every webhook is authenticated first (fail closed: a missing credential rejects everything; providers' signatures,
 or for Exotel, which signs nothing, a secret token in the URL and an optional source-address allow-list), admitted
-by call id (chalicelib.store.call_records: a replay later than a provider's own retry is refused), then either
+by call id (chalicelib.telephony.calls.admit_call: a replay later than a provider's own retry is refused), then either
 answers static XML that streams the call straight to Pipecat Cloud (`TELEPHONY_WEBSOCKET_AUTH=none`), or starts a
 websocket session first and streams to `{wsUrl}/{token}` (`token`). Started sessions are recorded for the telephony
 principal with the call id, and a provider retry of the same call id never starts a second bot (idempotency on the
@@ -28,10 +28,9 @@ from chalicelib.platform.secrets import GatewaySecrets, get_secrets
 from chalicelib.platform.settings import Settings, get_settings
 from chalicelib.start.policy import call_plan
 from chalicelib.start.service import execute_start
-from chalicelib.store import call_records
 from chalicelib.telephony import signatures as sig
 from chalicelib.telephony import xml
-from chalicelib.telephony.calls import answer_ttl_seconds, forbidden, secret, telephony_agent
+from chalicelib.telephony.calls import admit_call, answer_ttl_seconds, forbidden, secret, telephony_agent
 
 XML_TYPE = "application/xml"
 HOLD_MESSAGE = "All of our agents are busy. Please hold."
@@ -128,7 +127,7 @@ def _attempt(query: dict[str, str], key: str, call_id: str) -> int:
 def _answer(settings: Settings, call: Call, query: dict[str, str], key: str, path: str) -> HttpResult:
     agent = telephony_agent(settings)
     attempt = _attempt(query, key, call.call_id)
-    call_records.admit(call.provider, call.call_id, continuing=attempt > 0)
+    admit_call(settings, call.provider, call.call_id, continuing=attempt > 0)
     url = _stream_url(settings, call, agent)
     if url is None:
         return HttpResult(200, _hold_or_hang_up(settings, call, attempt, key, path), {"Content-Type": XML_TYPE})
@@ -217,7 +216,7 @@ def exotel(url_token: str, method: str, query: list[tuple[str, str]], raw_body: 
                 form.get("CallTo") or form.get("To", ""))
     if not call.call_id:
         raise Refused("invalid_webhook", "CallSid is missing")
-    call_records.admit("exotel", call.call_id, continuing=False)
+    admit_call(settings, "exotel", call.call_id, continuing=False)
     url = _stream_url(settings, call, telephony_agent(settings))
     if url is None:  # Exotel has no hold verbs: the flow moves on to its next applet
         count("CallsRejectedAtCapacity", provider="exotel")

@@ -22,6 +22,7 @@ from chalicelib.platform.settings import get_settings
 from chalicelib.sessions import service as sessions_service
 from chalicelib.start import budgets
 from chalicelib.store import sessions as session_store
+from chalicelib.store import slots
 from chalicelib.store.sessions import SessionRecord
 
 END_DETECTION_SECONDS = 60  # the detect_ended schedule's rate (app.py)
@@ -37,7 +38,7 @@ def run(now: float | None = None) -> dict[str, int]:
     """The 5-minute schedule's step: end detection (as `detect_ended` runs it every minute) and slot healing."""
     now = now or time.time()
     summary = detect_ended(now)
-    summary["slots_healed"] = session_store.heal_slot_counters(now)
+    summary["slots_healed"] = slots.heal_slot_counters(now)
     count("SlotCountersHealed", summary["slots_healed"])
     logger.info("reconciliation done", extra=summary)
     return summary

@@ -17,7 +17,7 @@ import pytest
 
 from bench.order_rule import AttemptLog, unexplained_inversions
 from chalicelib.platform import dynamo
-from chalicelib.store import agent_queue
+from chalicelib.store import agent_queue, slots
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
 from chalicelib.upkeep import queue_sweep
@@ -92,7 +92,7 @@ def test_429_answers_202_with_status_url_and_records_the_request(
     assert body(status)["attempts"] == 0 and body(status)["nextAttemptAt"]
     assert body(status)["position"] >= 1
     assert state(data["requestId"]) == "queued"
-    assert session_store.active_slots(user) == 1  # held while queued
+    assert slots.active_slots(user) == 1  # held while queued
     attrs = queue["sqs"].get_queue_attributes(QueueUrl=queue["url"], AttributeNames=["All"])["Attributes"]
     assert int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesDelayed"]) == 1
     second = gateway.start(new_user(), {"transport": "daily"})
@@ -115,7 +115,7 @@ def test_queued_start_is_served_when_capacity_frees(gateway: Gateway, emulator: 
     assert emulator.org.sessions[data["sessionId"]].body == {"n": 1, "user": {"id": user}}
     record = session_store.get_session(data["sessionId"])
     assert record is not None and record["user_id"] == user and record["request_id"] == rid
-    assert session_store.active_slots(user) == 1
+    assert slots.active_slots(user) == 1
     listed = body(gateway.request("GET", "/sessions", user=user))["sessions"]
     assert [s["sessionId"] for s in listed] == [data["sessionId"]]
 
@@ -150,7 +150,7 @@ def test_deadline_fails_the_request_and_frees_the_slot(gateway: Gateway, emulato
     failed = gateway.request("GET", f"/start/{rid}", user=user)
     data = assert_error(failed, 410, "start_failed")
     assert "deadline_exceeded" in data["detail"]
-    assert session_store.active_slots(user) == 0
+    assert slots.active_slots(user) == 0
     assert emulator.org.started == 0
 
 
@@ -160,7 +160,7 @@ def test_cancel_a_queued_start(gateway: Gateway, emulator: EmulatorServer, queue
     cancelled = gateway.request("DELETE", f"/start/{rid}", user=user)
     assert cancelled.status_code == 200 and body(cancelled)["status"] == "cancelled"
     assert gateway.request("DELETE", f"/start/{rid}", user=user).status_code == 200  # idempotent
-    assert session_store.active_slots(user) == 0
+    assert slots.active_slots(user) == 0
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     drain(gateway, queue, until=lambda: _queue_empty(queue), timeout=10)
     assert emulator.org.started == 0  # the message was consumed without starting anything
@@ -210,7 +210,7 @@ def test_a_poison_request_fails_and_a_malformed_message_reaches_the_dlq(
     data = assert_error(gateway.request("GET", f"/start/{rid}", user=user), 410, "start_failed")
     assert "worker_error" in data["detail"]
     assert start_requests.get(rid)["crashes"] == 5  # type: ignore[index]
-    assert session_store.active_slots(user) == 0
+    assert slots.active_slots(user) == 0
     behind_id = body(behind)["requestId"]
     queue_sweep.sweep()  # restarts the queue if its last run ended while the secret was broken
     drain(gateway, queue, until=lambda: state(behind_id) in start_requests.TERMINAL, timeout=40)
@@ -260,7 +260,7 @@ def test_idempotent_retry_of_a_queued_start_returns_the_same_request(
     second = gateway.start(user, {}, headers={"Idempotency-Key": "k1"})
     assert first.status_code == second.status_code == 202
     assert body(first)["requestId"] == body(second)["requestId"]
-    assert session_store.active_slots(user) == 1
+    assert slots.active_slots(user) == 1
 
 
 def test_sweeper_restarts_a_queue_whose_wake_up_was_lost(gateway: Gateway, emulator: EmulatorServer,
@@ -361,7 +361,7 @@ def test_429_storm_nothing_lost_nothing_started_twice(
     for user in refused:  # an error answered: no request, no slot, no bot exists for it
         requests = dynamo.table().query(IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
                                                ExpressionAttributeValues={":pk": f"USER#{user}#REQUESTS"})["Items"]
-        assert requests == [] and session_store.active_slots(user) == 0, user
+        assert requests == [] and slots.active_slots(user) == 0, user
     # 0 started twice: every bot the emulator started belongs to a distinct user, and matches our records
     bot_users = Counter(s.body["user"]["id"] for s in emulator.org.sessions.values())
     assert max(bot_users.values()) == 1
@@ -419,7 +419,7 @@ def test_a_cancel_that_meets_an_attempt_in_flight_waits_for_its_refusal_and_canc
     cancelled = gateway.request("DELETE", f"/start/{rid}", user=user)
     answer.join()
     assert cancelled.status_code == 200 and body(cancelled)["status"] == "cancelled", cancelled.body
-    assert state(rid) == "cancelled" and session_store.active_slots(user) == 0
+    assert state(rid) == "cancelled" and slots.active_slots(user) == 0
     assert body(gateway.request("GET", "/start", user=user)) == {"starts": []}
     assert emulator.org.started == 0
 
@@ -448,6 +448,6 @@ def test_a_cancel_that_loses_its_write_to_an_attempt_then_refused_still_cancels(
     cancelled = gateway.request("DELETE", f"/start/{rid}", user=user)
     assert raced == [1]
     assert cancelled.status_code == 200 and body(cancelled)["status"] == "cancelled", cancelled.body
-    assert state(rid) == "cancelled" and session_store.active_slots(user) == 0
+    assert state(rid) == "cancelled" and slots.active_slots(user) == 0
     assert body(gateway.request("GET", "/start", user=user)) == {"starts": []}
 

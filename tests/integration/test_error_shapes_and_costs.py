@@ -39,13 +39,13 @@ def seed_sessions(user: str, ended: int) -> str:
     """One active session (the oldest) and `ended` ended ones after it, written straight to DynamoDB."""
     table = boto3.resource("dynamodb").Table(dynamo.table().name)  # seeding: the resource's batch writer
     active = session_store.session_item(user_id=user, session_id=f"s-active-{user}", agent="my-agent",
-                                        transport="daily")
+                                        transport="daily", ttl_seconds=3600)
     active["GSI1SK"] = "2000-01-01T00:00:00.000000Z#" + active["session_id"]
     with table.batch_writer() as batch:
         batch.put_item(Item=active)
         for i in range(ended):
             item = session_store.session_item(user_id=user, session_id=f"s-{i}-{user}", agent="my-agent",
-                                              transport="daily")
+                                              transport="daily", ttl_seconds=3600)
             item["status"] = session_store.ENDED
             item.pop("GSI2PK"), item.pop("GSI2SK")
             batch.put_item(Item=item)

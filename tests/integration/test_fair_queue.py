@@ -18,9 +18,8 @@ import pytest
 from chalicelib.platform import dynamo
 from chalicelib.start import dispatcher, pacing
 from chalicelib.start import queue as capacity_queue
-from chalicelib.store import agent_queue
+from chalicelib.store import agent_queue, slots
 from chalicelib.store import queued_starts as start_requests
-from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_capacity_queue import drain
@@ -164,7 +163,7 @@ def test_the_queue_cap_answers_503_queue_full_and_frees_the_slot(
     data = assert_error(full, 503, "queue_full")
     assert "2 starts already wait" in data["detail"]
     assert int(full.headers["Retry-After"]) >= 1
-    assert session_store.active_slots(third) == 0  # nothing held for a start that was refused
+    assert slots.active_slots(third) == 0  # nothing held for a start that was refused
     # A place frees (a cancel), and the next start gets it.
     assert gateway.request("DELETE", second["statusUrl"], user=second_user(second)).status_code == 200
     assert gateway.start(third, {"transport": "daily"}).status_code == 202
@@ -239,7 +238,7 @@ def test_a_place_whose_enqueue_died_is_given_up_and_the_queue_moves_on(
     assert request is not None and int(request["seq"]) == handed[1] and request["state"] == "queued"
     assert (agent_queue.entry("my-agent", dead) or {}).get("abandoned") is True  # never overwritten
     assert (agent_queue.entry("my-agent", handed[1]) or {}).get("request_id") == request["request_id"]
-    assert session_store.active_slots(late_user) == 1  # the queued start holds its slot
+    assert slots.active_slots(late_user) == 1  # the queued start holds its slot
     # A Lambda that keeps stalling past the grace gives up after PLACE_TRIES places: 503, nothing recorded.
     stalled_user = new_user()
     handed.clear()
@@ -253,7 +252,7 @@ def test_a_place_whose_enqueue_died_is_given_up_and_the_queue_moves_on(
     assert_error(refused, 503, "queue_unavailable")
     assert refused.headers["Retry-After"] == "1"
     assert len(handed) == capacity_queue.PLACE_TRIES
-    assert session_store.active_slots(stalled_user) == 0
+    assert slots.active_slots(stalled_user) == 0
     assert start_requests.user_pending(stalled_user, "2000-01-01T00:00:00Z") == []
 
 

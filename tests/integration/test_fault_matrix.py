@@ -27,6 +27,7 @@ from chalicelib.start import dispatcher
 from chalicelib.store import intents as start_intents
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
+from chalicelib.store import slots
 from chalicelib.upkeep import orphans as orphan_sweeper
 from chalicelib.upkeep import queue_sweep
 from infra.pcc_emulator import EmulatorServer
@@ -72,7 +73,7 @@ def assert_settled(emulator: EmulatorServer, users: list[str]) -> None:
     orphans = {sid for sid in active if session_store.get_session(sid) is None}
     assert orphans == set(), "orphans alive after one sweep"
     for user in users:
-        assert session_store.active_slots(user) == len(live_bots(emulator, user)) + pending(user), user
+        assert slots.active_slots(user) == len(live_bots(emulator, user)) + pending(user), user
     served: dict[str, int] = {}
     for user in users:
         for request in requests_of(user):
@@ -204,10 +205,10 @@ def test_answer_lost_after_the_bot_exists_direct(app_env: Gateway, emulator: Emu
     emulator_admin(emulator, "faults", {"start": [{"when": "after", "kind": kind}]})
     assert_error(app_env.start(user, {"transport": "daily"}), 502, "upstream_error" if kind == "502" else
                  "upstream_unavailable")
-    assert session_store.active_slots(user) == 1  # unknown outcome: the slot stays held
+    assert slots.active_slots(user) == 1  # unknown outcome: the slot stays held
     assert len(live_bots(emulator, user)) == 1
     one_sweep()
-    assert live_bots(emulator, user) == set() and session_store.active_slots(user) == 0
+    assert live_bots(emulator, user) == set() and slots.active_slots(user) == 0
     assert_settled(emulator, [user])
 
 
@@ -234,10 +235,10 @@ def test_pcc_hangs_after_creating_the_bot_direct(app_env: Gateway, emulator: Emu
     emulator_admin(emulator, "faults", {"start": [{"when": "after", "kind": "hang", "seconds": 2}]})
     assert_error(app_env.start(user, {"transport": "daily"}), 504, "upstream_timeout")
     time.sleep(1.2)
-    assert session_store.active_slots(user) == 1 and len(live_bots(emulator, user)) == 1
+    assert slots.active_slots(user) == 1 and len(live_bots(emulator, user)) == 1
     one_sweep()
     assert_settled(emulator, [user])
-    assert session_store.active_slots(user) == 0
+    assert slots.active_slots(user) == 0
 
 
 def test_api_lambda_killed_inside_the_pcc_call(app_env: Gateway, emulator: EmulatorServer, fast: None,
@@ -250,7 +251,7 @@ def test_api_lambda_killed_inside_the_pcc_call(app_env: Gateway, emulator: Emula
         with pytest.raises(LambdaKilled):
             app_env.start(user, {"transport": "daily"})
     assert len(emulator.org.active_session_ids()) == 8
-    assert all(session_store.active_slots(u) == 1 for u in users)
+    assert all(slots.active_slots(u) == 1 for u in users)
     one_sweep()
     assert emulator.org.active_session_ids() == set()
     assert_settled(emulator, users)
@@ -263,7 +264,7 @@ def test_a_queue_that_refuses_the_message_frees_the_slot_exactly_once(
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 1})
     configure_stage(RETRY_QUEUE_URL="https://sqs.us-east-1.amazonaws.com/123456789012/no-such-queue")
     assert_error(app_env.start(user, {"transport": "daily"}), 503, "queue_unavailable")
-    assert session_store.active_slots(user) == 1  # the running session's slot, not 0 (released twice before)
+    assert slots.active_slots(user) == 1  # the running session's slot, not 0 (released twice before)
     one_sweep()
     assert_settled(emulator, [user])
 

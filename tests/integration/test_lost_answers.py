@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 
 from chalicelib.platform import dynamo
-from chalicelib.store import agent_queue
+from chalicelib.store import agent_queue, slots
 from chalicelib.store import queued_starts as start_requests
 from chalicelib.store import sessions as session_store
 from infra.pcc_emulator import EmulatorServer
@@ -63,7 +63,7 @@ def test_a_queued_start_whose_answer_was_lost_is_still_a_202(gateway: Gateway, e
     assert lose_transaction_answers, "no transaction was exercised"
     assert response.status_code == 202, response.body  # was: 503 queue_unavailable, for a request that existed
     assert [r["request_id"] for r in requests_of(user)] == [body(response)["requestId"]]
-    assert session_store.active_slots(user) == 1
+    assert slots.active_slots(user) == 1
 
 
 def test_a_direct_start_and_a_served_queued_start_keep_their_bots(app_env: Gateway, emulator: EmulatorServer,
@@ -104,13 +104,13 @@ def test_a_queued_start_recorded_though_every_answer_was_lost_is_a_202_and_is_se
     assert response.status_code == 202, response.body
     rid = body(response)["requestId"]
     assert [r["request_id"] for r in requests_of(user)] == [rid]
-    assert session_store.active_slots(user) == 1
+    assert slots.active_slots(user) == 1
     state_now = agent_queue.read("my-agent")
     record = start_requests.get(rid)
     assert record is not None and int(record["seq"]) >= state_now.head and int(record["seq"]) not in state_now.gone
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     drain(gateway, queue, until=lambda: state(rid) == "started")
-    assert session_store.active_slots(user) == 1
+    assert slots.active_slots(user) == 1
 
 
 @pytest.fixture()

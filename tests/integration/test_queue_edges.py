@@ -13,7 +13,7 @@ import pytest
 from chalicelib.platform import dynamo, rate_limits
 from chalicelib.start import queued_start
 from chalicelib.store import queued_starts as start_requests
-from chalicelib.store import sessions as session_store
+from chalicelib.store import slots
 from chalicelib.upkeep import queue_sweep
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
@@ -53,7 +53,7 @@ def test_a_long_poll_without_a_free_seat_answers_the_plain_202(gateway: Gateway,
     data = body(response)
     assert [r["request_id"] for r in requests_of(user)] == [data["requestId"]]  # exactly the one it told us of
     assert gateway.request("DELETE", data["statusUrl"], user=user).status_code == 200  # and it can be cancelled
-    assert state(data["requestId"]) == "cancelled" and session_store.active_slots(user) == 0
+    assert state(data["requestId"]) == "cancelled" and slots.active_slots(user) == 0
 
 
 def test_a_long_poll_past_the_status_rate_answers_the_plain_202(gateway: Gateway, emulator: EmulatorServer,
@@ -85,7 +85,7 @@ def test_cancel_racing_the_dispatchers_claim_and_requeue_releases_the_slot_once(
     starting), so the cancel's transaction is refused; the dispatcher gets a 429 and requeues it (starting ->
     queued) before the cancel reads it again. The slot must still be given back, once."""
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
-    assert session_store.active_slots(user) == 1
+    assert slots.active_slots(user) == 1
     real_get, reads = start_requests.get, []
 
     def get(request_id: str, consistent: bool = True) -> dict[str, Any] | None:
@@ -103,7 +103,7 @@ def test_cancel_racing_the_dispatchers_claim_and_requeue_releases_the_slot_once(
     assert response.status_code == 200, response.body
     assert len(reads) >= 2, "the interleaving was not exercised"
     assert state(rid) == "cancelled"
-    assert session_store.active_slots(user) == 0
+    assert slots.active_slots(user) == 0
     assert bots_of(emulator, user) == 0
 
 
@@ -139,7 +139,7 @@ def test_deadline_and_dispatcher_failures_release_the_slot_once_under_the_same_r
     assert start_requests.finish_without_session(request, start_requests.FAILED, "deadline_exceeded", "x", states)
     monkeypatch.undo()
     assert len(calls) == 2
-    assert state(rid) == "failed" and session_store.active_slots(user) == 0
+    assert state(rid) == "failed" and slots.active_slots(user) == 0
 
 
 def test_a_drifted_counter_still_lets_the_request_finish(gateway: Gateway, emulator: EmulatorServer,
@@ -151,7 +151,7 @@ def test_a_drifted_counter_still_lets_the_request_finish(gateway: Gateway, emula
     assert request is not None
     assert start_requests.finish_without_session(request, start_requests.CANCELLED, "cancelled", "x",
                                                  (start_requests.QUEUED,))
-    assert state(rid) == "cancelled" and session_store.active_slots(user) == 0
+    assert state(rid) == "cancelled" and slots.active_slots(user) == 0
 
 
 # ------------------------------------------------------------------ 4. a start nobody waits for is never started
@@ -169,7 +169,7 @@ def test_an_abandoned_queued_start_is_cancelled_not_started(gateway: Gateway, em
     record = start_requests.get(gone_rid)
     assert record is not None and record["error_code"] == "abandoned"
     assert bots_of(emulator, gone) == 0 and bots_of(emulator, waiting) == 1
-    assert session_store.active_slots(gone) == 0
+    assert slots.active_slots(gone) == 0
     answer = gateway.request("GET", f"/start/{gone_rid}", user=gone)
     assert_error(answer, 409, "start_cancelled")
     assert body(answer)["reason"] == "abandoned"
@@ -212,7 +212,7 @@ def test_the_owner_asking_at_the_last_moment_wins(gateway: Gateway, emulator: Em
     assert stale is not None and queued_start.abandoned(stale, time.time(), 30)
     assert gateway.request("GET", f"/start/{rid}", user=user).status_code == 202
     assert not queued_start.abandon(stale, time.time(), 30)
-    assert state(rid) == "queued" and session_store.active_slots(user) == 1
+    assert state(rid) == "queued" and slots.active_slots(user) == 1
 
 
 def test_the_sweeper_cancels_abandoned_starts_deep_in_the_queue(gateway: Gateway, emulator: EmulatorServer,
@@ -226,7 +226,7 @@ def test_the_sweeper_cancels_abandoned_starts_deep_in_the_queue(gateway: Gateway
     summary = queue_sweep.sweep()
     assert summary["abandoned"] == 1
     assert state(deep_rid) == "cancelled" and state(head_rid) == "queued"
-    assert session_store.active_slots(deep) == 0
+    assert slots.active_slots(deep) == 0
 
 
 def test_retry_after_lets_a_polling_client_stay_in_the_queue(gateway: Gateway, emulator: EmulatorServer,
@@ -278,4 +278,4 @@ def test_dynamodb_holds_no_request_after_a_queue_full_refusal(gateway: Gateway, 
     at_capacity(emulator, gateway, new_user())
     refused = gateway.request("POST", "/start?wait=2", user=user, json_body={"transport": "daily"})
     assert_error(refused, 503, "queue_full")
-    assert requests_of(user) == [] and session_store.active_slots(user) == 0
+    assert requests_of(user) == [] and slots.active_slots(user) == 0

@@ -14,9 +14,8 @@ import pytest
 
 from chalicelib.platform import dynamo
 from chalicelib.start import dispatcher, queued_start
-from chalicelib.store import agent_queue
+from chalicelib.store import agent_queue, slots
 from chalicelib.store import queued_starts as start_requests
-from chalicelib.store import sessions as session_store
 from chalicelib.upkeep import queue_sweep
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
@@ -130,7 +129,7 @@ def test_a_lost_record_while_others_are_in_flight_costs_no_duplicate_and_no_stra
     running = emulator.org.active_session_ids(AGENT)
     assert {str(r["session_id"]) for r in records} == running  # type: ignore[index]  # the stopped one is gone
     assert len(running) == 5 and sorted(bot_owners(emulator)).count(waiting[2][0]) == 2  # started twice, one stopped
-    assert all(session_store.active_slots(u) == 1 for u, _ in waiting)
+    assert all(slots.active_slots(u) == 1 for u, _ in waiting)
     assert stranded() == [] and agent_queue.read(AGENT).waiting() == 0
 
 
@@ -237,7 +236,7 @@ def test_a_queued_start_whose_place_was_passed_gets_a_place_back_and_is_served(
     dispatch_until(lambda: states([("", first)]) == ["started"])
     assert start_requests.get(first)["state"] == "started"  # type: ignore[index]
     assert bot_owners(emulator) == [second_user, first_user]
-    assert session_store.active_slots(first_user) == session_store.active_slots(second_user) == 1
+    assert slots.active_slots(first_user) == slots.active_slots(second_user) == 1
     assert queue_sweep.sweep()["stranded"] == 0 and agent_queue.read(AGENT).waiting() == 0
 
 

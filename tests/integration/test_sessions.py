@@ -10,6 +10,7 @@ import pytest
 
 from chalicelib.platform import dynamo
 from chalicelib.store import sessions as session_store
+from chalicelib.store import slots
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body
@@ -75,7 +76,7 @@ def test_details_merge_our_record_and_pipecat(gateway: Gateway, emulator: Emulat
     ended = body(gateway.request("GET", f"/sessions/{sid}", user=user))
     assert ended["pipecat"]["completionStatus"] == "HTTP_COMPLETED"
     assert ended["status"] == "ended"  # our record followed, and the slot is free again
-    assert session_store.active_slots(user) == 0
+    assert slots.active_slots(user) == 0
 
 
 def test_details_without_pipecat_still_answer(gateway: Gateway, user: str, configure_stage: Any) -> None:
@@ -93,7 +94,7 @@ def test_stop_is_idempotent_and_frees_the_slot(gateway: Gateway, emulator: Emula
     assert emulator.org.sessions[sid].completion_status == "STOPPED_BY_API"
     again = gateway.request("DELETE", f"/sessions/{sid}", user=user)
     assert again.status_code == 200 and body(again)["status"] == "stopped"
-    assert session_store.active_slots(user) == 0
+    assert slots.active_slots(user) == 0
 
 
 def test_stopping_a_session_that_already_ended_at_pipecat(gateway: Gateway, emulator: EmulatorServer,
@@ -266,10 +267,10 @@ def test_reconciliation_heals_a_drifted_slot_counter(app_env: Gateway, emulator:
     for _ in range(2):  # counted up with nothing that holds the slot (drift): only healing gives it back
         dynamo.table().update_item(Key={"PK": f"USER#{user}", "SK": "ACTIVE_SESSIONS"},
                                           UpdateExpression="ADD active :one", ExpressionAttributeValues={":one": 1})
-    assert session_store.active_slots(user) == 3
+    assert slots.active_slots(user) == 3
     assert_error(app_env.start(user, {}), 429, "user_session_limit")
     assert reconcile.run()["slots_healed"] == 0  # too recent: a start may still be in flight
     summary = reconcile.run(now=time.time() + 3600)
     assert summary["slots_healed"] >= 1
-    assert session_store.active_slots(user) == 1  # the one real active session
+    assert slots.active_slots(user) == 1  # the one real active session
     assert app_env.start(user, {}).status_code == 200

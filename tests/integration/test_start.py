@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import boto3
 
 from chalicelib.platform import dynamo
-from chalicelib.store import sessions as session_store
+from chalicelib.store import slots
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.support import new_user
@@ -45,7 +45,7 @@ def test_daily_start_returns_room_token_session_and_records_it(
     assert item["user_id"] == user and item["agent"] == "my-agent" and item["transport"] == "daily"
     assert item["status"] == "active" and item["created_at"]
     assert int(before) + 7200 + 3600 <= int(item["ttl"]) <= time.time() + 7200 + 3600  # written during the call
-    assert session_store.active_slots(user) == 1
+    assert slots.active_slots(user) == 1
 
 
 def test_webrtc_start_returns_session_and_ice_config(gateway: Gateway, user: str) -> None:
@@ -133,7 +133,7 @@ def test_validation_errors_say_what_is_wrong(gateway: Gateway, emulator: Emulato
     assert_error(gateway.start(user, {"agent": "not-allowed"}), 404, "unknown_agent")
     assert_error(gateway.start(user, {"dailyRoomProperties": {"sip": {}}}), 422, "property_not_allowed")
     assert emulator.org.start_calls == 0  # nothing reached Pipecat Cloud
-    assert session_store.active_slots(user) == 0
+    assert slots.active_slots(user) == 0
 
 
 def test_size_limits_are_enforced_before_calling_pcc(gateway: Gateway, emulator: EmulatorServer,
@@ -156,7 +156,7 @@ def test_pcc_errors_map_and_always_free_the_slot(gateway: Gateway, emulator: Emu
     capacity = gateway.start(user, {})
     assert_error(capacity, 429, "pcc_at_capacity")
     assert capacity.headers["Retry-After"]
-    assert session_store.active_slots(user) == 0
+    assert slots.active_slots(user) == 0
 
 
 def test_wrong_key_is_502_and_never_leaks(gateway: Gateway, stack: dict[str, Any], user: str,
@@ -200,18 +200,18 @@ def test_pcc_unreachable_and_timeout(gateway: Gateway, emulator: EmulatorServer,
     while not emulator.org.active_session_ids() and time.monotonic() < deadline:
         time.sleep(0.05)
     emulator_admin(emulator, "knobs", {"latency_ms": 0})
-    assert session_store.active_slots(user) == 1
+    assert slots.active_slots(user) == 1
     assert len(emulator.org.active_session_ids()) == 1
     configure_stage(PCC_API_URL="http://127.0.0.1:9")  # nothing listens on the discard port
     assert_error(gateway.start(user, {}), 502, "upstream_unavailable")
-    assert session_store.active_slots(user) == 1  # the unsent start gave its own slot back
+    assert slots.active_slots(user) == 1  # the unsent start gave its own slot back
     configure_stage(PCC_API_URL=emulator.url)
     later = time.time() + 3600
     start_intents.recover(300, now=time.time())  # too early for this one: its bot may still be unswept
-    assert session_store.active_slots(user) == 1
+    assert slots.active_slots(user) == 1
     assert orphan_sweeper.sweep(now=later)["orphans_stopped"] == 1
     assert start_intents.recover(300, now=later) >= 1  # (and other tests' unknown starts: its job)
-    assert session_store.active_slots(user) == 0 and emulator.org.active_session_ids() == set()
+    assert slots.active_slots(user) == 0 and emulator.org.active_session_ids() == set()
 
 
 # ------------------------------------------------------------------ idempotency and caps
@@ -252,7 +252,7 @@ def test_slot_reservation_is_atomic_under_races(app_env: Gateway, user: str) -> 
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(lambda _: start_intents.open_intent(user, "my-agent", 3, 20), range(20)))
-    assert session_store.active_slots(user) == 3  # never more than the cap
+    assert slots.active_slots(user) == 3  # never more than the cap
     intents = dynamo.table().query(IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
                                           ExpressionAttributeValues={":pk": f"USER#{user}#INTENTS"})["Items"]
     assert len(intents) == 3  # each slot is backed by its intent (they are written together)

@@ -22,6 +22,7 @@ from plivo.utils import signature_v3 as plivo_sdk
 from twilio.request_validator import RequestValidator
 
 from chalicelib.store import sessions as session_store
+from chalicelib.store import slots
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body
@@ -144,7 +145,7 @@ def test_twilio_hold_loop_at_capacity_then_connects_or_hangs_up(phone: Any, gate
     CALL = new_call()
     phone(TELEPHONY_WEBSOCKET_AUTH="token")
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
-    slots = session_store.active_slots(OWNER)
+    held = slots.active_slots(OWNER)
     root = parse(twilio_call(gateway, CALL))
     assert root.find("Say") is not None and root.find("Pause") is not None
     redirect = root.find("Redirect").text  # type: ignore[union-attr]
@@ -158,7 +159,7 @@ def test_twilio_hold_loop_at_capacity_then_connects_or_hangs_up(phone: Any, gate
     redirect2 = second.find("Redirect").text  # type: ignore[union-attr]
     final = parse(twilio_call(gateway, CALL, query=urlsplit(redirect2).query))
     assert final.find("Hangup") is not None and final.find("Say") is not None
-    assert session_store.active_slots(OWNER) == slots
+    assert slots.active_slots(OWNER) == held
     # capacity frees: the next redirect connects
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     connected = parse(twilio_call(gateway, CALL, query=urlsplit(redirect).query))
@@ -289,10 +290,10 @@ def test_daily_dialin_test_request_valid_forged_stale(phone: Any, gateway: Gatew
 def test_daily_dialin_retries_briefly_on_capacity(phone: Any, gateway: Gateway, emulator: EmulatorServer) -> None:
     DIALIN = new_dialin()
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
-    slots = session_store.active_slots(OWNER)
+    held = slots.active_slots(OWNER)
     assert_error(daily_dialin(gateway, DIALIN), 503, "pcc_at_capacity")
     assert emulator.org.rejected_capacity == 3  # DAILY_DIALIN_ATTEMPTS, then the answer: no longer loop
-    assert session_store.active_slots(OWNER) == slots  # every refused attempt gave its slot back
+    assert slots.active_slots(OWNER) == held  # every refused attempt gave its slot back
 
 
 def test_daily_dialout_with_api_key_or_user(phone: Any, gateway: Gateway, emulator: EmulatorServer,

@@ -14,6 +14,7 @@ import pytest
 
 from chalicelib.platform.dynamo import transact
 from chalicelib.store import sessions as session_store
+from chalicelib.store import slots
 from chalicelib.store import usage as usage_store
 from chalicelib.upkeep import reconcile
 from infra.pcc_emulator import EmulatorServer
@@ -86,7 +87,7 @@ def test_a_user_over_budget_cannot_start_until_the_window_resets(app_env: Gatewa
     assert answer["resetsAt"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(tomorrow))
     retry_after = int(refused.headers["Retry-After"])  # to the reset: asked before it, it points at it
     assert before + retry_after <= tomorrow + 1 and after + retry_after >= tomorrow - 1
-    assert session_store.active_slots(user) == 0 and emulator.org.started == 0  # nothing taken, nothing started
+    assert slots.active_slots(user) == 0 and emulator.org.started == 0  # nothing taken, nothing started
     started(app_env, fresh)  # another user has budget
     report = body(app_env.request("GET", "/usage", user=user))
     assert report["day"]["remainingSeconds"] == 0 and report["month"]["remainingSeconds"] == 4400
@@ -133,7 +134,7 @@ def test_a_running_session_that_uses_the_budget_up_is_stopped_by_end_detection(
         assert record is not None and record["status"] == "stopped" and record["end_reason"] == "usage_budget"
         assert emulator.org.sessions[session_id].completion_status == "STOPPED_BY_API"
     assert session_store.get_session(kept)["status"] == "active"  # type: ignore[index]
-    assert session_store.active_slots(spender) == 0
+    assert slots.active_slots(spender) == 0
     # their seconds are Pipecat Cloud's (stopped now, on the real clock: the schedule's `later` was simulated)
     report = body(app_env.request("GET", "/usage", user=spender))
     assert report["day"]["endedSeconds"] == 95 + sum(billed(emulator, s) for s in sessions)

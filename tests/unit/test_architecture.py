@@ -124,6 +124,15 @@ def test_the_queue_sweep_is_schedule_work() -> None:
     assert "chalicelib.upkeep.queue_sweep" in imported(found[schedule], schedule)
 
 
+def test_the_store_reads_no_settings() -> None:
+    """store/ is given what policy it applies (a TTL, a window) by its callers; the addresses of what it writes
+    (table, events table, wake-up queue) come from platform's data access, never from the settings module."""
+    for name, path in modules().items():
+        if name.startswith("chalicelib.store."):
+            assert not {i for i in imported(path, name) if i.startswith("chalicelib.platform.settings")}, name
+            assert "get_settings" not in path.read_text(), name
+
+
 def test_the_store_raises_no_http_error() -> None:
     """store/ says what went wrong (DomainError subclasses); only the edge's table (chalicelib.api.errors) turns
     that into a status and a code."""
