@@ -81,12 +81,12 @@ def forward(
     if len(body) > settings.proxy_max_body_bytes:
         raise Refused("request_too_large", f"Request body exceeds {settings.proxy_max_body_bytes} bytes")
     if proxy_guard.is_offer(segments):
-        policy = settings.agents[record["agent"]].offer_request_data if record["agent"] in settings.agents else None
+        policy = settings.agents[record.agent].offer_request_data if record.agent in settings.agents else None
         body = proxy_guard.offer_body(body, policy or settings.proxy_offer_request_data)
     forwarded = proxy_headers.to_bot(headers, settings.proxy_request_headers)
     try:
         response = pcc_client.proxy(
-            record["agent"], session_id, path, method, get_secrets().public_key.get_secret_value(),
+            record.agent, session_id, path, method, get_secrets().public_key.get_secret_value(),
             query=[(k, v) for k, v in query if k not in GATEWAY_QUERY_PARAMETERS], headers=forwarded, body=body,
         )
     except PccCallError as exc:

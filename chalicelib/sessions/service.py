@@ -33,7 +33,7 @@ def owned_session(user_id: str, session_id: str) -> session_store.SessionRecord:
     if not session_id or len(session_id) > 128:
         raise _not_found()
     record = session_store.get_session(session_id)
-    if record is None or record.get("user_id") != user_id:
+    if record is None or record.user_id != user_id:
         raise _not_found()
     return record
 
@@ -51,7 +51,7 @@ def list_sessions(user_id: str, params: dict[str, str]) -> dict[str, Any]:
         raise query_error("limit", "must be between 1 and 100")
     start_key = session_store.decode_cursor(user_id, params["cursor"]) if params.get("cursor") else None
     items, next_key = session_store.list_user_sessions(user_id, limit=limit, status=status, start_key=start_key)
-    return {"sessions": items, "nextCursor": session_store.encode_cursor(next_key)}
+    return {"sessions": [r.public() for r in items], "nextCursor": session_store.encode_cursor(next_key)}
 
 
 # ------------------------------------------------------------------ details
@@ -61,20 +61,20 @@ def session_details(user_id: str, session_id: str) -> dict[str, Any]:
                      what="Session details (each asks Pipecat Cloud's private API)")
     record = owned_session(user_id, session_id)
     details = pipecat_details(record)
-    if details and details.get("endedAt") and record["status"] == session_store.ACTIVE:
+    if details and details.get("endedAt") and record.status == session_store.ACTIVE:
         # Pipecat Cloud says it ended: update our record and free the user's slot now.
         if end_session(record, session_store.ENDED, str(details.get("completionStatus") or "ended"), details,
                        freed="session_seen_ended"):
             record = session_store.get_session(session_id) or record
-    return {**session_store.public_record(record), "pipecat": details}
+    return {**record.public(), "pipecat": details}
 
 
 def pipecat_details(record: session_store.SessionRecord) -> dict[str, Any] | None:
     """Pipecat Cloud's view of the session (PCC_DETAIL_FIELDS of its private API's details); None when it cannot
     say (logged; a rejected key is logged as the operator problem it is)."""
-    session_id = record["session_id"]
+    session_id = record.session_id
     try:
-        raw = pcc_client.get_session(record["agent"], session_id, private_key())
+        raw = pcc_client.get_session(record.agent, session_id, private_key())
     except PccCallError as exc:
         if exc.status == 401:
             map_pcc_error(exc)  # logs the operator problem
@@ -94,7 +94,7 @@ def end_session(record: session_store.SessionRecord, status: str, reason: str, d
     `reason`). False when it had already ended: nothing changes."""
     if not session_store.mark_ended(record, status, reason, details):
         return False
-    agent_queue.capacity_freed(record["agent"], freed or reason)
+    agent_queue.capacity_freed(record.agent, freed or reason)
     return True
 
 
@@ -103,9 +103,9 @@ def end_session(record: session_store.SessionRecord, status: str, reason: str, d
 def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
     """Stop via PCC's private API. Idempotent: stopping an ended session is not an error."""
     record = owned_session(user_id, session_id)
-    if record["status"] == session_store.ACTIVE:
+    if record.status == session_store.ACTIVE:
         try:
-            pcc_client.stop_session(record["agent"], session_id, private_key())
+            pcc_client.stop_session(record.agent, session_id, private_key())
         except PccCallError as exc:
             if exc.status != 404:  # 404: already gone at Pipecat Cloud, which is what we want
                 raise map_pcc_error(exc) from None
@@ -113,5 +113,5 @@ def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
         # counts from our record, to now)
         end_session(record, session_store.STOPPED, "stopped_by_user", pipecat_details(record))
         record = session_store.get_session(session_id) or record
-    return session_store.public_record(record)
+    return record.public()
 

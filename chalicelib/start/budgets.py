@@ -22,6 +22,7 @@ from chalicelib.platform.observability import count
 from chalicelib.platform.settings import Settings, get_settings
 from chalicelib.store import sessions as session_store
 from chalicelib.store import usage as usage_store
+from chalicelib.store.sessions import SessionRecord
 
 ACTIVE_LISTED = 50  # a user's active sessions read for their running time (USER_SESSION_LIMIT is far below)
 
@@ -53,14 +54,13 @@ def budgets_configured(settings: Settings) -> bool:
     return bool(settings.user_seconds_per_day or settings.user_seconds_per_month or settings.usage_tiers)
 
 
-def running_seconds(records: list[dict[str, Any]], now: float) -> list[tuple[str, int]]:
-    """(session id, seconds it has run) of active session records (plain items or public records)."""
+def running_seconds(records: list[SessionRecord], now: float) -> list[tuple[str, int]]:
+    """(session id, seconds it has run) of active session records."""
     out = []
     for record in records:
-        created = iso_epoch(record.get("created_at") or record.get("createdAt"))
+        created = iso_epoch(record.created_at)
         if created is not None:
-            session_id = str(record.get("session_id") or record.get("sessionId"))
-            out.append((session_id, usage_store.billed_seconds(created, now)))
+            out.append((record.session_id, usage_store.billed_seconds(created, now)))
     return out
 
 
@@ -82,7 +82,7 @@ def _used_up(windows: dict[str, dict[str, Any]]) -> str | None:
                  if w["limitSeconds"] is not None and w["usedSeconds"] >= w["limitSeconds"]), None)
 
 
-def _active(user_id: str) -> list[dict[str, Any]]:
+def _active(user_id: str) -> list[SessionRecord]:
     return session_store.list_user_sessions(user_id, limit=ACTIVE_LISTED, status=session_store.ACTIVE)[0]
 
 
@@ -123,7 +123,7 @@ def report(user_id: str, names: frozenset[str], now: float | None = None) -> dic
             "activeSessions": [{"sessionId": sid, "runningSeconds": seconds} for sid, seconds in active]}
 
 
-def over_budget(records_by_user: dict[str, list[dict[str, Any]]], now: float) -> dict[str, str]:
+def over_budget(records_by_user: dict[str, list[SessionRecord]], now: float) -> dict[str, str]:
     """Of users with active sessions, those whose budget (as /start last recorded it) is used up, with the
     window that ran out. One BatchGetItem per user, only when budgets are configured at all."""
     if not budgets_configured(get_settings()):

@@ -7,7 +7,7 @@ agent's policy, the allowed subset of user-supplied properties, and the verified
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.api.models import StartRequest, Transport
@@ -27,7 +27,8 @@ class PlannedStart:
     agent: str
     transport: Transport
     pcc_request: dict[str, Any]
-    record_extra: dict[str, Any] = field(default_factory=dict)  # stored on the session record
+    call_id: str | None = None  # a telephony start's call, stored on the session record
+    provider: str | None = None
 
 
 def resolve_agent(settings: Settings, requested: str | None) -> tuple[str, AgentPolicy]:
@@ -118,7 +119,7 @@ def call_plan(agent: str, owner: str, *, provider: str, call_id: str, caller: st
     body = {TELEPHONY_KEY: {"provider": provider, "call_id": call_id, "from": caller, "to": callee}}
     return PlannedStart(agent, "websocket", {"transport": "websocket",
                                              "body": with_identity(body, owner, "websocket")},
-                        record_extra={"call_id": call_id, "provider": provider})
+                        call_id=call_id, provider=provider)
 
 
 def dialin_plan(agent: str, owner: str, *, caller: str, callee: str, call_id: str, call_domain: str,
@@ -134,7 +135,7 @@ def dialin_plan(agent: str, owner: str, *, caller: str, callee: str, call_id: st
             "exp": expires_at,
         },
         "body": with_identity(body, owner, "daily"),
-    }, record_extra={"call_id": call_id, "provider": "daily"})
+    }, call_id=call_id, provider="daily")
 
 
 def dialout_plan(agent: str, owner: str, *, client_body: dict[str, Any], target: dict[str, str],
@@ -147,4 +148,4 @@ def dialout_plan(agent: str, owner: str, *, client_body: dict[str, Any], target:
         "createDailyRoom": True,
         "dailyRoomProperties": {"enable_dialout": True, "exp": expires_at},
         "body": with_identity(body, owner, "daily"),
-    }, record_extra={"provider": "daily-dialout"})
+    }, provider="daily-dialout")

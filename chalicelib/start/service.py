@@ -26,7 +26,7 @@ from chalicelib.start.policy import PlannedStart, plan_start
 from chalicelib.store import agent_queue
 from chalicelib.store import intents as start_intents
 from chalicelib.store import queued_starts as start_requests
-from chalicelib.store import sessions as session_store
+from chalicelib.store.sessions import SessionRecord
 
 
 def parse_start_request(raw_body: bytes | None) -> StartRequest:
@@ -92,9 +92,8 @@ def execute_start(
         start_intents.settle_not_started(intent)  # no call was made (e.g. the secret is unreadable)
         raise
     session_id = str(result["sessionId"])
-    item = session_store.session_item(user_id=user_id, session_id=session_id, agent=plan.agent,
-                                      transport=plan.transport, ttl_seconds=settings.session_ttl_seconds,
-                                      extra=plan.record_extra or None)
+    item = SessionRecord.new(user_id=user_id, session_id=session_id, agent=plan.agent, transport=plan.transport,
+                             ttl_seconds=settings.session_ttl_seconds, call_id=plan.call_id, provider=plan.provider)
     try:
         recorded = start_intents.settle_started(intent, item)
     except Exception:  # noqa: BLE001 - storage refused: stop the bot; recovery frees the slot

@@ -82,11 +82,11 @@ def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float) -> S
     return cast(StartIntent, item) if taken else None
 
 
-def settle_started(intent: StartIntent, session_item: SessionRecord) -> bool:
+def settle_started(intent: StartIntent, session: SessionRecord) -> bool:
     """Record the session and retire the intent (the slot goes with it), with the session's events. False:
     recovery took the intent."""
-    return transact_if([{"Put": {"Item": session_item, "ConditionExpression": "attribute_not_exists(PK)"}},
-                        {"Delete": delete_update(intent)}, *started_events(session_item, queued=False)])
+    return transact_if([{"Put": {"Item": session.to_item(), "ConditionExpression": "attribute_not_exists(PK)"}},
+                        {"Delete": delete_update(intent)}, *started_events(session, queued=False)])
 
 
 def settle_not_started(intent: StartIntent, state: str = CALLING) -> bool:

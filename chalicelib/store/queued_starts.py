@@ -32,6 +32,7 @@ from chalicelib.store import sessions as session_store
 from chalicelib.store.index import query_index_partition
 from chalicelib.store.intents import StartIntent
 from chalicelib.store.outbox import event_writes
+from chalicelib.store.sessions import SessionRecord
 from chalicelib.store.slots import release_slot_update
 
 
@@ -219,11 +220,11 @@ def move_place(request: QueuedStart, seq: int, entry: dict[str, Any]) -> bool:
 
 def complete(request: QueuedStart, attempt: int, session_id: str, result: dict[str, Any], ttl_seconds: int) -> bool:
     """starting -> started and the session record (kept `ttl_seconds`), in one transaction."""
-    session = session_store.session_item(
-        user_id=request["user_id"], session_id=session_id, agent=request["agent"],
-        transport=request["transport"], ttl_seconds=ttl_seconds, extra={"request_id": request["request_id"]})
+    session = SessionRecord.new(user_id=request["user_id"], session_id=session_id, agent=request["agent"],
+                                transport=request["transport"], ttl_seconds=ttl_seconds,
+                                request_id=request["request_id"])
     return transact_if([
-        {"Put": {"Item": session, "ConditionExpression": "attribute_not_exists(PK)"}},
+        {"Put": {"Item": session.to_item(), "ConditionExpression": "attribute_not_exists(PK)"}},
         {"Update": {
             "Key": _key(request["request_id"]),
             "UpdateExpression": "SET #s = :started, session_id = :sid, #r = :result, finished_at = :now "

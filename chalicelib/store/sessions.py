@@ -19,10 +19,12 @@ import binascii
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
-from typing import Any, TypedDict, cast
+from typing import Any
 
 from chalicelib.platform.dynamo import (
+    Item,
     cancellation_codes,
     iso_epoch,
     now_iso,
@@ -38,29 +40,6 @@ from chalicelib.store.slots import release_slot_update
 from chalicelib.store.usage import billed_seconds, usage_updates
 
 
-class SessionRecord(TypedDict, total=False):
-    """A session as we record it (`SESSION#{id}` / `META`), values plain."""
-
-    PK: str
-    SK: str
-    GSI1PK: str
-    GSI1SK: str
-    GSI2PK: str
-    GSI2SK: str
-    session_id: str
-    user_id: str
-    agent: str
-    transport: str
-    status: str  # ACTIVE | ENDED | STOPPED
-    created_at: str
-    ended_at: str
-    end_reason: str
-    request_id: str  # served from the capacity queue
-    call_id: str  # telephony
-    provider: str
-    ttl: int
-
-
 class SessionStatus(StrEnum):
     """A session record's status (stored as its value): active -> ended (Pipecat Cloud ended it) | stopped (we did)."""
 
@@ -70,60 +49,81 @@ class SessionStatus(StrEnum):
 
 
 ACTIVE, ENDED, STOPPED = SessionStatus.ACTIVE, SessionStatus.ENDED, SessionStatus.STOPPED
+PUBLIC_FIELDS = ("agent", "transport", "status", "created_at", "ended_at", "end_reason", "call_id", "provider")
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A session as we record it (`SESSION#{id}` / `META`)."""
+
+    session_id: str
+    user_id: str
+    agent: str
+    transport: str
+    status: SessionStatus
+    created_at: str
+    ttl: int
+    ended_at: str | None = None
+    end_reason: str | None = None
+    request_id: str | None = None  # served from the capacity queue
+    call_id: str | None = None  # telephony
+    provider: str | None = None
+
+    @classmethod
+    def new(cls, *, user_id: str, session_id: str, agent: str, transport: str, ttl_seconds: int,
+            request_id: str | None = None, call_id: str | None = None, provider: str | None = None) -> SessionRecord:
+        """A new active session record, kept `ttl_seconds` after its creation."""
+        return cls(session_id=session_id, user_id=user_id, agent=agent, transport=transport, status=ACTIVE,
+                   created_at=now_iso(), ttl=int(time.time()) + ttl_seconds, request_id=request_id, call_id=call_id,
+                   provider=provider)
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> SessionRecord:
+        values = plain(item)
+        optional = {f.name: values.get(f.name) for f in fields(cls) if f.default is None}
+        return cls(session_id=str(values["session_id"]), user_id=str(values["user_id"]), agent=str(values["agent"]),
+                   transport=str(values["transport"]), status=SessionStatus(values["status"]),
+                   created_at=str(values["created_at"]), ttl=int(values.get("ttl", 0)), **optional)
+
+    def to_item(self) -> Item:
+        """The DynamoDB item: the user's listing (GSI1) always, the sparse `ACTIVE` index (GSI2) while active."""
+        item: Item = {"PK": f"SESSION#{self.session_id}", "SK": "META", "GSI1PK": f"USER#{self.user_id}#SESSIONS",
+                      "GSI1SK": f"{self.created_at}#{self.session_id}", "type": "session",
+                      **{k: v for k, v in asdict(self).items() if v is not None}}
+        item["status"] = str(self.status)
+        if self.status == ACTIVE:
+            item.update(GSI2PK="ACTIVE", GSI2SK=self.created_at)
+        return item
+
+    def public(self) -> dict[str, Any]:
+        """The record as the API shows it (docs/api.md: SessionRecord)."""
+        values = asdict(self)
+        return {"sessionId": self.session_id,
+                **{_camel(k): str(values[k]) for k in PUBLIC_FIELDS if values[k] is not None}}
 
 
 # ---------------------------------------------------------------- records
-def session_item(
-    *,
-    user_id: str,
-    session_id: str,
-    agent: str,
-    transport: str,
-    ttl_seconds: int,
-    extra: dict[str, Any] | None = None,
-) -> SessionRecord:
-    """The DynamoDB item of a new active session record (kept `ttl_seconds` after its creation)."""
-    created = now_iso()
-    item: dict[str, Any] = {
-        "PK": f"SESSION#{session_id}",
-        "SK": "META",
-        "GSI1PK": f"USER#{user_id}#SESSIONS",
-        "GSI1SK": f"{created}#{session_id}",
-        "GSI2PK": "ACTIVE",
-        "GSI2SK": created,
-        "type": "session",
-        "session_id": session_id,
-        "user_id": user_id,
-        "agent": agent,
-        "transport": transport,
-        "status": ACTIVE,
-        "created_at": created,
-        "ttl": int(time.time()) + ttl_seconds,
-    }
-    if extra:
-        item.update(extra)
-    return cast(SessionRecord, item)
 
 
 def started_events(item: SessionRecord, queued: bool) -> list[dict[str, Any]]:
     """The events of a session recorded as started (for the transaction that records it): `session.started`,
     and `call.started` for a telephony call's bot."""
     def event(event_type: str, data: dict[str, Any]) -> list[dict[str, Any]]:
-        return event_writes(event_type, user_id=item["user_id"], agent=item["agent"], session_id=item["session_id"],
-                            request_id=item.get("request_id"), call_id=item.get("call_id"), data=data)
+        return event_writes(event_type, user_id=item.user_id, agent=item.agent, session_id=item.session_id,
+                            request_id=item.request_id, call_id=item.call_id, data=data)
 
-    writes = event("session.started", {"transport": item["transport"], "queued": queued})
-    if item.get("provider"):
-        writes += event("call.started", {"provider": item["provider"]})
+    writes = event("session.started", {"transport": item.transport, "queued": queued})
+    if item.provider:
+        writes += event("call.started", {"provider": item.provider})
     return writes
 
 
-def ran_between(record: Mapping[str, Any], details: Mapping[str, Any] | None,
+def ran_between(record: SessionRecord, details: Mapping[str, Any] | None,
                 now: float | None = None) -> tuple[float, float]:
     """When the session ran, as epochs: Pipecat Cloud's `createdAt` / `endedAt` where its details give them, else
     our record's `created_at` (a little later: it is written once the start was answered) / now."""
     now = time.time() if now is None else now
-    start = iso_epoch((details or {}).get("createdAt")) or iso_epoch(record.get("created_at")) or now
+    start = iso_epoch((details or {}).get("createdAt")) or iso_epoch(record.created_at) or now
     end = iso_epoch((details or {}).get("endedAt")) or now
     return start, max(start, end)
 
@@ -142,19 +142,9 @@ def ended_event(record: SessionRecord, status: str, reason: str,
                                                  "coldStart")})
         created, ended = iso_epoch(details.get("createdAt")), iso_epoch(details.get("endedAt"))
         data["durationSeconds"] = None if created is None or ended is None else billed_seconds(created, ended)
-    return event_writes(event_type, user_id=record["user_id"], agent=record["agent"],
-                        session_id=record["session_id"], request_id=record.get("request_id"),
-                        call_id=record.get("call_id"), data=data)
-
-
-def public_record(item: Mapping[str, Any]) -> dict[str, Any]:
-    keep = ("session_id", "agent", "transport", "status", "created_at", "ended_at", "end_reason",
-            "call_id", "provider")
-    values = plain(item)
-    return {
-        "sessionId": values["session_id"],
-        **{_camel(k): values[k] for k in keep[1:] if k in values},
-    }
+    return event_writes(event_type, user_id=record.user_id, agent=record.agent,
+                        session_id=record.session_id, request_id=record.request_id,
+                        call_id=record.call_id, data=data)
 
 
 def _camel(name: str) -> str:
@@ -164,7 +154,7 @@ def _camel(name: str) -> str:
 
 def get_session(session_id: str) -> SessionRecord | None:
     item = table().get_item(Key={"PK": f"SESSION#{session_id}", "SK": "META"}).get("Item")
-    return cast(SessionRecord, plain(item)) if item else None
+    return SessionRecord.from_item(item) if item else None
 
 
 def mark_ended(record: SessionRecord, status: str, reason: str,
@@ -175,7 +165,7 @@ def mark_ended(record: SessionRecord, status: str, reason: str,
 
     Returns False when the record was not active (already ended: nothing changes, no event, no usage).
     """
-    session_id, user_id = record["session_id"], record["user_id"]
+    session_id, user_id = record.session_id, record.user_id
     key = {"PK": f"SESSION#{session_id}", "SK": "META"}
     update = "SET #s = :new, ended_at = :now, end_reason = :reason REMOVE GSI2PK, GSI2SK"
     names = {"#s": "status"}
@@ -242,7 +232,7 @@ FILTERED_PAGE_ITEMS = 100  # records one filtered page evaluates (DynamoDB's Lim
 
 def list_user_sessions(
     user_id: str, *, limit: int, status: str | None = None, start_key: dict[str, Any] | None = None
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+) -> tuple[list[SessionRecord], dict[str, Any] | None]:
     """A page of the user's sessions, newest first, and the key to continue from (None: no more).
 
     The cost of a call does not grow with the user's history: at most LIST_PAGES_PER_CALL queries, each
@@ -277,9 +267,9 @@ def list_user_sessions(
             break
         if not status:
             kwargs["Limit"] = limit - len(items)
-    return [public_record(i) for i in items], start_key
+    return [SessionRecord.from_item(i) for i in items], start_key
 
 
-def active_sessions(limit: int = 500) -> list[dict[str, Any]]:
+def active_sessions(limit: int = 500) -> list[SessionRecord]:
     """Active records, oldest first (for reconciliation)."""
-    return query_index_partition("ACTIVE", limit)
+    return [SessionRecord.from_item(i) for i in query_index_partition("ACTIVE", limit)]

@@ -11,11 +11,10 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from typing import Any, cast
 
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
+from chalicelib.platform.dynamo import iso_epoch
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
@@ -29,9 +28,8 @@ END_DETECTION_SECONDS = 60  # the detect_ended schedule's rate (app.py)
 DETAILS_CONCURRENCY = 16  # details calls in flight at once for the sessions a run finds gone
 
 
-def _age_seconds(record: dict[str, Any], now: float) -> float:
-    created = datetime.strptime(record["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    return now - created.timestamp()
+def _age_seconds(record: SessionRecord, now: float) -> float:
+    return now - (iso_epoch(record.created_at) or now)
 
 
 def run(now: float | None = None) -> dict[str, int]:
@@ -60,15 +58,15 @@ def detect_ended(now: float | None = None) -> dict[str, int]:
     return summary
 
 
-def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now: float,
+def _reconcile_records(records: list[SessionRecord], hard_cap_seconds: int, now: float,
                        summary: dict[str, int]) -> None:
     key = private_key()
-    by_agent: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_agent: dict[str, list[SessionRecord]] = defaultdict(list)
     for record in records:
-        by_agent[record["agent"]].append(record)
-    gone: list[dict[str, Any]] = []
-    capped: list[dict[str, Any]] = []  # past the hard cap
-    running: dict[str, list[dict[str, Any]]] = defaultdict(list)  # user -> records still active at Pipecat Cloud
+        by_agent[record.agent].append(record)
+    gone: list[SessionRecord] = []
+    capped: list[SessionRecord] = []  # past the hard cap
+    running: dict[str, list[SessionRecord]] = defaultdict(list)  # user -> records still active at Pipecat Cloud
     for agent, agent_records in by_agent.items():
         try:
             active = {str(s["sessionId"]) for s in pcc_client.active_sessions(agent, key)}
@@ -78,13 +76,13 @@ def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now
             continue
         for record in agent_records:
             summary["checked"] += 1
-            session_id = record["session_id"]
+            session_id = record.session_id
             if session_id not in active:
                 gone.append(record)
             elif _age_seconds(record, now) > hard_cap_seconds:
                 capped.append(record)
             else:
-                running[record["user_id"]].append(record)
+                running[record.user_id].append(record)
     # Budgets: a user whose day or month ran out has every running session stopped (`session.capped`).
     over = budgets.over_budget(running, now)
     for user_id, window in over.items():
@@ -104,23 +102,23 @@ def _reconcile_records(records: list[dict[str, Any]], hard_cap_seconds: int, now
             summary["capped" if stopped else "errors"] += 1
 
 
-def _stop(record: dict[str, Any], reason: str, key: str) -> bool:
+def _stop(record: SessionRecord, reason: str, key: str) -> bool:
     """Stop a running session at Pipecat Cloud and record it stopped (`reason`), with its details when Pipecat
     Cloud gives them (its usage to the second); False when the stop failed (the next run tries again)."""
-    if not pcc_client.stop_if_running(record["agent"], record["session_id"], key):
+    if not pcc_client.stop_if_running(record.agent, record.session_id, key):
         return False
-    details = sessions_service.pipecat_details(cast(SessionRecord, record))
-    if sessions_service.end_session(cast(SessionRecord, record), session_store.STOPPED, reason, details):
+    details = sessions_service.pipecat_details(record)
+    if sessions_service.end_session(record, session_store.STOPPED, reason, details):
         count("SessionsCapped", reason=reason)
     return True
 
 
-def _record_end(record: dict[str, Any]) -> int:
+def _record_end(record: SessionRecord) -> int:
     """1 when the gone session's end was recorded now (and its event written), else 0."""
-    details = sessions_service.pipecat_details(cast(SessionRecord, record))
+    details = sessions_service.pipecat_details(record)
     if details is not None and not details.get("endedAt"):
         return 0  # Pipecat Cloud still has it running (a listing that missed it): the next run looks again
     reason = str(details.get("completionStatus") or "ended") if details else "not_active_at_pipecat"
-    ended = sessions_service.end_session(cast(SessionRecord, record), session_store.ENDED, reason, details,
+    ended = sessions_service.end_session(record, session_store.ENDED, reason, details,
                                          freed="reconcile_ended")
     return 1 if ended else 0

@@ -114,7 +114,7 @@ def test_queued_start_is_served_when_capacity_frees(gateway: Gateway, emulator: 
     assert done.headers["X-Session-Id"] == data["sessionId"]
     assert emulator.org.sessions[data["sessionId"]].body == {"n": 1, "user": {"id": user}}
     record = session_store.get_session(data["sessionId"])
-    assert record is not None and record["user_id"] == user and record["request_id"] == rid
+    assert record is not None and record.user_id == user and record.request_id == rid
     assert slots.active_slots(user) == 1
     listed = body(gateway.request("GET", "/sessions", user=user))["sessions"]
     assert [s["sessionId"] for s in listed] == [data["sessionId"]]
@@ -371,7 +371,7 @@ def test_429_storm_nothing_lost_nothing_started_twice(
         result = gateway.request("GET", f"/start/{queued[user]}", user=user)
         assert result.status_code == 200
         record = session_store.get_session(body(result)["sessionId"])
-        assert record is not None and record["user_id"] == user
+        assert record is not None and record.user_id == user
     # First come, first served, as the dispatcher's order rule states it (docs/capacity-queue.md): attempts start
     # in queue order, and a later place gets its bot first only when both were being tried together and the
     # earlier one's attempt was refused (429). Judged on the calls Pipecat Cloud received.

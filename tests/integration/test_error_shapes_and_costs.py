@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -12,6 +13,7 @@ import pytest
 
 from chalicelib.platform import dynamo
 from chalicelib.store import sessions as session_store
+from chalicelib.store.sessions import SessionRecord
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body
@@ -38,18 +40,16 @@ def count_queries(run: Any) -> tuple[Any, int]:
 def seed_sessions(user: str, ended: int) -> str:
     """One active session (the oldest) and `ended` ended ones after it, written straight to DynamoDB."""
     table = boto3.resource("dynamodb").Table(dynamo.table().name)  # seeding: the resource's batch writer
-    active = session_store.session_item(user_id=user, session_id=f"s-active-{user}", agent="my-agent",
-                                        transport="daily", ttl_seconds=3600)
-    active["GSI1SK"] = "2000-01-01T00:00:00.000000Z#" + active["session_id"]
+    active = SessionRecord.new(user_id=user, session_id=f"s-active-{user}", agent="my-agent", transport="daily",
+                               ttl_seconds=3600)
+    oldest = {**active.to_item(), "GSI1SK": f"2000-01-01T00:00:00.000000Z#{active.session_id}"}
     with table.batch_writer() as batch:
-        batch.put_item(Item=active)
+        batch.put_item(Item=oldest)
         for i in range(ended):
-            item = session_store.session_item(user_id=user, session_id=f"s-{i}-{user}", agent="my-agent",
-                                              transport="daily", ttl_seconds=3600)
-            item["status"] = session_store.ENDED
-            item.pop("GSI2PK"), item.pop("GSI2SK")
-            batch.put_item(Item=item)
-    return str(active["session_id"])
+            item = SessionRecord.new(user_id=user, session_id=f"s-{i}-{user}", agent="my-agent", transport="daily",
+                                     ttl_seconds=3600)
+            batch.put_item(Item=replace(item, status=session_store.ENDED).to_item())
+    return active.session_id
 
 
 # ------------------------------------------------------------------ 5. GET /sessions costs O(1) queries

@@ -47,7 +47,7 @@ def test_a_long_poll_without_a_free_seat_answers_the_plain_202(gateway: Gateway,
                                                                configure_stage: Callable[..., None]) -> None:
     configure_stage(LONG_POLLS_PER_USER="1")
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
-    with rate_limits.concurrent(f"longpoll#{user}", 1, 60, code="too_many_long_polls", what="Long-polls"):
+    with rate_limits.concurrent(f"longpoll#{user}", 1, 60, kind="too_many_long_polls", what="Long-polls"):
         response = gateway.request("POST", "/start?wait=3", user=user, json_body={"transport": "daily"})
     assert response.status_code == 202, response.body
     data = body(response)
@@ -62,7 +62,7 @@ def test_a_long_poll_past_the_status_rate_answers_the_plain_202(gateway: Gateway
                                                                 rate_clock: float) -> None:
     configure_stage(STATUS_RATE_PER_MINUTE="1")
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
-    rate_limits.take(f"status#{user}", 1, 60, code="status_rate_limited", what="Status polls")
+    rate_limits.take(f"status#{user}", 1, 60, kind="status_rate_limited", what="Status polls")
     response = gateway.request("POST", "/start?wait=3", user=user, json_body={"transport": "daily"})
     assert response.status_code == 202, response.body
     assert [r["request_id"] for r in requests_of(user)] == [body(response)["requestId"]]

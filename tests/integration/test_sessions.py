@@ -236,8 +236,8 @@ def test_reconciliation_frees_slot_after_emulator_ends_session(gateway: Gateway,
     assert result.payload["ended"] >= 1
     record = session_store.get_session(ids[1])
     assert record is not None
-    assert record["status"] == "ended" and record["end_reason"] == "WS_CONNECTION_CLOSED"
-    assert session_store.get_session(ids[0])["status"] == "active"  # type: ignore[index]
+    assert record.status == "ended" and record.end_reason == "WS_CONNECTION_CLOSED"
+    assert session_store.get_session(ids[0]).status == "active"  # type: ignore[index]
     assert gateway.start(user, {}).status_code == 200  # the slot was freed
 
 
@@ -252,7 +252,7 @@ def test_reconciliation_stops_sessions_past_the_hard_cap(app_env: Gateway, emula
     summary = reconcile.run(now=time.time() + 7200 + 60)
     assert summary["stopped"] >= 1
     assert emulator.org.sessions[sid].completion_status == "STOPPED_BY_API"
-    assert session_store.get_session(sid)["status"] == "stopped"  # type: ignore[index]
+    assert session_store.get_session(sid).status == "stopped"  # type: ignore[union-attr]
     assert summary["stopped"] == 2 and emulator.org.sessions[young].completion_status == "STOPPED_BY_API"
     assert reconcile.run()["checked"] == 0  # nothing active is left to check
 

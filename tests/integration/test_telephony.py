@@ -111,7 +111,7 @@ def test_twilio_token_mode_starts_session_records_it_and_dedupes(phone: Any, gat
                                          "to": CALL["To"]}
     assert session.body["user"] == {"id": OWNER}
     record = session_store.get_session(session.session_id)
-    assert record is not None and record["user_id"] == OWNER and record["call_id"] == CALL["CallSid"]
+    assert record is not None and record.user_id == OWNER and record.call_id == CALL["CallSid"]
     replay = parse(twilio_call(gateway, CALL))  # Twilio retries the same webhook
     assert replay.find("./Connect/Stream").get("url") == url  # type: ignore[union-attr]
     assert emulator.org.start_calls == 1

@@ -65,7 +65,7 @@ def test_usage_matches_pipecat_clouds_durations_to_the_second(app_env: Gateway, 
     assert report["month"]["window"] == time.strftime("%Y-%m", time.gmtime())
     assert [s["sessionId"] for s in report["activeSessions"]] == [running]
     running_for = report["activeSessions"][0]["runningSeconds"]
-    assert 1 <= running_for <= math.ceil(time.time() - _epoch(session_store.get_session(running)["created_at"]))  # type: ignore[index]
+    assert 1 <= running_for <= math.ceil(time.time() - _epoch(session_store.get_session(running).created_at))  # type: ignore[union-attr]
     assert report["day"]["usedSeconds"] == expected + running_for
     # ending twice counts once
     assert not session_store.mark_ended(session_store.get_session(stopped), session_store.STOPPED, "x")  # type: ignore[arg-type]
@@ -131,9 +131,9 @@ def test_a_running_session_that_uses_the_budget_up_is_stopped_by_end_detection(
     assert summary["capped"] == 2, summary
     for session_id in sessions:
         record = session_store.get_session(session_id)
-        assert record is not None and record["status"] == "stopped" and record["end_reason"] == "usage_budget"
+        assert record is not None and record.status == "stopped" and record.end_reason == "usage_budget"
         assert emulator.org.sessions[session_id].completion_status == "STOPPED_BY_API"
-    assert session_store.get_session(kept)["status"] == "active"  # type: ignore[index]
+    assert session_store.get_session(kept).status == "active"  # type: ignore[union-attr]
     assert slots.active_slots(spender) == 0
     # their seconds are Pipecat Cloud's (stopped now, on the real clock: the schedule's `later` was simulated)
     report = body(app_env.request("GET", "/usage", user=spender))
