@@ -128,7 +128,11 @@ UPSTREAM = (502, 503, 504)
 
 
 def _paths(proxy_depth: int) -> dict[str, Any]:
-    paths: dict[str, Any] = {
+    return {**_start_paths(), **_session_paths(), **_telephony_paths(), **_proxy_paths(proxy_depth)}
+
+
+def _start_paths() -> dict[str, Any]:
+    return {
         "/health": {"get": {"operationId": "health", "security": [],
                             "responses": {"200": _json(_ref("HealthResponse"), "OK")}}},
         "/openapi.json": {"get": {"operationId": "openapi", "security": [],
@@ -155,6 +159,11 @@ def _paths(proxy_depth: int) -> dict[str, Any]:
                        "responses": {"200": _json(_ref("CancelResult"), "Cancelled (or already finished)"),
                                      **_errors(404, 409, *AUTH_ERRORS)}},
         },
+    }
+
+
+def _session_paths() -> dict[str, Any]:
+    return {
         "/sessions": {"get": {
             "operationId": "listSessions", "security": SECURED,
             "parameters": [
@@ -176,6 +185,11 @@ def _paths(proxy_depth: int) -> dict[str, Any]:
         "/usage": {"get": {"operationId": "getUsage", "security": SECURED,
                            "responses": {"200": _json(_ref("Usage"), "The caller's usage and budget, per window"),
                                          **_errors(*AUTH_ERRORS)}}},
+    }
+
+
+def _telephony_paths() -> dict[str, Any]:
+    return {
         "/telephony/twilio": {"post": _webhook("twilioWebhook")},
         "/telephony/telnyx": {"post": _webhook("telnyxWebhook")},
         "/telephony/plivo": {"get": _webhook("plivoWebhookGet", body=False), "post": _webhook("plivoWebhook")},
@@ -199,6 +213,10 @@ def _paths(proxy_depth: int) -> dict[str, Any]:
                           "202": _json(_ref("QueuedStart"), "Queued at capacity"),
                           **_errors(400, 403, 404, 413, 415, 422, 429, *AUTH_ERRORS, *UPSTREAM)}}},
     }
+
+
+def _proxy_paths(proxy_depth: int) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
     for depth in range(1, proxy_depth + 1):
         segments = [f"p{i}" for i in range(1, depth + 1)]
         path = "/sessions/{sessionId}/" + "/".join(f"{{{s}}}" for s in segments)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,6 +27,7 @@ from chalicelib.start.policy import PlannedStart, plan_start
 from chalicelib.store import agent_queue
 from chalicelib.store import intents as start_intents
 from chalicelib.store import queued_starts as start_requests
+from chalicelib.store.intents import StartIntent
 from chalicelib.store.sessions import SessionRecord
 
 
@@ -37,16 +39,22 @@ def parse_start_request(raw_body: bytes | None) -> StartRequest:
         raise validation_error(exc) from None
 
 
-def execute_start(
-    user_id: str,
-    plan: PlannedStart,
-    status_base: str = "/start",
-    *,
-    limit: int | None = None,
-    queue_on_capacity: bool = True,
-    shape: Callable[[str, dict[str, Any]], HttpResult] = client_response,
-    read_timeout: float | None = None,
-) -> HttpResult:
+@dataclass(frozen=True)
+class StartTerms:
+    """What a start may differ in from the web's: a phone call's start (telephony) cannot wait in the queue, has its
+    own session cap and timeout, and shapes its own answer."""
+
+    limit: int | None = None  # the caller's active-session cap (None: USER_SESSION_LIMIT)
+    queue_on_capacity: bool = True
+    read_timeout: float | None = None  # Pipecat Cloud's answer (None: PCC_READ_TIMEOUT)
+    shape: Callable[[str, dict[str, Any]], HttpResult] = client_response  # the success answer from PCC's
+
+
+WEB_START = StartTerms()
+
+
+def execute_start(user_id: str, plan: PlannedStart, status_base: str = "/start",
+                  terms: StartTerms = WEB_START) -> HttpResult:
     """Take a slot with a start intent, call PCC, record the session (chalicelib.store.intents).
 
     While starts wait in the agent's queue, a queueable start joins it without calling PCC (first come,
@@ -55,16 +63,15 @@ def execute_start(
     it does not (timeout, 5xx, connection lost after sending), until recovery has let the orphan sweeper
     stop any such bot; passed to a queued request on a capacity error (202), unless `queue_on_capacity`
     is off (telephony holds the caller instead). A Lambda that dies mid-call leaves the intent `calling`
-    for recovery. `shape` builds the success answer from PCC's."""
+    for recovery."""
     settings = get_settings()
-    limit = limit or settings.user_session_limit
-    lease = settings.pcc_connect_timeout + (read_timeout or settings.pcc_read_timeout)
+    limit = terms.limit or settings.user_session_limit
+    lease = settings.pcc_connect_timeout + (terms.read_timeout or settings.pcc_read_timeout)
     intent = start_intents.open_intent(user_id, plan.agent, limit, lease)
     if intent is None:
         count("StartRejected", code="user_session_limit")
-        raise TryLater("user_session_limit",
-                       f"You already have {limit} active sessions; stop one first")
-    queueable = queue_on_capacity and capacity_queue.enabled()
+        raise TryLater("user_session_limit", f"You already have {limit} active sessions; stop one first")
+    queueable = terms.queue_on_capacity and capacity_queue.enabled()
     if queueable:
         try:
             queue = agent_queue.read(plan.agent)
@@ -77,23 +84,34 @@ def execute_start(
     try:
         keys = get_secrets()
         result = pcc_client.start(plan.agent, plan.pcc_request, keys.public_key.get_secret_value(),
-                                  read_timeout=read_timeout)
+                                  read_timeout=terms.read_timeout)
     except PccCallError as exc:
         if is_capacity_error(exc) and queueable:
             return capacity_queue.enqueue(user_id, plan, status_base, intent)
-        error = map_pcc_error(exc)
-        if might_have_started(exc):
-            start_intents.mark_unknown(intent, error.kind)
-        else:
-            start_intents.settle_not_started(intent)
-        count("StartRejected", code=error.kind)
-        raise error from None
+        raise _refused_by_pcc(exc, intent) from None
     except Exception:
         start_intents.settle_not_started(intent)  # no call was made (e.g. the secret is unreadable)
         raise
-    session_id = str(result["sessionId"])
+    _record(user_id, plan, intent, str(result["sessionId"]), settings.session_ttl_seconds)
+    return terms.shape(plan.transport, result)
+
+
+def _refused_by_pcc(exc: PccCallError, intent: StartIntent) -> Refused:
+    """Pipecat Cloud refused the start (or its answer was lost): the slot is freed when no bot can exist, kept
+    for recovery (intent `unknown`) when one might."""
+    error = map_pcc_error(exc)
+    if might_have_started(exc):
+        start_intents.mark_unknown(intent, error.kind)
+    else:
+        start_intents.settle_not_started(intent)
+    count("StartRejected", code=error.kind)
+    return error
+
+
+def _record(user_id: str, plan: PlannedStart, intent: StartIntent, session_id: str, ttl_seconds: int) -> None:
+    """Record the started session (retiring the intent); a bot that cannot be recorded is stopped: 503."""
     item = SessionRecord.new(user_id=user_id, session_id=session_id, agent=plan.agent, transport=plan.transport,
-                             ttl_seconds=settings.session_ttl_seconds, call_id=plan.call_id, provider=plan.provider)
+                             ttl_seconds=ttl_seconds, call_id=plan.call_id, provider=plan.provider)
     try:
         recorded = start_intents.settle_started(intent, item)
     except Exception:  # noqa: BLE001 - storage refused: stop the bot; recovery frees the slot
@@ -105,7 +123,6 @@ def execute_start(
     count("SessionsStarted")
     logger.info("session started", extra={"session_id": session_id, "agent": plan.agent,
                                           "transport": plan.transport, "user_id": user_id})
-    return shape(plan.transport, result)
 
 
 def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,

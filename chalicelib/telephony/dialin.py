@@ -16,7 +16,7 @@ from chalicelib.platform.request_parsing import parse_json_object
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import get_settings
 from chalicelib.start.policy import dialin_plan
-from chalicelib.start.service import execute_start
+from chalicelib.start.service import StartTerms, execute_start
 from chalicelib.telephony import signatures as sig
 from chalicelib.telephony.calls import admit_call, answer_ttl_seconds, forbidden, secret, telephony_agent
 
@@ -44,8 +44,8 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
         # The caller hears hold music meanwhile: a short, bounded retry on capacity.
         for attempt in range(settings.daily_dialin_attempts):
             try:
-                return execute_start(principal, plan, limit=settings.telephony_session_limit,
-                                     queue_on_capacity=False).as_dict()
+                terms = StartTerms(limit=settings.telephony_session_limit, queue_on_capacity=False)
+                return execute_start(principal, plan, terms=terms).as_dict()
             except TryLater:
                 if attempt + 1 == settings.daily_dialin_attempts:
                     raise

@@ -10,7 +10,6 @@ import time
 from pydantic import ValidationError
 
 from chalicelib.api.models import DialoutRequest
-from chalicelib.pcc.responses import client_response
 from chalicelib.platform.auth import Principal
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.http import HttpResult
@@ -18,7 +17,7 @@ from chalicelib.platform.request_parsing import parse_json_object, validation_er
 from chalicelib.platform.secrets import GatewaySecrets
 from chalicelib.platform.settings import get_settings
 from chalicelib.start.policy import dialout_plan
-from chalicelib.start.service import execute_start
+from chalicelib.start.service import StartTerms, execute_start
 from chalicelib.telephony import dialout_policy
 from chalicelib.telephony.calls import secret, telephony_agent
 
@@ -51,4 +50,4 @@ def daily_dialout(caller: Principal, raw_body: bytes, status_base: str) -> HttpR
     dialout_policy.authorize(caller, settings, phone_number=request.phoneNumber, sip_uri=request.sipUri,
                              caller_id=request.callerId)
     limit = settings.telephony_session_limit if caller.service else None
-    return execute_start(owner, plan, status_base, limit=limit, shape=client_response)
+    return execute_start(owner, plan, status_base, StartTerms(limit=limit))

@@ -27,7 +27,7 @@ from chalicelib.platform.observability import count
 from chalicelib.platform.secrets import GatewaySecrets, get_secrets
 from chalicelib.platform.settings import Settings, get_settings
 from chalicelib.start.policy import call_plan
-from chalicelib.start.service import execute_start
+from chalicelib.start.service import StartTerms, execute_start
 from chalicelib.telephony import signatures as sig
 from chalicelib.telephony import xml
 from chalicelib.telephony.calls import admit_call, answer_ttl_seconds, forbidden, secret, telephony_agent
@@ -69,8 +69,9 @@ def _start_for_call(settings: Settings, call: Call) -> dict[str, Any]:
                      caller=call.caller, callee=call.callee)
 
     def action() -> dict[str, Any]:
-        return execute_start(principal, plan, limit=settings.telephony_session_limit, queue_on_capacity=False,
-                             shape=_raw_ws, read_timeout=settings.telephony_start_timeout_seconds).as_dict()
+        terms = StartTerms(limit=settings.telephony_session_limit, queue_on_capacity=False, shape=_raw_ws,
+                           read_timeout=settings.telephony_start_timeout_seconds)
+        return execute_start(principal, plan, terms=terms).as_dict()
 
     stored = run_once(principal, f"{call.provider}:{call.call_id}", {"call_id": call.call_id}, action,
                       ttl_seconds=answer_ttl_seconds(settings))
