@@ -3,9 +3,11 @@ document's components. Field names are camelCase like the rest of the API."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from chalicelib.platform.shapes import JsonObject
 
 EventType = Literal[
     "start.queued",  # a start refused with 429 joined its agent's queue (202)
@@ -37,8 +39,8 @@ class LifecycleEvent(BaseModel):
     sessionId: str | None = None
     requestId: str | None = None
     callId: str | None = None
-    data: dict[str, Any] = Field(default_factory=dict, description="Per type, see docs/events.md")
+    data: JsonObject = Field(default_factory=dict, description="Per type, see docs/events.md")
 
-    def envelope(self) -> dict[str, Any]:
+    def envelope(self) -> JsonObject:
         """The event as every sink gets it: ids that do not apply are left out; `userId` is always there."""
         return {**self.model_dump(exclude_none=True), "userId": self.userId}

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from chalicelib.platform.shapes import JsonObject
+
 Transport = Literal["daily", "webrtc", "websocket"]
 LAZY = ConfigDict(defer_build=True)
 
@@ -22,10 +24,10 @@ class StartRequest(BaseModel):
     agent: str | None = Field(default=None, min_length=1, max_length=128,
                               description="Agent name from the allow-list; optional when there is one")
     transport: Transport | None = Field(default=None, description="Defaults to the agent's first transport")
-    body: dict[str, Any] = Field(default_factory=dict, description="Data for the bot (JSON object)")
-    dailyRoomProperties: dict[str, Any] | None = Field(
+    body: JsonObject = Field(default_factory=dict, description="Data for the bot (JSON object)")
+    dailyRoomProperties: JsonObject | None = Field(
         default=None, description="Only keys the server policy allows")
-    dailyMeetingTokenProperties: dict[str, Any] | None = Field(
+    dailyMeetingTokenProperties: JsonObject | None = Field(
         default=None, description="Only keys the server policy allows")
 
 
@@ -87,7 +89,7 @@ class DialoutRequest(BaseModel):
     phoneNumber: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,15}$")
     sipUri: str | None = Field(default=None, pattern=r"^sips?:[^\s]{3,256}$")
     callerId: str | None = Field(default=None, max_length=64)
-    body: dict[str, Any] = Field(default_factory=dict)
+    body: JsonObject = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_target(self) -> DialoutRequest:

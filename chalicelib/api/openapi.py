@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.api import models
 from chalicelib.api.events import LifecycleEvent
+from chalicelib.platform.shapes import JsonObject
 
 REF = "#/components/schemas/{model}"
 
@@ -65,7 +65,7 @@ class SessionList(BaseModel):
 
 
 class SessionDetails(SessionRecord):
-    pipecat: dict[str, Any] | None = Field(description="Pipecat Cloud's view (private API), when available")
+    pipecat: JsonObject | None = Field(description="Pipecat Cloud's view (private API), when available")
 
 
 class CancelResult(BaseModel):
@@ -104,11 +104,11 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": REF.format(model=name)}
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+def _json(schema: JsonObject, description: str) -> JsonObject:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
+def _errors(*codes: int) -> JsonObject:
     return {str(c): _json(_ref("ErrorResponse"), "Error: {detail, code}") for c in codes}
 
 
@@ -127,11 +127,11 @@ AUTH_ERRORS = (401, 503)
 UPSTREAM = (502, 503, 504)
 
 
-def _paths(proxy_depth: int) -> dict[str, Any]:
+def _paths(proxy_depth: int) -> JsonObject:
     return {**_start_paths(), **_session_paths(), **_telephony_paths(), **_proxy_paths(proxy_depth)}
 
 
-def _start_paths() -> dict[str, Any]:
+def _start_paths() -> JsonObject:
     return {
         "/health": {"get": {"operationId": "health", "security": [],
                             "responses": {"200": _json(_ref("HealthResponse"), "OK")}}},
@@ -162,7 +162,7 @@ def _start_paths() -> dict[str, Any]:
     }
 
 
-def _session_paths() -> dict[str, Any]:
+def _session_paths() -> JsonObject:
     return {
         "/sessions": {"get": {
             "operationId": "listSessions", "security": SECURED,
@@ -188,7 +188,7 @@ def _session_paths() -> dict[str, Any]:
     }
 
 
-def _telephony_paths() -> dict[str, Any]:
+def _telephony_paths() -> JsonObject:
     return {
         "/telephony/twilio": {"post": _webhook("twilioWebhook")},
         "/telephony/telnyx": {"post": _webhook("telnyxWebhook")},
@@ -215,8 +215,8 @@ def _telephony_paths() -> dict[str, Any]:
     }
 
 
-def _proxy_paths(proxy_depth: int) -> dict[str, Any]:
-    paths: dict[str, Any] = {}
+def _proxy_paths(proxy_depth: int) -> JsonObject:
+    paths: JsonObject = {}
     for depth in range(1, proxy_depth + 1):
         segments = [f"p{i}" for i in range(1, depth + 1)]
         path = "/sessions/{sessionId}/" + "/".join(f"{{{s}}}" for s in segments)
@@ -233,8 +233,8 @@ def _proxy_paths(proxy_depth: int) -> dict[str, Any]:
     return paths
 
 
-def _webhook(operation_id: str, body: bool = True) -> dict[str, Any]:
-    op: dict[str, Any] = {"operationId": operation_id, "security": [],
+def _webhook(operation_id: str, body: bool = True) -> JsonObject:
+    op: JsonObject = {"operationId": operation_id, "security": [],
                           "description": "Provider webhook; the provider's signature is required.",
                           "responses": {"200": XML, **_errors(400, 403, 409, 415, 503, 502, 504)}}
     if body:
@@ -243,8 +243,8 @@ def _webhook(operation_id: str, body: bool = True) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def document(proxy_depth: int = 6) -> dict[str, Any]:
-    schemas: dict[str, Any] = {}
+def document(proxy_depth: int = 6) -> JsonObject:
+    schemas: JsonObject = {}
     for model in SCHEMAS:
         schema = model.model_json_schema(ref_template=REF)
         schemas.update(schema.pop("$defs", {}))

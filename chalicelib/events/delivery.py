@@ -14,13 +14,13 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 from chalicelib.api.events import LifecycleEvent
 from chalicelib.events.sinks import Sink, SinkError, configured_sinks, event_body
 from chalicelib.platform.aws import client
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.settings import get_settings
+from chalicelib.platform.shapes import JsonObject
 from chalicelib.store.outbox import events_of_stream
 
 BACKOFF_FIRST_SECONDS = 0.5
@@ -31,7 +31,7 @@ class UndeliverableBatch(RuntimeError):
     """An event was neither delivered nor parked in the DLQ: the batch must be handed over again."""
 
 
-def deliver_stream_records(records: list[dict[str, Any]], sleep: Callable[[float], None] = time.sleep
+def deliver_stream_records(records: list[JsonObject], sleep: Callable[[float], None] = time.sleep
                            ) -> dict[str, int]:
     """Deliver the events in `records` (the stream's batch); a summary of what happened."""
     events, unreadable = events_of_stream(records)
@@ -88,7 +88,7 @@ def _dead_letter(event: LifecycleEvent, body: str, sink: str, error: str) -> Non
     logger.error("event dead-lettered", extra={"event_id": event.id, "sink": sink, "error": error})
 
 
-def _park(message: dict[str, Any], what: str) -> None:
+def _park(message: JsonObject, what: str) -> None:
     queue_url = get_settings().events_dlq_url
     if not queue_url:
         raise UndeliverableBatch(f"{what} was not delivered and there is no EVENTS_DLQ_URL to park it in")

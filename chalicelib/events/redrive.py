@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
 
 from chalicelib.api.events import LifecycleEvent
 from chalicelib.events.delivery import send_with_retries
 from chalicelib.events.sinks import configured_sinks, event_body
 from chalicelib.platform.aws import client
 from chalicelib.platform.settings import get_settings
+from chalicelib.platform.shapes import JsonObject
 
 RECEIVE_BATCH = 10
 
@@ -50,7 +50,7 @@ def redrive(max_messages: int = 1000, sleep: Callable[[float], None] = time.slee
     return summary
 
 
-def _redeliver(parked: dict[str, Any], sinks: dict[str, Any], sleep: Callable[[float], None]) -> str:
+def _redeliver(parked: JsonObject, sinks: JsonObject, sleep: Callable[[float], None]) -> str:
     sink = sinks.get(str(parked.get("sink")))
     if sink is None or not isinstance(parked.get("event"), dict):
         return "left"  # an unreadable item, or a sink that is not configured any more: for a person to look at

@@ -15,6 +15,7 @@ from urllib.parse import quote
 from chalicelib.platform import secrets
 from chalicelib.platform.observability import logger, timing
 from chalicelib.platform.settings import get_settings
+from chalicelib.platform.shapes import JsonObject
 
 if TYPE_CHECKING:
     import httpx
@@ -101,7 +102,7 @@ def _send(method: str, url: str, *, read_timeout: float | None = None, **kwargs:
 
 
 def _request(
-    method: str, path: str, key: str, *, json: Any = None, params: dict[str, Any] | None = None,
+    method: str, path: str, key: str, *, json: Any = None, params: JsonObject | None = None,
     read_timeout: float | None = None,
 ) -> Any:
     response = _send(method, get_settings().pcc_api_url + path, read_timeout=read_timeout, json=json,
@@ -115,7 +116,7 @@ def _request(
     raise PccCallError(response.status_code, body)
 
 
-def start(agent: str, payload: dict[str, Any], public_key: str, read_timeout: float | None = None) -> dict[str, Any]:
+def start(agent: str, payload: JsonObject, public_key: str, read_timeout: float | None = None) -> JsonObject:
     result = _request("POST", f"/v1/public/{quote(agent, safe='')}/start", public_key, json=payload,
                       read_timeout=read_timeout)
     if not isinstance(result, dict) or "sessionId" not in result:
@@ -123,12 +124,12 @@ def start(agent: str, payload: dict[str, Any], public_key: str, read_timeout: fl
     return result
 
 
-def get_session(agent: str, session_id: str, private_key: str) -> dict[str, Any]:
+def get_session(agent: str, session_id: str, private_key: str) -> JsonObject:
     path = f"/v1/agents/{quote(agent, safe='')}/sessions/{quote(session_id, safe='')}"
     return dict(_request("GET", path, private_key) or {})
 
 
-def stop_session(agent: str, session_id: str, private_key: str) -> dict[str, Any]:
+def stop_session(agent: str, session_id: str, private_key: str) -> JsonObject:
     path = f"/v1/agents/{quote(agent, safe='')}/sessions/{quote(session_id, safe='')}"
     return dict(_request("DELETE", path, private_key) or {})
 
@@ -150,14 +151,14 @@ def stop_if_running(agent: str, session_id: str, private_key: str | None = None)
     return True
 
 
-def list_sessions(agent: str, private_key: str, **params: Any) -> dict[str, Any]:
+def list_sessions(agent: str, private_key: str, **params: Any) -> JsonObject:
     path = f"/v1/agents/{quote(agent, safe='')}/sessions"
     return dict(_request("GET", path, private_key, params=params) or {})
 
 
-def active_sessions(agent: str, private_key: str, page_size: int = 100) -> list[dict[str, Any]]:
+def active_sessions(agent: str, private_key: str, page_size: int = 100) -> list[JsonObject]:
     """Every session Pipecat Cloud lists as active for the agent (all pages)."""
-    found: list[dict[str, Any]] = []
+    found: list[JsonObject] = []
     offset = 0
     while True:
         page = list_sessions(agent, private_key, status="active", limit=page_size, offset=offset)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from chalicelib.pcc.client import PccCallError
 from chalicelib.platform.errors import Refused, TryLater
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import logger
+from chalicelib.platform.shapes import JsonObject
 
 SESSION_ID_HEADER = "X-Session-Id"
 
@@ -58,13 +57,13 @@ def might_have_started(exc: PccCallError) -> bool:
     return exc.status is not None and exc.status >= 500
 
 
-def client_response(transport: str, pcc: dict[str, Any]) -> HttpResult:
+def client_response(transport: str, pcc: JsonObject) -> HttpResult:
     """The body each transport's client accepts as-is (docs/pipecat-cloud-api.md)."""
     session_id = str(pcc["sessionId"])
     headers = {SESSION_ID_HEADER: session_id}
     if transport == "websocket":  # the body reaches the bot through the session, never in the URL
         return HttpResult(200, {"wsUrl": str(pcc["wsUrl"]), "token": pcc["token"]}, headers)
-    body: dict[str, Any] = {"sessionId": session_id}
+    body: JsonObject = {"sessionId": session_id}
     if transport == "daily":
         body["dailyRoom"] = pcc.get("dailyRoom")
         body["dailyToken"] = pcc.get("dailyToken")

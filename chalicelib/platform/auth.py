@@ -22,6 +22,7 @@ from chalice.app import Request
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.observability import logger
 from chalicelib.platform.settings import Settings, get_settings
+from chalicelib.platform.shapes import JsonObject
 
 DEV_USER_HEADER = "x-dev-user"
 _USER_ID = re.compile(r"[A-Za-z0-9@._:|+\-]{1,128}")  # always fullmatch: `$` would let a final "\n" pass
@@ -50,7 +51,7 @@ def _names(value: Any) -> frozenset[str]:
     return frozenset()
 
 
-def _principal(user_id: str, claims: dict[str, Any]) -> Principal:
+def _principal(user_id: str, claims: JsonObject) -> Principal:
     groups = _names(claims.get("cognito:groups")) | _names(claims.get("groups"))
     scopes = _names(claims.get("scope")) | _names(claims.get("scp"))
     return Principal(user_id, groups, scopes)

@@ -24,8 +24,7 @@ from typing import Any
 
 from chalicelib.platform.aws import dynamodb_table
 from chalicelib.platform.settings import get_settings
-
-Item = dict[str, Any]
+from chalicelib.platform.shapes import Item as Item  # re-exported: the store names it from here too
 
 
 def table() -> Any:
@@ -109,7 +108,7 @@ def batch_get(keys: list[Item]) -> list[Item]:
     unread are missing from the answer: callers treat a missing item as one to read on their next run (the
     schedule's steps), or as none (a usage counter: a budget check errs on the side of the user)."""
     ddb = table()
-    request: dict[str, Any] = {ddb.name: {"Keys": keys, "ConsistentRead": True}}
+    request: Item = {ddb.name: {"Keys": keys, "ConsistentRead": True}}
     items: list[Item] = []
     for attempt in range(5):
         answer = ddb.meta.client.batch_get_item(RequestItems=request)

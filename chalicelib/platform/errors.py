@@ -4,9 +4,9 @@ kind its status and code)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from chalice.app import ChaliceUnhandledError
+
+from chalicelib.platform.shapes import JsonObject
 
 
 class ApiError(ChaliceUnhandledError):
@@ -22,7 +22,7 @@ class ApiError(ChaliceUnhandledError):
         code: str,
         detail: str,
         headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
+        extra: JsonObject | None = None,
     ) -> None:
         super().__init__(f"{status} {code}")
         self.status = status
@@ -31,7 +31,7 @@ class ApiError(ChaliceUnhandledError):
         self.headers = headers or {}
         self.extra = extra or {}  # more structured fields (e.g. `errors`); `detail` stays a readable string
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> JsonObject:
         return {"detail": self.detail, "code": self.code, **self.extra}
 
 
@@ -45,7 +45,7 @@ class DomainError(ChaliceUnhandledError):
 
     kind: str = "domain_error"
 
-    def __init__(self, detail: str, *, retry_after: int | None = None, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, detail: str, *, retry_after: int | None = None, extra: JsonObject | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after
@@ -56,7 +56,7 @@ class Refused(DomainError):
     """A refusal named where it is raised: `Refused("unknown_agent", "Agent 'x' is not available")`."""
 
     def __init__(self, kind: str, detail: str, *, retry_after: int | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: JsonObject | None = None) -> None:
         super().__init__(detail, retry_after=retry_after, extra=extra)
         self.kind = kind
 

@@ -12,6 +12,7 @@ from chalice.app import CORSConfig, Response
 
 from chalicelib.platform.errors import ApiError, DomainError
 from chalicelib.platform.observability import count, flush_metrics, logger, tag_request, untag_request
+from chalicelib.platform.shapes import JsonObject
 
 
 @dataclass
@@ -23,11 +24,11 @@ class HttpResult:
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return {"status": self.status, "body": self.body, "headers": self.headers}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HttpResult:
+    def from_dict(cls, data: JsonObject) -> HttpResult:
         return cls(int(data["status"]), data["body"], dict(data.get("headers") or {}))
 
 

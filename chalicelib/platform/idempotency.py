@@ -15,6 +15,7 @@ from typing import Any
 from chalicelib.platform.aws import client
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.settings import get_settings
+from chalicelib.platform.shapes import JsonObject
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _lambda_context: Any = None
@@ -33,8 +34,8 @@ def check_key(key: str) -> str:
     return key
 
 
-def run_once(user_id: str, key: str, request: dict[str, Any], action: Callable[[], dict[str, Any]],
-             lambda_context: Any = None, *, ttl_seconds: int | None = None) -> dict[str, Any]:
+def run_once(user_id: str, key: str, request: JsonObject, action: Callable[[], JsonObject],
+             lambda_context: Any = None, *, ttl_seconds: int | None = None) -> JsonObject:
     """Run `action` at most once per (user, key); later calls get its stored result, for `ttl_seconds`
     (default IDEMPOTENCY_TTL_SECONDS)."""
     from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415 - lazy: only with the header
@@ -67,7 +68,7 @@ def run_once(user_id: str, key: str, request: dict[str, Any], action: Callable[[
         config.register_lambda_context(lambda_context)
 
     @idempotent_function(data_keyword_argument="data", persistence_store=persistence, config=config)
-    def _once(data: dict[str, Any]) -> dict[str, Any]:
+    def _once(data: JsonObject) -> JsonObject:
         del data
         return action()
 

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chalicelib.platform.errors import Refused
+from chalicelib.platform.shapes import JsonObject
 
 MAX_JSON_DEPTH = 32  # objects/arrays inside each other, the body itself counting as 1
 
@@ -59,7 +60,7 @@ def _check_text(text: str) -> None:
         raise _invalid("Request body is not valid JSON: a string holds a lone surrogate") from None
 
 
-def parse_json_object(raw: bytes | str | None, *, max_bytes: int) -> dict[str, Any]:
+def parse_json_object(raw: bytes | str | None, *, max_bytes: int) -> JsonObject:
     if raw is None or raw in (b"", ""):
         return {}
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw

@@ -24,6 +24,7 @@ import re
 from typing import Any, Literal
 
 from chalicelib.platform.errors import Refused
+from chalicelib.platform.shapes import JsonObject
 
 OfferPolicy = Literal["strip", "refuse"]
 OFFER_PATH = ("api", "offer")
@@ -50,8 +51,8 @@ def _is_client_data(key: str) -> bool:
     return re.sub(r"[^a-z]", "", key.lower()) == _CLIENT_DATA
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> JsonObject:
+    out: JsonObject = {}
     for key, value in pairs:
         if key in out:
             raise Refused("invalid_offer", f"The offer has the key {key[:64]!r} twice")

@@ -5,8 +5,6 @@ Another user's session id is answered exactly like an unknown one (404): existen
 
 from __future__ import annotations
 
-from typing import Any
-
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
 from chalicelib.pcc.responses import map_pcc_error
@@ -16,6 +14,7 @@ from chalicelib.platform.observability import logger
 from chalicelib.platform.request_parsing import query_error
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
+from chalicelib.platform.shapes import JsonObject
 from chalicelib.store import agent_queue
 from chalicelib.store import sessions as session_store
 
@@ -39,7 +38,7 @@ def owned_session(user_id: str, session_id: str) -> session_store.SessionRecord:
 
 
 # ------------------------------------------------------------------ list
-def list_sessions(user_id: str, params: dict[str, str]) -> dict[str, Any]:
+def list_sessions(user_id: str, params: dict[str, str]) -> JsonObject:
     status = params.get("status") or None
     if status is not None and status not in STATUSES:
         raise query_error("status", f"must be one of {list(STATUSES)}")
@@ -55,7 +54,7 @@ def list_sessions(user_id: str, params: dict[str, str]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ details
-def session_details(user_id: str, session_id: str) -> dict[str, Any]:
+def session_details(user_id: str, session_id: str) -> JsonObject:
     settings = get_settings()
     rate_limits.take(f"details#{user_id}", settings.details_rate_per_minute, 60, kind="details_rate_limited",
                      what="Session details (each asks Pipecat Cloud's private API)")
@@ -69,7 +68,7 @@ def session_details(user_id: str, session_id: str) -> dict[str, Any]:
     return {**record.public(), "pipecat": details}
 
 
-def pipecat_details(record: session_store.SessionRecord) -> dict[str, Any] | None:
+def pipecat_details(record: session_store.SessionRecord) -> JsonObject | None:
     """Pipecat Cloud's view of the session (PCC_DETAIL_FIELDS of its private API's details); None when it cannot
     say (logged; a rejected key is logged as the operator problem it is)."""
     session_id = record.session_id
@@ -87,7 +86,7 @@ def pipecat_details(record: session_store.SessionRecord) -> dict[str, Any] | Non
 
 
 # ------------------------------------------------------------------ the end of a session
-def end_session(record: session_store.SessionRecord, status: str, reason: str, details: dict[str, Any] | None,
+def end_session(record: session_store.SessionRecord, status: str, reason: str, details: JsonObject | None,
                 *, freed: str | None = None) -> bool:
     """Record that the session ended (`status`, `reason`; its slot, event and usage in one transaction) and, when
     this call recorded it, tell its agent's queue that capacity freed (`freed`: the wake-up's reason, else
@@ -100,7 +99,7 @@ def end_session(record: session_store.SessionRecord, status: str, reason: str, d
 
 # ------------------------------------------------------------------ stop
 
-def stop_session(user_id: str, session_id: str) -> dict[str, Any]:
+def stop_session(user_id: str, session_id: str) -> JsonObject:
     """Stop via PCC's private API. Idempotent: stopping an ended session is not an error."""
     record = owned_session(user_id, session_id)
     if record.status == session_store.ACTIVE:

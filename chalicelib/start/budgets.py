@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from chalicelib.platform.dynamo import iso_at, iso_epoch
 from chalicelib.platform.errors import TryLater
 from chalicelib.platform.observability import count
 from chalicelib.platform.settings import Settings, get_settings
+from chalicelib.platform.shapes import JsonObject
 from chalicelib.store import sessions as session_store
 from chalicelib.store import usage as usage_store
 from chalicelib.store.sessions import SessionRecord
@@ -64,7 +64,7 @@ def running_seconds(records: list[SessionRecord], now: float) -> list[tuple[str,
     return out
 
 
-def _windows(used: usage_store.UserUsage, running: int, limits: Limits, now: float) -> dict[str, dict[str, Any]]:
+def _windows(used: usage_store.UserUsage, running: int, limits: Limits, now: float) -> dict[str, JsonObject]:
     out = {}
     for name, seconds, limit, window, resets in (
             ("day", used.day_seconds, limits.day, usage_store.day_window(now), usage_store.day_reset(now)),
@@ -76,7 +76,7 @@ def _windows(used: usage_store.UserUsage, running: int, limits: Limits, now: flo
     return out
 
 
-def _used_up(windows: dict[str, dict[str, Any]]) -> str | None:
+def _used_up(windows: dict[str, JsonObject]) -> str | None:
     """The first window (day, then month) whose limit the used seconds have reached; None when both have budget."""
     return next((name for name, w in windows.items()
                  if w["limitSeconds"] is not None and w["usedSeconds"] >= w["limitSeconds"]), None)
@@ -112,7 +112,7 @@ def check_start(user_id: str, names: frozenset[str], now: float | None = None) -
                               "limitSeconds": window["limitSeconds"], "resetsAt": window["resetsAt"]})
 
 
-def report(user_id: str, names: frozenset[str], now: float | None = None) -> dict[str, Any]:
+def report(user_id: str, names: frozenset[str], now: float | None = None) -> JsonObject:
     """GET /usage: used / limit / reset for each window, and the running seconds of each active session."""
     settings = get_settings()
     now = time.time() if now is None else now

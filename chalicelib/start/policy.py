@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from chalicelib.api.models import StartRequest, Transport
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.settings import AgentPolicy, Settings
+from chalicelib.platform.shapes import JsonObject
 
 IDENTITY_KEY = "user"
 # Keys of `body` only the server sets: the verified identity, and what telephony tells the bot about its call
@@ -26,7 +26,7 @@ BODY_LIMIT = 1024 * 1024  # 1 MB of JSON, every transport (Pipecat Cloud's API g
 class PlannedStart:
     agent: str
     transport: Transport
-    pcc_request: dict[str, Any]
+    pcc_request: JsonObject
     call_id: str | None = None  # a telephony start's call, stored on the session record
     provider: str | None = None
 
@@ -41,7 +41,7 @@ def resolve_agent(settings: Settings, requested: str | None) -> tuple[str, Agent
     return name, policy
 
 
-def _allowed(requested: dict[str, Any] | None, allowed: list[str], field: str) -> dict[str, Any]:
+def _allowed(requested: JsonObject | None, allowed: list[str], field: str) -> JsonObject:
     if not requested:
         return {}
     denied = sorted(set(requested) - set(allowed))
@@ -50,7 +50,7 @@ def _allowed(requested: dict[str, Any] | None, allowed: list[str], field: str) -
     return dict(requested)
 
 
-def refuse_reserved_keys(body: dict[str, Any]) -> None:
+def refuse_reserved_keys(body: JsonObject) -> None:
     """422 `reserved_body_key` when a client's body holds a key the server sets."""
     taken = [key for key in RESERVED_BODY_KEYS if key in body]
     if taken:
@@ -59,7 +59,7 @@ def refuse_reserved_keys(body: dict[str, Any]) -> None:
                        + ", ".join(f"body.{k}" for k in RESERVED_BODY_KEYS))
 
 
-def with_identity(body: dict[str, Any], user_id: str, transport: Transport) -> dict[str, Any]:
+def with_identity(body: JsonObject, user_id: str, transport: Transport) -> JsonObject:
     """`body` plus the verified identity, checked against Pipecat Cloud's size limit for the transport."""
     out = dict(body)
     out[IDENTITY_KEY] = {"id": user_id}
@@ -69,7 +69,7 @@ def with_identity(body: dict[str, Any], user_id: str, transport: Transport) -> d
     return out
 
 
-def body_size(body: dict[str, Any]) -> int:
+def body_size(body: JsonObject) -> int:
     return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
 
 
@@ -81,7 +81,7 @@ def plan_start(settings: Settings, request: StartRequest, user_id: str) -> Plann
                        f"Transport {transport!r} is not enabled for agent {agent!r}")
     refuse_reserved_keys(request.body)
 
-    pcc: dict[str, Any] = {"transport": transport}
+    pcc: JsonObject = {"transport": transport}
     if transport == "daily":
         room = _allowed(request.dailyRoomProperties, policy.allowed_room_properties,
                         "dailyRoomProperties")
@@ -123,7 +123,7 @@ def call_plan(agent: str, owner: str, *, provider: str, call_id: str, caller: st
 
 
 def dialin_plan(agent: str, owner: str, *, caller: str, callee: str, call_id: str, call_domain: str,
-                sip_headers: dict[str, Any], expires_at: int) -> PlannedStart:
+                sip_headers: JsonObject, expires_at: int) -> PlannedStart:
     """A Daily PSTN/SIP dial-in: a Daily room with a dial-in SIP endpoint; `body.dialin_settings` for the bot."""
     body = {DIALIN_KEY: {"From": caller, "To": callee, "call_id": call_id, "call_domain": call_domain,
                          "sip_headers": sip_headers}}
@@ -138,7 +138,7 @@ def dialin_plan(agent: str, owner: str, *, caller: str, callee: str, call_id: st
     }, call_id=call_id, provider="daily")
 
 
-def dialout_plan(agent: str, owner: str, *, client_body: dict[str, Any], target: dict[str, str],
+def dialout_plan(agent: str, owner: str, *, client_body: JsonObject, target: dict[str, str],
                  expires_at: int) -> PlannedStart:
     """A Daily dial-out: a room allowed to dial out; `body.dialout_settings` names the (authorized) target."""
     refuse_reserved_keys(client_body)

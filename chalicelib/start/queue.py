@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
 
 from chalicelib.platform import rate_limits
 from chalicelib.platform.dynamo import iso_at
@@ -24,6 +23,7 @@ from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import query_error
 from chalicelib.platform.settings import get_settings
+from chalicelib.platform.shapes import JsonObject
 from chalicelib.start import queued_start
 from chalicelib.start.policy import PlannedStart
 from chalicelib.store import agent_queue, intents
@@ -231,7 +231,7 @@ def long_poll_after_start(user_id: str, queued: HttpResult, status_base: str, wa
         return queued
 
 
-def list_pending(user_id: str, status_base: str) -> dict[str, Any]:
+def list_pending(user_id: str, status_base: str) -> JsonObject:
     """GET /start: the caller's queued and starting requests (a client that lost a requestId finds it here
     to cancel it). Listing does not count as asking about them (chalicelib.start.queued_start.abandoned)."""
     settings = get_settings()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -21,6 +20,7 @@ from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import parse_json_object, validation_error
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import get_settings
+from chalicelib.platform.shapes import JsonObject
 from chalicelib.start import budgets
 from chalicelib.start import queue as capacity_queue
 from chalicelib.start.policy import PlannedStart, plan_start
@@ -47,7 +47,7 @@ class StartTerms:
     limit: int | None = None  # the caller's active-session cap (None: USER_SESSION_LIMIT)
     queue_on_capacity: bool = True
     read_timeout: float | None = None  # Pipecat Cloud's answer (None: PCC_READ_TIMEOUT)
-    shape: Callable[[str, dict[str, Any]], HttpResult] = client_response  # the success answer from PCC's
+    shape: Callable[[str, JsonObject], HttpResult] = client_response  # the success answer from PCC's
 
 
 WEB_START = StartTerms()

@@ -22,11 +22,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from chalicelib.platform.aws import client, wake_queue_url
 from chalicelib.platform.dynamo import plain, put_if, table, update_if
 from chalicelib.platform.observability import logger
+from chalicelib.platform.shapes import Item
 
 ENTRY_TTL_SECONDS = 7 * 86400
 WAKE_GATE_SECONDS = 10  # a dispatcher asked for but not yet running is not asked for again sooner
@@ -53,7 +53,7 @@ class QueueState:
     wake_sent_at: int = 0
 
     @classmethod
-    def from_item(cls, agent: str, item: dict[str, Any] | None) -> QueueState:
+    def from_item(cls, agent: str, item: Item | None) -> QueueState:
         if not item:
             return cls(agent)
         values = plain(item)
@@ -82,7 +82,7 @@ def read(agent: str) -> QueueState:
     return QueueState.from_item(agent, _state_item(agent))
 
 
-def _state_item(agent: str) -> dict[str, Any] | None:
+def _state_item(agent: str) -> Item | None:
     item = table().get_item(Key=_state_key(agent), ConsistentRead=True).get("Item")
     return dict(item) if item else None
 
@@ -131,7 +131,7 @@ def _next_number(agent: str, limit: int) -> QueueState | None:
     return QueueState.from_item(agent, item) if item.get("taken_by") == token else None
 
 
-def entry_put(agent: str, seq: int, request_id: str) -> dict[str, Any]:
+def entry_put(agent: str, seq: int, request_id: str) -> Item:
     """The queue entry as a TransactWriteItems `Put` (refused if the number was given up as abandoned)."""
     ddb = table()
     return {"TableName": ddb.name, "ConditionExpression": "attribute_not_exists(PK)",
@@ -139,7 +139,7 @@ def entry_put(agent: str, seq: int, request_id: str) -> dict[str, Any]:
                      "ttl": int(time.time()) + ENTRY_TTL_SECONDS}}
 
 
-def entry(agent: str, seq: int) -> dict[str, Any] | None:
+def entry(agent: str, seq: int) -> Item | None:
     item = table().get_item(Key=_entry_key(agent, seq), ConsistentRead=True).get("Item")
     return dict(plain(item)) if item else None
 
@@ -160,7 +160,7 @@ def advance(agent: str, seq: int, free_interval: float | None = None) -> None:
     """The head `seq` left the queue (dispatcher only): one write moves head past it and records the
     measured interval; if head moved meanwhile (it cannot, with one dispatcher) fall back to `gone`."""
     update = "SET head = :next"
-    values: dict[str, Any] = {":seq": seq, ":next": seq + 1}
+    values: Item = {":seq": seq, ":next": seq + 1}
     if free_interval is not None:
         update += ", free_interval = :f"
         values[":f"] = Decimal(str(round(free_interval, 3)))
@@ -176,7 +176,7 @@ def fold_head(state: QueueState) -> QueueState:
         head += 1
     if not folded:
         return state
-    values: dict[str, Any] = {":old": state.head, ":new": head, ":folded": folded}
+    values: Item = {":old": state.head, ":new": head, ":folded": folded}
     if update_if(_state_key(state.agent), "SET head = :new DELETE gone :folded", condition="head = :old",
                  values=values) is not None:
         state.head, state.gone = head, state.gone - folded

@@ -3,20 +3,19 @@ items that are in that state now, so the schedule's sweeps read only what may ne
 
 from __future__ import annotations
 
-from typing import Any
-
 from chalicelib.platform.dynamo import BATCH_GET, batch_get, plain, table
+from chalicelib.platform.shapes import Item
 
 
-def query_index_partition(partition: str, limit: int = 500) -> list[dict[str, Any]]:
+def query_index_partition(partition: str, limit: int = 500) -> list[Item]:
     """Items of one GSI2 (sparse index) partition, oldest first, up to `limit`.
 
     GSI2 projects only the keys (infra/template.yaml): its partitions have a single value (`PENDING`, `ACTIVE`,
     ...), so every write it carries lands on one index partition, and a queued start's attempts (which change
     no key) then never write to it at all. The items are read from the table in batches of BATCH_GET; one that
     left the partition between the query and the read is left out."""
-    keys: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {
+    keys: list[Item] = []
+    kwargs: Item = {
         "IndexName": "GSI2",
         "KeyConditionExpression": "GSI2PK = :pk",
         "ExpressionAttributeValues": {":pk": partition},
@@ -29,7 +28,7 @@ def query_index_partition(partition: str, limit: int = 500) -> list[dict[str, An
             break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
     keys = keys[:limit]
-    found: dict[tuple[str, str], dict[str, Any]] = {}
+    found: dict[tuple[str, str], Item] = {}
     for start in range(0, len(keys), BATCH_GET):
         for item in batch_get(keys[start:start + BATCH_GET]):
             found[(str(item["PK"]), str(item["SK"]))] = item

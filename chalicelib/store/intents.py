@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, TypedDict, cast
+from typing import TypedDict, cast
 
 from chalicelib.platform.dynamo import now_iso, transact_if, update_if
 from chalicelib.platform.observability import count, logger
+from chalicelib.platform.shapes import Item
 from chalicelib.store.index import query_index_partition
 from chalicelib.store.sessions import SessionRecord, started_events
 from chalicelib.store.slots import release_slot_update, reserve_slot_update
@@ -58,7 +59,7 @@ def _key(intent_id: str) -> dict[str, str]:
     return {"PK": f"INTENT#{intent_id}", "SK": "META"}
 
 
-def delete_update(intent: StartIntent, state: str = CALLING) -> dict[str, Any]:
+def delete_update(intent: StartIntent, state: str = CALLING) -> Item:
     """Deleting the intent as a TransactWriteItems `Delete` (for chalicelib.platform.dynamo.transact_if),
     conditional on its state."""
     return {"Key": _key(intent["intent_id"]), "ConditionExpression": "#s = :s",
@@ -70,7 +71,7 @@ def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float) -> S
     now = time.time()
     created = now_iso()
     intent_id = uuid.uuid4().hex
-    item: dict[str, Any] = {
+    item: Item = {
         **_key(intent_id), "type": "start_intent", "intent_id": intent_id, "user_id": user_id, "agent": agent,
         "state": CALLING, "created_at": created, "created_epoch": int(now),
         "lease_until": int(now + lease_seconds + LEASE_MARGIN_SECONDS),

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from chalicelib.platform.dynamo import events_table_name, now_iso, transact
+from chalicelib.platform.shapes import Item, JsonObject
 
 if TYPE_CHECKING:
     from chalicelib.api.events import LifecycleEvent
@@ -29,7 +30,7 @@ EVENT_TYPE_NAMES = frozenset({
 
 def event_writes(event_type: str, *, user_id: str | None, agent: str, session_id: str | None = None,
                  request_id: str | None = None, call_id: str | None = None,
-                 data: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                 data: JsonObject | None = None) -> list[JsonObject]:
     """The event as TransactWriteItems entries to add to the state change's transaction: `[]` when events are
     off (no EVENTS_TABLE_NAME), else one `Put` into the events table. The envelope is chalicelib.api.events'
     LifecycleEvent (built here as plain JSON: its model costs every cold start ~8 ms; delivery parses with it)."""
@@ -48,7 +49,7 @@ def event_writes(event_type: str, *, user_id: str | None, agent: str, session_id
     return [{"Put": {"TableName": table_name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}]
 
 
-def event_of_item(item: dict[str, Any]) -> LifecycleEvent | None:
+def event_of_item(item: Item) -> LifecycleEvent | None:
     """The event an outbox item (plain values) holds; None for an item that is not one."""
     from chalicelib.api.events import LifecycleEvent  # noqa: PLC0415 - the delivery function's alone
 
@@ -58,14 +59,14 @@ def event_of_item(item: dict[str, Any]) -> LifecycleEvent | None:
 
 
 def record_event(event_type: str, *, user_id: str | None, agent: str, session_id: str | None = None,
-                 data: dict[str, Any] | None = None) -> None:
+                 data: JsonObject | None = None) -> None:
     """An event that reports no change of ours (an orphan bot stopped at Pipecat Cloud), written alone."""
     writes = event_writes(event_type, user_id=user_id, agent=agent, session_id=session_id, data=data)
     if writes:
         transact(writes)
 
 
-def events_of_stream(records: list[dict[str, Any]]) -> tuple[list[LifecycleEvent], list[str]]:
+def events_of_stream(records: list[Item]) -> tuple[list[LifecycleEvent], list[str]]:
     """The events a batch of the events table's stream records brings, in stream order (each INSERT of an outbox
     item; its TTL removal and any other record are not events), and the text of any outbox item that does not
     parse as one (to be parked, never to block the stream: Lambda would hand the batch over for ever)."""

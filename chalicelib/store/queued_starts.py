@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from enum import StrEnum
-from typing import Any, TypedDict, cast
+from typing import TypedDict, cast
 
 from chalicelib.platform.dynamo import (
     cancellation_codes,
@@ -27,6 +27,7 @@ from chalicelib.platform.dynamo import (
     transact_if,
     update_if,
 )
+from chalicelib.platform.shapes import Item, JsonObject
 from chalicelib.store import intents as start_intents
 from chalicelib.store import sessions as session_store
 from chalicelib.store.index import query_index_partition
@@ -104,8 +105,8 @@ class RecordRefused(Exception):
         self.refused, self.reasons = refused, reasons
 
 
-def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_request: dict[str, Any],
-           deadline: float, next_attempt_at: float, seq: int, entry: dict[str, Any],
+def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_request: JsonObject,
+           deadline: float, next_attempt_at: float, seq: int, entry: Item,
            intent: StartIntent | None = None) -> QueuedStart:
     """Record a queued start at its place `seq` in the agent's queue (`entry`: the queue entry's `Put`), and
     retire the start intent whose slot it takes over, in one transaction. Raises RecordRefused when a condition
@@ -134,7 +135,7 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
     }
     # JSON text: DynamoDB cannot hold floats in a map, and the request is replayed verbatim.
     text = json.dumps(pcc_request, separators=(",", ":"), ensure_ascii=False).encode()
-    writes: list[dict[str, Any]] = [{"Put": entry}]
+    writes: list[Item] = [{"Put": entry}]
     names = ["request", "entry"]
     if len(text) <= INLINE_REQUEST_BYTES:
         item["pcc_request"] = text.decode()
@@ -162,7 +163,7 @@ def _chunk_key(index: int) -> str:
     return f"BODY#{index:03d}"
 
 
-def pcc_request(request: QueuedStart) -> dict[str, Any]:
+def pcc_request(request: QueuedStart) -> JsonObject:
     """The Pipecat Cloud request of a queued start, inline or reassembled from its chunks."""
     if "pcc_request" in request:
         return dict(json.loads(request["pcc_request"]))
@@ -207,7 +208,7 @@ def requeue(request_id: str, attempt: int, next_attempt_at: float, last_error: s
                 ":at": int(next_attempt_at), ":err": last_error}) is not None
 
 
-def move_place(request: QueuedStart, seq: int, entry: dict[str, Any]) -> bool:
+def move_place(request: QueuedStart, seq: int, entry: Item) -> bool:
     """The queued request takes place `seq` (`entry`: that place's queue entry `Put`) in one transaction, if it is
     still queued at the place it had; False otherwise (it moved on meanwhile)."""
     return transact_if([
@@ -218,7 +219,7 @@ def move_place(request: QueuedStart, seq: int, entry: dict[str, Any]) -> bool:
     ])
 
 
-def complete(request: QueuedStart, attempt: int, session_id: str, result: dict[str, Any], ttl_seconds: int) -> bool:
+def complete(request: QueuedStart, attempt: int, session_id: str, result: JsonObject, ttl_seconds: int) -> bool:
     """starting -> started and the session record (kept `ttl_seconds`), in one transaction."""
     session = SessionRecord.new(user_id=request["user_id"], session_id=session_id, agent=request["agent"],
                                 transport=request["transport"], ttl_seconds=ttl_seconds,
@@ -248,7 +249,7 @@ def finish_without_session(request: QueuedStart, state: str, code: str, detail: 
     again, never the request alone. Only when the slot counter's condition alone refused it (the counter was
     already at zero: drift) does the request move without a release. `abandoned_before`: only if its owner
     has not asked about it since then (`seen_at`, chalicelib.start.queue)."""
-    values: dict[str, Any] = {":new": state, ":code": code, ":detail": detail[:1000], ":now": now_iso()}
+    values: Item = {":new": state, ":code": code, ":detail": detail[:1000], ":now": now_iso()}
     for i, from_state in enumerate(from_states):
         values[f":from{i}"] = from_state
     condition = "(" + " OR ".join(f"#s = :from{i}" for i in range(len(from_states))) + ")"

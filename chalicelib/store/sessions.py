@@ -24,7 +24,6 @@ from enum import StrEnum
 from typing import Any
 
 from chalicelib.platform.dynamo import (
-    Item,
     cancellation_codes,
     iso_epoch,
     now_iso,
@@ -34,6 +33,7 @@ from chalicelib.platform.dynamo import (
 )
 from chalicelib.platform.errors import DomainError
 from chalicelib.platform.observability import count
+from chalicelib.platform.shapes import Item, JsonObject
 from chalicelib.store.index import query_index_partition
 from chalicelib.store.outbox import event_writes
 from chalicelib.store.slots import release_slot_update
@@ -95,7 +95,7 @@ class SessionRecord:
             item.update(GSI2PK="ACTIVE", GSI2SK=self.created_at)
         return item
 
-    def public(self) -> dict[str, Any]:
+    def public(self) -> JsonObject:
         """The record as the API shows it (docs/api.md: SessionRecord)."""
         values = asdict(self)
         return {"sessionId": self.session_id,
@@ -105,10 +105,10 @@ class SessionRecord:
 # ---------------------------------------------------------------- records
 
 
-def started_events(item: SessionRecord, queued: bool) -> list[dict[str, Any]]:
+def started_events(item: SessionRecord, queued: bool) -> list[Item]:
     """The events of a session recorded as started (for the transaction that records it): `session.started`,
     and `call.started` for a telephony call's bot."""
-    def event(event_type: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    def event(event_type: str, data: JsonObject) -> list[JsonObject]:
         return event_writes(event_type, user_id=item.user_id, agent=item.agent, session_id=item.session_id,
                             request_id=item.request_id, call_id=item.call_id, data=data)
 
@@ -132,11 +132,11 @@ END_EVENTS = {"stopped_by_user": "session.stopped", "hard_cap": "session.capped"
 
 
 def ended_event(record: SessionRecord, status: str, reason: str,
-                details: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+                details: Mapping[str, Any] | None) -> list[Item]:
     """The event of an active session leaving `active`: stopped through our API, capped, or seen ended at
     Pipecat Cloud (`details`: what its private API said of the session, when known)."""
     event_type = END_EVENTS.get(reason, "session.stopped") if status == STOPPED else "session.ended"
-    data: dict[str, Any] = {"reason": reason}
+    data: JsonObject = {"reason": reason}
     if details:
         data.update({k: details.get(k) for k in ("createdAt", "endedAt", "completionStatus", "botStartSeconds",
                                                  "coldStart")})
@@ -196,7 +196,7 @@ def mark_ended(record: SessionRecord, status: str, reason: str,
 
 
 MAX_CURSOR_KEY_BYTES = 1024  # DynamoDB's limit for a sort key value (a partition key may hold 2048)
-def encode_cursor(key: dict[str, Any] | None) -> str | None:
+def encode_cursor(key: Item | None) -> str | None:
     """The opaque `nextCursor` of a listing: the key to continue from."""
     if not key:
         return None
@@ -209,7 +209,7 @@ class InvalidCursor(DomainError):
     kind = "invalid_cursor"
 
 
-def decode_cursor(user_id: str, cursor: str) -> dict[str, Any]:
+def decode_cursor(user_id: str, cursor: str) -> Item:
     """A client's `cursor` back into a key of its own listing; InvalidCursor for anything else."""
     if len(cursor) > 8 * MAX_CURSOR_KEY_BYTES:
         raise InvalidCursor("cursor is not valid")
@@ -231,14 +231,14 @@ FILTERED_PAGE_ITEMS = 100  # records one filtered page evaluates (DynamoDB's Lim
 
 
 def list_user_sessions(
-    user_id: str, *, limit: int, status: str | None = None, start_key: dict[str, Any] | None = None
-) -> tuple[list[SessionRecord], dict[str, Any] | None]:
+    user_id: str, *, limit: int, status: str | None = None, start_key: Item | None = None
+) -> tuple[list[SessionRecord], Item | None]:
     """A page of the user's sessions, newest first, and the key to continue from (None: no more).
 
     The cost of a call does not grow with the user's history: at most LIST_PAGES_PER_CALL queries, each
     evaluating at most FILTERED_PAGE_ITEMS records when a status filter is given (`limit` otherwise). A
     filtered call may so return fewer than `limit` sessions (even none) with a key to go on from."""
-    kwargs: dict[str, Any] = {
+    kwargs: Item = {
         "IndexName": "GSI1",
         "KeyConditionExpression": "GSI1PK = :pk",
         "ExpressionAttributeValues": {":pk": f"USER#{user_id}#SESSIONS"},
@@ -249,7 +249,7 @@ def list_user_sessions(
         kwargs["FilterExpression"] = "#s = :status"
         kwargs["ExpressionAttributeNames"] = {"#s": "status"}
         kwargs["ExpressionAttributeValues"][":status"] = status
-    items: list[dict[str, Any]] = []
+    items: list[Item] = []
     for _ in range(LIST_PAGES_PER_CALL):
         if start_key:
             kwargs["ExclusiveStartKey"] = start_key

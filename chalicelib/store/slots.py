@@ -5,9 +5,9 @@ per-user cap holds under races; counters that drifted upwards are healed by the 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from chalicelib.platform.dynamo import now_iso, table, update_if
+from chalicelib.platform.shapes import Item
 from chalicelib.store.index import query_index_partition
 
 SLOTS_INDEX_KEY = "SLOTS"  # GSI2 partition of the per-user slot counters (for healing)
@@ -15,7 +15,7 @@ ACTIVE_STATES = {"SESSIONS": ("status", ("active",)), "REQUESTS": ("state", ("qu
                  "INTENTS": ("state", ("calling", "unknown"))}  # what holds a slot, by GSI1 listing
 
 
-def reserve_slot_update(user_id: str, limit: int) -> dict[str, Any]:
+def reserve_slot_update(user_id: str, limit: int) -> Item:
     """Taking a slot as a TransactWriteItems `Update` (with a record that must exist with it)."""
     return {
         "Key": {"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
@@ -26,7 +26,7 @@ def reserve_slot_update(user_id: str, limit: int) -> dict[str, Any]:
     }
 
 
-def release_slot_update(user_id: str) -> dict[str, Any]:
+def release_slot_update(user_id: str) -> Item:
     """The slot release as a TransactWriteItems `Update` (for state changes that must free a slot)."""
     return {
         "Key": {"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"},
@@ -46,7 +46,7 @@ def active_slots(user_id: str) -> int:
 def _count_in_states(index_pk: str, attribute: str, states: tuple[str, ...]) -> int:
     """How many items of one GSI1 partition have `attribute` in `states`."""
     values = {f":v{i}": state for i, state in enumerate(states)}
-    kwargs: dict[str, Any] = {
+    kwargs: Item = {
         "IndexName": "GSI1",
         "KeyConditionExpression": "GSI1PK = :pk",
         "FilterExpression": f"#a IN ({', '.join(values)})",

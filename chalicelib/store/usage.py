@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.platform.dynamo import batch_get, plain, table
+from chalicelib.platform.shapes import Item
 
 DAY_TTL_SECONDS = 3 * 86400
 MONTH_TTL_SECONDS = 70 * 86400
@@ -74,7 +75,7 @@ def split_seconds(start: float, end: float) -> tuple[dict[str, int], dict[str, i
     return share(day_reset, day_window), share(month_reset, month_window)
 
 
-def usage_updates(user_id: str, start: float, end: float) -> list[dict[str, Any]]:
+def usage_updates(user_id: str, start: float, end: float) -> list[Item]:
     """The session's seconds added to its user's counters, as TransactWriteItems `Update` entries."""
     days, months = split_seconds(start, end)
     now = int(time.time())

@@ -6,7 +6,6 @@ hold music; a retried webhook never starts a second bot."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from chalicelib.platform.errors import Refused, TryLater
 from chalicelib.platform.http import HttpResult
@@ -15,6 +14,7 @@ from chalicelib.platform.observability import count
 from chalicelib.platform.request_parsing import parse_json_object
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import get_settings
+from chalicelib.platform.shapes import JsonObject
 from chalicelib.start.policy import dialin_plan
 from chalicelib.start.service import StartTerms, execute_start
 from chalicelib.telephony import signatures as sig
@@ -40,7 +40,7 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
                        sip_headers=data.get("sipHeaders") or {},
                        expires_at=int(time.time()) + settings.max_session_seconds)
 
-    def action() -> dict[str, Any]:
+    def action() -> JsonObject:
         # The caller hears hold music meanwhile: a short, bounded retry on capacity.
         for attempt in range(settings.daily_dialin_attempts):
             try:

@@ -17,7 +17,6 @@ import hmac
 import ipaddress
 import time
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from chalicelib.platform.errors import Refused, TryLater
@@ -26,6 +25,7 @@ from chalicelib.platform.idempotency import run_once
 from chalicelib.platform.observability import count
 from chalicelib.platform.secrets import GatewaySecrets, get_secrets
 from chalicelib.platform.settings import Settings, get_settings
+from chalicelib.platform.shapes import JsonObject
 from chalicelib.start.policy import call_plan
 from chalicelib.start.service import StartTerms, execute_start
 from chalicelib.telephony import signatures as sig
@@ -57,18 +57,18 @@ def _service_host(settings: Settings, agent: str) -> str:
     return f"{agent}.{settings.pcc_org}" if settings.pcc_org else agent
 
 
-def _raw_ws(_transport: str, pcc: dict[str, Any]) -> HttpResult:
+def _raw_ws(_transport: str, pcc: JsonObject) -> HttpResult:
     """For provider streams: PCC's wsUrl + token as-is (providers drop query strings)."""
     return HttpResult(200, {"wsUrl": pcc["wsUrl"], "token": pcc["token"], "sessionId": pcc["sessionId"]})
 
 
-def _start_for_call(settings: Settings, call: Call) -> dict[str, Any]:
+def _start_for_call(settings: Settings, call: Call) -> JsonObject:
     """Token auth: start a websocket session for this call (once per call id). TryLater at capacity."""
     principal = settings.telephony_owner
     plan = call_plan(telephony_agent(settings), principal, provider=call.provider, call_id=call.call_id,
                      caller=call.caller, callee=call.callee)
 
-    def action() -> dict[str, Any]:
+    def action() -> JsonObject:
         terms = StartTerms(limit=settings.telephony_session_limit, queue_on_capacity=False, shape=_raw_ws,
                            read_timeout=settings.telephony_start_timeout_seconds)
         return execute_start(principal, plan, terms=terms).as_dict()
