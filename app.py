@@ -26,8 +26,7 @@ from chalicelib.platform.settings import get_settings
 from chalicelib.sessions import service as sessions_service
 from chalicelib.sessions.proxy import MAX_PROXY_DEPTH, PROXY_CONTENT_TYPES, PROXY_METHODS, forward, is_preflight
 from chalicelib.sessions.proxy_headers import forwarded_to_bot
-from chalicelib.start import budgets, dispatcher
-from chalicelib.start import queue as capacity_queue
+from chalicelib.start import budgets, capacity_queue, dispatcher
 from chalicelib.start import service as start_service
 from chalicelib.upkeep import reconcile, schedule
 

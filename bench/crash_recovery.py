@@ -37,9 +37,8 @@ def run(samples: int = 20) -> dict[str, Any]:
 def _run(stack: BenchStack, samples: int) -> dict[str, Any]:
     from chalicelib.pcc import client as pcc_client
     from chalicelib.platform.settings import get_settings
-    from chalicelib.store import intents as start_intents
-    from chalicelib.store import slots
-    from chalicelib.upkeep import orphans as orphan_sweeper
+    from chalicelib.store import intents, slots
+    from chalicelib.upkeep import orphans
 
     settings = get_settings()
     real_start = pcc_client.start
@@ -64,8 +63,8 @@ def _run(stack: BenchStack, samples: int) -> dict[str, Any]:
         tick = crash + random.uniform(0, INTERVAL)
         stopped_at = freed_at = None
         while freed_at is None or stopped_at is None:
-            orphan_sweeper.sweep(now=tick)
-            start_intents.recover(settings.orphan_grace_seconds, now=tick)
+            orphans.sweep(now=tick)
+            intents.recover(settings.orphan_grace_seconds, now=tick)
             if stopped_at is None and not _running(stack):
                 stopped_at = tick - crash
             if freed_at is None and slots.active_slots(user) == 0:
@@ -73,7 +72,7 @@ def _run(stack: BenchStack, samples: int) -> dict[str, Any]:
             tick += INTERVAL
         slot_free.append(freed_at)
         bot_stopped.append(stopped_at)
-    lease = settings.pcc_connect_timeout + settings.pcc_read_timeout + start_intents.LEASE_MARGIN_SECONDS
+    lease = settings.pcc_connect_timeout + settings.pcc_read_timeout + intents.LEASE_MARGIN_SECONDS
     bound = lease + settings.orphan_grace_seconds + INTERVAL
     slot = summary(slot_free)
     return {

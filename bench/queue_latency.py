@@ -35,7 +35,7 @@ def run(samples: int = 20, configs: tuple[tuple[float, int], ...] = ((0.5, 2), (
 
 
 def _run_config(stack: BenchStack, samples: int, cap: int) -> dict[str, Any]:
-    from chalicelib.store import queued_starts as start_requests
+    from chalicelib.store import queued_starts
 
     sqs = boto3.client("sqs")
     queue_url = stack.outputs["RetryQueueUrl"]
@@ -59,7 +59,7 @@ def _run_config(stack: BenchStack, samples: int, cap: int) -> dict[str, Any]:
             stack.admin(f"sessions/{blocker}/end")
             freed = time.perf_counter()
             while True:
-                record = start_requests.get(request_id)
+                record = queued_starts.get(request_id)
                 if record and record["state"] == "started":
                     break
                 assert record and record["state"] in ("queued", "starting"), record

@@ -250,11 +250,11 @@ def harness_ceiling(stack: BenchStack, dynamodb_calls: int, latency: float, star
 
 
 def _all_terminal(request_ids: list[str]) -> bool:
-    from chalicelib.store import queued_starts as start_requests
+    from chalicelib.store import queued_starts
 
     for request_id in request_ids:
-        record = start_requests.get(request_id)
-        if record is None or record["state"] not in start_requests.TERMINAL:
+        record = queued_starts.get(request_id)
+        if record is None or record["state"] not in queued_starts.TERMINAL:
             return False
     return True
 
@@ -263,14 +263,14 @@ def _figures(stack: BenchStack, counter: CallCounter, attempts: AttemptLog, capa
              latency: float, users: int, t0: float, prefill: bool, sent: dict[int, float],
              answers: dict[int, tuple[int, dict[str, Any]]], queued: dict[int, str],
              lengths: Lengths) -> dict[str, Any]:
-    from chalicelib.store import queued_starts as start_requests
+    from chalicelib.store import queued_starts
 
     listed = httpx.get(f"{stack.emulator_url}/_emulator/sessions").json()["sessions"]
     bots = {s["body"]["n"]: float(s["createdEpoch"]) for s in listed if isinstance(s.get("body"), dict)
             and "n" in s["body"]}
     ends = [float(s["endedEpoch"]) for s in listed if s.get("endedEpoch")]
     stats = stack.stats()
-    records = {n: start_requests.get(rid) for n, rid in queued.items()}
+    records = {n: queued_starts.get(rid) for n, rid in queued.items()}
     # drains are measured from the moment capacity starts to free (the burst sent, the agent full meanwhile), or
     # from the first start sent to an agent that starts empty
     first = t0 if prefill else min(sent.values())

@@ -48,7 +48,7 @@ def _epoch(iso: str) -> float:
 
 
 def _storm(stack: BenchStack, starts: int, users: int, late_arrivals: int, end_interval: float) -> dict[str, Any]:
-    from chalicelib.store import queued_starts as start_requests
+    from chalicelib.store import queued_starts
 
     sqs = boto3.client("sqs")
     queue_url = stack.outputs["RetryQueueUrl"]
@@ -92,7 +92,7 @@ def _storm(stack: BenchStack, starts: int, users: int, late_arrivals: int, end_i
         queued_ids = [a.body["requestId"] for a in answers if a.status == 202]
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            if all(_request(r)["state"] in start_requests.TERMINAL for r in queued_ids):
+            if all(_request(r)["state"] in queued_starts.TERMINAL for r in queued_ids):
                 break
             time.sleep(0.5)
     finally:
@@ -108,9 +108,9 @@ class Answer:
 
 
 def _request(request_id: str) -> Any:
-    from chalicelib.store import queued_starts as start_requests
+    from chalicelib.store import queued_starts
 
-    record = start_requests.get(request_id)
+    record = queued_starts.get(request_id)
     assert record is not None, request_id
     return record
 

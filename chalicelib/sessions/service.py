@@ -15,23 +15,22 @@ from chalicelib.platform.request_parsing import query_error
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
-from chalicelib.store import agent_queue
-from chalicelib.store import sessions as session_store
+from chalicelib.store import agent_queue, session_records
 
 PCC_DETAIL_FIELDS = ("endedAt", "completionStatus", "botStartSeconds", "coldStart", "createdAt",
                      "resourceMetrics", "meetingIds")
-STATUSES = (session_store.ACTIVE, session_store.ENDED, session_store.STOPPED)
+STATUSES = (session_records.ACTIVE, session_records.ENDED, session_records.STOPPED)
 
 
 def _not_found() -> Refused:
     return Refused("session_not_found", "No such session")
 
 
-def owned_session(user_id: str, session_id: str) -> session_store.SessionRecord:
+def owned_session(user_id: str, session_id: str) -> session_records.SessionRecord:
     """The caller's session record, or 404 (also for someone else's session)."""
     if not session_id or len(session_id) > 128:
         raise _not_found()
-    record = session_store.get_session(session_id)
+    record = session_records.get_session(session_id)
     if record is None or record.user_id != user_id:
         raise _not_found()
     return record
@@ -48,9 +47,9 @@ def list_sessions(user_id: str, params: dict[str, str]) -> JsonObject:
         raise query_error("limit", "must be an integer") from None
     if not 1 <= limit <= 100:
         raise query_error("limit", "must be between 1 and 100")
-    start_key = session_store.decode_cursor(user_id, params["cursor"]) if params.get("cursor") else None
-    items, next_key = session_store.list_user_sessions(user_id, limit=limit, status=status, start_key=start_key)
-    return {"sessions": [r.public() for r in items], "nextCursor": session_store.encode_cursor(next_key)}
+    start_key = session_records.decode_cursor(user_id, params["cursor"]) if params.get("cursor") else None
+    items, next_key = session_records.list_user_sessions(user_id, limit=limit, status=status, start_key=start_key)
+    return {"sessions": [r.public() for r in items], "nextCursor": session_records.encode_cursor(next_key)}
 
 
 # ------------------------------------------------------------------ details
@@ -60,15 +59,15 @@ def session_details(user_id: str, session_id: str) -> JsonObject:
                      what="Session details (each asks Pipecat Cloud's private API)")
     record = owned_session(user_id, session_id)
     details = pipecat_details(record)
-    if details and details.get("endedAt") and record.status == session_store.ACTIVE:
+    if details and details.get("endedAt") and record.status == session_records.ACTIVE:
         # Pipecat Cloud says it ended: update our record and free the user's slot now.
-        if end_session(record, session_store.ENDED, str(details.get("completionStatus") or "ended"), details,
+        if end_session(record, session_records.ENDED, str(details.get("completionStatus") or "ended"), details,
                        freed="session_seen_ended"):
-            record = session_store.get_session(session_id) or record
+            record = session_records.get_session(session_id) or record
     return {**record.public(), "pipecat": details}
 
 
-def pipecat_details(record: session_store.SessionRecord) -> JsonObject | None:
+def pipecat_details(record: session_records.SessionRecord) -> JsonObject | None:
     """Pipecat Cloud's view of the session (PCC_DETAIL_FIELDS of its private API's details); None when it cannot
     say (logged; a rejected key is logged as the operator problem it is)."""
     session_id = record.session_id
@@ -86,12 +85,12 @@ def pipecat_details(record: session_store.SessionRecord) -> JsonObject | None:
 
 
 # ------------------------------------------------------------------ the end of a session
-def end_session(record: session_store.SessionRecord, status: str, reason: str, details: JsonObject | None,
+def end_session(record: session_records.SessionRecord, status: str, reason: str, details: JsonObject | None,
                 *, freed: str | None = None) -> bool:
     """Record that the session ended (`status`, `reason`; its slot, event and usage in one transaction) and, when
     this call recorded it, tell its agent's queue that capacity freed (`freed`: the wake-up's reason, else
     `reason`). False when it had already ended: nothing changes."""
-    if not session_store.mark_ended(record, status, reason, details):
+    if not session_records.mark_ended(record, status, reason, details):
         return False
     agent_queue.capacity_freed(record.agent, freed or reason)
     return True
@@ -102,7 +101,7 @@ def end_session(record: session_store.SessionRecord, status: str, reason: str, d
 def stop_session(user_id: str, session_id: str) -> JsonObject:
     """Stop via PCC's private API. Idempotent: stopping an ended session is not an error."""
     record = owned_session(user_id, session_id)
-    if record.status == session_store.ACTIVE:
+    if record.status == session_records.ACTIVE:
         try:
             pcc_client.stop_session(record.agent, session_id, private_key())
         except PccCallError as exc:
@@ -110,7 +109,7 @@ def stop_session(user_id: str, session_id: str) -> JsonObject:
                 raise map_pcc_error(exc) from None
         # Pipecat Cloud's createdAt / endedAt, read after the stop: the user's usage to the second (without them it
         # counts from our record, to now)
-        end_session(record, session_store.STOPPED, "stopped_by_user", pipecat_details(record))
-        record = session_store.get_session(session_id) or record
+        end_session(record, session_records.STOPPED, "stopped_by_user", pipecat_details(record))
+        record = session_records.get_session(session_id) or record
     return record.public()
 

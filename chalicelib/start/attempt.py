@@ -14,7 +14,7 @@ from chalicelib.pcc.responses import client_response, is_retryable, map_pcc_erro
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import Settings
-from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import queued_starts
 from chalicelib.store.queued_starts import QueuedStart
 
 LEASE_SECONDS = 70  # the worker's 60 s Lambda timeout + a margin: a lease (or claim) older than this was abandoned
@@ -38,7 +38,7 @@ def attempt(settings: Settings, agent: str, request: QueuedStart, retry_wait: fl
     touches only this request and `clock`). "failed" only once the request is known to be terminal."""
     number = int(request["next_attempt"])
     request_id = request["request_id"]
-    if not start_requests.claim(request_id, number, LEASE_SECONDS, time.time()):
+    if not queued_starts.claim(request_id, number, LEASE_SECONDS, time.time()):
         return "skipped", request  # moved on under us (cancelled, expired): re-read
     try:
         return _attempt_claimed(settings, agent, request, number, retry_wait, clock or CallClock())
@@ -51,7 +51,7 @@ def _attempt_claimed(settings: Settings, agent: str, request: QueuedStart, attem
                      clock: CallClock) -> tuple[Outcome, QueuedStart]:
     request_id = request["request_id"]
     try:
-        payload, key = start_requests.pcc_request(request), get_secrets().public_key.get_secret_value()
+        payload, key = queued_starts.pcc_request(request), get_secrets().public_key.get_secret_value()
         clock.sent = time.monotonic()
         try:
             result = pcc_client.start(agent, payload, key)
@@ -63,16 +63,16 @@ def _attempt_claimed(settings: Settings, agent: str, request: QueuedStart, attem
     except PccCallError as exc:
         if not is_retryable(exc):
             error = map_pcc_error(exc)
-            return failed_for_good(request, error.kind, str(error.detail), (start_requests.STARTING,)), request
+            return failed_for_good(request, error.kind, str(error.detail), (queued_starts.STARTING,)), request
         reason = "pcc_at_capacity" if exc.status == 429 else f"pcc_{exc.status or exc.kind}"
-        if not start_requests.requeue(request_id, attempt, time.time() + retry_wait, reason):
+        if not queued_starts.requeue(request_id, attempt, time.time() + retry_wait, reason):
             return "skipped", request
-        request.update({"state": start_requests.QUEUED, "next_attempt": attempt + 1, "attempts": attempt})
+        request.update({"state": queued_starts.QUEUED, "next_attempt": attempt + 1, "attempts": attempt})
         return "retry", request
     session_id = str(result["sessionId"])
     response = client_response(request["transport"], result)
     try:
-        completed = start_requests.complete(request, attempt, session_id, response.as_dict(),
+        completed = queued_starts.complete(request, attempt, session_id, response.as_dict(),
                                             settings.session_ttl_seconds)
     except Exception:
         pcc_client.stop_if_running(agent, session_id)  # never leave an unrecorded bot behind a retry
@@ -91,10 +91,10 @@ def _attempt_claimed(settings: Settings, agent: str, request: QueuedStart, attem
 def _crashed(settings: Settings, request: QueuedStart, attempt: int) -> tuple[Outcome, QueuedStart]:
     """An attempt that raised: hand it back, and fail the request once it has crashed MAX_RECEIVE_COUNT times
     (a poison request must not hold the head of the queue for ever)."""
-    failures = start_requests.release_claim(request["request_id"], attempt)
+    failures = queued_starts.release_claim(request["request_id"], attempt)
     if failures >= settings.max_receive_count:
         return failed_for_good(request, "worker_error", "The start could not be processed",
-                                (start_requests.QUEUED,)), request
+                                (queued_starts.QUEUED,)), request
     return "skipped", request  # re-read before the next try
 
 
@@ -102,12 +102,12 @@ def failed_for_good(request: QueuedStart, code: str, detail: str, states: tuple[
     """Fail the request; "failed" when it is terminal now (by this write or another), else "skipped"."""
     if _fail(request, code, detail, states):
         return "failed"
-    fresh = start_requests.get(request["request_id"])
-    return "failed" if fresh is None or fresh["state"] in start_requests.TERMINAL else "skipped"
+    fresh = queued_starts.get(request["request_id"])
+    return "failed" if fresh is None or fresh["state"] in queued_starts.TERMINAL else "skipped"
 
 
 def _fail(request: QueuedStart, code: str, detail: str, states: tuple[str, ...]) -> bool:
-    if start_requests.finish_without_session(request, start_requests.FAILED, code, detail, states):
+    if queued_starts.finish_without_session(request, queued_starts.FAILED, code, detail, states):
         count("QueuedStartsFailed")
         logger.info("queued start failed", extra={"request_id": request["request_id"], "code": code})
         return True

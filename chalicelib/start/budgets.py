@@ -20,9 +20,9 @@ from chalicelib.platform.errors import TryLater
 from chalicelib.platform.observability import count
 from chalicelib.platform.settings import Settings, get_settings
 from chalicelib.platform.shapes import JsonObject
-from chalicelib.store import sessions as session_store
+from chalicelib.store import session_records
 from chalicelib.store import usage as usage_store
-from chalicelib.store.sessions import SessionRecord
+from chalicelib.store.session_records import SessionRecord
 
 ACTIVE_LISTED = 50  # a user's active sessions read for their running time (USER_SESSION_LIMIT is far below)
 
@@ -83,7 +83,7 @@ def _used_up(windows: dict[str, JsonObject]) -> str | None:
 
 
 def _active(user_id: str) -> list[SessionRecord]:
-    return session_store.list_user_sessions(user_id, limit=ACTIVE_LISTED, status=session_store.ACTIVE)[0]
+    return session_records.list_user_sessions(user_id, limit=ACTIVE_LISTED, status=session_records.ACTIVE)[0]
 
 
 def check_start(user_id: str, names: frozenset[str], now: float | None = None) -> None:

@@ -40,8 +40,7 @@ from chalicelib.start import attempt as attempts
 from chalicelib.start import queued_start
 from chalicelib.start.attempt import DEADLINE_DETAIL, CallClock, Outcome
 from chalicelib.start.pacing import Pacer
-from chalicelib.store import agent_queue
-from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import agent_queue, queued_starts
 from chalicelib.store.queued_starts import QueuedStart
 
 # Leases are stored in whole seconds and expire when `lease_until < now`: 2 s after LEASE_SECONDS at most.
@@ -186,14 +185,14 @@ class Run:
         now = time.time()
         if now >= request["deadline"]:
             # (not in flight here: a STARTING request is a dead dispatcher's claim)
-            states = (start_requests.QUEUED, start_requests.STARTING)
+            states = (queued_starts.QUEUED, queued_starts.STARTING)
             if attempts.failed_for_good(request, "deadline_exceeded", DEADLINE_DETAIL, states) == "failed":
                 self._leave(seq)
                 self.summary["failed"] += 1
             else:
                 self.known.pop(seq, None)
             return
-        if request["state"] == start_requests.STARTING:
+        if request["state"] == queued_starts.STARTING:
             if request.get("lease_until", 0) >= now:  # a dead dispatcher's attempt: let its claim expire
                 self._settle(block=min(1.0, max(0.0, ends - time.monotonic())))
                 self.known.pop(seq, None)
@@ -226,8 +225,8 @@ class Run:
             else:
                 self._settle(block=0.05)
             return None
-        request = start_requests.get(str(entry["request_id"])) if entry.get("request_id") else None
-        if request is None or request["state"] in start_requests.TERMINAL:
+        request = queued_starts.get(str(entry["request_id"])) if entry.get("request_id") else None
+        if request is None or request["state"] in queued_starts.TERMINAL:
             self._leave(seq)  # cancelled, expired, or left without being folded in (or an abandoned number)
             return None
         return request

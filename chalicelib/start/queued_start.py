@@ -10,8 +10,7 @@ import time
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.settings import Settings
 from chalicelib.start.attempt import DEADLINE_DETAIL
-from chalicelib.store import agent_queue
-from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import agent_queue, queued_starts
 from chalicelib.store.queued_starts import QueuedStart
 
 ABANDONED_DETAIL = "nobody asked about it for QUEUED_ABANDON_SECONDS, so no bot was started for it"
@@ -21,15 +20,15 @@ SWEEP_GRACE_SECONDS = 120  # past its deadline by this much, a start no dispatch
 def abandoned(request: QueuedStart, now: float, abandon_seconds: int) -> bool:
     """Queued, and its owner has not asked about it for `abandon_seconds` (requests without `seen_at`,
     recorded before abandonment existed, never are)."""
-    return bool(abandon_seconds) and request["state"] == start_requests.QUEUED and "seen_at" in request \
+    return bool(abandon_seconds) and request["state"] == queued_starts.QUEUED and "seen_at" in request \
         and now - float(request["seen_at"]) > abandon_seconds
 
 
 def abandon(request: QueuedStart, now: float, abandon_seconds: int) -> bool:
     """Cancel an abandoned queued start (`abandoned`), freeing its slot and its place; False when its owner
     asked about it after all (conditional on `seen_at`) or it left the queue."""
-    if start_requests.finish_without_session(request, start_requests.CANCELLED, "abandoned", ABANDONED_DETAIL,
-                                             (start_requests.QUEUED,), abandoned_before=now - abandon_seconds):
+    if queued_starts.finish_without_session(request, queued_starts.CANCELLED, "abandoned", ABANDONED_DETAIL,
+                                             (queued_starts.QUEUED,), abandoned_before=now - abandon_seconds):
         left_queue(request)
         count("QueuedStartsAbandoned")
         logger.info("queued start abandoned", extra={"request_id": request["request_id"]})
@@ -44,25 +43,25 @@ def abandoned_head(settings: Settings, request: QueuedStart) -> bool:
     limit, now = settings.queued_abandon_seconds, time.time()
     if not abandoned(request, now, limit):
         return False
-    fresh = start_requests.get(request["request_id"])
+    fresh = queued_starts.get(request["request_id"])
     if fresh is None or not abandoned(fresh, now, limit):
         request.update(fresh or {})
         return False
     if abandon(fresh, now, limit):  # its place is marked gone: the next loop folds the head past it
         return True
-    request.update(start_requests.get(request["request_id"]) or {})
+    request.update(queued_starts.get(request["request_id"]) or {})
     return False
 
 
 def expire_if_overdue(request: QueuedStart, now: float) -> QueuedStart:
-    if request["state"] in (start_requests.QUEUED, start_requests.STARTING) \
+    if request["state"] in (queued_starts.QUEUED, queued_starts.STARTING) \
             and now > request["deadline"] + SWEEP_GRACE_SECONDS \
-            and (request["state"] == start_requests.QUEUED or request.get("lease_until", 0) < now):
-        if start_requests.finish_without_session(
-                request, start_requests.FAILED, "deadline_exceeded", DEADLINE_DETAIL,
-                (start_requests.QUEUED, start_requests.STARTING)):
+            and (request["state"] == queued_starts.QUEUED or request.get("lease_until", 0) < now):
+        if queued_starts.finish_without_session(
+                request, queued_starts.FAILED, "deadline_exceeded", DEADLINE_DETAIL,
+                (queued_starts.QUEUED, queued_starts.STARTING)):
             left_queue(request)
-        return start_requests.get(request["request_id"]) or request
+        return queued_starts.get(request["request_id"]) or request
     return request
 
 
@@ -72,7 +71,7 @@ def give_place_back(request: QueuedStart) -> bool:
     had moved on meanwhile (the read was stale): the new number is marked gone, so the queue passes it."""
     agent = request["agent"]
     seq = agent_queue.append(agent).tail
-    if start_requests.move_place(request, seq, agent_queue.entry_put(agent, seq, request["request_id"])):
+    if queued_starts.move_place(request, seq, agent_queue.entry_put(agent, seq, request["request_id"])):
         count("QueuedStartsStranded")
         logger.error("a queued start's place had been passed: it waits at the tail again",
                      extra={"request_id": request["request_id"], "old_seq": request["seq"], "seq": seq})

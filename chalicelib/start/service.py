@@ -21,14 +21,11 @@ from chalicelib.platform.request_parsing import parse_json_object, validation_er
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
-from chalicelib.start import budgets
-from chalicelib.start import queue as capacity_queue
+from chalicelib.start import budgets, capacity_queue
 from chalicelib.start.policy import PlannedStart, plan_start
-from chalicelib.store import agent_queue
-from chalicelib.store import intents as start_intents
-from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import agent_queue, intents, queued_starts
 from chalicelib.store.intents import StartIntent
-from chalicelib.store.sessions import SessionRecord
+from chalicelib.store.session_records import SessionRecord
 
 
 def parse_start_request(raw_body: bytes | None) -> StartRequest:
@@ -67,7 +64,7 @@ def execute_start(user_id: str, plan: PlannedStart, status_base: str = "/start",
     settings = get_settings()
     limit = terms.limit or settings.user_session_limit
     lease = settings.pcc_connect_timeout + (terms.read_timeout or settings.pcc_read_timeout)
-    intent = start_intents.open_intent(user_id, plan.agent, limit, lease)
+    intent = intents.open_intent(user_id, plan.agent, limit, lease)
     if intent is None:
         count("StartRejected", code="user_session_limit")
         raise TryLater("user_session_limit", f"You already have {limit} active sessions; stop one first")
@@ -76,7 +73,7 @@ def execute_start(user_id: str, plan: PlannedStart, status_base: str = "/start",
         try:
             queue = agent_queue.read(plan.agent)
         except Exception:
-            start_intents.settle_not_started(intent)
+            intents.settle_not_started(intent)
             raise
         if queue.waiting() > 0:
             count("StartsJoinedQueue")
@@ -90,7 +87,7 @@ def execute_start(user_id: str, plan: PlannedStart, status_base: str = "/start",
             return capacity_queue.enqueue(user_id, plan, status_base, intent)
         raise _refused_by_pcc(exc, intent) from None
     except Exception:
-        start_intents.settle_not_started(intent)  # no call was made (e.g. the secret is unreadable)
+        intents.settle_not_started(intent)  # no call was made (e.g. the secret is unreadable)
         raise
     _record(user_id, plan, intent, str(result["sessionId"]), settings.session_ttl_seconds)
     return terms.shape(plan.transport, result)
@@ -101,9 +98,9 @@ def _refused_by_pcc(exc: PccCallError, intent: StartIntent) -> Refused:
     for recovery (intent `unknown`) when one might."""
     error = map_pcc_error(exc)
     if might_have_started(exc):
-        start_intents.mark_unknown(intent, error.kind)
+        intents.mark_unknown(intent, error.kind)
     else:
-        start_intents.settle_not_started(intent)
+        intents.settle_not_started(intent)
     count("StartRejected", code=error.kind)
     return error
 
@@ -113,7 +110,7 @@ def _record(user_id: str, plan: PlannedStart, intent: StartIntent, session_id: s
     item = SessionRecord.new(user_id=user_id, session_id=session_id, agent=plan.agent, transport=plan.transport,
                              ttl_seconds=ttl_seconds, call_id=plan.call_id, provider=plan.provider)
     try:
-        recorded = start_intents.settle_started(intent, item)
+        recorded = intents.settle_started(intent, item)
     except Exception:  # noqa: BLE001 - storage refused: stop the bot; recovery frees the slot
         logger.exception("recording the session failed; stopping it", extra={"session_id": session_id})
         recorded = False
@@ -152,5 +149,5 @@ def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,
     if result.status == 202 and wait:
         return capacity_queue.long_poll_after_start(user_id, result, status_base, wait)
     if result.status == 202 and idempotency_key:  # a retry of a queued start: its owner still asks for it
-        start_requests.seen(str(result.body["requestId"]), time.time())
+        queued_starts.seen(str(result.body["requestId"]), time.time())
     return result

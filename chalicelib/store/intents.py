@@ -27,7 +27,7 @@ from chalicelib.platform.dynamo import now_iso, transact_if, update_if
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.shapes import Item
 from chalicelib.store.index import query_index_partition
-from chalicelib.store.sessions import SessionRecord, started_events
+from chalicelib.store.session_records import SessionRecord, started_events
 from chalicelib.store.slots import release_slot_update, reserve_slot_update
 
 INTENTS_INDEX_KEY = "INTENTS"

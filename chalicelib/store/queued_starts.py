@@ -28,12 +28,11 @@ from chalicelib.platform.dynamo import (
     update_if,
 )
 from chalicelib.platform.shapes import Item, JsonObject
-from chalicelib.store import intents as start_intents
-from chalicelib.store import sessions as session_store
+from chalicelib.store import intents, session_records
 from chalicelib.store.index import query_index_partition
 from chalicelib.store.intents import StartIntent
 from chalicelib.store.outbox import event_writes
-from chalicelib.store.sessions import SessionRecord
+from chalicelib.store.session_records import SessionRecord
 from chalicelib.store.slots import release_slot_update
 
 
@@ -146,7 +145,7 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
                    for i, chunk in enumerate(chunks)]
         names += [f"chunk {i}" for i in range(len(chunks))]
     if intent is not None:
-        writes.append({"Delete": start_intents.delete_update(intent)})
+        writes.append({"Delete": intents.delete_update(intent)})
         names.append("intent")
     writes += event_writes("start.queued", user_id=user_id, agent=agent, request_id=request_id,
                            data={"transport": transport})
@@ -235,7 +234,7 @@ def complete(request: QueuedStart, attempt: int, session_id: str, result: JsonOb
             "ExpressionAttributeValues": {":started": STARTED, ":starting": STARTING, ":sid": session_id,
                                           ":result": json.dumps(result), ":now": now_iso(), ":attempt": attempt},
         }},
-        *session_store.started_events(session, queued=True),
+        *session_records.started_events(session, queued=True),
     ])
 
 
@@ -248,7 +247,7 @@ def finish_without_session(request: QueuedStart, state: str, code: str, detail: 
     it is back in `from_states` (a dispatcher claimed it and requeued it meanwhile), the transaction is tried
     again, never the request alone. Only when the slot counter's condition alone refused it (the counter was
     already at zero: drift) does the request move without a release. `abandoned_before`: only if its owner
-    has not asked about it since then (`seen_at`, chalicelib.start.queue)."""
+    has not asked about it since then (`seen_at`, chalicelib.start.capacity_queue)."""
     values: Item = {":new": state, ":code": code, ":detail": detail[:1000], ":now": now_iso()}
     for i, from_state in enumerate(from_states):
         values[f":from{i}"] = from_state

@@ -23,8 +23,7 @@ from chalicelib.platform.dynamo import iso_epoch
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import Settings, get_settings
-from chalicelib.store import agent_queue
-from chalicelib.store import sessions as session_store
+from chalicelib.store import agent_queue, session_records
 from chalicelib.store.outbox import record_event
 
 
@@ -57,7 +56,7 @@ def sweep(now: float | None = None) -> dict[str, int]:
             session_id = str(session.get("sessionId") or "")
             if not session_id or created is None or now - created < settings.orphan_grace_seconds:
                 continue  # too young: its start may still be recording it
-            if session_store.get_session(session_id) is not None:
+            if session_records.get_session(session_id) is not None:
                 continue
             summary["orphans_found"] += 1
             if settings.orphan_sweep == "report" or agent in report_only:

@@ -8,9 +8,8 @@ import time
 
 from chalicelib.platform.settings import get_settings
 from chalicelib.start import queued_start
-from chalicelib.start.queue import enabled
-from chalicelib.store import agent_queue
-from chalicelib.store import queued_starts as start_requests
+from chalicelib.start.capacity_queue import enabled
+from chalicelib.store import agent_queue, queued_starts
 
 
 def sweep(now: float | None = None) -> dict[str, int]:
@@ -24,9 +23,9 @@ def sweep(now: float | None = None) -> dict[str, int]:
         return summary
     agents: set[str] = set()
     states: dict[str, agent_queue.QueueState] = {}
-    for request in start_requests.pending():
+    for request in queued_starts.pending():
         summary["pending"] += 1
-        if request["state"] not in (start_requests.QUEUED, start_requests.STARTING):
+        if request["state"] not in (queued_starts.QUEUED, queued_starts.STARTING):
             continue
         before = request["state"]
         if queued_start.expire_if_overdue(request, now)["state"] != before:
@@ -37,7 +36,7 @@ def sweep(now: float | None = None) -> dict[str, int]:
             summary["abandoned"] += 1
             continue
         agents.add(request["agent"])
-        if request["state"] == start_requests.QUEUED:
+        if request["state"] == queued_starts.QUEUED:
             if request["agent"] not in states:  # one read per agent, not per request
                 states[request["agent"]] = agent_queue.read(request["agent"])
             state = states[request["agent"]]

@@ -20,9 +20,8 @@ from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
 from chalicelib.sessions import service as sessions_service
 from chalicelib.start import budgets
-from chalicelib.store import sessions as session_store
-from chalicelib.store import slots
-from chalicelib.store.sessions import SessionRecord
+from chalicelib.store import session_records, slots
+from chalicelib.store.session_records import SessionRecord
 
 END_DETECTION_SECONDS = 60  # the detect_ended schedule's rate (app.py)
 DETAILS_CONCURRENCY = 16  # details calls in flight at once for the sessions a run finds gone
@@ -50,7 +49,7 @@ def detect_ended(now: float | None = None) -> dict[str, int]:
     settings = get_settings()
     now = now or time.time()
     summary = {"checked": 0, "ended": 0, "stopped": 0, "capped": 0, "errors": 0}
-    records = session_store.active_sessions()
+    records = session_records.active_sessions()
     if records:
         _reconcile_records(records, settings.hard_cap_seconds, now, summary)
     count("ReconciledEnded", summary["ended"])
@@ -108,7 +107,7 @@ def _stop(record: SessionRecord, reason: str, key: str) -> bool:
     if not pcc_client.stop_if_running(record.agent, record.session_id, key):
         return False
     details = sessions_service.pipecat_details(record)
-    if sessions_service.end_session(record, session_store.STOPPED, reason, details):
+    if sessions_service.end_session(record, session_records.STOPPED, reason, details):
         count("SessionsCapped", reason=reason)
     return True
 
@@ -119,6 +118,6 @@ def _record_end(record: SessionRecord) -> int:
     if details is not None and not details.get("endedAt"):
         return 0  # Pipecat Cloud still has it running (a listing that missed it): the next run looks again
     reason = str(details.get("completionStatus") or "ended") if details else "not_active_at_pipecat"
-    ended = sessions_service.end_session(record, session_store.ENDED, reason, details,
+    ended = sessions_service.end_session(record, session_records.ENDED, reason, details,
                                          freed="reconcile_ended")
     return 1 if ended else 0

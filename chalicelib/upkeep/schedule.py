@@ -10,9 +10,8 @@ from collections.abc import Callable
 
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.settings import get_settings
-from chalicelib.store import intents as start_intents
-from chalicelib.upkeep import orphans as orphan_sweeper
-from chalicelib.upkeep import queue_sweep, reconcile
+from chalicelib.store import intents
+from chalicelib.upkeep import orphans, queue_sweep, reconcile
 
 Step = Callable[[], dict[str, int]]
 
@@ -21,8 +20,8 @@ def _steps() -> list[tuple[str, Step]]:
     return [
         ("reconcile", reconcile.run),
         ("queue", lambda: {f"queue_{k}": v for k, v in queue_sweep.sweep().items()}),
-        ("orphans", orphan_sweeper.sweep),
-        ("intents", lambda: {"intents_recovered": start_intents.recover(get_settings().orphan_grace_seconds)}),
+        ("orphans", orphans.sweep),
+        ("intents", lambda: {"intents_recovered": intents.recover(get_settings().orphan_grace_seconds)}),
     ]
 
 

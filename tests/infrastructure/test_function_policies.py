@@ -20,9 +20,8 @@ import boto3
 import pytest
 from botocore.client import BaseClient
 
-from chalicelib.store import intents as start_intents
-from chalicelib.upkeep import orphans as orphan_sweeper
-from chalicelib.upkeep import queue_sweep, reconcile
+from chalicelib.store import intents
+from chalicelib.upkeep import orphans, queue_sweep, reconcile
 from infra.deploy import EVENT_SOURCE_ACTIONS, FUNCTION_PERMISSIONS, function_name, policy_file
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import StreamPoller, poll_once, scheduled_event
@@ -190,8 +189,8 @@ def exercise_every_function(gateway: Gateway, emulator: EmulatorServer, recorder
     later = time.time() + 3 * 3600
     assert queue_sweep.sweep(now=later)["expired"] >= 1
     reconcile.run(now=later)
-    assert orphan_sweeper.sweep(now=later)["orphans_stopped"] >= 1
-    assert start_intents.recover(300, now=later) >= 1
+    assert orphans.sweep(now=later)["orphans_stopped"] >= 1
+    assert intents.recover(300, now=later) >= 1
 
     # the events' delivery: the stream's batches (as Lambda's event source reads them for it), EventBridge, the
     # webhook's signing secret, and the DLQ (the webhook cannot sign without its secret: parked)

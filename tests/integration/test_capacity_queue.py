@@ -17,9 +17,7 @@ import pytest
 
 from bench.order_rule import AttemptLog, unexplained_inversions
 from chalicelib.platform import dynamo
-from chalicelib.store import agent_queue, slots
-from chalicelib.store import queued_starts as start_requests
-from chalicelib.store import sessions as session_store
+from chalicelib.store import agent_queue, queued_starts, session_records, slots
 from chalicelib.upkeep import queue_sweep
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import poll_once, sqs_event
@@ -74,7 +72,7 @@ def at_capacity(emulator: EmulatorServer, gateway: Gateway, user: str) -> dict[s
 
 
 def state(request_id: str) -> str:
-    record = start_requests.get(request_id)
+    record = queued_starts.get(request_id)
     assert record is not None
     return str(record["state"])
 
@@ -103,7 +101,7 @@ def test_429_answers_202_with_status_url_and_records_the_request(
 def test_queued_start_is_served_when_capacity_frees(gateway: Gateway, emulator: EmulatorServer,
                                                     queue: dict[str, Any], user: str) -> None:
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
-    drain(gateway, queue, until=lambda: start_requests.get(rid)["attempts"] >= 1, timeout=10)  # type: ignore[index]
+    drain(gateway, queue, until=lambda: queued_starts.get(rid)["attempts"] >= 1, timeout=10)  # type: ignore[index]
     assert state(rid) == "queued"  # still at capacity: backed off and re-queued
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     drain(gateway, queue, until=lambda: state(rid) == "started")
@@ -113,7 +111,7 @@ def test_queued_start_is_served_when_capacity_frees(gateway: Gateway, emulator: 
     assert set(data) == {"sessionId", "dailyRoom", "dailyToken"}  # exactly the direct-success body
     assert done.headers["X-Session-Id"] == data["sessionId"]
     assert emulator.org.sessions[data["sessionId"]].body == {"n": 1, "user": {"id": user}}
-    record = session_store.get_session(data["sessionId"])
+    record = session_records.get_session(data["sessionId"])
     assert record is not None and record.user_id == user and record.request_id == rid
     assert slots.active_slots(user) == 1
     listed = body(gateway.request("GET", "/sessions", user=user))["sessions"]
@@ -209,11 +207,11 @@ def test_a_poison_request_fails_and_a_malformed_message_reaches_the_dlq(
         secrets.put_secret_value(SecretId=name, SecretString=original)
     data = assert_error(gateway.request("GET", f"/start/{rid}", user=user), 410, "start_failed")
     assert "worker_error" in data["detail"]
-    assert start_requests.get(rid)["crashes"] == 5  # type: ignore[index]
+    assert queued_starts.get(rid)["crashes"] == 5  # type: ignore[index]
     assert slots.active_slots(user) == 0
     behind_id = body(behind)["requestId"]
     queue_sweep.sweep()  # restarts the queue if its last run ended while the secret was broken
-    drain(gateway, queue, until=lambda: state(behind_id) in start_requests.TERMINAL, timeout=40)
+    drain(gateway, queue, until=lambda: state(behind_id) in queued_starts.TERMINAL, timeout=40)
     assert state(behind_id) in ("started", "failed")
 
 
@@ -338,7 +336,7 @@ def test_429_storm_nothing_lost_nothing_started_twice(
             if now_waiting < waiting:
                 last_progress = time.monotonic()
             waiting = now_waiting
-        left = {u: start_requests.get(r) for u, r in queued.items() if state(r) not in start_requests.TERMINAL}
+        left = {u: queued_starts.get(r) for u, r in queued.items() if state(r) not in queued_starts.TERMINAL}
         ghosts = {u: [i["request_id"] for i in dynamo.table().query(
             IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
             ExpressionAttributeValues={":pk": f"USER#{u}#REQUESTS"})["Items"]]
@@ -370,14 +368,14 @@ def test_429_storm_nothing_lost_nothing_started_twice(
     for user in started_via_queue:
         result = gateway.request("GET", f"/start/{queued[user]}", user=user)
         assert result.status_code == 200
-        record = session_store.get_session(body(result)["sessionId"])
+        record = session_records.get_session(body(result)["sessionId"])
         assert record is not None and record.user_id == user
     # First come, first served, as the dispatcher's order rule states it (docs/capacity-queue.md): attempts start
     # in queue order, and a later place gets its bot first only when both were being tried together and the
     # earlier one's attempt was refused (429). Judged on the calls Pipecat Cloud received.
     places = []
     for user, rid in queued.items():
-        record = start_requests.get(rid)
+        record = queued_starts.get(rid)
         if record and record["state"] == "started":
             places.append((int(record["seq"]), emulator.org.sessions[str(record["session_id"])].created_at, user))
     assert len(places) == len(started_via_queue)
@@ -402,16 +400,16 @@ def test_a_cancel_that_meets_an_attempt_in_flight_waits_for_its_refusal_and_canc
     cancelled, nothing pending, the slot freed, no bot. Before: 409 not_cancellable, and the start stayed queued
     (seen in the browser test: the demo said cancelled, GET /start still listed it)."""
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
-    request = start_requests.get(rid)
+    request = queued_starts.get(rid)
     assert request is not None
     attempt = int(request["next_attempt"])
-    assert start_requests.claim(rid, attempt, 70, time.time())  # the dispatcher's attempt is in flight
+    assert queued_starts.claim(rid, attempt, 70, time.time())  # the dispatcher's attempt is in flight
     claimed = threading.Event()
 
     def refused_later() -> None:
         claimed.wait(5)
         time.sleep(0.3)
-        assert start_requests.requeue(rid, attempt, time.time() + 1, "pcc_at_capacity")
+        assert queued_starts.requeue(rid, attempt, time.time() + 1, "pcc_at_capacity")
 
     answer = threading.Thread(target=refused_later)
     answer.start()
@@ -432,19 +430,19 @@ def test_a_cancel_that_loses_its_write_to_an_attempt_then_refused_still_cancels(
     Before, it answered 200 with the start still queued, and the start was served later: a bot for nobody (seen in
     the browser test on a loaded machine: the page said cancelled, GET /start still listed it)."""
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
-    real, raced = start_requests.finish_without_session, []
+    real, raced = queued_starts.finish_without_session, []
 
     def finish(request: Any, *args: Any, **kwargs: Any) -> bool:
         if request["request_id"] == rid and not raced:
             raced.append(1)
-            attempt = int(start_requests.get(rid)["next_attempt"])  # type: ignore[index]
-            assert start_requests.claim(rid, attempt, 70, time.time())
+            attempt = int(queued_starts.get(rid)["next_attempt"])  # type: ignore[index]
+            assert queued_starts.claim(rid, attempt, 70, time.time())
             refused = real(request, *args, **kwargs)
-            assert start_requests.requeue(rid, attempt, time.time() + 1, "pcc_at_capacity")
+            assert queued_starts.requeue(rid, attempt, time.time() + 1, "pcc_at_capacity")
             return bool(refused)
         return bool(real(request, *args, **kwargs))
 
-    monkeypatch.setattr(start_requests, "finish_without_session", finish)
+    monkeypatch.setattr(queued_starts, "finish_without_session", finish)
     cancelled = gateway.request("DELETE", f"/start/{rid}", user=user)
     assert raced == [1]
     assert cancelled.status_code == 200 and body(cancelled)["status"] == "cancelled", cancelled.body

@@ -12,8 +12,8 @@ import boto3
 import pytest
 
 from chalicelib.platform import dynamo
-from chalicelib.store import sessions as session_store
-from chalicelib.store.sessions import SessionRecord
+from chalicelib.store import session_records
+from chalicelib.store.session_records import SessionRecord
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body
@@ -48,7 +48,7 @@ def seed_sessions(user: str, ended: int) -> str:
         for i in range(ended):
             item = SessionRecord.new(user_id=user, session_id=f"s-{i}-{user}", agent="my-agent", transport="daily",
                                      ttl_seconds=3600)
-            batch.put_item(Item=replace(item, status=session_store.ENDED).to_item())
+            batch.put_item(Item=replace(item, status=session_records.ENDED).to_item())
     return active.session_id
 
 
@@ -72,8 +72,8 @@ def test_listing_active_sessions_costs_a_bounded_number_of_queries(app_env: Gate
         if not cursor:
             break
     assert found == [active]
-    assert max(calls_per_request) <= session_store.LIST_PAGES_PER_CALL, calls_per_request
-    assert len(calls_per_request) <= 1 + ended // (session_store.LIST_PAGES_PER_CALL * 100)
+    assert max(calls_per_request) <= session_records.LIST_PAGES_PER_CALL, calls_per_request
+    assert len(calls_per_request) <= 1 + ended // (session_records.LIST_PAGES_PER_CALL * 100)
 
 
 def test_an_unfiltered_listing_still_pages_exactly(app_env: Gateway, emulator: EmulatorServer, user: str) -> None:

@@ -22,8 +22,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from chalicelib.events import delivery, sinks
-from chalicelib.store import queued_starts as start_requests
-from chalicelib.store import sessions as session_store
+from chalicelib.store import queued_starts, session_records
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import StreamPoller, scheduled_event
 from tests.conftest import Gateway, emulator_admin
@@ -215,19 +214,19 @@ def test_each_change_is_one_event_delivered_signed_to_both_sinks_in_order(
 def test_a_refused_change_records_no_event(events: Events, emulator: EmulatorServer) -> None:
     gateway, user = events.gateway, new_user()
     session_id = started(gateway, user)
-    record = session_store.get_session(session_id)
+    record = session_records.get_session(session_id)
     assert record is not None
-    assert session_store.mark_ended(record, session_store.STOPPED, "stopped_by_user")
-    assert not session_store.mark_ended(record, session_store.STOPPED, "stopped_by_user")  # already ended
-    assert not session_store.mark_ended(record, session_store.ENDED, "HTTP_COMPLETED", {"endedAt": "x"})
+    assert session_records.mark_ended(record, session_records.STOPPED, "stopped_by_user")
+    assert not session_records.mark_ended(record, session_records.STOPPED, "stopped_by_user")  # already ended
+    assert not session_records.mark_ended(record, session_records.ENDED, "HTTP_COMPLETED", {"endedAt": "x"})
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
     queued = body(gateway.start(user, {"transport": "daily"}))
-    request = start_requests.get(queued["requestId"])
+    request = queued_starts.get(queued["requestId"])
     assert request is not None
-    assert start_requests.finish_without_session(request, start_requests.CANCELLED, "cancelled", "x",
-                                                 (start_requests.QUEUED,))
-    for state in (start_requests.FAILED, start_requests.CANCELLED):  # it left `queued`: refused
-        assert not start_requests.finish_without_session(request, state, "x", "x", (start_requests.QUEUED,))
+    assert queued_starts.finish_without_session(request, queued_starts.CANCELLED, "cancelled", "x",
+                                                 (queued_starts.QUEUED,))
+    for state in (queued_starts.FAILED, queued_starts.CANCELLED):  # it left `queued`: refused
+        assert not queued_starts.finish_without_session(request, state, "x", "x", (queued_starts.QUEUED,))
     assert [e["type"] for e in events.recorded(user)] == [
         "session.started", "session.stopped", "start.queued", "start.cancelled"]
     events.pump()

@@ -16,10 +16,8 @@ from typing import Any
 import pytest
 
 from chalicelib.platform import dynamo
-from chalicelib.start import dispatcher, pacing
-from chalicelib.start import queue as capacity_queue
-from chalicelib.store import agent_queue, slots
-from chalicelib.store import queued_starts as start_requests
+from chalicelib.start import capacity_queue, dispatcher, pacing
+from chalicelib.store import agent_queue, queued_starts, slots
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_capacity_queue import drain
@@ -41,7 +39,7 @@ def queued(gateway: Gateway, user: str) -> dict[str, Any]:
 
 
 def state(request_id: str) -> str:
-    return str((start_requests.get(request_id) or {})["state"])
+    return str((queued_starts.get(request_id) or {})["state"])
 
 
 def test_a_late_arrival_cannot_overtake_a_queued_start(gateway: Gateway, emulator: EmulatorServer,
@@ -59,7 +57,7 @@ def test_a_late_arrival_cannot_overtake_a_queued_start(gateway: Gateway, emulato
     assert bot_owners(emulator) == [first]
     status = body(gateway.request("GET", behind["statusUrl"], user=late))
     assert status["position"] == 1  # it is the head now
-    first_session = str(start_requests.get(waiting["requestId"])["session_id"])  # type: ignore[index]
+    first_session = str(queued_starts.get(waiting["requestId"])["session_id"])  # type: ignore[index]
     assert gateway.request("DELETE", f"/sessions/{first_session}", user=first).status_code == 200
     drain(gateway, queue, until=lambda: state(behind["requestId"]) == "started", timeout=15)
     assert bot_owners(emulator) == [first, late]
@@ -105,18 +103,18 @@ def test_a_stop_through_the_api_wakes_the_dispatcher_at_once(
                                                    timeout=30))
     worker.start()
     def waiting_after_a_try() -> bool:  # tried once (429) and requeued: the dispatcher sits in its 10 s wait
-        record = start_requests.get(request_id)
+        record = queued_starts.get(request_id)
         return record is not None and int(record["attempts"]) >= 1 and record["state"] == "queued"
 
     deadline = time.monotonic() + 30
     while not waiting_after_a_try() and time.monotonic() < deadline:
         time.sleep(0.05)
-    head = start_requests.get(request_id)
+    head = queued_starts.get(request_id)
     assert head is not None and head["state"] == "queued"
     retry_due = float(head["next_attempt_at"])  # when the head would be tried again without a wake-up
     assert gateway.request("DELETE", f"/sessions/{body(running)['sessionId']}", user=holder).status_code == 200
     worker.join()
-    served = start_requests.get(request_id)
+    served = queued_starts.get(request_id)
     assert served is not None and served["state"] == "started"
     started_at = emulator.org.sessions[served["session_id"]].created_at
     assert started_at < retry_due, (started_at, retry_due)  # woken: served before its own retry was due
@@ -148,7 +146,7 @@ def test_pcc_is_asked_at_most_dispatch_calls_per_second(
     assert len(sent) >= 6 and min(gaps) >= 1 / 4 - 1e-6, gaps
     calls = emulator.org.start_calls - calls_before
     assert calls == len(sent)  # every call the emulator saw was one the dispatcher paced
-    assert state(request_id) == "queued" and int(start_requests.get(request_id)["attempts"]) == calls  # type: ignore[index]
+    assert state(request_id) == "queued" and int(queued_starts.get(request_id)["attempts"]) == calls  # type: ignore[index]
 
 
 def test_the_queue_cap_answers_503_queue_full_and_frees_the_slot(
@@ -170,7 +168,7 @@ def test_the_queue_cap_answers_503_queue_full_and_frees_the_slot(
 
 
 def second_user(answer: dict[str, Any]) -> str:
-    record = start_requests.get(answer["requestId"])
+    record = queued_starts.get(answer["requestId"])
     assert record is not None
     return str(record["user_id"])
 
@@ -234,7 +232,7 @@ def test_a_place_whose_enqueue_died_is_given_up_and_the_queue_moves_on(
     late = gateway.start(late_user, {"transport": "daily"})
     assert late.status_code == 202, late.body
     assert handed[0] == dead and handed[1] > dead and len(handed) == 2
-    request = start_requests.get(body(late)["requestId"])
+    request = queued_starts.get(body(late)["requestId"])
     assert request is not None and int(request["seq"]) == handed[1] and request["state"] == "queued"
     assert (agent_queue.entry("my-agent", dead) or {}).get("abandoned") is True  # never overwritten
     assert (agent_queue.entry("my-agent", handed[1]) or {}).get("request_id") == request["request_id"]
@@ -253,7 +251,7 @@ def test_a_place_whose_enqueue_died_is_given_up_and_the_queue_moves_on(
     assert refused.headers["Retry-After"] == "1"
     assert len(handed) == capacity_queue.PLACE_TRIES
     assert slots.active_slots(stalled_user) == 0
-    assert start_requests.user_pending(stalled_user, "2000-01-01T00:00:00Z") == []
+    assert queued_starts.user_pending(stalled_user, "2000-01-01T00:00:00Z") == []
 
 
 def test_joining_a_waiting_queue_reads_the_queue_state_once(gateway: Gateway, emulator: EmulatorServer,

@@ -24,12 +24,8 @@ from chalicelib.pcc import client as pcc_client
 from chalicelib.platform import dynamo
 from chalicelib.start import attempt as attempts
 from chalicelib.start import dispatcher
-from chalicelib.store import intents as start_intents
-from chalicelib.store import queued_starts as start_requests
-from chalicelib.store import sessions as session_store
-from chalicelib.store import slots
-from chalicelib.upkeep import orphans as orphan_sweeper
-from chalicelib.upkeep import queue_sweep
+from chalicelib.store import intents, queued_starts, session_records, slots
+from chalicelib.upkeep import orphans, queue_sweep
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import sqs_event
 from tests.conftest import Gateway, emulator_admin
@@ -48,8 +44,8 @@ def one_sweep() -> None:
     """What the reconcile schedule does, once, with the clock past every lease and the grace."""
     later = time.time() + 3600
     queue_sweep.sweep(now=later)
-    orphan_sweeper.sweep(now=later)
-    start_intents.recover(GRACE, now=later)
+    orphans.sweep(now=later)
+    intents.recover(GRACE, now=later)
 
 
 def live_bots(emulator: EmulatorServer, user: str) -> set[str]:
@@ -70,8 +66,8 @@ def pending(user: str) -> int:
 
 def assert_settled(emulator: EmulatorServer, users: list[str]) -> None:
     active = emulator.org.active_session_ids()
-    orphans = {sid for sid in active if session_store.get_session(sid) is None}
-    assert orphans == set(), "orphans alive after one sweep"
+    unclaimed = {sid for sid in active if session_records.get_session(sid) is None}
+    assert unclaimed == set(), "orphans alive after one sweep"
     for user in users:
         assert slots.active_slots(user) == len(live_bots(emulator, user)) + pending(user), user
     served: dict[str, int] = {}
@@ -140,14 +136,14 @@ def test_worker_killed_after_pcc_created_the_bot(app_env: Gateway, emulator: Emu
     for message in receive_all(queue, 1):  # one wake-up: the first start found no dispatcher running
         deliver(app_env, queue, message)
     for run in range(3):
-        assert start_requests.get(ids[0])["state"] == "starting"  # type: ignore[index]
-        assert all(start_requests.get(r)["state"] == "queued" for r in ids[1:])  # type: ignore[index]
+        assert queued_starts.get(ids[0])["state"] == "starting"  # type: ignore[index]
+        assert all(queued_starts.get(r)["state"] == "queued" for r in ids[1:])  # type: ignore[index]
         assert len(emulator.org.active_session_ids()) == run + 1  # the killed attempts' bots
         expire_leases("my-agent", ids[0])  # the one thing simulated: time
         assert queue_sweep.sweep()["woken"] == 1
         for message in receive_all(queue, 1):
             deliver(app_env, queue, message)
-    drain(app_env, queue, until=lambda: all(start_requests.get(r)["state"] == "started" for r in ids))  # type: ignore[index]
+    drain(app_env, queue, until=lambda: all(queued_starts.get(r)["state"] == "started" for r in ids))  # type: ignore[index]
     assert bot_order(emulator, users) == users  # served in queue order, the killed head first
     assert len(emulator.org.active_session_ids()) == 9  # 6 served + 3 orphans
     one_sweep()
@@ -171,10 +167,10 @@ def test_a_killed_dispatcher_is_replaced_when_its_lease_runs_out(
     killed_inside_call(1)
     for message in receive_all(queue, 1):
         deliver(app_env, queue, message)
-    assert start_requests.get(ids[0])["state"] == "starting"  # type: ignore[index]
+    assert queued_starts.get(ids[0])["state"] == "starting"  # type: ignore[index]
     # Without the watchdog the next dispatcher would come with the message's visibility timeout (360 s): the
     # drain would give up first. Judged by what happened, not how fast.
-    drain(app_env, queue, until=lambda: all(start_requests.get(r)["state"] == "started" for r in ids),  # type: ignore[index]
+    drain(app_env, queue, until=lambda: all(queued_starts.get(r)["state"] == "started" for r in ids),  # type: ignore[index]
           timeout=90)
     assert bot_order(emulator, users) == users
     one_sweep()
@@ -184,7 +180,7 @@ def test_a_killed_dispatcher_is_replaced_when_its_lease_runs_out(
 
 def bot_order(emulator: EmulatorServer, users: list[str]) -> list[str]:
     """Each user once, in the order their first recorded bot started at the emulator."""
-    recorded = sorted((s for s in emulator.org.sessions.values() if session_store.get_session(s.session_id)),
+    recorded = sorted((s for s in emulator.org.sessions.values() if session_records.get_session(s.session_id)),
                       key=lambda s: s.created_at)
     return [s.body["user"]["id"] for s in recorded if s.body["user"]["id"] in users]
 
@@ -221,9 +217,9 @@ def test_answer_lost_after_the_bot_exists_queued(app_env: Gateway, emulator: Emu
     request_id = json.loads(app_env.start(user, {"transport": "daily"}).body)["requestId"]
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     emulator_admin(emulator, "faults", {"start": [fault]})
-    drain(app_env, queue, until=lambda: start_requests.get(request_id)["state"] in start_requests.TERMINAL,  # type: ignore[index]
+    drain(app_env, queue, until=lambda: queued_starts.get(request_id)["state"] in queued_starts.TERMINAL,  # type: ignore[index]
           timeout=40)
-    request = start_requests.get(request_id)
+    request = queued_starts.get(request_id)
     assert request is not None and request["state"] == "started"
     one_sweep()
     assert live_bots(emulator, user) == {request["session_id"]}  # served by exactly one bot
@@ -277,12 +273,12 @@ def test_a_body_valid_direct_is_valid_queued(app_env: Gateway, emulator: Emulato
     queued = app_env.start(user, {"transport": "daily", "body": big})
     assert queued.status_code == 202, queued.body  # a 500 before
     request_id = json.loads(queued.body)["requestId"]
-    record = start_requests.get(request_id)
+    record = queued_starts.get(request_id)
     assert record is not None and record["pcc_request_chunks"] == 2 and "pcc_request" not in record
     message = queue["sqs"].receive_message(QueueUrl=queue["url"], WaitTimeSeconds=5, VisibilityTimeout=0)
     assert len(message["Messages"][0]["Body"]) < 1024  # the message carries ids, not the body
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
-    drain(app_env, queue, until=lambda: start_requests.get(request_id)["state"] == "started")  # type: ignore[index]
+    drain(app_env, queue, until=lambda: queued_starts.get(request_id)["state"] == "started")  # type: ignore[index]
     [session] = emulator.org.sessions.values()
     assert session.body == {**big, "user": {"id": user}}
     one_sweep()

@@ -15,9 +15,7 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 
 from chalicelib.platform import dynamo
-from chalicelib.store import agent_queue, slots
-from chalicelib.store import queued_starts as start_requests
-from chalicelib.store import sessions as session_store
+from chalicelib.store import agent_queue, queued_starts, session_records, slots
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_capacity_queue import drain, state
@@ -72,17 +70,17 @@ def test_a_direct_start_and_a_served_queued_start_keep_their_bots(app_env: Gatew
     direct = app_env.start(user, {"transport": "daily"})
     assert direct.status_code == 200, direct.body  # the intent and the session record: both transactions
     sid = body(direct)["sessionId"]
-    assert sid in emulator.org.active_session_ids() and session_store.get_session(sid) is not None
+    assert sid in emulator.org.active_session_ids() and session_records.get_session(sid) is not None
     queued_user = "lost-" + user
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 1})
     rid = body(app_env.start(queued_user, {"transport": "daily"}))["requestId"]
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     drain(app_env, queue, until=lambda: state(rid) == "started")
-    served = start_requests.get(rid)
+    served = queued_starts.get(rid)
     assert served is not None
     # was: the dispatcher took the retry's refusal for a lost claim and stopped the bot it had just recorded
     assert served["session_id"] in emulator.org.active_session_ids()
-    assert session_store.get_session(served["session_id"]) is not None
+    assert session_records.get_session(served["session_id"]) is not None
 
 
 @pytest.fixture()
@@ -106,7 +104,7 @@ def test_a_queued_start_recorded_though_every_answer_was_lost_is_a_202_and_is_se
     assert [r["request_id"] for r in requests_of(user)] == [rid]
     assert slots.active_slots(user) == 1
     state_now = agent_queue.read("my-agent")
-    record = start_requests.get(rid)
+    record = queued_starts.get(rid)
     assert record is not None and int(record["seq"]) >= state_now.head and int(record["seq"]) not in state_now.gone
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     drain(gateway, queue, until=lambda: state(rid) == "started")
@@ -130,6 +128,6 @@ def test_a_place_whose_answer_was_lost_is_taken_once(gateway: Gateway, emulator:
     response = gateway.start(user, {"transport": "daily"})
     assert lose_the_first_place_answer, "no place was handed out"
     assert response.status_code == 202, response.body
-    record = start_requests.get(body(response)["requestId"])
+    record = queued_starts.get(body(response)["requestId"])
     after = agent_queue.read("my-agent")
     assert record is not None and after.tail == before + 1 == int(record["seq"]) and after.waiting() == 1

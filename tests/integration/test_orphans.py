@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.store import queued_starts as start_requests
-from chalicelib.store import sessions as session_store
-from chalicelib.upkeep import orphans as orphan_sweeper
+from chalicelib.store import queued_starts, session_records
+from chalicelib.upkeep import orphans
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import scheduled_event
 from tests.conftest import Gateway, emulator_admin
@@ -27,7 +26,7 @@ def later() -> float:
 
 
 def recorded(session_ids: set[str]) -> set[str]:
-    return {sid for sid in session_ids if session_store.get_session(sid) is not None}
+    return {sid for sid in session_ids if session_records.get_session(sid) is not None}
 
 
 @pytest.mark.parametrize(("fault", "status"), [
@@ -46,11 +45,11 @@ def test_a_bot_whose_answer_was_lost_is_stopped_after_the_grace(
     assert lost.status_code == status, lost.body
     active = emulator.org.active_session_ids()
     assert len(active) == 2 and len(recorded(active)) == 1  # one orphan, billed and unrecorded
-    assert orphan_sweeper.sweep()["orphans_found"] == 0  # inside the grace: it could still be recorded
-    summary = orphan_sweeper.sweep(now=later())
+    assert orphans.sweep()["orphans_found"] == 0  # inside the grace: it could still be recorded
+    summary = orphans.sweep(now=later())
     assert summary["orphans_found"] == summary["orphans_stopped"] == 1
     assert emulator.org.active_session_ids() == {keeper.headers["X-Session-Id"]}
-    assert orphan_sweeper.sweep(now=later())["orphans_found"] == 0  # one sweep was enough
+    assert orphans.sweep(now=later())["orphans_found"] == 0  # one sweep was enough
 
 
 def test_a_queued_start_whose_attempt_lost_its_answer_ends_with_one_bot(
@@ -62,10 +61,10 @@ def test_a_queued_start_whose_attempt_lost_its_answer_ends_with_one_bot(
     request_id = json.loads(queued.body)["requestId"]
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     emulator_admin(emulator, "faults", {"start": [{"when": "after", "kind": "502"}]})
-    drain(app_env, queue, until=lambda: start_requests.get(request_id)["state"] == "started")  # type: ignore[index]
-    served_by = start_requests.get(request_id)["session_id"]  # type: ignore[index]
+    drain(app_env, queue, until=lambda: queued_starts.get(request_id)["state"] == "started")  # type: ignore[index]
+    served_by = queued_starts.get(request_id)["session_id"]  # type: ignore[index]
     assert len(emulator.org.active_session_ids()) == 2  # the lost attempt's bot and the served one
-    orphan_sweeper.sweep(now=later())
+    orphans.sweep(now=later())
     assert emulator.org.active_session_ids() == {served_by}  # the request is served by exactly one bot
 
 
@@ -74,17 +73,17 @@ def test_report_mode_and_report_only_agents_stop_nothing(app_env: Gateway, emula
     emulator_admin(emulator, "faults", {"start": [{"when": "after", "kind": "502"}] * 2})
     configure_stage(ORPHAN_SWEEP="report")
     assert app_env.start(new_user(), {"transport": "daily"}).status_code == 502
-    summary = orphan_sweeper.sweep(now=later())
+    summary = orphans.sweep(now=later())
     assert summary == {"orphans_found": 1, "orphans_stopped": 0, "orphan_errors": 0}
     configure_stage(ORPHAN_SWEEP="stop", ORPHAN_REPORT_ONLY_AGENTS="my-agent")
-    assert orphan_sweeper.sweep(now=later())["orphans_stopped"] == 0
+    assert orphans.sweep(now=later())["orphans_stopped"] == 0
     # static telephony: the provider's stream starts bots we never record, so that agent is report-only
     configure_stage(ORPHAN_REPORT_ONLY_AGENTS="", TELEPHONY_PUBLIC_BASE_URL="https://gw.example.com/api",
                     TELEPHONY_WEBSOCKET_AUTH="none")
-    assert orphan_sweeper.sweep(now=later())["orphans_stopped"] == 0
+    assert orphans.sweep(now=later())["orphans_stopped"] == 0
     assert len(emulator.org.active_session_ids()) == 1
     configure_stage(TELEPHONY_WEBSOCKET_AUTH="token")
-    assert orphan_sweeper.sweep(now=later())["orphans_stopped"] == 1
+    assert orphans.sweep(now=later())["orphans_stopped"] == 1
 
 
 class LaterClock:
@@ -106,7 +105,7 @@ def test_an_sqs_outage_does_not_stop_the_orphan_sweep(app_env: Gateway, emulator
     waiting = app_env.start(new_user(), {"transport": "daily"})
     assert waiting.status_code == 202, waiting.body  # queued behind the orphan's instance
     queue["sqs"].delete_queue(QueueUrl=queue["url"])  # the outage
-    monkeypatch.setattr(orphan_sweeper, "time", LaterClock)
+    monkeypatch.setattr(orphans, "time", LaterClock)
     try:
         summary = app_env.app.handler_map["reconcile_sessions"](scheduled_event("reconcile_sessions"), None)
     finally:
@@ -125,7 +124,7 @@ def test_a_failed_orphan_sweep_skips_slot_recovery_and_nothing_else(app_env: Gat
         raise RuntimeError("Pipecat Cloud's private API is down")
 
     recovered: list[int] = []
-    monkeypatch.setattr(orphan_sweeper, "sweep", sweep_fails)
+    monkeypatch.setattr(orphans, "sweep", sweep_fails)
     monkeypatch.setattr(intents, "recover", lambda grace, now=None: recovered.append(grace) or 0)
     ran: list[str] = []
     monkeypatch.setattr(reconcile, "run", lambda: ran.append("reconcile") or {"checked": 0})

@@ -12,8 +12,7 @@ import pytest
 
 from chalicelib.platform import dynamo, rate_limits
 from chalicelib.start import queued_start
-from chalicelib.store import queued_starts as start_requests
-from chalicelib.store import slots
+from chalicelib.store import queued_starts, slots
 from chalicelib.upkeep import queue_sweep
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
@@ -86,18 +85,18 @@ def test_cancel_racing_the_dispatchers_claim_and_requeue_releases_the_slot_once(
     queued) before the cancel reads it again. The slot must still be given back, once."""
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
     assert slots.active_slots(user) == 1
-    real_get, reads = start_requests.get, []
+    real_get, reads = queued_starts.get, []
 
     def get(request_id: str, consistent: bool = True) -> dict[str, Any] | None:
         reads.append(request_id)
         if len(reads) == 2:  # the cancel's re-read after its refused transaction
-            assert start_requests.requeue(rid, 1, time.time(), "pcc_at_capacity")
+            assert queued_starts.requeue(rid, 1, time.time(), "pcc_at_capacity")
         found = real_get(request_id, consistent)
         if len(reads) == 1:  # the cancel's first read, then the dispatcher's claim
-            assert start_requests.claim(rid, 1, 70, time.time())
+            assert queued_starts.claim(rid, 1, 70, time.time())
         return found
 
-    monkeypatch.setattr(start_requests, "get", get)
+    monkeypatch.setattr(queued_starts, "get", get)
     response = gateway.request("DELETE", f"/start/{rid}", user=user)
     monkeypatch.undo()
     assert response.status_code == 200, response.body
@@ -107,16 +106,16 @@ def test_cancel_racing_the_dispatchers_claim_and_requeue_releases_the_slot_once(
     assert bots_of(emulator, user) == 0
 
 
-@pytest.mark.parametrize("states", [(start_requests.QUEUED, start_requests.STARTING), (start_requests.STARTING,)])
+@pytest.mark.parametrize("states", [(queued_starts.QUEUED, queued_starts.STARTING), (queued_starts.STARTING,)])
 def test_deadline_and_dispatcher_failures_release_the_slot_once_under_the_same_race(
         gateway: Gateway, emulator: EmulatorServer, queue: dict[str, Any], user: str,
         monkeypatch: pytest.MonkeyPatch, states: tuple[str, ...]) -> None:
     """The same fallback serves deadline expiry (queued or starting) and the dispatcher's failures (starting).
     Here the request moves to a state outside `states` and back between the refused write and the re-read."""
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
-    if states == (start_requests.STARTING,):
-        assert start_requests.claim(rid, 1, 70, time.time())
-    request = start_requests.get(rid)
+    if states == (queued_starts.STARTING,):
+        assert queued_starts.claim(rid, 1, 70, time.time())
+    request = queued_starts.get(rid)
     assert request is not None
     table = dynamo.table()
     client = table.meta.client
@@ -136,7 +135,7 @@ def test_deadline_and_dispatcher_failures_release_the_slot_once_under_the_same_r
         return real_transact(**kwargs)
 
     monkeypatch.setattr(client, "transact_write_items", transact)
-    assert start_requests.finish_without_session(request, start_requests.FAILED, "deadline_exceeded", "x", states)
+    assert queued_starts.finish_without_session(request, queued_starts.FAILED, "deadline_exceeded", "x", states)
     monkeypatch.undo()
     assert len(calls) == 2
     assert state(rid) == "failed" and slots.active_slots(user) == 0
@@ -147,10 +146,10 @@ def test_a_drifted_counter_still_lets_the_request_finish(gateway: Gateway, emula
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
     dynamo.table().update_item(Key={"PK": f"USER#{user}", "SK": "ACTIVE_SESSIONS"},
                                       UpdateExpression="SET active = :z", ExpressionAttributeValues={":z": 0})
-    request = start_requests.get(rid)
+    request = queued_starts.get(rid)
     assert request is not None
-    assert start_requests.finish_without_session(request, start_requests.CANCELLED, "cancelled", "x",
-                                                 (start_requests.QUEUED,))
+    assert queued_starts.finish_without_session(request, queued_starts.CANCELLED, "cancelled", "x",
+                                                 (queued_starts.QUEUED,))
     assert state(rid) == "cancelled" and slots.active_slots(user) == 0
 
 
@@ -166,7 +165,7 @@ def test_an_abandoned_queued_start_is_cancelled_not_started(gateway: Gateway, em
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     drain(gateway, queue, until=lambda: state(waiting_rid) == "started")
     assert state(gone_rid) == "cancelled"
-    record = start_requests.get(gone_rid)
+    record = queued_starts.get(gone_rid)
     assert record is not None and record["error_code"] == "abandoned"
     assert bots_of(emulator, gone) == 0 and bots_of(emulator, waiting) == 1
     assert slots.active_slots(gone) == 0
@@ -182,7 +181,7 @@ def test_a_start_whose_owner_polls_is_served(gateway: Gateway, emulator: Emulato
     set_seen(rid, time.time() - 31)
     polled = int(time.time())
     assert gateway.request("GET", f"/start/{rid}", user=user).status_code == 202  # the poll counts
-    record = start_requests.get(rid)
+    record = queued_starts.get(rid)
     assert record is not None and record["seen_at"] >= polled
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     drain(gateway, queue, until=lambda: state(rid) == "started")
@@ -197,7 +196,7 @@ def test_a_long_poll_keeps_its_start_alive_until_it_ends(gateway: Gateway, emula
     before = time.time()
     response = gateway.request("POST", "/start?wait=1", user=user, json_body={"transport": "daily"})
     assert response.status_code == 202
-    record = start_requests.get(body(response)["requestId"])
+    record = queued_starts.get(body(response)["requestId"])
     assert record is not None and record["seen_at"] >= int(before + 1)
 
 
@@ -208,7 +207,7 @@ def test_the_owner_asking_at_the_last_moment_wins(gateway: Gateway, emulator: Em
     configure_stage(QUEUED_ABANDON_SECONDS="30")
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
     set_seen(rid, time.time() - 31)
-    stale = start_requests.get(rid)
+    stale = queued_starts.get(rid)
     assert stale is not None and queued_start.abandoned(stale, time.time(), 30)
     assert gateway.request("GET", f"/start/{rid}", user=user).status_code == 202
     assert not queued_start.abandon(stale, time.time(), 30)
@@ -263,7 +262,7 @@ def test_get_start_lists_the_callers_pending_starts(gateway: Gateway, emulator: 
     gateway.start(other, {"transport": "daily"})
     listed = body(gateway.request("GET", "/start", user=user))["starts"]
     assert [(s["requestId"], s["status"], s["statusUrl"]) for s in listed] == [(rid, "queued", f"/start/{rid}")]
-    before = start_requests.get(rid)
+    before = queued_starts.get(rid)
     assert gateway.request("DELETE", listed[0]["statusUrl"], user=user).status_code == 200
     assert body(gateway.request("GET", "/start", user=user))["starts"] == []
     assert before is not None and "seen_at" in before

@@ -14,8 +14,7 @@ import pytest
 
 from chalicelib.platform import dynamo
 from chalicelib.start import dispatcher, queued_start
-from chalicelib.store import agent_queue, slots
-from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import agent_queue, queued_starts, slots
 from chalicelib.upkeep import queue_sweep
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
@@ -29,8 +28,8 @@ def stranded() -> list[str]:
     """Requests still waiting whose place the queue has already passed: a 202 nobody would ever serve."""
     state = agent_queue.read(AGENT)
     found = []
-    for request in start_requests.pending():
-        if request["state"] in (start_requests.QUEUED, start_requests.STARTING) and (
+    for request in queued_starts.pending():
+        if request["state"] in (queued_starts.QUEUED, queued_starts.STARTING) and (
                 int(request["seq"]) < state.head or int(request["seq"]) in state.gone):
             found.append(request["request_id"])
     return found
@@ -46,7 +45,7 @@ def dispatch_until(done: Callable[[], bool], per_run: float = 2, runs: int = 30)
 
 
 def states(waiting: list[tuple[str, str]]) -> list[str]:
-    return [str(start_requests.get(r)["state"]) for _, r in waiting]  # type: ignore[index]
+    return [str(queued_starts.get(r)["state"]) for _, r in waiting]  # type: ignore[index]
 
 
 def queue_of(gateway: Gateway, emulator: EmulatorServer, count: int) -> list[tuple[str, str]]:
@@ -64,7 +63,7 @@ def test_a_place_is_never_passed_while_its_request_still_waits(
     (_, head), (_, behind) = queue_of(gateway, emulator, 2)
     dynamo.table().update_item(Key={"PK": f"REQUEST#{head}", "SK": "META"}, UpdateExpression="SET deadline = :d",
                                ExpressionAttributeValues={":d": int(time.time()) - 1})
-    real, refused = start_requests.finish_without_session, []
+    real, refused = queued_starts.finish_without_session, []
 
     def finish(request: Any, *args: Any, **kwargs: Any) -> bool:
         if request["request_id"] == head:
@@ -72,16 +71,16 @@ def test_a_place_is_never_passed_while_its_request_still_waits(
             return False
         return bool(real(request, *args, **kwargs))
 
-    monkeypatch.setattr(start_requests, "finish_without_session", finish)
+    monkeypatch.setattr(queued_starts, "finish_without_session", finish)
     emulator_admin(emulator, f"agents/{AGENT}", {"max_agents": 5})
     dispatch_until(lambda: bool(refused), per_run=1.5)
     assert refused and stranded() == []
-    assert start_requests.get(head)["state"] == "queued"  # type: ignore[index]
-    assert start_requests.get(behind)["state"] == "queued"  # type: ignore[index]  # the order rule: not around it
+    assert queued_starts.get(head)["state"] == "queued"  # type: ignore[index]
+    assert queued_starts.get(behind)["state"] == "queued"  # type: ignore[index]  # the order rule: not around it
     monkeypatch.undo()
     dispatch_until(lambda: states([("", head), ("", behind)]) == ["failed", "started"])
-    assert start_requests.get(head)["state"] == "failed"  # type: ignore[index]
-    assert start_requests.get(behind)["state"] == "started"  # type: ignore[index]
+    assert queued_starts.get(head)["state"] == "failed"  # type: ignore[index]
+    assert queued_starts.get(behind)["state"] == "started"  # type: ignore[index]
     assert stranded() == [] and agent_queue.read(AGENT).waiting() == 0
 
 
@@ -111,7 +110,7 @@ def test_a_lost_record_while_others_are_in_flight_costs_no_duplicate_and_no_stra
     attempt; every request ends with exactly one running bot, and the slots match."""
     waiting = queue_of(gateway, emulator, 5)
     third = waiting[2][1]
-    real, failed = start_requests.complete, []
+    real, failed = queued_starts.complete, []
 
     def complete(request: Any, *args: Any, **kwargs: Any) -> bool:
         if request["request_id"] == third and not failed:
@@ -119,12 +118,12 @@ def test_a_lost_record_while_others_are_in_flight_costs_no_duplicate_and_no_stra
             raise RuntimeError("DynamoDB refused the transaction")
         return bool(real(request, *args, **kwargs))
 
-    monkeypatch.setattr(start_requests, "complete", complete)
+    monkeypatch.setattr(queued_starts, "complete", complete)
     emulator_admin(emulator, "knobs", {"start_latency_ms": 200})
     emulator_admin(emulator, f"agents/{AGENT}", {"max_agents": 10})
     dispatch_until(lambda: states(waiting) == ["started"] * 5, per_run=6)
     assert failed == [1]
-    records = [start_requests.get(r) for _, r in waiting]
+    records = [queued_starts.get(r) for _, r in waiting]
     assert [r["state"] for r in records] == ["started"] * 5  # type: ignore[index]
     running = emulator.org.active_session_ids(AGENT)
     assert {str(r["session_id"]) for r in records} == running  # type: ignore[index]  # the stopped one is gone
@@ -214,7 +213,7 @@ def test_starts_slow_for_another_reason_are_foreseen_a_bounded_number_of_times(
         end_run()
         runner.join()
     assert dispatcher.FORESEEN_MAX <= while_hung <= dispatcher.FORESEEN_MAX + 8, while_hung
-    assert {start_requests.get(r)["state"] for _, r in waiting} == {"queued"}  # type: ignore[index]
+    assert {queued_starts.get(r)["state"] for _, r in waiting} == {"queued"}  # type: ignore[index]
     assert emulator.org.started == 0 and stranded() == []
 
 
@@ -225,16 +224,16 @@ def test_a_queued_start_whose_place_was_passed_gets_a_place_back_and_is_served(
     dispatcher, which serves it: one bot, its slot still held once, nothing stranded. Before, it waited unserved
     until its deadline (the queue looked empty, so nothing woke a dispatcher for it)."""
     (first_user, first), (second_user, second) = queue_of(gateway, emulator, 2)
-    agent_queue.mark_gone(AGENT, int(start_requests.get(first)["seq"]))  # type: ignore[index]  # the fault
+    agent_queue.mark_gone(AGENT, int(queued_starts.get(first)["seq"]))  # type: ignore[index]  # the fault
     emulator_admin(emulator, f"agents/{AGENT}", {"max_agents": 5})
     dispatch_until(lambda: states([("", second)]) == ["started"])
-    assert start_requests.get(second)["state"] == "started"  # type: ignore[index]
+    assert queued_starts.get(second)["state"] == "started"  # type: ignore[index]
     assert stranded() == [first] and agent_queue.read(AGENT).waiting() == 0
     summary = queue_sweep.sweep()
     assert summary["stranded"] == 1 and summary["woken"] == 1 and stranded() == []
     assert agent_queue.read(AGENT).waiting() == 1
     dispatch_until(lambda: states([("", first)]) == ["started"])
-    assert start_requests.get(first)["state"] == "started"  # type: ignore[index]
+    assert queued_starts.get(first)["state"] == "started"  # type: ignore[index]
     assert bot_owners(emulator) == [second_user, first_user]
     assert slots.active_slots(first_user) == slots.active_slots(second_user) == 1
     assert queue_sweep.sweep()["stranded"] == 0 and agent_queue.read(AGENT).waiting() == 0
@@ -245,10 +244,10 @@ def test_a_stale_read_of_a_served_start_gives_no_place_back(
     """The sweep read a start as queued, but it was served (and its place passed) before the sweep acted: the
     place given back is refused by the request's own condition, and the number taken for it is passed."""
     [(_, rid)] = queue_of(gateway, emulator, 1)
-    stale = start_requests.get(rid)
+    stale = queued_starts.get(rid)
     emulator_admin(emulator, f"agents/{AGENT}", {"max_agents": 5})
     dispatch_until(lambda: states([("", rid)]) == ["started"])
-    assert start_requests.get(rid)["state"] == "started"  # type: ignore[index]
+    assert queued_starts.get(rid)["state"] == "started"  # type: ignore[index]
     assert queued_start.give_place_back(stale) is False  # type: ignore[arg-type]
     state = agent_queue.read(AGENT)
-    assert state.waiting() == 0 and int(start_requests.get(rid)["seq"]) == int(stale["seq"])  # type: ignore[index]
+    assert state.waiting() == 0 and int(queued_starts.get(rid)["seq"]) == int(stale["seq"])  # type: ignore[index]

@@ -9,8 +9,7 @@ import httpx
 import pytest
 
 from chalicelib.platform import dynamo
-from chalicelib.store import sessions as session_store
-from chalicelib.store import slots
+from chalicelib.store import session_records, slots
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body
@@ -234,10 +233,10 @@ def test_reconciliation_frees_slot_after_emulator_ends_session(gateway: Gateway,
                                                     detail={}, resources=[])
     result = gateway.client.lambda_.invoke("reconcile_sessions", event)
     assert result.payload["ended"] >= 1
-    record = session_store.get_session(ids[1])
+    record = session_records.get_session(ids[1])
     assert record is not None
     assert record.status == "ended" and record.end_reason == "WS_CONNECTION_CLOSED"
-    assert session_store.get_session(ids[0]).status == "active"  # type: ignore[index]
+    assert session_records.get_session(ids[0]).status == "active"  # type: ignore[index]
     assert gateway.start(user, {}).status_code == 200  # the slot was freed
 
 
@@ -252,7 +251,7 @@ def test_reconciliation_stops_sessions_past_the_hard_cap(app_env: Gateway, emula
     summary = reconcile.run(now=time.time() + 7200 + 60)
     assert summary["stopped"] >= 1
     assert emulator.org.sessions[sid].completion_status == "STOPPED_BY_API"
-    assert session_store.get_session(sid).status == "stopped"  # type: ignore[union-attr]
+    assert session_records.get_session(sid).status == "stopped"  # type: ignore[union-attr]
     assert summary["stopped"] == 2 and emulator.org.sessions[young].completion_status == "STOPPED_BY_API"
     assert reconcile.run()["checked"] == 0  # nothing active is left to check
 

@@ -190,8 +190,8 @@ def test_pcc_unreachable_and_timeout(gateway: Gateway, emulator: EmulatorServer,
                                      configure_stage: Any) -> None:
     """A timeout may have started a bot: the slot stays held until recovery (after the orphan sweep);
     a connection that never opened proves nothing started: its slot is freed at once."""
-    from chalicelib.store import intents as start_intents
-    from chalicelib.upkeep import orphans as orphan_sweeper
+    from chalicelib.store import intents
+    from chalicelib.upkeep import orphans
 
     configure_stage(PCC_READ_TIMEOUT="0.3")
     emulator_admin(emulator, "knobs", {"latency_ms": 800})
@@ -207,10 +207,10 @@ def test_pcc_unreachable_and_timeout(gateway: Gateway, emulator: EmulatorServer,
     assert slots.active_slots(user) == 1  # the unsent start gave its own slot back
     configure_stage(PCC_API_URL=emulator.url)
     later = time.time() + 3600
-    start_intents.recover(300, now=time.time())  # too early for this one: its bot may still be unswept
+    intents.recover(300, now=time.time())  # too early for this one: its bot may still be unswept
     assert slots.active_slots(user) == 1
-    assert orphan_sweeper.sweep(now=later)["orphans_stopped"] == 1
-    assert start_intents.recover(300, now=later) >= 1  # (and other tests' unknown starts: its job)
+    assert orphans.sweep(now=later)["orphans_stopped"] == 1
+    assert intents.recover(300, now=later) >= 1  # (and other tests' unknown starts: its job)
     assert slots.active_slots(user) == 0 and emulator.org.active_session_ids() == set()
 
 
@@ -248,14 +248,14 @@ def test_per_user_cap(gateway: Gateway, emulator: EmulatorServer, user: str) -> 
 
 
 def test_slot_reservation_is_atomic_under_races(app_env: Gateway, user: str) -> None:
-    from chalicelib.store import intents as start_intents
+    from chalicelib.store import intents
 
     with ThreadPoolExecutor(max_workers=20) as pool:
-        results = list(pool.map(lambda _: start_intents.open_intent(user, "my-agent", 3, 20), range(20)))
+        results = list(pool.map(lambda _: intents.open_intent(user, "my-agent", 3, 20), range(20)))
     assert slots.active_slots(user) == 3  # never more than the cap
-    intents = dynamo.table().query(IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
+    written = dynamo.table().query(IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
                                           ExpressionAttributeValues={":pk": f"USER#{user}#INTENTS"})["Items"]
-    assert len(intents) == 3  # each slot is backed by its intent (they are written together)
+    assert len(written) == 3  # each slot is backed by its intent (they are written together)
     # A caller normally learns it got one; if an answer was lost and the SDK's retry then failed the
     # condition, the caller saw "full" and its intent is recovered later like any crashed start.
     assert 1 <= sum(r is not None for r in results) <= 3

@@ -21,8 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from plivo.utils import signature_v3 as plivo_sdk
 from twilio.request_validator import RequestValidator
 
-from chalicelib.store import sessions as session_store
-from chalicelib.store import slots
+from chalicelib.store import session_records, slots
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body
@@ -110,7 +109,7 @@ def test_twilio_token_mode_starts_session_records_it_and_dedupes(phone: Any, gat
     assert session.body["telephony"] == {"provider": "twilio", "call_id": CALL["CallSid"], "from": CALL["From"],
                                          "to": CALL["To"]}
     assert session.body["user"] == {"id": OWNER}
-    record = session_store.get_session(session.session_id)
+    record = session_records.get_session(session.session_id)
     assert record is not None and record.user_id == OWNER and record.call_id == CALL["CallSid"]
     replay = parse(twilio_call(gateway, CALL))  # Twilio retries the same webhook
     assert replay.find("./Connect/Stream").get("url") == url  # type: ignore[union-attr]

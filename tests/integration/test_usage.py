@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from chalicelib.platform.dynamo import transact
-from chalicelib.store import sessions as session_store
-from chalicelib.store import slots
+from chalicelib.store import session_records, slots
 from chalicelib.store import usage as usage_store
 from chalicelib.upkeep import reconcile
 from infra.pcc_emulator import EmulatorServer
@@ -65,10 +64,10 @@ def test_usage_matches_pipecat_clouds_durations_to_the_second(app_env: Gateway, 
     assert report["month"]["window"] == time.strftime("%Y-%m", time.gmtime())
     assert [s["sessionId"] for s in report["activeSessions"]] == [running]
     running_for = report["activeSessions"][0]["runningSeconds"]
-    assert 1 <= running_for <= math.ceil(time.time() - _epoch(session_store.get_session(running).created_at))  # type: ignore[union-attr]
+    assert 1 <= running_for <= math.ceil(time.time() - _epoch(session_records.get_session(running).created_at))  # type: ignore[union-attr]
     assert report["day"]["usedSeconds"] == expected + running_for
     # ending twice counts once
-    assert not session_store.mark_ended(session_store.get_session(stopped), session_store.STOPPED, "x")  # type: ignore[arg-type]
+    assert not session_records.mark_ended(session_records.get_session(stopped), session_records.STOPPED, "x")  # type: ignore[arg-type]
     assert body(app_env.request("GET", "/usage", user=user))["day"]["endedSeconds"] == expected
 
 
@@ -130,10 +129,10 @@ def test_a_running_session_that_uses_the_budget_up_is_stopped_by_end_detection(
     summary = reconcile.detect_ended(now=later)
     assert summary["capped"] == 2, summary
     for session_id in sessions:
-        record = session_store.get_session(session_id)
+        record = session_records.get_session(session_id)
         assert record is not None and record.status == "stopped" and record.end_reason == "usage_budget"
         assert emulator.org.sessions[session_id].completion_status == "STOPPED_BY_API"
-    assert session_store.get_session(kept).status == "active"  # type: ignore[union-attr]
+    assert session_records.get_session(kept).status == "active"  # type: ignore[union-attr]
     assert slots.active_slots(spender) == 0
     # their seconds are Pipecat Cloud's (stopped now, on the real clock: the schedule's `later` was simulated)
     report = body(app_env.request("GET", "/usage", user=spender))

@@ -99,7 +99,7 @@ def test_a_cold_start_imports_neither_telephony_nor_event_delivery() -> None:
 # The capacity queue's rooms inside start/ (lowest first): each may import only the rooms before it. The pacing
 # rule is pure (no AWS, no HTTP, no settings: a clock and the answers it is told).
 QUEUE_ROOMS = ["chalicelib.start.pacing", "chalicelib.start.attempt", "chalicelib.start.queued_start",
-               "chalicelib.start.dispatcher", "chalicelib.start.queue"]
+               "chalicelib.start.dispatcher", "chalicelib.start.capacity_queue"]
 
 
 def test_the_queue_rooms_import_only_downwards_and_pacing_is_pure() -> None:
@@ -119,7 +119,7 @@ def test_the_queue_rooms_import_only_downwards_and_pacing_is_pure() -> None:
 def test_the_queue_sweep_is_schedule_work() -> None:
     """The sweep is upkeep's (the schedule runs it), not the routes' module's."""
     found = modules()
-    assert "def sweep" not in found["chalicelib.start.queue"].read_text()
+    assert "def sweep" not in found["chalicelib.start.capacity_queue"].read_text()
     schedule = "chalicelib.upkeep.schedule"
     assert "chalicelib.upkeep.queue_sweep" in imported(found[schedule], schedule)
 

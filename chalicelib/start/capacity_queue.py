@@ -26,8 +26,7 @@ from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
 from chalicelib.start import queued_start
 from chalicelib.start.policy import PlannedStart
-from chalicelib.store import agent_queue, intents
-from chalicelib.store import queued_starts as start_requests
+from chalicelib.store import agent_queue, intents, queued_starts
 from chalicelib.store.intents import StartIntent
 from chalicelib.store.queued_starts import QueuedStart
 
@@ -52,7 +51,7 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartInt
     A place given up while this Lambda stalled between taking it and recording the start (the dispatcher's
     ENTRY_GRACE_SECONDS) is left empty and a new one is taken at the tail, up to PLACE_TRIES places in all:
     the stall costs the start its place in line, never the start itself."""
-    request_id = start_requests.new_request_id()
+    request_id = queued_starts.new_request_id()
     try:
         placed, request = _take_a_place(request_id, user_id, plan, intent, known)
     except Exception:
@@ -65,8 +64,8 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartInt
         logger.exception("could not wake the dispatcher", extra={"request_id": request_id})
         # The slot now belongs to the request: failing it (conditional on `queued`) frees the slot once;
         # if even that write fails, the sweeper fails the request at its deadline and frees it then.
-        if start_requests.finish_without_session(request, start_requests.FAILED, "queue_unavailable",
-                                                 "The start could not be queued", (start_requests.QUEUED,)):
+        if queued_starts.finish_without_session(request, queued_starts.FAILED, "queue_unavailable",
+                                                 "The start could not be queued", (queued_starts.QUEUED,)):
             queued_start.left_queue(request)
         # (from here on the slot is the request's, which frees it: the intent is not settled again)
         raise Refused("queue_unavailable", "The agent is at capacity and the retry queue is unavailable",
@@ -109,11 +108,11 @@ def _record_at(request_id: str, user_id: str, plan: PlannedStart, seq: int, inte
     longer this start's) raises 503."""
     now = time.time()
     try:
-        return start_requests.create(
+        return queued_starts.create(
             request_id=request_id, user_id=user_id, agent=plan.agent, transport=plan.transport,
             pcc_request=plan.pcc_request, deadline=now + deadline_seconds, next_attempt_at=now,
             seq=seq, entry=agent_queue.entry_put(plan.agent, seq, request_id), intent=intent)
-    except start_requests.RecordRefused as refusal:
+    except queued_starts.RecordRefused as refusal:
         if refusal.refused == {"entry"}:
             return None  # only the entry's condition: the dispatcher gave the place up
         agent_queue.mark_gone(plan.agent, seq)
@@ -132,7 +131,7 @@ def _recorded_all_the_same(request_id: str, agent: str, seq: int, error: Excepti
     never comes is given up after the dispatcher's grace; a request that exists is served, or cancelled as
     abandoned since nobody asks about it)."""
     try:
-        found = start_requests.get(request_id)
+        found = queued_starts.get(request_id)
     except Exception:  # noqa: BLE001 - unknown either way: see above
         raise error from None
     if found is None:
@@ -173,7 +172,7 @@ def retry_after_cap(abandon_seconds: int) -> int:
 
 # ------------------------------------------------------------------ GET / DELETE /start/{id}
 def _owned(user_id: str, request_id: str) -> QueuedStart:
-    request = start_requests.get(request_id) if request_id.startswith("req_") and len(request_id) < 64 else None
+    request = queued_starts.get(request_id) if request_id.startswith("req_") and len(request_id) < 64 else None
     if request is None or request["user_id"] != user_id:
         raise Refused("start_request_not_found", "No such start request")
     return request
@@ -182,13 +181,13 @@ def _owned(user_id: str, request_id: str) -> QueuedStart:
 def outcome(request: QueuedStart, status_base: str, now: float) -> HttpResult:
     """200 with the body a direct success would have had, 202 while pending, or a terminal error."""
     state = request["state"]
-    if state == start_requests.STARTED:
+    if state == queued_starts.STARTED:
         return HttpResult.from_dict(json.loads(request["result"]))
     ids = {"requestId": request["request_id"], "reason": request.get("error_code", state)}
-    if state == start_requests.FAILED:
+    if state == queued_starts.FAILED:
         raise Refused("start_failed", f"The queued start failed for good ({ids['reason']}): "
                                             f"{request.get('error_detail', '')}", extra=ids)
-    if state == start_requests.CANCELLED:
+    if state == queued_starts.CANCELLED:
         detail = "The queued start was cancelled" + (
             f": {queued_start.ABANDONED_DETAIL}" if ids["reason"] == "abandoned" else "")
         raise Refused("start_cancelled", detail, extra=ids)
@@ -198,9 +197,9 @@ def outcome(request: QueuedStart, status_base: str, now: float) -> HttpResult:
 def wait_for(request: QueuedStart, seconds: float) -> QueuedStart:
     """Long-poll: re-read the request until it leaves the queue or `seconds` pass."""
     deadline = time.monotonic() + seconds
-    while request["state"] not in start_requests.TERMINAL and time.monotonic() < deadline:
+    while request["state"] not in queued_starts.TERMINAL and time.monotonic() < deadline:
         time.sleep(POLL_INTERVAL_SECONDS)
-        request = start_requests.get(request["request_id"]) or request
+        request = queued_starts.get(request["request_id"]) or request
     return request
 
 
@@ -210,9 +209,9 @@ def status(user_id: str, request_id: str, status_base: str, wait: int = 0) -> Ht
                      what="Status polls")
     now = time.time()
     request = queued_start.expire_if_overdue(_owned(user_id, request_id), now)
-    if request["state"] not in start_requests.TERMINAL and float(request.get("seen_at", 0)) < int(now + wait):
-        start_requests.seen(request_id, now + wait)  # a long-poll: its owner waits until it ends
-    if wait and request["state"] not in start_requests.TERMINAL:
+    if request["state"] not in queued_starts.TERMINAL and float(request.get("seen_at", 0)) < int(now + wait):
+        queued_starts.seen(request_id, now + wait)  # a long-poll: its owner waits until it ends
+    if wait and request["state"] not in queued_starts.TERMINAL:
         with rate_limits.concurrent(f"longpoll#{user_id}", settings.long_polls_per_user, wait + 5,
                                     kind="too_many_long_polls", what="Long-polls"):
             request = wait_for(request, wait)
@@ -236,7 +235,7 @@ def list_pending(user_id: str, status_base: str) -> JsonObject:
     to cancel it). Listing does not count as asking about them (chalicelib.start.queued_start.abandoned)."""
     settings = get_settings()
     since = iso_at(time.time() - settings.start_deadline_seconds - queued_start.SWEEP_GRACE_SECONDS)
-    found = start_requests.user_pending(user_id, since)
+    found = queued_starts.user_pending(user_id, since)
     base = status_base.rstrip("/")
     return {"starts": [{"requestId": r["request_id"], "status": r["state"], "agent": r["agent"],
                         "createdAt": r["created_at"], "statusUrl": f"{base}/{r['request_id']}"} for r in found]}
@@ -250,15 +249,15 @@ def cancel(user_id: str, request_id: str) -> HttpResult:
     request = _owned(user_id, request_id)
     waited_until = time.monotonic() + CANCEL_WAIT_SECONDS
     while True:
-        if request["state"] == start_requests.QUEUED and start_requests.finish_without_session(
-                request, start_requests.CANCELLED, "cancelled", "Cancelled by the user", (start_requests.QUEUED,)):
+        if request["state"] == queued_starts.QUEUED and queued_starts.finish_without_session(
+                request, queued_starts.CANCELLED, "cancelled", "Cancelled by the user", (queued_starts.QUEUED,)):
             queued_start.left_queue(request)
-        request = start_requests.get(request_id) or request
-        if request["state"] not in (start_requests.QUEUED, start_requests.STARTING) \
+        request = queued_starts.get(request_id) or request
+        if request["state"] not in (queued_starts.QUEUED, queued_starts.STARTING) \
                 or time.monotonic() >= waited_until:
             break
         time.sleep(CANCEL_POLL_SECONDS)  # an attempt in flight, or one that took it back from under our write
-    if request["state"] in (start_requests.QUEUED, start_requests.STARTING, start_requests.STARTED):
+    if request["state"] in (queued_starts.QUEUED, queued_starts.STARTING, queued_starts.STARTED):
         raise Refused("not_cancellable", "The session is already starting or running; stop it instead")
     return HttpResult(200, {"requestId": request_id, "status": request["state"]})
 
