@@ -10,12 +10,13 @@ from chalicelib.pcc.client import PccCallError
 from chalicelib.pcc.responses import map_pcc_error
 from chalicelib.platform import rate_limits
 from chalicelib.platform.errors import Refused
-from chalicelib.platform.observability import logger
+from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import query_error
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
-from chalicelib.store import agent_queue, session_records
+from chalicelib.start import billing, lifecycle
+from chalicelib.store import agent_queue, session_records, usage
 
 PCC_DETAIL_FIELDS = ("endedAt", "completionStatus", "botStartSeconds", "coldStart", "createdAt",
                      "resourceMetrics", "meetingIds")
@@ -89,9 +90,14 @@ def end_session(record: session_records.SessionRecord, status: str, reason: str,
                 *, freed: str | None = None) -> bool:
     """Record that the session ended (`status`, `reason`; its slot, event and usage in one transaction) and, when
     this call recorded it, tell its agent's queue that capacity freed (`freed`: the wake-up's reason, else
-    `reason`). False when it had already ended: nothing changes."""
-    if not session_records.mark_ended(record, status, reason, details):
+    `reason`). False when it had already ended: nothing changes. The seconds it ran (chalicelib.start.billing:
+    Pipecat Cloud's `createdAt` to `endedAt` where its `details` give them) go to its user's usage."""
+    ran = billing.ran_between(record.created_at, details)
+    recorded = lifecycle.session_left(record, status, reason, details) \
+        + usage.usage_updates(record.user_id, *billing.split_seconds(*ran))
+    if not session_records.mark_ended(record, status, reason, recorded):
         return False
+    count("SecondsUsed", billing.billed_seconds(*ran))
     agent_queue.capacity_freed(record.agent, freed or reason)
     return True
 

@@ -14,11 +14,12 @@ from chalicelib.pcc.responses import client_response, is_retryable, map_pcc_erro
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import Settings
+from chalicelib.start import lifecycle, queued_start
 from chalicelib.store import queued_starts
 from chalicelib.store.queued_starts import QueuedStart
+from chalicelib.store.session_records import SessionRecord
 
 LEASE_SECONDS = 70  # the worker's 60 s Lambda timeout + a margin: a lease (or claim) older than this was abandoned
-DEADLINE_DETAIL = "Pipecat Cloud stayed at capacity until the deadline"
 
 Outcome = Literal["started", "retry", "failed", "skipped"]
 
@@ -71,9 +72,12 @@ def _attempt_claimed(settings: Settings, agent: str, request: QueuedStart, attem
         return "retry", request
     session_id = str(result["sessionId"])
     response = client_response(request["transport"], result)
+    session = SessionRecord.new(user_id=request["user_id"], session_id=session_id, agent=request["agent"],
+                                transport=request["transport"], ttl_seconds=settings.session_ttl_seconds,
+                                request_id=request_id)
     try:
-        completed = queued_starts.complete(request, attempt, session_id, response.as_dict(),
-                                            settings.session_ttl_seconds)
+        completed = queued_starts.complete(request, attempt, session, response.as_dict(),
+                                           lifecycle.session_started(session, queued=True))
     except Exception:
         pcc_client.stop_if_running(agent, session_id)  # never leave an unrecorded bot behind a retry
         raise
@@ -107,7 +111,7 @@ def failed_for_good(request: QueuedStart, code: str, detail: str, states: tuple[
 
 
 def _fail(request: QueuedStart, code: str, detail: str, states: tuple[str, ...]) -> bool:
-    if queued_starts.finish_without_session(request, queued_starts.FAILED, code, detail, states):
+    if queued_start.finish(request, queued_starts.FAILED, code, detail, states):
         count("QueuedStartsFailed")
         logger.info("queued start failed", extra={"request_id": request["request_id"], "code": code})
         return True

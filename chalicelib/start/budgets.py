@@ -20,8 +20,8 @@ from chalicelib.platform.errors import TryLater
 from chalicelib.platform.observability import count
 from chalicelib.platform.settings import Settings, get_settings
 from chalicelib.platform.shapes import JsonObject
-from chalicelib.store import session_records
-from chalicelib.store import usage as usage_store
+from chalicelib.start import billing
+from chalicelib.store import session_records, usage
 from chalicelib.store.session_records import SessionRecord
 
 ACTIVE_LISTED = 50  # a user's active sessions read for their running time (USER_SESSION_LIMIT is far below)
@@ -60,15 +60,15 @@ def running_seconds(records: list[SessionRecord], now: float) -> list[tuple[str,
     for record in records:
         created = iso_epoch(record.created_at)
         if created is not None:
-            out.append((record.session_id, usage_store.billed_seconds(created, now)))
+            out.append((record.session_id, billing.billed_seconds(created, now)))
     return out
 
 
-def _windows(used: usage_store.UserUsage, running: int, limits: Limits, now: float) -> dict[str, JsonObject]:
+def _windows(used: usage.UserUsage, running: int, limits: Limits, now: float) -> dict[str, JsonObject]:
     out = {}
     for name, seconds, limit, window, resets in (
-            ("day", used.day_seconds, limits.day, usage_store.day_window(now), usage_store.day_reset(now)),
-            ("month", used.month_seconds, limits.month, usage_store.month_window(now), usage_store.month_reset(now))):
+            ("day", used.day_seconds, limits.day, billing.day_window(now), billing.day_reset(now)),
+            ("month", used.month_seconds, limits.month, billing.month_window(now), billing.month_reset(now))):
         total = seconds + running
         out[name] = {"window": window, "usedSeconds": total, "endedSeconds": seconds, "runningSeconds": running,
                      "limitSeconds": limit or None, "remainingSeconds": max(0, limit - total) if limit else None,
@@ -80,6 +80,10 @@ def _used_up(windows: dict[str, JsonObject]) -> str | None:
     """The first window (day, then month) whose limit the used seconds have reached; None when both have budget."""
     return next((name for name, w in windows.items()
                  if w["limitSeconds"] is not None and w["usedSeconds"] >= w["limitSeconds"]), None)
+
+
+def _used(user_id: str, now: float) -> usage.UserUsage:
+    return usage.read(user_id, billing.day_window(now), billing.month_window(now))
 
 
 def _active(user_id: str) -> list[SessionRecord]:
@@ -94,9 +98,9 @@ def check_start(user_id: str, names: frozenset[str], now: float | None = None) -
         return
     now = time.time() if now is None else now
     limits = limits_for(settings, names)
-    used = usage_store.read(user_id, now)
+    used = _used(user_id, now)
     if used.limits != (limits.day, limits.month):
-        usage_store.record_limits(user_id, limits.day, limits.month)
+        usage.record_limits(user_id, limits.day, limits.month)
     if not limits.any:
         return
     running = sum(s for _, s in running_seconds(_active(user_id), now))
@@ -118,7 +122,7 @@ def report(user_id: str, names: frozenset[str], now: float | None = None) -> Jso
     now = time.time() if now is None else now
     limits = limits_for(settings, names)
     active = running_seconds(_active(user_id), now)
-    windows = _windows(usage_store.read(user_id, now), sum(s for _, s in active), limits, now)
+    windows = _windows(_used(user_id, now), sum(s for _, s in active), limits, now)
     return {"userId": user_id, **windows,
             "activeSessions": [{"sessionId": sid, "runningSeconds": seconds} for sid, seconds in active]}
 
@@ -130,7 +134,7 @@ def over_budget(records_by_user: dict[str, list[SessionRecord]], now: float) -> 
         return {}
     out = {}
     for user_id, records in records_by_user.items():
-        used = usage_store.read(user_id, now)
+        used = _used(user_id, now)
         if used.limits is None or not any(used.limits):
             continue
         running = sum(s for _, s in running_seconds(records, now))

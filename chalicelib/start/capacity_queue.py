@@ -24,7 +24,7 @@ from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import query_error
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
-from chalicelib.start import queued_start
+from chalicelib.start import lifecycle, queued_start
 from chalicelib.start.policy import PlannedStart
 from chalicelib.store import agent_queue, intents, queued_starts
 from chalicelib.store.intents import StartIntent
@@ -64,8 +64,8 @@ def enqueue(user_id: str, plan: PlannedStart, status_base: str, intent: StartInt
         logger.exception("could not wake the dispatcher", extra={"request_id": request_id})
         # The slot now belongs to the request: failing it (conditional on `queued`) frees the slot once;
         # if even that write fails, the sweeper fails the request at its deadline and frees it then.
-        if queued_starts.finish_without_session(request, queued_starts.FAILED, "queue_unavailable",
-                                                 "The start could not be queued", (queued_starts.QUEUED,)):
+        if queued_start.finish(request, queued_starts.FAILED, "queue_unavailable", "The start could not be queued",
+                               (queued_starts.QUEUED,)):
             queued_start.left_queue(request)
         # (from here on the slot is the request's, which frees it: the intent is not settled again)
         raise Refused("queue_unavailable", "The agent is at capacity and the retry queue is unavailable",
@@ -111,7 +111,8 @@ def _record_at(request_id: str, user_id: str, plan: PlannedStart, seq: int, inte
         return queued_starts.create(
             request_id=request_id, user_id=user_id, agent=plan.agent, transport=plan.transport,
             pcc_request=plan.pcc_request, deadline=now + deadline_seconds, next_attempt_at=now,
-            seq=seq, entry=agent_queue.entry_put(plan.agent, seq, request_id), intent=intent)
+            seq=seq, entry=agent_queue.entry_put(plan.agent, seq, request_id), intent=intent,
+            events=lifecycle.start_queued(user_id, plan.agent, request_id, plan.transport))
     except queued_starts.RecordRefused as refusal:
         if refusal.refused == {"entry"}:
             return None  # only the entry's condition: the dispatcher gave the place up
@@ -249,7 +250,7 @@ def cancel(user_id: str, request_id: str) -> HttpResult:
     request = _owned(user_id, request_id)
     waited_until = time.monotonic() + CANCEL_WAIT_SECONDS
     while True:
-        if request["state"] == queued_starts.QUEUED and queued_starts.finish_without_session(
+        if request["state"] == queued_starts.QUEUED and queued_start.finish(
                 request, queued_starts.CANCELLED, "cancelled", "Cancelled by the user", (queued_starts.QUEUED,)):
             queued_start.left_queue(request)
         request = queued_starts.get(request_id) or request

@@ -38,8 +38,9 @@ from chalicelib.platform.observability import logger, untag_request
 from chalicelib.platform.settings import Settings, get_settings
 from chalicelib.start import attempt as attempts
 from chalicelib.start import queued_start
-from chalicelib.start.attempt import DEADLINE_DETAIL, CallClock, Outcome
+from chalicelib.start.attempt import CallClock, Outcome
 from chalicelib.start.pacing import Pacer
+from chalicelib.start.queued_start import DEADLINE_DETAIL
 from chalicelib.store import agent_queue, queued_starts
 from chalicelib.store.queued_starts import QueuedStart
 

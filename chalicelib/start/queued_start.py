@@ -9,12 +9,22 @@ import time
 
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.settings import Settings
-from chalicelib.start.attempt import DEADLINE_DETAIL
+from chalicelib.start import lifecycle
 from chalicelib.store import agent_queue, queued_starts
 from chalicelib.store.queued_starts import QueuedStart
 
+DEADLINE_DETAIL = "Pipecat Cloud stayed at capacity until the deadline"
 ABANDONED_DETAIL = "nobody asked about it for QUEUED_ABANDON_SECONDS, so no bot was started for it"
 SWEEP_GRACE_SECONDS = 120  # past its deadline by this much, a start no dispatcher failed is failed by whoever reads it
+
+
+def finish(request: QueuedStart, state: str, code: str, detail: str, from_states: tuple[str, ...], *,
+           abandoned_before: float | None = None) -> bool:
+    """-> failed/cancelled without a session (chalicelib.store.queued_starts.finish_without_session), with the
+    event the transition writes; True when this call moved it."""
+    events = lifecycle.start_finished(request, state, code, detail)
+    return queued_starts.finish_without_session(request, state, code, detail, from_states, events,
+                                                abandoned_before=abandoned_before)
 
 
 def abandoned(request: QueuedStart, now: float, abandon_seconds: int) -> bool:
@@ -27,8 +37,8 @@ def abandoned(request: QueuedStart, now: float, abandon_seconds: int) -> bool:
 def abandon(request: QueuedStart, now: float, abandon_seconds: int) -> bool:
     """Cancel an abandoned queued start (`abandoned`), freeing its slot and its place; False when its owner
     asked about it after all (conditional on `seen_at`) or it left the queue."""
-    if queued_starts.finish_without_session(request, queued_starts.CANCELLED, "abandoned", ABANDONED_DETAIL,
-                                             (queued_starts.QUEUED,), abandoned_before=now - abandon_seconds):
+    if finish(request, queued_starts.CANCELLED, "abandoned", ABANDONED_DETAIL, (queued_starts.QUEUED,),
+              abandoned_before=now - abandon_seconds):
         left_queue(request)
         count("QueuedStartsAbandoned")
         logger.info("queued start abandoned", extra={"request_id": request["request_id"]})
@@ -57,9 +67,8 @@ def expire_if_overdue(request: QueuedStart, now: float) -> QueuedStart:
     if request["state"] in (queued_starts.QUEUED, queued_starts.STARTING) \
             and now > request["deadline"] + SWEEP_GRACE_SECONDS \
             and (request["state"] == queued_starts.QUEUED or request.get("lease_until", 0) < now):
-        if queued_starts.finish_without_session(
-                request, queued_starts.FAILED, "deadline_exceeded", DEADLINE_DETAIL,
-                (queued_starts.QUEUED, queued_starts.STARTING)):
+        if finish(request, queued_starts.FAILED, "deadline_exceeded", DEADLINE_DETAIL,
+                  (queued_starts.QUEUED, queued_starts.STARTING)):
             left_queue(request)
         return queued_starts.get(request["request_id"]) or request
     return request

@@ -21,7 +21,7 @@ from chalicelib.platform.request_parsing import parse_json_object, validation_er
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
-from chalicelib.start import budgets, capacity_queue
+from chalicelib.start import budgets, capacity_queue, lifecycle
 from chalicelib.start.policy import PlannedStart, plan_start
 from chalicelib.store import agent_queue, intents, queued_starts
 from chalicelib.store.intents import StartIntent
@@ -110,7 +110,7 @@ def _record(user_id: str, plan: PlannedStart, intent: StartIntent, session_id: s
     item = SessionRecord.new(user_id=user_id, session_id=session_id, agent=plan.agent, transport=plan.transport,
                              ttl_seconds=ttl_seconds, call_id=plan.call_id, provider=plan.provider)
     try:
-        recorded = intents.settle_started(intent, item)
+        recorded = intents.settle_started(intent, item, lifecycle.session_started(item, queued=False))
     except Exception:  # noqa: BLE001 - storage refused: stop the bot; recovery frees the slot
         logger.exception("recording the session failed; stopping it", extra={"session_id": session_id})
         recorded = False

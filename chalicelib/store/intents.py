@@ -27,7 +27,7 @@ from chalicelib.platform.dynamo import now_iso, transact_if, update_if
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.shapes import Item
 from chalicelib.store.index import query_index_partition
-from chalicelib.store.session_records import SessionRecord, started_events
+from chalicelib.store.session_records import SessionRecord
 from chalicelib.store.slots import release_slot_update, reserve_slot_update
 
 INTENTS_INDEX_KEY = "INTENTS"
@@ -83,11 +83,11 @@ def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float) -> S
     return cast(StartIntent, item) if taken else None
 
 
-def settle_started(intent: StartIntent, session: SessionRecord) -> bool:
-    """Record the session and retire the intent (the slot goes with it), with the session's events. False:
+def settle_started(intent: StartIntent, session: SessionRecord, events: list[Item]) -> bool:
+    """Record the session and retire the intent (the slot goes with it), with the session's `events`. False:
     recovery took the intent."""
     return transact_if([{"Put": {"Item": session.to_item(), "ConditionExpression": "attribute_not_exists(PK)"}},
-                        {"Delete": delete_update(intent)}, *started_events(session, queued=False)])
+                        {"Delete": delete_update(intent)}, *events])
 
 
 def settle_not_started(intent: StartIntent, state: str = CALLING) -> bool:

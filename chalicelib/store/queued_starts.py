@@ -28,10 +28,9 @@ from chalicelib.platform.dynamo import (
     update_if,
 )
 from chalicelib.platform.shapes import Item, JsonObject
-from chalicelib.store import intents, session_records
+from chalicelib.store import intents
 from chalicelib.store.index import query_index_partition
 from chalicelib.store.intents import StartIntent
-from chalicelib.store.outbox import event_writes
 from chalicelib.store.session_records import SessionRecord
 from chalicelib.store.slots import release_slot_update
 
@@ -105,7 +104,7 @@ class RecordRefused(Exception):
 
 
 def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_request: JsonObject,
-           deadline: float, next_attempt_at: float, seq: int, entry: Item,
+           deadline: float, next_attempt_at: float, seq: int, entry: Item, events: list[Item],
            intent: StartIntent | None = None) -> QueuedStart:
     """Record a queued start at its place `seq` in the agent's queue (`entry`: the queue entry's `Put`), and
     retire the start intent whose slot it takes over, in one transaction. Raises RecordRefused when a condition
@@ -147,8 +146,7 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
     if intent is not None:
         writes.append({"Delete": intents.delete_update(intent)})
         names.append("intent")
-    writes += event_writes("start.queued", user_id=user_id, agent=agent, request_id=request_id,
-                           data={"transport": transport})
+    writes += events
     try:
         transact([{"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}, *writes])
     except Exception as exc:
@@ -218,11 +216,10 @@ def move_place(request: QueuedStart, seq: int, entry: Item) -> bool:
     ])
 
 
-def complete(request: QueuedStart, attempt: int, session_id: str, result: JsonObject, ttl_seconds: int) -> bool:
-    """starting -> started and the session record (kept `ttl_seconds`), in one transaction."""
-    session = SessionRecord.new(user_id=request["user_id"], session_id=session_id, agent=request["agent"],
-                                transport=request["transport"], ttl_seconds=ttl_seconds,
-                                request_id=request["request_id"])
+def complete(request: QueuedStart, attempt: int, session: SessionRecord, result: JsonObject,
+             events: list[Item]) -> bool:
+    """starting -> started and the session record with its `events`, in one transaction."""
+    session_id = session.session_id
     return transact_if([
         {"Put": {"Item": session.to_item(), "ConditionExpression": "attribute_not_exists(PK)"}},
         {"Update": {
@@ -234,13 +231,14 @@ def complete(request: QueuedStart, attempt: int, session_id: str, result: JsonOb
             "ExpressionAttributeValues": {":started": STARTED, ":starting": STARTING, ":sid": session_id,
                                           ":result": json.dumps(result), ":now": now_iso(), ":attempt": attempt},
         }},
-        *session_records.started_events(session, queued=True),
+        *events,
     ])
 
 
-def finish_without_session(request: QueuedStart, state: str, code: str, detail: str,
-                           from_states: tuple[str, ...], *, abandoned_before: float | None = None) -> bool:
-    """-> failed/cancelled from one of `from_states`, freeing the user's slot in the same transaction.
+def finish_without_session(request: QueuedStart, state: str, code: str, detail: str, from_states: tuple[str, ...],
+                           events: list[Item], *, abandoned_before: float | None = None) -> bool:
+    """-> failed/cancelled from one of `from_states`, freeing the user's slot and writing `events` in the same
+    transaction (chalicelib.start.queued_start.finish chooses them).
 
     Exactly once by construction: the slot is released only by the write that moves the request out of
     `from_states`. When the request's own condition refused the transaction, the request is read again: if
@@ -260,12 +258,9 @@ def finish_without_session(request: QueuedStart, state: str, code: str, detail: 
     request_update = {"Key": _key(request["request_id"]), "UpdateExpression": update,
                       "ConditionExpression": condition, "ExpressionAttributeNames": {"#s": "state"},
                       "ExpressionAttributeValues": values}
-    event_type = "start.failed" if state == FAILED else "start.abandoned" if code == "abandoned" else "start.cancelled"
     for _ in range(FINISH_ATTEMPTS):
-        event = event_writes(event_type, user_id=request["user_id"], agent=request["agent"],
-                             request_id=request["request_id"], data={"code": code, "detail": detail[:1000]})
         try:  # (not transact_if: which condition refused it decides what happens next)
-            transact([{"Update": request_update}, {"Update": release_slot_update(request["user_id"])}, *event])
+            transact([{"Update": request_update}, {"Update": release_slot_update(request["user_id"])}, *events])
             return True
         except Exception as exc:
             refused = cancellation_codes(exc)
@@ -273,7 +268,7 @@ def finish_without_session(request: QueuedStart, state: str, code: str, detail: 
                 raise
         if refused[1:2] == ["ConditionalCheckFailed"] and refused[0] == "None":
             # The request could move but the counter is already at zero (drift): nothing to give back.
-            if transact_if([{"Update": request_update}, *event]):
+            if transact_if([{"Update": request_update}, *events]):
                 return True
         elif refused[0] not in ("ConditionalCheckFailed", "Unknown"):
             continue  # a conflicting transaction in flight: try again

@@ -25,19 +25,15 @@ from typing import Any
 
 from chalicelib.platform.dynamo import (
     cancellation_codes,
-    iso_epoch,
     now_iso,
     plain,
     table,
     transact,
 )
 from chalicelib.platform.errors import DomainError
-from chalicelib.platform.observability import count
 from chalicelib.platform.shapes import Item, JsonObject
 from chalicelib.store.index import query_index_partition
-from chalicelib.store.outbox import event_writes
 from chalicelib.store.slots import release_slot_update
-from chalicelib.store.usage import billed_seconds, usage_updates
 
 
 class SessionStatus(StrEnum):
@@ -105,48 +101,6 @@ class SessionRecord:
 # ---------------------------------------------------------------- records
 
 
-def started_events(item: SessionRecord, queued: bool) -> list[Item]:
-    """The events of a session recorded as started (for the transaction that records it): `session.started`,
-    and `call.started` for a telephony call's bot."""
-    def event(event_type: str, data: JsonObject) -> list[JsonObject]:
-        return event_writes(event_type, user_id=item.user_id, agent=item.agent, session_id=item.session_id,
-                            request_id=item.request_id, call_id=item.call_id, data=data)
-
-    writes = event("session.started", {"transport": item.transport, "queued": queued})
-    if item.provider:
-        writes += event("call.started", {"provider": item.provider})
-    return writes
-
-
-def ran_between(record: SessionRecord, details: Mapping[str, Any] | None,
-                now: float | None = None) -> tuple[float, float]:
-    """When the session ran, as epochs: Pipecat Cloud's `createdAt` / `endedAt` where its details give them, else
-    our record's `created_at` (a little later: it is written once the start was answered) / now."""
-    now = time.time() if now is None else now
-    start = iso_epoch((details or {}).get("createdAt")) or iso_epoch(record.created_at) or now
-    end = iso_epoch((details or {}).get("endedAt")) or now
-    return start, max(start, end)
-
-
-END_EVENTS = {"stopped_by_user": "session.stopped", "hard_cap": "session.capped", "usage_budget": "session.capped"}
-
-
-def ended_event(record: SessionRecord, status: str, reason: str,
-                details: Mapping[str, Any] | None) -> list[Item]:
-    """The event of an active session leaving `active`: stopped through our API, capped, or seen ended at
-    Pipecat Cloud (`details`: what its private API said of the session, when known)."""
-    event_type = END_EVENTS.get(reason, "session.stopped") if status == STOPPED else "session.ended"
-    data: JsonObject = {"reason": reason}
-    if details:
-        data.update({k: details.get(k) for k in ("createdAt", "endedAt", "completionStatus", "botStartSeconds",
-                                                 "coldStart")})
-        created, ended = iso_epoch(details.get("createdAt")), iso_epoch(details.get("endedAt"))
-        data["durationSeconds"] = None if created is None or ended is None else billed_seconds(created, ended)
-    return event_writes(event_type, user_id=record.user_id, agent=record.agent,
-                        session_id=record.session_id, request_id=record.request_id,
-                        call_id=record.call_id, data=data)
-
-
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
@@ -157,26 +111,20 @@ def get_session(session_id: str) -> SessionRecord | None:
     return SessionRecord.from_item(item) if item else None
 
 
-def mark_ended(record: SessionRecord, status: str, reason: str,
-               details: Mapping[str, Any] | None = None) -> bool:
-    """active -> ended/stopped, the user's slot freed, the event recorded and the session's seconds added to its
-    user's usage, in one transaction (`details`: Pipecat Cloud's view of the session, for the event and the
-    seconds: its `createdAt` to `endedAt`; without them, our record's `created_at` to now).
+def mark_ended(record: SessionRecord, status: str, reason: str, recorded: list[Item]) -> bool:
+    """active -> ended/stopped, the user's slot freed and `recorded` written (the transition's event and the
+    session's seconds added to its user's usage), in one transaction.
 
-    Returns False when the record was not active (already ended: nothing changes, no event, no usage).
+    Returns False when the record was not active (already ended: nothing changes, nothing recorded).
     """
-    session_id, user_id = record.session_id, record.user_id
-    key = {"PK": f"SESSION#{session_id}", "SK": "META"}
+    key = {"PK": f"SESSION#{record.session_id}", "SK": "META"}
     update = "SET #s = :new, ended_at = :now, end_reason = :reason REMOVE GSI2PK, GSI2SK"
     names = {"#s": "status"}
     values = {":new": status, ":now": now_iso(), ":reason": reason, ":active": ACTIVE}
     change = {"Update": {"Key": key, "UpdateExpression": update, "ConditionExpression": "#s = :active",
                          "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}}
-    ran = ran_between(record, details)
-    recorded = ended_event(record, status, reason, details) + usage_updates(user_id, *ran)  # the event, the usage
     try:  # (not transact_if: which condition refused it decides what happens next)
-        transact([change, {"Update": release_slot_update(user_id)}, *recorded])
-        count("SecondsUsed", billed_seconds(*ran))
+        transact([change, {"Update": release_slot_update(record.user_id)}, *recorded])
         return True
     except Exception as exc:
         reasons = cancellation_codes(exc)
@@ -184,14 +132,13 @@ def mark_ended(record: SessionRecord, status: str, reason: str,
             raise
         if reasons[0] == "ConditionalCheckFailed":
             return False  # already ended
-    # The counter was already at zero (drift): end the record alone (with its event and usage).
+    # The counter was already at zero (drift): end the record alone (with what it records).
     try:
         transact([change, *recorded])
     except Exception as exc:
         if cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
             return False
         raise
-    count("SecondsUsed", billed_seconds(*ran))
     return True
 
 

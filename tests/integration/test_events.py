@@ -22,6 +22,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from chalicelib.events import delivery, sinks
+from chalicelib.sessions.service import end_session
+from chalicelib.start import queued_start
 from chalicelib.store import queued_starts, session_records
 from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import StreamPoller, scheduled_event
@@ -216,17 +218,17 @@ def test_a_refused_change_records_no_event(events: Events, emulator: EmulatorSer
     session_id = started(gateway, user)
     record = session_records.get_session(session_id)
     assert record is not None
-    assert session_records.mark_ended(record, session_records.STOPPED, "stopped_by_user")
-    assert not session_records.mark_ended(record, session_records.STOPPED, "stopped_by_user")  # already ended
-    assert not session_records.mark_ended(record, session_records.ENDED, "HTTP_COMPLETED", {"endedAt": "x"})
+    assert end_session(record, session_records.STOPPED, "stopped_by_user", None)
+    assert not end_session(record, session_records.STOPPED, "stopped_by_user", None)  # already ended
+    assert not end_session(record, session_records.ENDED, "HTTP_COMPLETED", {"endedAt": "x"})
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 0})
     queued = body(gateway.start(user, {"transport": "daily"}))
     request = queued_starts.get(queued["requestId"])
     assert request is not None
-    assert queued_starts.finish_without_session(request, queued_starts.CANCELLED, "cancelled", "x",
+    assert queued_start.finish(request, queued_starts.CANCELLED, "cancelled", "x",
                                                  (queued_starts.QUEUED,))
     for state in (queued_starts.FAILED, queued_starts.CANCELLED):  # it left `queued`: refused
-        assert not queued_starts.finish_without_session(request, state, "x", "x", (queued_starts.QUEUED,))
+        assert not queued_start.finish(request, state, "x", "x", (queued_starts.QUEUED,))
     assert [e["type"] for e in events.recorded(user)] == [
         "session.started", "session.stopped", "start.queued", "start.cancelled"]
     events.pump()

@@ -135,7 +135,7 @@ def test_deadline_and_dispatcher_failures_release_the_slot_once_under_the_same_r
         return real_transact(**kwargs)
 
     monkeypatch.setattr(client, "transact_write_items", transact)
-    assert queued_starts.finish_without_session(request, queued_starts.FAILED, "deadline_exceeded", "x", states)
+    assert queued_start.finish(request, queued_starts.FAILED, "deadline_exceeded", "x", states)
     monkeypatch.undo()
     assert len(calls) == 2
     assert state(rid) == "failed" and slots.active_slots(user) == 0
@@ -148,7 +148,7 @@ def test_a_drifted_counter_still_lets_the_request_finish(gateway: Gateway, emula
                                       UpdateExpression="SET active = :z", ExpressionAttributeValues={":z": 0})
     request = queued_starts.get(rid)
     assert request is not None
-    assert queued_starts.finish_without_session(request, queued_starts.CANCELLED, "cancelled", "x",
+    assert queued_start.finish(request, queued_starts.CANCELLED, "cancelled", "x",
                                                  (queued_starts.QUEUED,))
     assert state(rid) == "cancelled" and slots.active_slots(user) == 0
 

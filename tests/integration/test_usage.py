@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from chalicelib.platform.dynamo import transact
+from chalicelib.sessions.service import end_session
+from chalicelib.start import billing
 from chalicelib.store import session_records, slots
-from chalicelib.store import usage as usage_store
 from chalicelib.upkeep import reconcile
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway
@@ -42,7 +43,7 @@ def used_before(user: str, seconds: int, *, day: bool = True) -> None:
     """`seconds` of sessions this user ran earlier today (`day` False: earlier this month, not today), as their
     ends would have recorded them."""
     now = time.time()
-    windows = [f"MONTH#{usage_store.month_window(now)}"] + ([f"DAY#{usage_store.day_window(now)}"] if day else [])
+    windows = [f"MONTH#{billing.month_window(now)}"] + ([f"DAY#{billing.day_window(now)}"] if day else [])
     transact([{"Update": {"Key": {"PK": f"USAGE#{user}", "SK": sk}, "UpdateExpression": "ADD seconds :s",
                           "ExpressionAttributeValues": {":s": seconds}}} for sk in windows])
 
@@ -67,7 +68,7 @@ def test_usage_matches_pipecat_clouds_durations_to_the_second(app_env: Gateway, 
     assert 1 <= running_for <= math.ceil(time.time() - _epoch(session_records.get_session(running).created_at))  # type: ignore[union-attr]
     assert report["day"]["usedSeconds"] == expected + running_for
     # ending twice counts once
-    assert not session_records.mark_ended(session_records.get_session(stopped), session_records.STOPPED, "x")  # type: ignore[arg-type]
+    assert not end_session(session_records.get_session(stopped), session_records.STOPPED, "x", None)  # type: ignore[arg-type]
     assert body(app_env.request("GET", "/usage", user=user))["day"]["endedSeconds"] == expected
 
 
@@ -81,7 +82,7 @@ def test_a_user_over_budget_cannot_start_until_the_window_resets(app_env: Gatewa
     after = time.time()
     assert_error(refused, 429, "usage_budget_exceeded")
     answer = body(refused)
-    tomorrow = usage_store.day_reset(time.time())
+    tomorrow = billing.day_reset(time.time())
     assert answer["window"] == "day" and answer["usedSeconds"] == 600 and answer["limitSeconds"] == 600
     assert answer["resetsAt"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(tomorrow))
     retry_after = int(refused.headers["Retry-After"])  # to the reset: asked before it, it points at it

@@ -98,8 +98,8 @@ def test_a_cold_start_imports_neither_telephony_nor_event_delivery() -> None:
 
 # The capacity queue's rooms inside start/ (lowest first): each may import only the rooms before it. The pacing
 # rule is pure (no AWS, no HTTP, no settings: a clock and the answers it is told).
-QUEUE_ROOMS = ["chalicelib.start.pacing", "chalicelib.start.attempt", "chalicelib.start.queued_start",
-               "chalicelib.start.dispatcher", "chalicelib.start.capacity_queue"]
+QUEUE_ROOMS = ["chalicelib.start.pacing", "chalicelib.start.lifecycle", "chalicelib.start.queued_start",
+               "chalicelib.start.attempt", "chalicelib.start.dispatcher", "chalicelib.start.capacity_queue"]
 
 
 def test_the_queue_rooms_import_only_downwards_and_pacing_is_pure() -> None:
@@ -201,3 +201,18 @@ def test_free_form_dicts_say_which_kind_they_are() -> None:
     for name, path in modules().items():
         found = path.read_text().count("dict[str, Any]")
         assert found <= allowed.get(name, 0), (name, found)
+
+
+def test_the_store_decides_nothing() -> None:
+    """store/ writes what it is given: which lifecycle event a transition writes is chalicelib.start.lifecycle's
+    choice, how a session is billed chalicelib.start.billing's; only the outbox builds an event's write."""
+    import re
+
+    for name, path in modules().items():
+        if not name.startswith("chalicelib.store.") or name == "chalicelib.store.outbox":
+            continue
+        tree = ast.parse(path.read_text())
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        assert not {s for s in strings if re.fullmatch(r"(start|session|call)\.[a-z_]+", s)}, name
+        called = {getattr(n.func, "id", getattr(n.func, "attr", "")) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        assert not called & {"event_writes", "record_event", "billed_seconds", "split_seconds", "ceil"}, name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from chalicelib.store.usage import day_reset, month_reset, split_seconds
+from chalicelib.start.billing import day_reset, month_reset, split_seconds
 
 
 def ts(text: str) -> float:
