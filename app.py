@@ -147,7 +147,7 @@ def session_proxy(session_id: str, **segments: str) -> Response:
     request = _request()
     headers = request_headers(request)
     if is_preflight(request.method, headers):
-        allowed = get_settings().proxy_request_headers
+        allowed = get_settings().proxy.request_headers
         return preflight_response(CORS, PROXY_METHODS, headers.get("access-control-request-headers", ""),
                                   lambda name: forwarded_to_bot(name, allowed))
     path = [segments[f"p{i}"] for i in range(1, len(segments) + 1)]

@@ -64,7 +64,7 @@ def _run(stack: BenchStack, samples: int) -> dict[str, Any]:
         stopped_at = freed_at = None
         while freed_at is None or stopped_at is None:
             orphans.sweep(now=tick)
-            intents.recover(settings.orphan_grace_seconds, now=tick)
+            intents.recover(settings.orphans.grace_seconds, now=tick)
             if stopped_at is None and not _running(stack):
                 stopped_at = tick - crash
             if freed_at is None and slots.active_slots(user) == 0:
@@ -72,11 +72,11 @@ def _run(stack: BenchStack, samples: int) -> dict[str, Any]:
             tick += INTERVAL
         slot_free.append(freed_at)
         bot_stopped.append(stopped_at)
-    lease = settings.pcc_connect_timeout + settings.pcc_read_timeout + intents.LEASE_MARGIN_SECONDS
-    bound = lease + settings.orphan_grace_seconds + INTERVAL
+    lease = settings.pcc.connect_timeout + settings.pcc.read_timeout + intents.LEASE_MARGIN_SECONDS
+    bound = lease + settings.orphans.grace_seconds + INTERVAL
     slot = summary(slot_free)
     return {
-        "samples": samples, "schedule_interval_s": INTERVAL, "orphan_grace_s": settings.orphan_grace_seconds,
+        "samples": samples, "schedule_interval_s": INTERVAL, "orphan_grace_s": settings.orphans.grace_seconds,
         "crash_to_slot_free_s": {**slot, "max": round(max(slot_free), 1)},
         "crash_to_bot_stopped_s": {**summary(bot_stopped), "max": round(max(bot_stopped), 1)},
         "bound_s": round(bound, 1), "max_over_bound": round(max(slot_free) / bound, 3),

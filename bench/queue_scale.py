@@ -243,7 +243,7 @@ def harness_ceiling(stack: BenchStack, dynamodb_calls: int, latency: float, star
                     headers={"authorization": f"Bearer {keys['public_key']}"}, timeout=30)
 
     began = time.monotonic()
-    with ThreadPoolExecutor(max_workers=get_settings().dispatch_max_in_flight) as pool:
+    with ThreadPoolExecutor(max_workers=get_settings().queue.dispatch_max_in_flight) as pool:
         list(pool.map(one, range(starts)))
     client.close()
     return starts / (time.monotonic() - began)

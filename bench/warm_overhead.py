@@ -54,7 +54,7 @@ def run(n: int = 200) -> dict[str, Any]:
         timer.attach(dynamo.table().meta.client)
         pcc_request = {"transport": "webrtc", "enableDefaultIceServers": True,
                        "body": {"bench": True, "user": {"id": "u"}}}
-        url = f"{settings.get_settings().pcc_api_url}/v1/public/my-agent/start"
+        url = f"{settings.get_settings().pcc.api_url}/v1/public/my-agent/start"
         # the same transport settings as the gateway's client, so only the gateway's own work differs
         direct_client = httpx.Client(timeout=30, transport=httpx.HTTPTransport(
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]))

@@ -68,7 +68,7 @@ def deliver_stream_records(records: list[JsonObject], sleep: Callable[[float], N
 
 def send_with_retries(sink: Sink, event: LifecycleEvent, body: str, sleep: Callable[[float], None]) -> str | None:
     """None once the sink took the event; else why its last try failed."""
-    attempts = get_settings().events_delivery_attempts
+    attempts = get_settings().events.delivery_attempts
     error = ""
     for attempt in range(attempts):
         try:
@@ -89,7 +89,7 @@ def _dead_letter(event: LifecycleEvent, body: str, sink: str, error: str) -> Non
 
 
 def _park(message: JsonObject, what: str) -> None:
-    queue_url = get_settings().events_dlq_url
+    queue_url = get_settings().events.dlq_url
     if not queue_url:
         raise UndeliverableBatch(f"{what} was not delivered and there is no EVENTS_DLQ_URL to park it in")
     try:

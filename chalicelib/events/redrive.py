@@ -24,7 +24,7 @@ RECEIVE_BATCH = 10
 
 def redrive(max_messages: int = 1000, sleep: Callable[[float], None] = time.sleep) -> dict[str, int]:
     """Send the parked events again, up to `max_messages` messages; a summary of what happened."""
-    queue_url = get_settings().events_dlq_url
+    queue_url = get_settings().events.dlq_url
     sinks = {sink.name: sink for sink in configured_sinks()}
     summary = {"received": 0, "redelivered": 0, "failed": 0, "left": 0}
     seen: set[str] = set()

@@ -53,7 +53,7 @@ class EventBridgeSink:
 @cache
 def _http() -> httpx.Client:
     settings = get_settings()
-    return httpx.Client(timeout=httpx.Timeout(settings.events_webhook_timeout_seconds, connect=2.0),
+    return httpx.Client(timeout=httpx.Timeout(settings.events.webhook_timeout_seconds, connect=2.0),
                         follow_redirects=False, headers={"User-Agent": USER_AGENT})
 
 
@@ -84,10 +84,10 @@ class WebhookSink:
 def configured_sinks() -> list[Sink]:
     settings = get_settings()
     sinks: list[Sink] = []
-    if settings.events_bus_name:
-        sinks.append(EventBridgeSink(settings.events_bus_name))
-    if settings.events_webhook_url:
-        sinks.append(WebhookSink(settings.events_webhook_url))
+    if settings.events.bus_name:
+        sinks.append(EventBridgeSink(settings.events.bus_name))
+    if settings.events.webhook_url:
+        sinks.append(WebhookSink(settings.events.webhook_url))
     return sinks
 
 

@@ -55,14 +55,14 @@ def http_client() -> httpx.Client:
         settings = get_settings()
         _client = httpx.Client(
             timeout=httpx.Timeout(
-                connect=settings.pcc_connect_timeout,
-                read=settings.pcc_read_timeout,
-                write=settings.pcc_connect_timeout,
-                pool=settings.pcc_connect_timeout,
+                connect=settings.pcc.connect_timeout,
+                read=settings.pcc.read_timeout,
+                write=settings.pcc.connect_timeout,
+                pool=settings.pcc.connect_timeout,
             ),
             # the dispatcher's attempts in flight, plus the requests of the invocation's own handler
-            limits=httpx.Limits(max_connections=settings.dispatch_max_in_flight + 16,
-                                max_keepalive_connections=settings.dispatch_max_in_flight + 16,
+            limits=httpx.Limits(max_connections=settings.queue.dispatch_max_in_flight + 16,
+                                max_keepalive_connections=settings.queue.dispatch_max_in_flight + 16,
                                 keepalive_expiry=30),
             # retries=1 retries connection failures only. TCP_NODELAY: httpx writes a POST's headers and
             # body separately; with Nagle on, a kept-alive connection can wait ~40 ms for a delayed ACK.
@@ -84,7 +84,7 @@ def _send(method: str, url: str, *, read_timeout: float | None = None, **kwargs:
     import httpx  # noqa: PLC0415 - cached in sys.modules after the first call
 
     timeout: httpx.Timeout | Any = httpx.USE_CLIENT_DEFAULT if read_timeout is None else httpx.Timeout(
-        get_settings().pcc_connect_timeout, read=read_timeout)
+        get_settings().pcc.connect_timeout, read=read_timeout)
     started = time.perf_counter()
     try:
         return http_client().request(method, url, timeout=timeout, **kwargs)
@@ -105,7 +105,7 @@ def _request(
     method: str, path: str, key: str, *, json: Any = None, params: JsonObject | None = None,
     read_timeout: float | None = None,
 ) -> Any:
-    response = _send(method, get_settings().pcc_api_url + path, read_timeout=read_timeout, json=json,
+    response = _send(method, get_settings().pcc.api_url + path, read_timeout=read_timeout, json=json,
                      params=params, headers={"Authorization": f"Bearer {key}"})
     if response.is_success:
         return response.json() if response.content else None
@@ -182,7 +182,7 @@ def proxy(
 ) -> httpx.Response:
     """Forward one request to the bot through PCC's session API proxy; returns the raw response."""
     url = (
-        f"{get_settings().pcc_api_url}/v1/public/{quote(agent, safe='')}"
+        f"{get_settings().pcc.api_url}/v1/public/{quote(agent, safe='')}"
         f"/sessions/{quote(session_id, safe='')}/{bot_path}"
     )
     out_headers = dict(headers)

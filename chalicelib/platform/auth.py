@@ -80,7 +80,7 @@ def _verify_jwt(token: str, settings: Settings) -> Principal:
     import jwt  # noqa: PLC0415
 
     try:
-        signing_key = _jwks_client(settings.jwks_url, settings.jwks_cache_seconds).get_signing_key_from_jwt(
+        signing_key = _jwks_client(settings.auth.jwks_url, settings.auth.jwks_cache_seconds).get_signing_key_from_jwt(
             token
         )
         algorithms = _algorithms_for(signing_key)
@@ -92,13 +92,13 @@ def _verify_jwt(token: str, settings: Settings) -> Principal:
             token,
             signing_key.key,
             algorithms=algorithms,
-            audience=settings.oidc_audience,
-            issuer=settings.oidc_issuer,
+            audience=settings.auth.oidc_audience,
+            issuer=settings.auth.oidc_issuer,
             options={"require": ["exp", "sub", "iss", "aud"]},
             leeway=30,
         )
     except jwt.PyJWKClientConnectionError:
-        logger.error("JWKS unreachable", extra={"jwks_url": settings.jwks_url})
+        logger.error("JWKS unreachable", extra={"jwks_url": settings.auth.jwks_url})
         raise Refused("auth_unavailable", "Cannot verify tokens right now") from None
     except jwt.ExpiredSignatureError:
         raise _unauthorized("Token expired") from None
@@ -129,7 +129,7 @@ def authenticate(request: Request) -> str:
 def authenticate_principal(request: Request) -> Principal:
     """The verified caller of this request, or Refused (401 at the edge)."""
     settings = get_settings()
-    if settings.auth_mode == "insecure-dev":
+    if settings.auth.auth_mode == "insecure-dev":
         global _warned_insecure
         if not _warned_insecure:
             logger.warning("INSECURE DEV AUTH IS ON: user ids are taken from the X-Dev-User header. "
@@ -142,7 +142,7 @@ def authenticate_principal(request: Request) -> Principal:
         if not _USER_ID.fullmatch(dev_user):
             raise _unauthorized("X-Dev-User must be 1-128 characters of A-Z a-z 0-9 @ . _ : | + -")
         return Principal(dev_user, _names(str(request.headers.get("x-dev-groups") or "")))
-    if settings.auth_mode == "cognito":
+    if settings.auth.auth_mode == "cognito":
         context = request.context or {}
         claims = (context.get("authorizer") or {}).get("claims") or {}
         if not claims:

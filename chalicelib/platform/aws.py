@@ -18,7 +18,7 @@ _session_lock = threading.Lock()
 
 def wake_queue_url() -> str:
     """The SQS queue that wakes the dispatcher (RETRY_QUEUE_URL; "" when the capacity queue is off)."""
-    return get_settings().retry_queue_url
+    return get_settings().queue.retry_queue_url
 
 
 @cache

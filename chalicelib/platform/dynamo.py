@@ -33,7 +33,7 @@ def table() -> Any:
 
 def events_table_name() -> str:
     """The lifecycle events' outbox table (EVENTS_TABLE_NAME; "" when events are off)."""
-    return get_settings().events_table_name
+    return get_settings().events.table_name
 
 
 def conditional_failed(exc: Exception) -> bool:

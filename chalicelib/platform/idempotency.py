@@ -60,7 +60,7 @@ def run_once(user_id: str, key: str, request: JsonObject, action: Callable[[], J
     config = IdempotencyConfig(
         event_key_jmespath="[user, key]",
         payload_validation_jmespath="request",
-        expires_after_seconds=ttl_seconds or settings.idempotency_ttl_seconds,
+        expires_after_seconds=ttl_seconds or settings.limits.idempotency_ttl_seconds,
         raise_on_no_idempotency_key=True,
     )
     lambda_context = lambda_context or _lambda_context

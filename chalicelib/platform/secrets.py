@@ -46,7 +46,7 @@ def get_secrets(force_fetch: bool = False) -> GatewaySecrets:
     settings = get_settings()
     try:
         raw = _provider().get(
-            settings.secret_id,
+            settings.pcc.secret_id,
             transform="json",
             max_age=settings.secret_cache_seconds,
             force_fetch=force_fetch,

@@ -1,6 +1,9 @@
-"""All configuration, parsed once from the environment into one pydantic model.
+"""All configuration, parsed once from the environment into pydantic models: the stage's own names at the top, the
+rest by concern (Pipecat Cloud, auth, proxy, queue, limits, telephony, dial-out, events, usage, orphans).
 
-A bad or missing setting fails at start-up with a message naming the environment variable.
+One rule names every variable: a group's prefix and the field's name, upper-cased (`pcc.api_url`: PCC_API_URL;
+`queue.max_queued`: MAX_QUEUED); `ENV_EXCEPTIONS` lists the three that do not follow it. A bad or missing setting
+fails the cold start with a message naming the variable.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import json
 import os
 import re
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -58,117 +61,30 @@ class SettingsError(RuntimeError):
     """Raised at start-up when the environment does not describe a valid configuration."""
 
 
-# Environment variable -> Settings field name.
-
-
-class Settings(BaseModel):
+class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    prefix: ClassVar[str] = ""  # of every variable of the group
 
-    stage: str = Field(min_length=1)
-    pcc_api_url: str = "https://api.pipecat.daily.co"
+
+def _split(value: Any, lower: bool = False) -> Any:
+    """A comma-separated variable as a list (a list as it is)."""
+    if isinstance(value, str):
+        return [p.strip().lower() if lower else p.strip() for p in value.split(",") if p.strip()]
+    return value
+
+
+class PipecatCloud(_Group):
+    """Pipecat Cloud: its API, our agents and their policies, the keys' secret, the call timeouts."""
+
+    prefix: ClassVar[str] = "pcc_"
+    api_url: str = "https://api.pipecat.daily.co"
     agents: dict[str, AgentPolicy] = Field(min_length=1)
     default_agent: str | None = None
     secret_id: str = Field(min_length=1)
-    secret_cache_seconds: int = Field(default=300, ge=0)
-    pcc_connect_timeout: float = Field(default=3.0, gt=0)
-    pcc_read_timeout: float = Field(default=20.0, gt=0)
-    table_name: str = Field(min_length=1)
-    retry_queue_url: str = ""
-    dlq_url: str = ""
-    user_session_limit: int = Field(default=3, ge=1)
-    max_session_seconds: int = Field(default=7200, ge=60, le=14400)
-    session_ttl_margin_seconds: int = Field(default=3600, ge=0)
-    idempotency_ttl_seconds: int = Field(default=600, ge=1)
-    auth_mode: Literal["jwt", "cognito", "insecure-dev"] = "jwt"
-    oidc_issuer: str = ""
-    oidc_audience: str = ""
-    oidc_jwks_url: str = ""
-    jwks_cache_seconds: int = Field(default=3600, ge=0)
-    insecure_dev_auth: bool = False
-    # Session API proxy: fnmatch patterns of bot paths (comma-separated), request size cap.
-    proxy_allowed_paths: list[str] = ["*"]
-    proxy_max_body_bytes: int = Field(default=256 * 1024, ge=0, le=6 * 1024 * 1024)
-    # Header allow-lists (fnmatch, lower-case, comma-separated); chalicelib.sessions.proxy_headers adds a fixed floor.
-    proxy_request_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUEST_HEADERS))
-    proxy_response_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_RESPONSE_HEADERS))
-    # What the proxy does with client data in a SmallWebRTC offer (chalicelib.sessions.proxy_guard): take it out, or
-    # refuse the offer. An agent's policy may override it (`offer_request_data`).
-    proxy_offer_request_data: Literal["strip", "refuse"] = "strip"
-    # Reconciliation stops sessions older than this (0: MAX_SESSION_SECONDS).
-    session_hard_cap_seconds: int = Field(default=0, ge=0)
-    # Capacity queue (chalicelib/start/dispatcher.py, pacing.py): the head's first wait after a 429 (and the wait
-    # before the rate that capacity frees at has been measured) and its cap; PCC start calls per second per agent;
-    # how long one dispatcher invocation runs before it hands over; queued starts per agent.
-    retry_base_seconds: float = Field(default=0.1, gt=0, le=10)
-    retry_cap_seconds: float = Field(default=1.0, gt=0, le=10)
-    dispatch_calls_per_second: float = Field(default=20.0, gt=0, le=200)
-    dispatch_run_seconds: float = Field(default=30.0, ge=1, le=50)
-    # Attempts one agent's dispatcher keeps in flight (each waits for Pipecat Cloud to start a bot): the queue
-    # drains at up to this / (PCC's answer time) a second.
-    dispatch_max_in_flight: int = Field(default=64, ge=1, le=200)
-    max_queued: int = Field(default=1000, ge=1, le=10_000)
-    start_deadline_seconds: int = Field(default=600, ge=1)
-    max_receive_count: int = Field(default=5, ge=1)
-    long_poll_max_seconds: int = Field(default=25, ge=0, le=25)
-    # A queued start whose owner has not asked about it (the 202, a status poll, a long-poll) for this long is
-    # cancelled (`abandoned`) instead of started: a bot nobody waits for still bills. 0: off. Retry-After is
-    # at most a third of it, so a client that follows Retry-After is never abandoned.
-    queued_abandon_seconds: int = Field(default=30, ge=0, le=3600)
-    # Per-user limits (fixed one-minute windows in DynamoDB, chalicelib/platform/rate_limits.py): POST /start,
-    # GET /start/{id} (long-polls included), session API proxy calls; concurrent long-polls.
-    start_rate_per_minute: int = Field(default=20, ge=1)
-    status_rate_per_minute: int = Field(default=120, ge=1)
-    proxy_rate_per_minute: int = Field(default=600, ge=1)
-    details_rate_per_minute: int = Field(default=60, ge=1)  # GET /sessions/{id}: one private-API call each
-    long_polls_per_user: int = Field(default=2, ge=1, le=20)
-    # Telephony webhooks.
-    telephony_agent: str | None = None
-    telephony_public_base_url: str = ""  # the URL providers call (signatures cover it), e.g. https://x/api
-    telephony_websocket_auth: Literal["none", "token"] = "none"
-    telephony_principal: str = "telephony"
-    telephony_session_limit: int = Field(default=50, ge=1)
-    telephony_hold_attempts: int = Field(default=4, ge=0, le=20)
-    telephony_hold_pause_seconds: int = Field(default=5, ge=1, le=60)
-    telephony_signature_tolerance_seconds: int = Field(default=300, ge=1)
-    daily_dialin_attempts: int = Field(default=3, ge=1, le=10)
-    daily_dialin_retry_seconds: float = Field(default=1.0, ge=0, le=5)
-    telephony_start_timeout_seconds: float = Field(default=8.0, gt=0, le=12)  # Twilio waits 15 s
-    # Replay protection: a call id is remembered this long (>= the longest call); the first webhook of a
-    # call may be repeated (provider retries) within the retry window, hold-loop redirects within the hold
-    # loop's own length; anything later is a replay (409).
-    telephony_replay_ttl_seconds: int = Field(default=86400, ge=3600)
-    telephony_retry_window_seconds: int = Field(default=60, ge=1, le=3600)
-    # Dial-out (toll fraud): who may (JWT groups / scopes; the X-Api-Key service always), where to
-    # (E.164 prefixes, SIP domains), as whom (caller ids), how often (per principal, per hour).
-    dialout_allowed_groups: list[str] = []
-    dialout_allowed_scopes: list[str] = []
-    dialout_allowed_prefixes: list[str] = []
-    dialout_allowed_sip_domains: list[str] = []
-    dialout_caller_ids: list[str] = []
-    dialout_rate_per_hour: int = Field(default=20, ge=0)
-    # Exotel (unsigned webhooks): optional source-address allow-list (CIDRs) on top of the URL token.
-    exotel_allowed_ips: list[str] = []
-    # Orphans: bots at Pipecat Cloud that no record of ours claims (chalicelib/upkeep/orphans.py).
-    orphan_sweep: Literal["stop", "report", "off"] = "stop"
-    orphan_grace_seconds: int = Field(default=300, ge=60)
-    orphan_report_only_agents: list[str] = []
-    pcc_org: str = ""
-    pcc_ws_base: str = "wss://api.pipecat.daily.co/ws"
-    # Lifecycle events (chalicelib/events): the outbox table (written in the same transaction as each state change;
-    # empty: no events are recorded), and the sinks its stream feeds, each optional: an EventBridge bus, a signed
-    # webhook (secret `events_webhook_secret` in the gateway's secret). An event no sink took after
-    # EVENTS_DELIVERY_ATTEMPTS tries (backoff 0.5 s, 1 s, 2 s, ...) goes to EVENTS_DLQ_URL.
-    events_table_name: str = ""
-    events_bus_name: str = ""
-    events_webhook_url: str = ""
-    events_dlq_url: str = ""
-    events_delivery_attempts: int = Field(default=4, ge=1, le=10)
-    events_webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=10)
-    # Usage budgets (chalicelib/start/budgets.py): billed seconds per user per UTC day / calendar month (0: unlimited),
-    # and tiers by token group or scope, JSON {"pro": {"day": 36000, "month": 0}} (the most generous tier applies).
-    user_seconds_per_day: int = Field(default=0, ge=0)
-    user_seconds_per_month: int = Field(default=0, ge=0)
-    usage_tiers: dict[str, UsageTier] = {}
+    connect_timeout: float = Field(default=3.0, gt=0)
+    read_timeout: float = Field(default=20.0, gt=0)
+    org: str = ""
+    ws_base: str = "wss://api.pipecat.daily.co/ws"
 
     @field_validator("agents", mode="before")
     @classmethod
@@ -181,34 +97,141 @@ class Settings(BaseModel):
             return {name.strip(): {} for name in text.split(",") if name.strip()}
         return value
 
-    @field_validator("usage_tiers", mode="before")
+    @field_validator("api_url")
     @classmethod
-    def _parse_tiers(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) and value.strip() else ({} if value == "" else value)
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
 
-    @field_validator("proxy_allowed_paths", mode="before")
+    @property
+    def resolved_default_agent(self) -> str | None:
+        if self.default_agent:
+            return self.default_agent
+        return next(iter(self.agents)) if len(self.agents) == 1 else None
+
+
+class Auth(_Group):
+    auth_mode: Literal["jwt", "cognito", "insecure-dev"] = "jwt"
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""
+    jwks_cache_seconds: int = Field(default=3600, ge=0)
+    insecure_dev_auth: bool = False
+
+    @property
+    def jwks_url(self) -> str:
+        return self.oidc_jwks_url or f"{self.oidc_issuer.rstrip('/')}/.well-known/jwks.json"
+
+
+class Proxy(_Group):
+    """The session API proxy: fnmatch patterns of bot paths, the request size cap, the header allow-lists
+    (fnmatch, lower-case; chalicelib.sessions.proxy_headers adds a fixed floor), what it does with client data in a
+    SmallWebRTC offer (chalicelib.sessions.proxy_guard; an agent's policy may override it), calls per user."""
+
+    prefix: ClassVar[str] = "proxy_"
+    allowed_paths: list[str] = ["*"]
+    max_body_bytes: int = Field(default=256 * 1024, ge=0, le=6 * 1024 * 1024)
+    request_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUEST_HEADERS))
+    response_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_RESPONSE_HEADERS))
+    offer_request_data: Literal["strip", "refuse"] = "strip"
+    rate_per_minute: int = Field(default=600, ge=1)
+
+    @field_validator("allowed_paths", mode="before")
     @classmethod
     def _split_paths(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [p.strip().strip("/") for p in value.split(",") if p.strip()]
         return value
 
-    @field_validator("dialout_allowed_groups", "dialout_allowed_scopes", "dialout_allowed_prefixes",
-                     "dialout_allowed_sip_domains", "dialout_caller_ids", "exotel_allowed_ips",
-                     "orphan_report_only_agents", mode="before")
+    @field_validator("request_headers", "response_headers", mode="before")
     @classmethod
-    def _split_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [p.strip() for p in value.split(",") if p.strip()]
-        return value
+    def _split_headers(cls, value: Any) -> Any:
+        return _split(value, lower=True)
 
-    @field_validator("dialout_allowed_prefixes")
+
+class Queue(_Group):
+    """The capacity queue (chalicelib/start/dispatcher.py, pacing.py): the wake-up queue and its DLQ; the head's
+    first wait after a 429 (and before the rate capacity frees at is measured) and its cap; PCC start calls per
+    second per agent; how long one dispatcher run lasts before it hands over; attempts in flight per agent (the
+    queue drains at up to this / PCC's answer time a second); starts queued per agent; a start's deadline;
+    deliveries of a wake-up before the DLQ; the longest long-poll. A queued start whose owner has not asked about it
+    for `queued_abandon_seconds` is cancelled (`abandoned`), not started: a bot nobody waits for still bills
+    (0: off; Retry-After is at most a third of it, so a client that follows it is never abandoned)."""
+
+    retry_queue_url: str = ""
+    dlq_url: str = ""
+    retry_base_seconds: float = Field(default=0.1, gt=0, le=10)
+    retry_cap_seconds: float = Field(default=1.0, gt=0, le=10)
+    dispatch_calls_per_second: float = Field(default=20.0, gt=0, le=200)
+    dispatch_run_seconds: float = Field(default=30.0, ge=1, le=50)
+    dispatch_max_in_flight: int = Field(default=64, ge=1, le=200)
+    max_queued: int = Field(default=1000, ge=1, le=10_000)
+    start_deadline_seconds: int = Field(default=600, ge=1)
+    max_receive_count: int = Field(default=5, ge=1)
+    long_poll_max_seconds: int = Field(default=25, ge=0, le=25)
+    queued_abandon_seconds: int = Field(default=30, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check(self) -> Queue:
+        if 0 < self.queued_abandon_seconds < 9:
+            raise ValueError("QUEUED_ABANDON_SECONDS must be 0 (off) or at least 9 (Retry-After is a third of it)")
+        if self.retry_cap_seconds < self.retry_base_seconds:
+            raise ValueError("RETRY_CAP_SECONDS must be at least RETRY_BASE_SECONDS")
+        return self
+
+
+class Limits(_Group):
+    """Per user: active sessions, a session's length (reconciliation stops sessions older than the hard cap; 0:
+    MAX_SESSION_SECONDS) and its record's TTL margin; fixed one-minute windows (chalicelib/platform/rate_limits.py)
+    for POST /start, GET /start/{id} (long-polls included), GET /sessions/{id} (a private-API call each);
+    concurrent long-polls; how long an Idempotency-Key's answer is kept."""
+
+    user_session_limit: int = Field(default=3, ge=1)
+    max_session_seconds: int = Field(default=7200, ge=60, le=14400)
+    session_ttl_margin_seconds: int = Field(default=3600, ge=0)
+    session_hard_cap_seconds: int = Field(default=0, ge=0)
+    start_rate_per_minute: int = Field(default=20, ge=1)
+    status_rate_per_minute: int = Field(default=120, ge=1)
+    details_rate_per_minute: int = Field(default=60, ge=1)
+    long_polls_per_user: int = Field(default=2, ge=1, le=20)
+    idempotency_ttl_seconds: int = Field(default=600, ge=1)
+
+    @property
+    def hard_cap_seconds(self) -> int:
+        return self.session_hard_cap_seconds or self.max_session_seconds
+
+    @property
+    def session_ttl_seconds(self) -> int:
+        return self.max_session_seconds + self.session_ttl_margin_seconds
+
+
+class Telephony(_Group):
+    """Telephony webhooks. Replay protection: a call id is remembered `replay_ttl_seconds` (>= the longest call); a
+    call's first webhook may be repeated (provider retries) within `retry_window_seconds`, hold-loop redirects
+    within the loop's own length; anything later is a replay (409). Exotel (unsigned): an optional source-address
+    allow-list (CIDRs) on top of the URL token."""
+
+    prefix: ClassVar[str] = "telephony_"
+    agent: str | None = None
+    public_base_url: str = ""  # the URL providers call (signatures cover it), e.g. https://x/api
+    websocket_auth: Literal["none", "token"] = "none"
+    principal: str = "telephony"
+    session_limit: int = Field(default=50, ge=1)
+    hold_attempts: int = Field(default=4, ge=0, le=20)
+    hold_pause_seconds: int = Field(default=5, ge=1, le=60)
+    signature_tolerance_seconds: int = Field(default=300, ge=1)
+    start_timeout_seconds: float = Field(default=8.0, gt=0, le=12)  # Twilio waits 15 s
+    replay_ttl_seconds: int = Field(default=86400, ge=3600)
+    retry_window_seconds: int = Field(default=60, ge=1, le=3600)
+    daily_dialin_attempts: int = Field(default=3, ge=1, le=10)
+    daily_dialin_retry_seconds: float = Field(default=1.0, ge=0, le=5)
+    exotel_allowed_ips: list[str] = []
+
+    @field_validator("exotel_allowed_ips", mode="before")
     @classmethod
-    def _e164_prefixes(cls, value: list[str]) -> list[str]:
-        for prefix in value:
-            if not re.fullmatch(r"\+[0-9]{1,15}", prefix):
-                raise ValueError(f"{prefix!r} is not an E.164 prefix like +1415")
-        return value
+    def _split_ips(cls, value: Any) -> Any:
+        return _split(value)
 
     @field_validator("exotel_allowed_ips")
     @classmethod
@@ -217,98 +240,184 @@ class Settings(BaseModel):
             ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
         return value
 
-    @field_validator("proxy_request_headers", "proxy_response_headers", mode="before")
+    @property
+    def owner(self) -> str:
+        """Owner id of calls: `#` never passes the user-id check, so no token's `sub` can be this."""
+        return f"svc#{self.principal}"
+
+    @property
+    def hold_window_seconds(self) -> int:
+        """How long a call's hold-loop redirects keep coming (each: a pause + the provider's round trip)."""
+        return self.retry_window_seconds + self.hold_attempts * (self.hold_pause_seconds + 15)
+
+
+class Dialout(_Group):
+    """Dial-out (toll fraud): who may (JWT groups / scopes; the X-Api-Key service always), where to (E.164
+    prefixes, SIP domains), as whom (caller ids), how often (per principal, per hour)."""
+
+    prefix: ClassVar[str] = "dialout_"
+    allowed_groups: list[str] = []
+    allowed_scopes: list[str] = []
+    allowed_prefixes: list[str] = []
+    allowed_sip_domains: list[str] = []
+    caller_ids: list[str] = []
+    rate_per_hour: int = Field(default=20, ge=0)
+
+    @field_validator("allowed_groups", "allowed_scopes", "allowed_prefixes", "allowed_sip_domains", "caller_ids",
+                     mode="before")
     @classmethod
-    def _split_headers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [p.strip().lower() for p in value.split(",") if p.strip()]
+    def _split_list(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("allowed_prefixes")
+    @classmethod
+    def _e164_prefixes(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            if not re.fullmatch(r"\+[0-9]{1,15}", prefix):
+                raise ValueError(f"{prefix!r} is not an E.164 prefix like +1415")
         return value
 
-    @field_validator("pcc_api_url")
+
+class Events(_Group):
+    """Lifecycle events (chalicelib/events): the outbox table (written in the same transaction as each state change;
+    empty: no events are recorded), and the sinks its stream feeds, each optional: an EventBridge bus, a signed
+    webhook (secret `events_webhook_secret` in the gateway's secret). An event no sink took after `delivery_attempts`
+    tries (backoff 0.5 s, 1 s, 2 s, ...) goes to EVENTS_DLQ_URL."""
+
+    prefix: ClassVar[str] = "events_"
+    table_name: str = ""
+    bus_name: str = ""
+    webhook_url: str = ""
+    dlq_url: str = ""
+    delivery_attempts: int = Field(default=4, ge=1, le=10)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=10)
+
+    @field_validator("webhook_url")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL")
-        return value.rstrip("/")
+    def _https(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://127.0.0.1:", "http://localhost:")):
+            raise ValueError("must be an https:// URL (http:// only to this machine, for tests)")
+        return value
+
+
+class Usage(_Group):
+    """Usage budgets (chalicelib/start/budgets.py): billed seconds per user per UTC day / calendar month (0:
+    unlimited), and tiers by token group or scope, JSON {"pro": {"day": 36000, "month": 0}} (the most generous
+    tier applies)."""
+
+    user_seconds_per_day: int = Field(default=0, ge=0)
+    user_seconds_per_month: int = Field(default=0, ge=0)
+    usage_tiers: dict[str, UsageTier] = {}
+
+    @field_validator("usage_tiers", mode="before")
+    @classmethod
+    def _parse_tiers(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) and value.strip() else ({} if value == "" else value)
+
+
+class Orphans(_Group):
+    """Orphans: bots at Pipecat Cloud that no record of ours claims (chalicelib/upkeep/orphans.py)."""
+
+    prefix: ClassVar[str] = "orphan_"
+    sweep: Literal["stop", "report", "off"] = "stop"
+    grace_seconds: int = Field(default=300, ge=60)
+    report_only_agents: list[str] = []
+
+    @field_validator("report_only_agents", mode="before")
+    @classmethod
+    def _split_agents(cls, value: Any) -> Any:
+        return _split(value)
+
+
+GROUPS: dict[str, type[_Group]] = {"pcc": PipecatCloud, "auth": Auth, "proxy": Proxy, "queue": Queue,
+                                   "limits": Limits, "telephony": Telephony, "dialout": Dialout, "events": Events,
+                                   "usage": Usage, "orphans": Orphans}
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: str = Field(min_length=1)
+    table_name: str = Field(min_length=1)
+    secret_cache_seconds: int = Field(default=300, ge=0)
+    pcc: PipecatCloud
+    auth: Auth = Auth()
+    proxy: Proxy = Proxy()
+    queue: Queue = Queue()
+    limits: Limits = Limits()
+    telephony: Telephony = Telephony()
+    dialout: Dialout = Dialout()
+    events: Events = Events()
+    usage: Usage = Usage()
+    orphans: Orphans = Orphans()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.default_agent is not None and self.default_agent not in self.agents:
-            raise ValueError(f"PCC_DEFAULT_AGENT {self.default_agent!r} is not in PCC_AGENTS")
-        insecure = self.auth_mode == "insecure-dev" or self.insecure_dev_auth
+        if self.pcc.default_agent is not None and self.pcc.default_agent not in self.pcc.agents:
+            raise ValueError(f"PCC_DEFAULT_AGENT {self.pcc.default_agent!r} is not in PCC_AGENTS")
+        insecure = self.auth.auth_mode == "insecure-dev" or self.auth.insecure_dev_auth
         if insecure and self.stage != "local":
             raise ValueError("insecure dev auth is only allowed on the 'local' stage")
-        if self.telephony_agent is not None and self.telephony_agent not in self.agents:
-            raise ValueError(f"TELEPHONY_AGENT {self.telephony_agent!r} is not in PCC_AGENTS")
-        if self.dispatch_run_seconds + self.pcc_connect_timeout + self.pcc_read_timeout > 55:
+        if self.telephony.agent is not None and self.telephony.agent not in self.pcc.agents:
+            raise ValueError(f"TELEPHONY_AGENT {self.telephony.agent!r} is not in PCC_AGENTS")
+        if self.queue.dispatch_run_seconds + self.pcc.connect_timeout + self.pcc.read_timeout > 55:
             raise ValueError("DISPATCH_RUN_SECONDS + PCC_CONNECT_TIMEOUT + PCC_READ_TIMEOUT must be at most 55 "
                              "(the queue worker's 60 s Lambda timeout, less a margin)")
-        if 0 < self.queued_abandon_seconds < 9:
-            raise ValueError("QUEUED_ABANDON_SECONDS must be 0 (off) or at least 9 (Retry-After is a third of it)")
-        if self.retry_cap_seconds < self.retry_base_seconds:
-            raise ValueError("RETRY_CAP_SECONDS must be at least RETRY_BASE_SECONDS")
-        if self.auth_mode == "jwt" and not (self.oidc_issuer and self.oidc_audience):
+        if self.auth.auth_mode == "jwt" and not (self.auth.oidc_issuer and self.auth.oidc_audience):
             raise ValueError("AUTH_MODE=jwt needs OIDC_ISSUER and OIDC_AUDIENCE")
-        if self.events_webhook_url and not self.events_webhook_url.startswith(
-                ("https://", "http://127.0.0.1:", "http://localhost:")):
-            raise ValueError("EVENTS_WEBHOOK_URL must be an https:// URL (http:// only to this machine, for tests)")
         return self
 
     @property
-    def resolved_default_agent(self) -> str | None:
-        if self.default_agent:
-            return self.default_agent
-        return next(iter(self.agents)) if len(self.agents) == 1 else None
-
-    @property
-    def jwks_url(self) -> str:
-        return self.oidc_jwks_url or f"{self.oidc_issuer.rstrip('/')}/.well-known/jwks.json"
-
-    @property
     def resolved_telephony_agent(self) -> str | None:
-        return self.telephony_agent or self.resolved_default_agent
-
-    @property
-    def hard_cap_seconds(self) -> int:
-        return self.session_hard_cap_seconds or self.max_session_seconds
-
-    @property
-    def telephony_owner(self) -> str:
-        """Owner id of calls: `#` never passes the user-id check, so no token's `sub` can be this."""
-        return f"svc#{self.telephony_principal}"
-
-    @property
-    def telephony_hold_window_seconds(self) -> int:
-        """How long a call's hold-loop redirects keep coming (each: a pause + the provider's round trip)."""
-        return self.telephony_retry_window_seconds + self.telephony_hold_attempts * (
-            self.telephony_hold_pause_seconds + 15)
-
-    @property
-    def session_ttl_seconds(self) -> int:
-        return self.max_session_seconds + self.session_ttl_margin_seconds
+        return self.telephony.agent or self.pcc.resolved_default_agent
 
 
-# Each field is read from the environment variable of its name upper-cased, but for these (the variable -> the field).
-_ENV_EXCEPTIONS = {"PCC_AGENTS": "agents", "PCC_DEFAULT_AGENT": "default_agent", "PCC_SECRET_ID": "secret_id"}
-_ENV: dict[str, str] = {
-    **{field.upper(): field for field in Settings.model_fields if field not in _ENV_EXCEPTIONS.values()},
-    **_ENV_EXCEPTIONS,
+# The variables that do not follow the rule (group prefix + field, upper-cased): variable -> (group, field).
+ENV_EXCEPTIONS: dict[str, tuple[str, str]] = {
+    "DAILY_DIALIN_ATTEMPTS": ("telephony", "daily_dialin_attempts"),
+    "DAILY_DIALIN_RETRY_SECONDS": ("telephony", "daily_dialin_retry_seconds"),
+    "EXOTEL_ALLOWED_IPS": ("telephony", "exotel_allowed_ips"),
 }
+TOP_LEVEL = ("stage", "table_name", "secret_cache_seconds")
+
+
+def _variables() -> dict[str, tuple[str, ...]]:
+    """Every variable -> where its value goes: (field,) at the top, (group, field) in a group."""
+    found: dict[str, tuple[str, ...]] = {name.upper(): (name,) for name in TOP_LEVEL}
+    for group, model in GROUPS.items():
+        for field in model.model_fields:
+            found[(model.prefix + field).upper()] = (group, field)
+    for variable, place in ENV_EXCEPTIONS.items():
+        found = {v: p for v, p in found.items() if p != place}
+        found[variable] = place
+    return found
+
+
+ENV: dict[str, tuple[str, ...]] = _variables()
 
 
 def parse_settings(environ: dict[str, str]) -> Settings:
     """Build Settings from an environment mapping; errors name the environment variable."""
-    values = {field: environ[var] for var, field in _ENV.items() if environ.get(var, "") != ""}
-    if values.get("auth_mode") == "insecure-dev":
-        values.setdefault("insecure_dev_auth", "true")
+    top: dict[str, str] = {}
+    groups: dict[str, dict[str, str]] = {group: {} for group in GROUPS}
+    for variable, place in ENV.items():
+        if environ.get(variable, "") != "":
+            if len(place) == 1:
+                top[place[0]] = environ[variable]
+            else:
+                groups[place[0]][place[1]] = environ[variable]
+    if groups["auth"].get("auth_mode") == "insecure-dev":
+        groups["auth"].setdefault("insecure_dev_auth", "true")
     try:
-        return Settings.model_validate(values)
+        return Settings.model_validate({**top, **groups})
     except ValidationError as exc:
-        reverse = {field: var for var, field in _ENV.items()}
+        reverse = {place: variable for variable, place in ENV.items()}
         problems = []
         for err in exc.errors():
-            loc = err["loc"][0] if err["loc"] else ""
-            name = reverse.get(str(loc), str(loc) or "configuration")
+            loc = tuple(str(part) for part in err["loc"][:2])
+            name = reverse.get(loc) or reverse.get(loc[:1]) or ("configuration" if not loc else ".".join(loc))
+            if len(loc) == 1 and loc[0] in GROUPS:  # a group's own check: its message names the variables
+                name = "configuration"
             problems.append(f"{name}: {err['msg']}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
     except json.JSONDecodeError as exc:  # pragma: no cover - wrapped by pydantic in practice

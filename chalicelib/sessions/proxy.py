@@ -71,19 +71,19 @@ def forward(
     body: bytes,
 ) -> HttpResult:
     settings = get_settings()
-    rate_limits.take(f"proxy#{user_id}", settings.proxy_rate_per_minute, 60, kind="proxy_rate_limited",
+    rate_limits.take(f"proxy#{user_id}", settings.proxy.rate_per_minute, 60, kind="proxy_rate_limited",
                      what="Session API calls")
     record = owned_session(user_id, session_id)
     path = bot_path(segments)
     proxy_guard.refuse_internal_route(segments)  # whatever PROXY_ALLOWED_PATHS says
-    if not any(fnmatch.fnmatchcase("/".join(segments), pattern) for pattern in settings.proxy_allowed_paths):
+    if not any(fnmatch.fnmatchcase("/".join(segments), pattern) for pattern in settings.proxy.allowed_paths):
         raise Refused("path_not_allowed", f"Bot path '{'/'.join(segments)}' is not allowed")
-    if len(body) > settings.proxy_max_body_bytes:
-        raise Refused("request_too_large", f"Request body exceeds {settings.proxy_max_body_bytes} bytes")
+    if len(body) > settings.proxy.max_body_bytes:
+        raise Refused("request_too_large", f"Request body exceeds {settings.proxy.max_body_bytes} bytes")
     if proxy_guard.is_offer(segments):
-        policy = settings.agents[record.agent].offer_request_data if record.agent in settings.agents else None
-        body = proxy_guard.offer_body(body, policy or settings.proxy_offer_request_data)
-    forwarded = proxy_headers.to_bot(headers, settings.proxy_request_headers)
+        policy = settings.pcc.agents[record.agent].offer_request_data if record.agent in settings.pcc.agents else None
+        body = proxy_guard.offer_body(body, policy or settings.proxy.offer_request_data)
+    forwarded = proxy_headers.to_bot(headers, settings.proxy.request_headers)
     try:
         response = pcc_client.proxy(
             record.agent, session_id, path, method, get_secrets().public_key.get_secret_value(),
@@ -96,7 +96,7 @@ def forward(
     refusal = pcc_refusal(response.status_code, response.content)
     if refusal is not None:
         raise refusal
-    out_headers = proxy_headers.to_client(dict(response.headers.items()), settings.proxy_response_headers)
+    out_headers = proxy_headers.to_client(dict(response.headers.items()), settings.proxy.response_headers)
     return HttpResult(response.status_code, b"" if method == "HEAD" else response.content, out_headers)
 
 

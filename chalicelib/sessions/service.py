@@ -56,7 +56,7 @@ def list_sessions(user_id: str, params: dict[str, str]) -> JsonObject:
 # ------------------------------------------------------------------ details
 def session_details(user_id: str, session_id: str) -> JsonObject:
     settings = get_settings()
-    rate_limits.take(f"details#{user_id}", settings.details_rate_per_minute, 60, kind="details_rate_limited",
+    rate_limits.take(f"details#{user_id}", settings.limits.details_rate_per_minute, 60, kind="details_rate_limited",
                      what="Session details (each asks Pipecat Cloud's private API)")
     record = owned_session(user_id, session_id)
     details = pipecat_details(record)

@@ -73,7 +73,7 @@ def _attempt_claimed(settings: Settings, agent: str, request: QueuedStart, attem
     session_id = str(result["sessionId"])
     response = client_response(request["transport"], result)
     session = SessionRecord.new(user_id=request["user_id"], session_id=session_id, agent=request["agent"],
-                                transport=request["transport"], ttl_seconds=settings.session_ttl_seconds,
+                                transport=request["transport"], ttl_seconds=settings.limits.session_ttl_seconds,
                                 request_id=request_id)
     try:
         completed = queued_starts.complete(request, attempt, session, response.as_dict(),
@@ -96,7 +96,7 @@ def _crashed(settings: Settings, request: QueuedStart, attempt: int) -> tuple[Ou
     """An attempt that raised: hand it back, and fail the request once it has crashed MAX_RECEIVE_COUNT times
     (a poison request must not hold the head of the queue for ever)."""
     failures = queued_starts.release_claim(request["request_id"], attempt)
-    if failures >= settings.max_receive_count:
+    if failures >= settings.queue.max_receive_count:
         return failed_for_good(request, "worker_error", "The start could not be processed",
                                 (queued_starts.QUEUED,)), request
     return "skipped", request  # re-read before the next try

@@ -40,9 +40,9 @@ class Limits:
 def limits_for(settings: Settings, names: frozenset[str]) -> Limits:
     """The caller's limits: the tiers named by their token's groups or scopes (the most generous of them, 0 being
     unlimited), else USER_SECONDS_PER_DAY / USER_SECONDS_PER_MONTH."""
-    tiers = [settings.usage_tiers[n] for n in sorted(names) if n in settings.usage_tiers]
+    tiers = [settings.usage.usage_tiers[n] for n in sorted(names) if n in settings.usage.usage_tiers]
     if not tiers:
-        return Limits(settings.user_seconds_per_day, settings.user_seconds_per_month)
+        return Limits(settings.usage.user_seconds_per_day, settings.usage.user_seconds_per_month)
 
     def generous(values: list[int]) -> int:
         return 0 if 0 in values else max(values)
@@ -51,7 +51,8 @@ def limits_for(settings: Settings, names: frozenset[str]) -> Limits:
 
 
 def budgets_configured(settings: Settings) -> bool:
-    return bool(settings.user_seconds_per_day or settings.user_seconds_per_month or settings.usage_tiers)
+    usage = settings.usage
+    return bool(usage.user_seconds_per_day or usage.user_seconds_per_month or usage.usage_tiers)
 
 
 def running_seconds(records: list[SessionRecord], now: float) -> list[tuple[str, int]]:

@@ -38,7 +38,7 @@ LONG_POLL_REFUSALS = ("status_rate_limited", "too_many_long_polls")
 
 
 def enabled() -> bool:
-    return bool(get_settings().retry_queue_url)
+    return bool(get_settings().queue.retry_queue_url)
 
 
 # ------------------------------------------------------------------ /start: joining the queue
@@ -80,15 +80,15 @@ def _take_a_place(request_id: str, user_id: str, plan: PlannedStart, intent: Sta
     PLACE_TRIES places were each given up before the start could be recorded."""
     settings = get_settings()
     for attempt in range(PLACE_TRIES):
-        placed = agent_queue.allocate(plan.agent, settings.max_queued, known if attempt == 0 else None)
+        placed = agent_queue.allocate(plan.agent, settings.queue.max_queued, known if attempt == 0 else None)
         if placed is None:
             count("StartRejected", code="queue_full")
             state = agent_queue.read(plan.agent)
             retry_after = max(1, min(RETRY_AFTER_MAX_SECONDS,
-                                     math.ceil(state.free_interval or settings.retry_cap_seconds)))
-            raise Refused("queue_full", f"{settings.max_queued} starts already wait for this agent; try "
+                                     math.ceil(state.free_interval or settings.queue.retry_cap_seconds)))
+            raise Refused("queue_full", f"{settings.queue.max_queued} starts already wait for this agent; try "
                            "again later", retry_after=retry_after)
-        request = _record_at(request_id, user_id, plan, placed.tail, intent, settings.start_deadline_seconds)
+        request = _record_at(request_id, user_id, plan, placed.tail, intent, settings.queue.start_deadline_seconds)
         if request is not None:
             return placed, request
         agent_queue.mark_gone(plan.agent, placed.tail)  # the place stays empty: let the dispatcher pass it
@@ -150,8 +150,8 @@ def pending_response(request: QueuedStart, status_base: str, now: float,
     status_url = f"{status_base.rstrip('/')}/{request['request_id']}"
     state = state or agent_queue.read(request["agent"])
     position = state.position(int(request["seq"])) if "seq" in request else state.waiting()
-    eta = state.eta_seconds(position, settings.retry_cap_seconds)
-    retry_after = max(1, min(retry_after_cap(settings.queued_abandon_seconds), math.ceil(eta)))
+    eta = state.eta_seconds(position, settings.queue.retry_cap_seconds)
+    retry_after = max(1, min(retry_after_cap(settings.queue.queued_abandon_seconds), math.ceil(eta)))
     body = {
         "requestId": request["request_id"],
         "status": "queued",
@@ -206,14 +206,14 @@ def wait_for(request: QueuedStart, seconds: float) -> QueuedStart:
 
 def status(user_id: str, request_id: str, status_base: str, wait: int = 0) -> HttpResult:
     settings = get_settings()
-    rate_limits.take(f"status#{user_id}", settings.status_rate_per_minute, 60, kind="status_rate_limited",
+    rate_limits.take(f"status#{user_id}", settings.limits.status_rate_per_minute, 60, kind="status_rate_limited",
                      what="Status polls")
     now = time.time()
     request = queued_start.expire_if_overdue(_owned(user_id, request_id), now)
     if request["state"] not in queued_starts.TERMINAL and float(request.get("seen_at", 0)) < int(now + wait):
         queued_starts.seen(request_id, now + wait)  # a long-poll: its owner waits until it ends
     if wait and request["state"] not in queued_starts.TERMINAL:
-        with rate_limits.concurrent(f"longpoll#{user_id}", settings.long_polls_per_user, wait + 5,
+        with rate_limits.concurrent(f"longpoll#{user_id}", settings.limits.long_polls_per_user, wait + 5,
                                     kind="too_many_long_polls", what="Long-polls"):
             request = wait_for(request, wait)
     return outcome(request, status_base, time.time())
@@ -235,7 +235,7 @@ def list_pending(user_id: str, status_base: str) -> JsonObject:
     """GET /start: the caller's queued and starting requests (a client that lost a requestId finds it here
     to cancel it). Listing does not count as asking about them (chalicelib.start.queued_start.abandoned)."""
     settings = get_settings()
-    since = iso_at(time.time() - settings.start_deadline_seconds - queued_start.SWEEP_GRACE_SECONDS)
+    since = iso_at(time.time() - settings.queue.start_deadline_seconds - queued_start.SWEEP_GRACE_SECONDS)
     found = queued_starts.user_pending(user_id, since)
     base = status_base.rstrip("/")
     return {"starts": [{"requestId": r["request_id"], "status": r["state"], "agent": r["agent"],
@@ -271,6 +271,6 @@ def parse_wait(raw: str | None) -> int:
         wait = int(raw)  # type: ignore[arg-type]
     except ValueError:
         raise query_error("wait", "must be a whole number of seconds") from None
-    if not 0 <= wait <= settings.long_poll_max_seconds:
-        raise query_error("wait", f"must be between 0 and {settings.long_poll_max_seconds}")
+    if not 0 <= wait <= settings.queue.long_poll_max_seconds:
+        raise query_error("wait", f"must be between 0 and {settings.queue.long_poll_max_seconds}")
     return wait

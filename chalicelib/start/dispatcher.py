@@ -78,10 +78,10 @@ def run(agent: str, budget_seconds: float | None = None, *, freed: bool = False)
     if state.waiting():
         _arm_watchdog(agent)
     try:
-        with ThreadPoolExecutor(max_workers=settings.dispatch_max_in_flight,
+        with ThreadPoolExecutor(max_workers=settings.queue.dispatch_max_in_flight,
                                 thread_name_prefix="dispatch") as pool:
             Run(settings, agent, owner, state, pool, summary).loop(
-                budget_seconds or settings.dispatch_run_seconds, freed)
+                budget_seconds or settings.queue.dispatch_run_seconds, freed)
     except Exception:
         agent_queue.release(agent, owner)
         try:
@@ -116,8 +116,8 @@ class Run:
                  pool: ThreadPoolExecutor, summary: dict[str, int]) -> None:
         self.settings, self.agent, self.owner, self.state, self.pool = settings, agent, owner, state, pool
         self.summary = summary
-        self.pacer = Pacer(base=settings.retry_base_seconds, cap=settings.retry_cap_seconds,
-                           min_gap=1.0 / settings.dispatch_calls_per_second, interval=state.free_interval)
+        self.pacer = Pacer(base=settings.queue.retry_base_seconds, cap=settings.queue.retry_cap_seconds,
+                           min_gap=1.0 / settings.queue.dispatch_calls_per_second, interval=state.free_interval)
         self.wakes_seen = state.wakes
         self.missing_since: dict[int, float] = {}
         self.known: dict[int, QueuedStart] = {}  # places read and still waiting (kept across retries)
@@ -176,7 +176,7 @@ class Run:
     # ---------------------------------------------------------------- one decision
     def _step(self, ends: float) -> None:
         seq = self._next_place()
-        if seq is None or len(self.flights) >= self.settings.dispatch_max_in_flight:
+        if seq is None or len(self.flights) >= self.settings.queue.dispatch_max_in_flight:
             self._settle(block=WAKE_POLL_SECONDS)  # everything waiting is being tried
             return
         request = self.known.get(seq) or self._read_place(seq)
@@ -333,7 +333,7 @@ def handle_message(body: str) -> dict[str, int]:
         raise ValueError("a queue message names its agent")
     untag_request("user_id")  # a dispatcher run serves many users (where a thread also served a request)
     agent = message["agent"]
-    if agent not in get_settings().agents:
+    if agent not in get_settings().pcc.agents:
         logger.error("queue message for an unknown agent: dropped", extra={"agent": agent[:100]})
         return {}
     return run(agent, freed=message.get("freed") is True)

@@ -32,10 +32,10 @@ class PlannedStart:
 
 
 def resolve_agent(settings: Settings, requested: str | None) -> tuple[str, AgentPolicy]:
-    name = requested or settings.resolved_default_agent
+    name = requested or settings.pcc.resolved_default_agent
     if name is None:
-        raise Refused("agent_required", f"Choose an agent: one of {sorted(settings.agents)}")
-    policy = settings.agents.get(name)
+        raise Refused("agent_required", f"Choose an agent: one of {sorted(settings.pcc.agents)}")
+    policy = settings.pcc.agents.get(name)
     if policy is None:
         raise Refused("unknown_agent", f"Agent {name!r} is not available")
     return name, policy

@@ -50,7 +50,7 @@ def abandoned_head(settings: Settings, request: QueuedStart) -> bool:
     """True when the head was abandoned (nobody asked about it lately) and is now cancelled, not started.
     The head is kept across retries without a re-read, so its `seen_at` may be stale: a fresh read decides,
     and the cancel is conditional on it (an owner asking at that moment wins)."""
-    limit, now = settings.queued_abandon_seconds, time.time()
+    limit, now = settings.queue.queued_abandon_seconds, time.time()
     if not abandoned(request, now, limit):
         return False
     fresh = queued_starts.get(request["request_id"])

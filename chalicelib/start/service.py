@@ -62,8 +62,8 @@ def execute_start(user_id: str, plan: PlannedStart, status_base: str = "/start",
     is off (telephony holds the caller instead). A Lambda that dies mid-call leaves the intent `calling`
     for recovery."""
     settings = get_settings()
-    limit = terms.limit or settings.user_session_limit
-    lease = settings.pcc_connect_timeout + (terms.read_timeout or settings.pcc_read_timeout)
+    limit = terms.limit or settings.limits.user_session_limit
+    lease = settings.pcc.connect_timeout + (terms.read_timeout or settings.pcc.read_timeout)
     intent = intents.open_intent(user_id, plan.agent, limit, lease)
     if intent is None:
         count("StartRejected", code="user_session_limit")
@@ -89,7 +89,7 @@ def execute_start(user_id: str, plan: PlannedStart, status_base: str = "/start",
     except Exception:
         intents.settle_not_started(intent)  # no call was made (e.g. the secret is unreadable)
         raise
-    _record(user_id, plan, intent, str(result["sessionId"]), settings.session_ttl_seconds)
+    _record(user_id, plan, intent, str(result["sessionId"]), settings.limits.session_ttl_seconds)
     return terms.shape(plan.transport, result)
 
 
@@ -128,7 +128,7 @@ def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,
     token groups and scopes (their usage budget's tier). A start over budget is refused before anything is
     taken; the replay of an idempotent start that was made is answered as it was."""
     settings = get_settings()
-    rate_limits.take(f"start#{user_id}", settings.start_rate_per_minute, 60, kind="start_rate_limited",
+    rate_limits.take(f"start#{user_id}", settings.limits.start_rate_per_minute, 60, kind="start_rate_limited",
                      what="Starts")
     request = parse_start_request(raw_body)
     plan = plan_start(settings, request, user_id)

@@ -24,8 +24,8 @@ def secret(value: Any) -> str:
 def admit_call(settings: Settings, provider: str, call_id: str, *, continuing: bool) -> None:
     """Let a webhook of this call through, or refuse it as a replay (chalicelib.store.call_records): a first
     webhook within the provider's retry window, a hold loop's redirect (`continuing`) within the loop's length."""
-    window = settings.telephony_hold_window_seconds if continuing else settings.telephony_retry_window_seconds
-    call_records.admit(provider, call_id, window_seconds=window, ttl_seconds=settings.telephony_replay_ttl_seconds)
+    window = settings.telephony.hold_window_seconds if continuing else settings.telephony.retry_window_seconds
+    call_records.admit(provider, call_id, window_seconds=window, ttl_seconds=settings.telephony.replay_ttl_seconds)
 
 
 def telephony_agent(settings: Settings) -> str:
@@ -39,5 +39,5 @@ def answer_ttl_seconds(settings: Settings) -> int:
     """How long a call's first answer is kept: as long as the call's webhooks may still come (the retry
     window, the hold loop), and never less than IDEMPOTENCY_TTL_SECONDS. Inside that time the same call id
     always gets the same answer and never a second bot, whatever the two settings say."""
-    return max(settings.idempotency_ttl_seconds, settings.telephony_retry_window_seconds,
-               settings.telephony_hold_window_seconds)
+    return max(settings.limits.idempotency_ttl_seconds, settings.telephony.retry_window_seconds,
+               settings.telephony.hold_window_seconds)

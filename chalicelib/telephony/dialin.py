@@ -25,7 +25,7 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
     settings, secrets = get_settings(), get_secrets()
     if not sig.daily_pinless_valid(secret(secrets.daily_pinless_secret), headers.get("x-pinless-timestamp"),
                                    raw_body, headers.get("x-pinless-signature"), time.time(),
-                                   settings.telephony_signature_tolerance_seconds):
+                                   settings.telephony.signature_tolerance_seconds):
         raise forbidden("daily", "bad, missing or stale signature")
     data = parse_json_object(raw_body, max_bytes=64 * 1024)
     if data.get("Test") == "test":
@@ -34,22 +34,22 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
     if not isinstance(call_id, str) or not call_id or not isinstance(call_domain, str):
         raise Refused("invalid_webhook", "callId and callDomain are required")
     admit_call(settings, "daily", call_id, continuing=False)
-    principal = settings.telephony_owner
+    principal = settings.telephony.owner
     plan = dialin_plan(telephony_agent(settings), principal, caller=str(data.get("From") or ""),
                        callee=str(data.get("To") or ""), call_id=call_id, call_domain=call_domain,
                        sip_headers=data.get("sipHeaders") or {},
-                       expires_at=int(time.time()) + settings.max_session_seconds)
+                       expires_at=int(time.time()) + settings.limits.max_session_seconds)
 
     def action() -> JsonObject:
         # The caller hears hold music meanwhile: a short, bounded retry on capacity.
-        for attempt in range(settings.daily_dialin_attempts):
+        for attempt in range(settings.telephony.daily_dialin_attempts):
             try:
-                terms = StartTerms(limit=settings.telephony_session_limit, queue_on_capacity=False)
+                terms = StartTerms(limit=settings.telephony.session_limit, queue_on_capacity=False)
                 return execute_start(principal, plan, terms=terms).as_dict()
             except TryLater:
-                if attempt + 1 == settings.daily_dialin_attempts:
+                if attempt + 1 == settings.telephony.daily_dialin_attempts:
                     raise
-                time.sleep(settings.daily_dialin_retry_seconds)
+                time.sleep(settings.telephony.daily_dialin_retry_seconds)
         raise AssertionError("unreachable")  # pragma: no cover
 
     try:

@@ -30,7 +30,7 @@ def dialout_service(headers: dict[str, str], secrets: GatewaySecrets) -> Princip
     expected = secret(secrets.dialout_api_key)
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise Refused("unauthorized", "Invalid API key")
-    return Principal(get_settings().telephony_owner, service=True)
+    return Principal(get_settings().telephony.owner, service=True)
 
 
 def daily_dialout(caller: Principal, raw_body: bytes, status_base: str) -> HttpResult:
@@ -46,8 +46,8 @@ def daily_dialout(caller: Principal, raw_body: bytes, status_base: str) -> HttpR
     owner = caller.user_id
     # the plan first: a body with reserved keys is 422 before the policy says anything
     plan = dialout_plan(telephony_agent(settings), owner, client_body=request.body, target=target,
-                        expires_at=int(time.time()) + settings.max_session_seconds)
+                        expires_at=int(time.time()) + settings.limits.max_session_seconds)
     dialout_policy.authorize(caller, settings, phone_number=request.phoneNumber, sip_uri=request.sipUri,
                              caller_id=request.callerId)
-    limit = settings.telephony_session_limit if caller.service else None
+    limit = settings.telephony.session_limit if caller.service else None
     return execute_start(owner, plan, status_base, StartTerms(limit=limit))

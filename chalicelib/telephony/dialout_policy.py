@@ -51,24 +51,24 @@ def _phone_number(user: str | None) -> str | None:
 
 def authorize(caller: Principal, settings: Settings, *, phone_number: str | None, sip_uri: str | None,
               caller_id: str | None) -> None:
-    if not caller.service and not (caller.groups & set(settings.dialout_allowed_groups)
-                                   or caller.scopes & set(settings.dialout_allowed_scopes)):
+    if not caller.service and not (caller.groups & set(settings.dialout.allowed_groups)
+                                   or caller.scopes & set(settings.dialout.allowed_scopes)):
         raise Refused("dialout_not_allowed", "This account may not dial out")
-    if phone_number is not None and not any(phone_number.startswith(p) for p in settings.dialout_allowed_prefixes):
+    if phone_number is not None and not any(phone_number.startswith(p) for p in settings.dialout.allowed_prefixes):
         raise Refused("destination_not_allowed", "This number is not an allowed dial-out destination")
     if sip_uri is not None:
         parsed = parse_sip_uri(sip_uri)
         if parsed is None:
             raise Refused("invalid_sip_uri", "sipUri must be sip:[user@]host[:port] (parameters: only "
                                                    "transport and user; no headers or escapes)")
-        if parsed[1] not in {d.lower() for d in settings.dialout_allowed_sip_domains}:
+        if parsed[1] not in {d.lower() for d in settings.dialout.allowed_sip_domains}:
             raise Refused("destination_not_allowed", "This SIP domain is not an allowed dial-out destination")
         number = _phone_number(parsed[0])
         if number is not None and not (number.startswith("+") and any(
-                number.startswith(p) for p in settings.dialout_allowed_prefixes)):
+                number.startswith(p) for p in settings.dialout.allowed_prefixes)):
             raise Refused("destination_not_allowed", "A phone number in a SIP URI must be in E.164 form "
                                                            "(+...) and start with an allowed dial-out prefix")
-    if caller_id is not None and caller_id not in settings.dialout_caller_ids:
+    if caller_id is not None and caller_id not in settings.dialout.caller_ids:
         raise Refused("caller_id_not_allowed", "This caller id may not be used")
-    rate_limits.take(f"dialout#{caller.user_id}", settings.dialout_rate_per_hour, 3600,
+    rate_limits.take(f"dialout#{caller.user_id}", settings.dialout.rate_per_hour, 3600,
                      kind="dialout_rate_limited", what="Dial-outs")

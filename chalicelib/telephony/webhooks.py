@@ -47,14 +47,14 @@ class Call:
 
 def _public_url(settings: Settings, path: str, query: list[tuple[str, str]]) -> str:
     """The URL the provider called (and signed): configured public base, never the Host header."""
-    if not settings.telephony_public_base_url:
+    if not settings.telephony.public_base_url:
         raise forbidden("any", "TELEPHONY_PUBLIC_BASE_URL is not set")
-    url = settings.telephony_public_base_url.rstrip("/") + path
+    url = settings.telephony.public_base_url.rstrip("/") + path
     return url + ("?" + urlencode(sorted(query)) if query else "")
 
 
 def _service_host(settings: Settings, agent: str) -> str:
-    return f"{agent}.{settings.pcc_org}" if settings.pcc_org else agent
+    return f"{agent}.{settings.pcc.org}" if settings.pcc.org else agent
 
 
 def _raw_ws(_transport: str, pcc: JsonObject) -> HttpResult:
@@ -64,13 +64,13 @@ def _raw_ws(_transport: str, pcc: JsonObject) -> HttpResult:
 
 def _start_for_call(settings: Settings, call: Call) -> JsonObject:
     """Token auth: start a websocket session for this call (once per call id). TryLater at capacity."""
-    principal = settings.telephony_owner
+    principal = settings.telephony.owner
     plan = call_plan(telephony_agent(settings), principal, provider=call.provider, call_id=call.call_id,
                      caller=call.caller, callee=call.callee)
 
     def action() -> JsonObject:
-        terms = StartTerms(limit=settings.telephony_session_limit, queue_on_capacity=False, shape=_raw_ws,
-                           read_timeout=settings.telephony_start_timeout_seconds)
+        terms = StartTerms(limit=settings.telephony.session_limit, queue_on_capacity=False, shape=_raw_ws,
+                           read_timeout=settings.telephony.start_timeout_seconds)
         return execute_start(principal, plan, terms=terms).as_dict()
 
     stored = run_once(principal, f"{call.provider}:{call.call_id}", {"call_id": call.call_id}, action,
@@ -80,7 +80,7 @@ def _start_for_call(settings: Settings, call: Call) -> JsonObject:
 
 def _stream_url(settings: Settings, call: Call, agent: str) -> str | None:
     """Where the provider streams the call; None when Pipecat Cloud is at capacity."""
-    if settings.telephony_websocket_auth == "token":
+    if settings.telephony.websocket_auth == "token":
         try:
             started = _start_for_call(settings, call)
         except TryLater:
@@ -90,7 +90,7 @@ def _stream_url(settings: Settings, call: Call, agent: str) -> str | None:
                 return None
             raise
         return f"{started['wsUrl'].rstrip('/')}/{started['token']}"
-    base = f"{settings.pcc_ws_base.rstrip('/')}/{call.provider}"
+    base = f"{settings.pcc.ws_base.rstrip('/')}/{call.provider}"
     if call.provider == "twilio":
         return base  # Twilio drops query strings: the service host goes in a <Parameter>
     return f"{base}?{urlencode({'serviceHost': _service_host(settings, agent)})}"
@@ -98,13 +98,13 @@ def _stream_url(settings: Settings, call: Call, agent: str) -> str | None:
 
 def _hold_or_hang_up(settings: Settings, call: Call, attempt: int, key: str, path: str) -> str:
     plivo = call.provider == "plivo"
-    if attempt >= settings.telephony_hold_attempts:
+    if attempt >= settings.telephony.hold_attempts:
         count("CallsRejectedAtCapacity", provider=call.provider)
         return xml.apologise_and_hang_up(SORRY_MESSAGE, plivo=plivo)
     nxt = attempt + 1
     redirect = _public_url(settings, path, [("attempt", str(nxt)),
                                             ("hold", sig.hold_token(key, call.call_id, nxt))])
-    return xml.hold(HOLD_MESSAGE, settings.telephony_hold_pause_seconds, redirect, plivo=plivo)
+    return xml.hold(HOLD_MESSAGE, settings.telephony.hold_pause_seconds, redirect, plivo=plivo)
 
 
 def _hold_key(secrets: GatewaySecrets) -> str:
@@ -166,7 +166,7 @@ def telnyx(headers: dict[str, str], query: list[tuple[str, str]], raw_body: byte
     settings, secrets = get_settings(), get_secrets()
     if not sig.telnyx_valid(secret(secrets.telnyx_public_key), headers.get("telnyx-timestamp"), raw_body,
                             headers.get("telnyx-signature-ed25519"), time.time(),
-                            settings.telephony_signature_tolerance_seconds):
+                            settings.telephony.signature_tolerance_seconds):
         raise forbidden("telnyx", "bad, missing or stale signature")
     form = dict(_form(raw_body))
     call = Call("telnyx", form.get("CallSid", ""), form.get("From", ""), form.get("To", ""))
@@ -192,13 +192,13 @@ def plivo(method: str, headers: dict[str, str], query: list[tuple[str, str]], ra
 
 # ------------------------------------------------------------------ Exotel
 def _source_allowed(settings: Settings, source_ip: str) -> bool:
-    if not settings.exotel_allowed_ips:
+    if not settings.telephony.exotel_allowed_ips:
         return True
     try:
         address = ipaddress.ip_address(source_ip)
     except ValueError:
         return False
-    return any(address in ipaddress.ip_network(net, strict=False) for net in settings.exotel_allowed_ips)
+    return any(address in ipaddress.ip_network(net, strict=False) for net in settings.telephony.exotel_allowed_ips)
 
 
 def exotel(url_token: str, method: str, query: list[tuple[str, str]], raw_body: bytes, source_ip: str) -> HttpResult:

@@ -28,8 +28,8 @@ from chalicelib.store.outbox import record_event
 
 
 def report_only_agents(settings: Settings) -> set[str]:
-    agents = set(settings.orphan_report_only_agents)
-    static_telephony = settings.telephony_websocket_auth == "none" and settings.telephony_public_base_url
+    agents = set(settings.orphans.report_only_agents)
+    static_telephony = settings.telephony.websocket_auth == "none" and settings.telephony.public_base_url
     if static_telephony and settings.resolved_telephony_agent:
         agents.add(settings.resolved_telephony_agent)
     return agents
@@ -38,12 +38,12 @@ def report_only_agents(settings: Settings) -> set[str]:
 def sweep(now: float | None = None) -> dict[str, int]:
     settings = get_settings()
     summary = {"orphans_found": 0, "orphans_stopped": 0, "orphan_errors": 0}
-    if settings.orphan_sweep == "off":
+    if settings.orphans.sweep == "off":
         return summary
     now = time.time() if now is None else now
     key = private_key()
     report_only = report_only_agents(settings)
-    for agent in settings.agents:
+    for agent in settings.pcc.agents:
         try:
             active = pcc_client.active_sessions(agent, key)
         except PccCallError as exc:
@@ -54,12 +54,12 @@ def sweep(now: float | None = None) -> dict[str, int]:
         for session in active:
             created = iso_epoch(session.get("createdAt"))
             session_id = str(session.get("sessionId") or "")
-            if not session_id or created is None or now - created < settings.orphan_grace_seconds:
+            if not session_id or created is None or now - created < settings.orphans.grace_seconds:
                 continue  # too young: its start may still be recording it
             if session_records.get_session(session_id) is not None:
                 continue
             summary["orphans_found"] += 1
-            if settings.orphan_sweep == "report" or agent in report_only:
+            if settings.orphans.sweep == "report" or agent in report_only:
                 logger.warning("orphan found (report only)", extra={"agent": agent, "session_id": session_id})
                 continue
             if not pcc_client.stop_if_running(agent, session_id, key):

@@ -31,8 +31,8 @@ def sweep(now: float | None = None) -> dict[str, int]:
         if queued_start.expire_if_overdue(request, now)["state"] != before:
             summary["expired"] += 1
             continue
-        if queued_start.abandoned(request, now, settings.queued_abandon_seconds) \
-                and queued_start.abandon(request, now, settings.queued_abandon_seconds):
+        if queued_start.abandoned(request, now, settings.queue.queued_abandon_seconds) \
+                and queued_start.abandon(request, now, settings.queue.queued_abandon_seconds):
             summary["abandoned"] += 1
             continue
         agents.add(request["agent"])

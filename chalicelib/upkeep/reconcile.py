@@ -51,7 +51,7 @@ def detect_ended(now: float | None = None) -> dict[str, int]:
     summary = {"checked": 0, "ended": 0, "stopped": 0, "capped": 0, "errors": 0}
     records = session_records.active_sessions()
     if records:
-        _reconcile_records(records, settings.hard_cap_seconds, now, summary)
+        _reconcile_records(records, settings.limits.hard_cap_seconds, now, summary)
     count("ReconciledEnded", summary["ended"])
     count("ReconciledStopped", summary["stopped"])
     return summary

@@ -21,7 +21,7 @@ def _steps() -> list[tuple[str, Step]]:
         ("reconcile", reconcile.run),
         ("queue", lambda: {f"queue_{k}": v for k, v in queue_sweep.sweep().items()}),
         ("orphans", orphans.sweep),
-        ("intents", lambda: {"intents_recovered": intents.recover(get_settings().orphan_grace_seconds)}),
+        ("intents", lambda: {"intents_recovered": intents.recover(get_settings().orphans.grace_seconds)}),
     ]
 
 

@@ -99,7 +99,7 @@ def test_every_committed_stage_has_a_parseable_shape() -> None:
         assert config["lambda_functions"][function]["reserved_concurrency"] >= 1
     local = {**config["environment_variables"], **config["stages"]["local"]["environment_variables"]}
     settings = parse_settings(local)
-    assert settings.auth_mode == "insecure-dev" and settings.stage == "local"
+    assert settings.auth.auth_mode == "insecure-dev" and settings.stage == "local"
     # the README's defaults, never ports of some earlier run
     assert local["PCC_API_URL"] == "http://127.0.0.1:8790" and local["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"
 

@@ -8,7 +8,7 @@ import pytest
 
 from chalicelib.platform import auth
 from chalicelib.platform.errors import Refused
-from chalicelib.platform.settings import _ENV, get_settings
+from chalicelib.platform.settings import ENV, get_settings
 
 
 class FakeRequest:
@@ -20,7 +20,7 @@ class FakeRequest:
 @pytest.fixture()
 def mode(monkeypatch: pytest.MonkeyPatch) -> Any:
     def set_mode(auth_mode: str, stage: str = "local") -> None:
-        for key in _ENV:  # only what this test sets, whatever else ran in this process before
+        for key in ENV:  # only what this test sets, whatever else ran in this process before
             monkeypatch.delenv(key, raising=False)
         for key, value in {"STAGE": stage, "PCC_AGENTS": "a", "PCC_SECRET_ID": "s", "TABLE_NAME": "t",
                            "AUTH_MODE": auth_mode}.items():

@@ -6,14 +6,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from chalicelib.platform.settings import _ENV
+from chalicelib.platform.settings import ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 READ = re.compile(r"""environ(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]+)["']""")
 
 
 def variables_read() -> set[str]:
-    names = set(_ENV)
+    names = set(ENV)
     for folder in ("chalicelib", "infra"):
         for source in (ROOT / folder).rglob("*.py"):
             names.update(READ.findall(source.read_text()))

@@ -10,10 +10,10 @@ BASE = {"STAGE": "dev", "PCC_AGENTS": "my-agent", "PCC_SECRET_ID": "s", "TABLE_N
 
 def test_valid_environment_parses_with_defaults() -> None:
     settings = parse_settings(BASE)
-    assert settings.resolved_default_agent == "my-agent"
-    assert settings.user_session_limit == 3
-    assert settings.jwks_url == "https://issuer.example/.well-known/jwks.json"
-    assert settings.session_ttl_seconds == 7200 + 3600
+    assert settings.pcc.resolved_default_agent == "my-agent"
+    assert settings.limits.user_session_limit == 3
+    assert settings.auth.jwks_url == "https://issuer.example/.well-known/jwks.json"
+    assert settings.limits.session_ttl_seconds == 7200 + 3600
 
 
 @pytest.mark.parametrize(("missing", "named"), [("TABLE_NAME", "TABLE_NAME"), ("PCC_SECRET_ID", "PCC_SECRET_ID"),
@@ -36,7 +36,7 @@ def test_bad_values_are_named() -> None:
 def test_insecure_dev_auth_only_on_local_stage() -> None:
     with pytest.raises(SettingsError, match="local"):
         parse_settings({**BASE, "AUTH_MODE": "insecure-dev"})
-    assert parse_settings({**BASE, "STAGE": "local", "AUTH_MODE": "insecure-dev"}).insecure_dev_auth
+    assert parse_settings({**BASE, "STAGE": "local", "AUTH_MODE": "insecure-dev"}).auth.insecure_dev_auth
 
 
 def test_jwt_mode_needs_issuer_and_audience() -> None:
@@ -48,8 +48,8 @@ def test_jwt_mode_needs_issuer_and_audience() -> None:
 def test_agents_as_json_policies_and_default_agent_check() -> None:
     env = {**BASE, "PCC_AGENTS": '{"a": {"websocket_auth": "none"}, "b": {}}'}
     settings = parse_settings(env)
-    assert settings.agents["a"].websocket_auth == "none"
-    assert settings.resolved_default_agent is None
+    assert settings.pcc.agents["a"].websocket_auth == "none"
+    assert settings.pcc.resolved_default_agent is None
     with pytest.raises(SettingsError, match="PCC_DEFAULT_AGENT"):
         parse_settings({**env, "PCC_DEFAULT_AGENT": "c"})
     with pytest.raises(SettingsError, match="PCC_AGENTS"):
@@ -57,8 +57,8 @@ def test_agents_as_json_policies_and_default_agent_check() -> None:
 
 
 def test_events_webhook_must_be_https_except_to_this_machine() -> None:
-    assert parse_settings({**BASE, "EVENTS_WEBHOOK_URL": "https://hooks.example.com/x"}).events_webhook_url
-    assert parse_settings({**BASE, "EVENTS_WEBHOOK_URL": "http://127.0.0.1:9000/x"}).events_webhook_url
+    assert parse_settings({**BASE, "EVENTS_WEBHOOK_URL": "https://hooks.example.com/x"}).events.webhook_url
+    assert parse_settings({**BASE, "EVENTS_WEBHOOK_URL": "http://127.0.0.1:9000/x"}).events.webhook_url
     for url in ("http://hooks.example.com/x", "http://127.0.0.1.example.com/x", "ftp://x"):
         with pytest.raises(SettingsError, match="EVENTS_WEBHOOK_URL"):
             parse_settings({**BASE, "EVENTS_WEBHOOK_URL": url})
@@ -68,9 +68,10 @@ def test_events_webhook_must_be_https_except_to_this_machine() -> None:
 
 def test_budgets_default_to_unlimited_and_tiers_parse_as_json() -> None:
     settings = parse_settings(BASE)
-    assert settings.user_seconds_per_day == settings.user_seconds_per_month == 0 and settings.usage_tiers == {}
+    usage = settings.usage
+    assert usage.user_seconds_per_day == usage.user_seconds_per_month == 0 and usage.usage_tiers == {}
     tiers = parse_settings({**BASE, "USAGE_TIERS": '{"pro": {"day": 36000}, "free": {"day": 600, "month": 6000}}'})
-    assert tiers.usage_tiers["pro"].day == 36000 and tiers.usage_tiers["pro"].month == 0
+    assert tiers.usage.usage_tiers["pro"].day == 36000 and tiers.usage.usage_tiers["pro"].month == 0
     for bad in ('{"pro": {"day": -1}}', '{"pro": {"hour": 5}}', "[1]"):
         with pytest.raises(SettingsError, match="USAGE_TIERS"):
             parse_settings({**BASE, "USAGE_TIERS": bad})
@@ -78,9 +79,26 @@ def test_budgets_default_to_unlimited_and_tiers_parse_as_json() -> None:
         parse_settings({**BASE, "USER_SECONDS_PER_DAY": "-5"})
 
 
-def test_every_setting_is_read_from_its_name_upper_cased_but_the_listed_exceptions() -> None:
-    from chalicelib.platform.settings import _ENV, _ENV_EXCEPTIONS, Settings
+def test_every_setting_is_read_from_its_group_prefix_and_name_upper_cased_but_the_listed_exceptions() -> None:
+    from chalicelib.platform.settings import ENV, ENV_EXCEPTIONS, GROUPS, TOP_LEVEL, Settings
 
-    assert set(_ENV.values()) == set(Settings.model_fields)  # every field has its variable, one each
-    assert {var for var, field in _ENV.items() if var != field.upper()} == set(_ENV_EXCEPTIONS)
-    assert _ENV["PCC_AGENTS"] == "agents" and _ENV["MAX_SESSION_SECONDS"] == "max_session_seconds"
+    fields = {(name,) for name in TOP_LEVEL} | {(g, f) for g, model in GROUPS.items() for f in model.model_fields}
+    assert sorted(ENV.values()) == sorted(fields)  # every field has its variable, one each
+    assert set(Settings.model_fields) == set(TOP_LEVEL) | set(GROUPS)
+    by_rule = {var for var, place in ENV.items()
+               if var == (place[0] if len(place) == 1 else GROUPS[place[0]].prefix + place[1]).upper()}
+    assert set(ENV) - by_rule == set(ENV_EXCEPTIONS)
+    assert ENV["PCC_AGENTS"] == ("pcc", "agents") and ENV["MAX_SESSION_SECONDS"] == ("limits", "max_session_seconds")
+    assert len(ENV) == 76  # the variables of the flat model this replaced, none renamed
+
+
+def test_each_group_holds_its_own_settings() -> None:
+    settings = parse_settings({**BASE, "MAX_QUEUED": "7", "PROXY_RATE_PER_MINUTE": "9", "DAILY_DIALIN_ATTEMPTS": "2",
+                               "ORPHAN_SWEEP": "report", "DIALOUT_ALLOWED_PREFIXES": "+1415, +44"})
+    assert settings.queue.max_queued == 7 and settings.proxy.rate_per_minute == 9
+    assert settings.telephony.daily_dialin_attempts == 2 and settings.orphans.sweep == "report"
+    assert settings.dialout.allowed_prefixes == ["+1415", "+44"]
+    with pytest.raises(SettingsError, match="DIALOUT_ALLOWED_PREFIXES"):
+        parse_settings({**BASE, "DIALOUT_ALLOWED_PREFIXES": "1415"})
+    with pytest.raises(SettingsError, match="QUEUED_ABANDON_SECONDS"):
+        parse_settings({**BASE, "QUEUED_ABANDON_SECONDS": "5"})
