@@ -60,12 +60,12 @@ def _run_config(stack: BenchStack, samples: int, cap: int) -> dict[str, Any]:
             freed = time.perf_counter()
             while True:
                 record = queued_starts.get(request_id)
-                if record and record["state"] == "started":
+                if record and record.state == "started":
                     break
-                assert record and record["state"] in ("queued", "starting"), record
+                assert record and record.state in ("queued", "starting"), record
                 time.sleep(0.02)
             latencies.append(time.perf_counter() - freed)
-            blocker = str(record["session_id"])  # the served session now holds the capacity
+            blocker = str(record.session_id)  # the served session now holds the capacity
     finally:
         stop.set()
         thread.join(timeout=5)

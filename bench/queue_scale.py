@@ -254,7 +254,7 @@ def _all_terminal(request_ids: list[str]) -> bool:
 
     for request_id in request_ids:
         record = queued_starts.get(request_id)
-        if record is None or record["state"] not in queued_starts.TERMINAL:
+        if record is None or record.state not in queued_starts.TERMINAL:
             return False
     return True
 
@@ -284,7 +284,7 @@ def _figures(stack: BenchStack, counter: CallCounter, attempts: AttemptLog, capa
     # queued, dividing by the queued ones would ask the harness for every call of the run per start
     ceiling = harness_ceiling(stack, max(1, round(counter.calls / max(1, len(queued) or len(served)))), latency)
     at_ceiling = max(ideal_drain, sum(1 for s in served if s >= first) / ceiling)
-    places = [(int(r["seq"]), bots[n], n) for n, r in records.items() if r and r["state"] == "started" and n in bots]
+    places = [(int(r.seq or 0), bots[n], n) for n, r in records.items() if r and r.state == "started" and n in bots]
     waits = [bots[n] - sent[n] for n in queued if n in bots]
     answered_202 = {n: body["answered"] for n, (status, body) in answers.items() if status == 202}
     overtakes = sum(1 for i, answered_at in answered_202.items() for j in sent

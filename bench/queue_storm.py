@@ -19,12 +19,15 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
 from bench.harness import BenchStack, summary
 from infra.sqs_poller import poll_once
+
+if TYPE_CHECKING:
+    from chalicelib.store.queued_starts import QueuedStart
 
 WORKERS = 5
 BURST_THREADS = 8
@@ -92,7 +95,7 @@ def _storm(stack: BenchStack, starts: int, users: int, late_arrivals: int, end_i
         queued_ids = [a.body["requestId"] for a in answers if a.status == 202]
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            if all(_request(r)["state"] in queued_starts.TERMINAL for r in queued_ids):
+            if all(_request(r).state in queued_starts.TERMINAL for r in queued_ids):
                 break
             time.sleep(0.5)
     finally:
@@ -107,7 +110,7 @@ class Answer:
         self.user, self.status, self.body, self.sent, self.answered = user, status, body, sent, answered
 
 
-def _request(request_id: str) -> Any:
+def _request(request_id: str) -> QueuedStart:
     from chalicelib.store import queued_starts
 
     record = queued_starts.get(request_id)
@@ -115,20 +118,20 @@ def _request(request_id: str) -> Any:
     return record
 
 
-def _figures(stack: BenchStack, answers: list[Answer], records: list[dict[str, Any]], users: int,
+def _figures(stack: BenchStack, answers: list[Answer], records: list[QueuedStart], users: int,
              end_interval: float) -> dict[str, Any]:
     statuses = [a.status for a in answers]
-    started = [r for r in records if r["state"] == "started"]
+    started = [r for r in records if r.state == "started"]
     stats = stack.stats()
     bots = _bot_start_times(stack)  # session id -> when the emulator started the bot
-    served_at = {r["request_id"]: bots[str(r["session_id"])] for r in started}
-    created = {r["request_id"]: _epoch(r["created_at"]) for r in records}
+    served_at = {r.request_id: bots[str(r.session_id)] for r in started}
+    created = {r.request_id: _epoch(r.created_at) for r in records}
     answered = {a.body["requestId"]: a.answered for a in answers if a.status == 202}
     # Order: (1) queued starts served against their queue places; (2) any start, direct or queued, served
     # before a queued start whose 202 had come back before it was even sent (it arrived later).
-    by_place = sorted(started, key=lambda r: int(r["seq"]))
+    by_place = sorted(started, key=lambda r: int(r.seq or 0))
     place_inversions = sum(1 for i, a in enumerate(by_place) for b in by_place[i + 1:]
-                           if served_at[b["request_id"]] < served_at[a["request_id"]])
+                           if served_at[b.request_id] < served_at[a.request_id])
     served_of = {a.body["requestId"]: served_at.get(a.body["requestId"]) for a in answers if a.status == 202}
     served_of.update({a.body["sessionId"]: bots.get(a.body["sessionId"]) for a in answers if a.status == 200})
     arrivals = [(a.sent, served_of.get(a.body.get("requestId") or a.body.get("sessionId", ""))) for a in answers]
@@ -142,11 +145,11 @@ def _figures(stack: BenchStack, answers: list[Answer], records: list[dict[str, A
     ends = sorted(e for e in _bot_end_times(stack) if e >= first_queued)
     ideal = (ends[len(records) - 1] if len(ends) >= len(records) else first_queued + len(records) * end_interval) \
         - first_queued
-    latencies = [served_at[r["request_id"]] - created[r["request_id"]] for r in started]
+    latencies = [served_at[r.request_id] - created[r.request_id] for r in started]
     return {
         "starts": len(answers), "users": users, "direct_200": statuses.count(200), "queued_202": len(records),
         "other_answers": {str(s): statuses.count(s) for s in sorted(set(statuses)) if s not in (200, 202)},
-        "served_from_queue": len(started), "failed_from_queue": sum(1 for r in records if r["state"] == "failed"),
+        "served_from_queue": len(started), "failed_from_queue": sum(1 for r in records if r.state == "failed"),
         "drain_s": round(drain, 1), "ideal_drain_s": round(ideal, 1),
         "session_end_interval_s": round((ends[-1] - ends[0]) / (len(ends) - 1), 3) if len(ends) > 1 else None,
         "drain_over_ideal": round(drain / ideal, 3),
@@ -154,7 +157,7 @@ def _figures(stack: BenchStack, answers: list[Answer], records: list[dict[str, A
         "order_inversions": place_inversions + overtakes,
         "pcc_start_calls": stats["startCalls"], "bots_started": stats["started"],
         "pcc_calls_per_started_session": round(stats["startCalls"] / max(1, stats["started"]), 3),
-        "max_attempts": max((int(r["attempts"]) for r in records), default=0),
+        "max_attempts": max((int(r.attempts) for r in records), default=0),
     }
 
 

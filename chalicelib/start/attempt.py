@@ -5,7 +5,7 @@ that request and its CallClock): claim the request's next attempt, call Pipecat 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from chalicelib.pcc import client as pcc_client
@@ -37,8 +37,8 @@ def attempt(settings: Settings, agent: str, request: QueuedStart, retry_wait: fl
              clock: CallClock | None = None) -> tuple[Outcome, QueuedStart]:
     """Claim the request's next attempt, call Pipecat Cloud, record the outcome (on a dispatcher thread: it
     touches only this request and `clock`). "failed" only once the request is known to be terminal."""
-    number = int(request["next_attempt"])
-    request_id = request["request_id"]
+    number = int(request.next_attempt)
+    request_id = request.request_id
     if not queued_starts.claim(request_id, number, LEASE_SECONDS, time.time()):
         return "skipped", request  # moved on under us (cancelled, expired): re-read
     try:
@@ -50,7 +50,7 @@ def attempt(settings: Settings, agent: str, request: QueuedStart, retry_wait: fl
 
 def _attempt_claimed(settings: Settings, agent: str, request: QueuedStart, attempt: int, retry_wait: float,
                      clock: CallClock) -> tuple[Outcome, QueuedStart]:
-    request_id = request["request_id"]
+    request_id = request.request_id
     try:
         payload, key = queued_starts.pcc_request(request), get_secrets().public_key.get_secret_value()
         clock.sent = time.monotonic()
@@ -68,12 +68,11 @@ def _attempt_claimed(settings: Settings, agent: str, request: QueuedStart, attem
         reason = "pcc_at_capacity" if exc.status == 429 else f"pcc_{exc.status or exc.kind}"
         if not queued_starts.requeue(request_id, attempt, time.time() + retry_wait, reason):
             return "skipped", request
-        request.update({"state": queued_starts.QUEUED, "next_attempt": attempt + 1, "attempts": attempt})
-        return "retry", request
+        return "retry", replace(request, state=queued_starts.QUEUED, next_attempt=attempt + 1, attempts=attempt)
     session_id = str(result["sessionId"])
-    response = client_response(request["transport"], result)
-    session = SessionRecord.new(user_id=request["user_id"], session_id=session_id, agent=request["agent"],
-                                transport=request["transport"], ttl_seconds=settings.limits.session_ttl_seconds,
+    response = client_response(request.transport, result)
+    session = SessionRecord.new(user_id=request.user_id, session_id=session_id, agent=request.agent,
+                                transport=request.transport, ttl_seconds=settings.limits.session_ttl_seconds,
                                 request_id=request_id)
     try:
         completed = queued_starts.complete(request, attempt, session, response.as_dict(),
@@ -95,7 +94,7 @@ def _attempt_claimed(settings: Settings, agent: str, request: QueuedStart, attem
 def _crashed(settings: Settings, request: QueuedStart, attempt: int) -> tuple[Outcome, QueuedStart]:
     """An attempt that raised: hand it back, and fail the request once it has crashed MAX_RECEIVE_COUNT times
     (a poison request must not hold the head of the queue for ever)."""
-    failures = queued_starts.release_claim(request["request_id"], attempt)
+    failures = queued_starts.release_claim(request.request_id, attempt)
     if failures >= settings.queue.max_receive_count:
         return failed_for_good(request, "worker_error", "The start could not be processed",
                                 (queued_starts.QUEUED,)), request
@@ -106,13 +105,13 @@ def failed_for_good(request: QueuedStart, code: str, detail: str, states: tuple[
     """Fail the request; "failed" when it is terminal now (by this write or another), else "skipped"."""
     if _fail(request, code, detail, states):
         return "failed"
-    fresh = queued_starts.get(request["request_id"])
-    return "failed" if fresh is None or fresh["state"] in queued_starts.TERMINAL else "skipped"
+    fresh = queued_starts.get(request.request_id)
+    return "failed" if fresh is None or fresh.state in queued_starts.TERMINAL else "skipped"
 
 
 def _fail(request: QueuedStart, code: str, detail: str, states: tuple[str, ...]) -> bool:
     if queued_start.finish(request, queued_starts.FAILED, code, detail, states):
         count("QueuedStartsFailed")
-        logger.info("queued start failed", extra={"request_id": request["request_id"], "code": code})
+        logger.info("queued start failed", extra={"request_id": request.request_id, "code": code})
         return True
     return False

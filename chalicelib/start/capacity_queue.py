@@ -147,17 +147,17 @@ def pending_response(request: QueuedStart, status_base: str, now: float,
     """202: the exact place in the agent's queue and an ETA from the measured rate capacity frees at
     (`state`: the queue as just read or written, else it is read)."""
     settings = get_settings()
-    status_url = f"{status_base.rstrip('/')}/{request['request_id']}"
-    state = state or agent_queue.read(request["agent"])
-    position = state.position(int(request["seq"])) if "seq" in request else state.waiting()
+    status_url = f"{status_base.rstrip('/')}/{request.request_id}"
+    state = state or agent_queue.read(request.agent)
+    position = state.position(request.seq) if request.seq is not None else state.waiting()
     eta = state.eta_seconds(position, settings.queue.retry_cap_seconds)
     retry_after = max(1, min(retry_after_cap(settings.queue.queued_abandon_seconds), math.ceil(eta)))
     body = {
-        "requestId": request["request_id"],
+        "requestId": request.request_id,
         "status": "queued",
         "statusUrl": status_url,
         "retryAfter": retry_after,
-        "attempts": int(request["attempts"]),
+        "attempts": int(request.attempts),
         "position": position,
         "etaSeconds": math.ceil(eta),
         "nextAttemptAt": iso_at(now + eta),
@@ -174,20 +174,20 @@ def retry_after_cap(abandon_seconds: int) -> int:
 # ------------------------------------------------------------------ GET / DELETE /start/{id}
 def _owned(user_id: str, request_id: str) -> QueuedStart:
     request = queued_starts.get(request_id) if request_id.startswith("req_") and len(request_id) < 64 else None
-    if request is None or request["user_id"] != user_id:
+    if request is None or request.user_id != user_id:
         raise Refused("start_request_not_found", "No such start request")
     return request
 
 
 def outcome(request: QueuedStart, status_base: str, now: float) -> HttpResult:
     """200 with the body a direct success would have had, 202 while pending, or a terminal error."""
-    state = request["state"]
+    state = request.state
     if state == queued_starts.STARTED:
-        return HttpResult.from_dict(json.loads(request["result"]))
-    ids = {"requestId": request["request_id"], "reason": request.get("error_code", state)}
+        return HttpResult.from_dict(json.loads(request.result or "{}"))
+    ids = {"requestId": request.request_id, "reason": (request.error_code or state)}
     if state == queued_starts.FAILED:
         raise Refused("start_failed", f"The queued start failed for good ({ids['reason']}): "
-                                            f"{request.get('error_detail', '')}", extra=ids)
+                                            f"{(request.error_detail or '')}", extra=ids)
     if state == queued_starts.CANCELLED:
         detail = "The queued start was cancelled" + (
             f": {queued_start.ABANDONED_DETAIL}" if ids["reason"] == "abandoned" else "")
@@ -198,9 +198,9 @@ def outcome(request: QueuedStart, status_base: str, now: float) -> HttpResult:
 def wait_for(request: QueuedStart, seconds: float) -> QueuedStart:
     """Long-poll: re-read the request until it leaves the queue or `seconds` pass."""
     deadline = time.monotonic() + seconds
-    while request["state"] not in queued_starts.TERMINAL and time.monotonic() < deadline:
+    while request.state not in queued_starts.TERMINAL and time.monotonic() < deadline:
         time.sleep(POLL_INTERVAL_SECONDS)
-        request = queued_starts.get(request["request_id"]) or request
+        request = queued_starts.get(request.request_id) or request
     return request
 
 
@@ -210,9 +210,9 @@ def status(user_id: str, request_id: str, status_base: str, wait: int = 0) -> Ht
                      what="Status polls")
     now = time.time()
     request = queued_start.expire_if_overdue(_owned(user_id, request_id), now)
-    if request["state"] not in queued_starts.TERMINAL and float(request.get("seen_at", 0)) < int(now + wait):
+    if request.state not in queued_starts.TERMINAL and float(request.seen_at or 0) < int(now + wait):
         queued_starts.seen(request_id, now + wait)  # a long-poll: its owner waits until it ends
-    if wait and request["state"] not in queued_starts.TERMINAL:
+    if wait and request.state not in queued_starts.TERMINAL:
         with rate_limits.concurrent(f"longpoll#{user_id}", settings.limits.long_polls_per_user, wait + 5,
                                     kind="too_many_long_polls", what="Long-polls"):
             request = wait_for(request, wait)
@@ -238,8 +238,8 @@ def list_pending(user_id: str, status_base: str) -> JsonObject:
     since = iso_at(time.time() - settings.queue.start_deadline_seconds - queued_start.SWEEP_GRACE_SECONDS)
     found = queued_starts.user_pending(user_id, since)
     base = status_base.rstrip("/")
-    return {"starts": [{"requestId": r["request_id"], "status": r["state"], "agent": r["agent"],
-                        "createdAt": r["created_at"], "statusUrl": f"{base}/{r['request_id']}"} for r in found]}
+    return {"starts": [{"requestId": r.request_id, "status": r.state, "agent": r.agent, "createdAt": r.created_at,
+                        "statusUrl": f"{base}/{r.request_id}"} for r in found]}
 
 
 def cancel(user_id: str, request_id: str) -> HttpResult:
@@ -250,17 +250,17 @@ def cancel(user_id: str, request_id: str) -> HttpResult:
     request = _owned(user_id, request_id)
     waited_until = time.monotonic() + CANCEL_WAIT_SECONDS
     while True:
-        if request["state"] == queued_starts.QUEUED and queued_start.finish(
+        if request.state == queued_starts.QUEUED and queued_start.finish(
                 request, queued_starts.CANCELLED, "cancelled", "Cancelled by the user", (queued_starts.QUEUED,)):
             queued_start.left_queue(request)
         request = queued_starts.get(request_id) or request
-        if request["state"] not in (queued_starts.QUEUED, queued_starts.STARTING) \
+        if request.state not in (queued_starts.QUEUED, queued_starts.STARTING) \
                 or time.monotonic() >= waited_until:
             break
         time.sleep(CANCEL_POLL_SECONDS)  # an attempt in flight, or one that took it back from under our write
-    if request["state"] in (queued_starts.QUEUED, queued_starts.STARTING, queued_starts.STARTED):
+    if request.state in (queued_starts.QUEUED, queued_starts.STARTING, queued_starts.STARTED):
         raise Refused("not_cancellable", "The session is already starting or running; stop it instead")
-    return HttpResult(200, {"requestId": request_id, "status": request["state"]})
+    return HttpResult(200, {"requestId": request_id, "status": request.state})
 
 
 def parse_wait(raw: str | None) -> int:

@@ -184,7 +184,7 @@ class Run:
             return
         self.known[seq] = request
         now = time.time()
-        if now >= request["deadline"]:
+        if now >= request.deadline:
             # (not in flight here: a STARTING request is a dead dispatcher's claim)
             states = (queued_starts.QUEUED, queued_starts.STARTING)
             if attempts.failed_for_good(request, "deadline_exceeded", DEADLINE_DETAIL, states) == "failed":
@@ -193,8 +193,8 @@ class Run:
             else:
                 self.known.pop(seq, None)
             return
-        if request["state"] == queued_starts.STARTING:
-            if request.get("lease_until", 0) >= now:  # a dead dispatcher's attempt: let its claim expire
+        if request.state == queued_starts.STARTING:
+            if (request.lease_until or 0) >= now:  # a dead dispatcher's attempt: let its claim expire
                 self._settle(block=min(1.0, max(0.0, ends - time.monotonic())))
                 self.known.pop(seq, None)
                 return
@@ -204,15 +204,16 @@ class Run:
         if self._foresight_room() <= 0:  # as far ahead of the evidence as it may go: wait for answers
             self._settle(block=WAKE_POLL_SECONDS)
             return
-        if queued_start.abandoned_head(self.settings, request):
+        head = queued_start.head_to_try(self.settings, request)
+        if head is None:
             self.summary["abandoned"] += 1
             self.known.pop(seq, None)
             return
+        request = self.known[seq] = head
         sent_at = self.pacer.called()
         in_flight = len(self.flights) + 1
         clock = CallClock()
-        future = self.pool.submit(attempts.attempt, self.settings, self.agent, dict(request), self.pacer.wait,  # type: ignore[arg-type]
-                                  clock)
+        future = self.pool.submit(attempts.attempt, self.settings, self.agent, request, self.pacer.wait, clock)
         self.flights[seq] = Flight(seq, future, sent_at, in_flight, clock=clock)
 
     def _read_place(self, seq: int) -> QueuedStart | None:
@@ -227,7 +228,7 @@ class Run:
                 self._settle(block=0.05)
             return None
         request = queued_starts.get(str(entry["request_id"])) if entry.get("request_id") else None
-        if request is None or request["state"] in queued_starts.TERMINAL:
+        if request is None or request.state in queued_starts.TERMINAL:
             self._leave(seq)  # cancelled, expired, or left without being folded in (or an abandoned number)
             return None
         return request
@@ -290,7 +291,7 @@ class Run:
             outcome, request = flight.future.result()
         except Exception:  # noqa: BLE001 - attempts.attempt hands every failure back; this is a bug's last resort
             logger.exception("queued start attempt raised", extra={"agent": self.agent, "seq": flight.seq})
-            outcome, request = "skipped", {}
+            outcome, request = "skipped", None
         if flight.foreseen and outcome != "started" and not flight.clock.refused and not self.foresee_off:
             self.foresee_off = True  # slow for another reason than a bot starting: stop guessing this run
             self.pacer.wait = self.pacer.cap  # and undo what the guesses did to the pace
@@ -306,7 +307,7 @@ class Run:
             clock = flight.clock
             took = clock.answered - clock.sent if clock.sent is not None and clock.answered is not None else None
             self.pacer.miss(flight.sent_at, flight.in_flight, took=took)
-        if outcome == "retry":
+        if outcome == "retry" and request is not None:
             self.known[flight.seq] = request  # the retried place is kept, not re-read
         else:
             self.known.pop(flight.seq, None)

@@ -27,8 +27,8 @@ def start_queued(user_id: str, agent: str, request_id: str, transport: str) -> l
 def start_finished(request: QueuedStart, state: str, code: str, detail: str) -> list[Item]:
     """A queued start that ends without a session: failed, abandoned by its owner, or cancelled."""
     event_type = "start.failed" if state == FAILED else "start.abandoned" if code == "abandoned" else "start.cancelled"
-    return event_writes(event_type, user_id=request["user_id"], agent=request["agent"],
-                        request_id=request["request_id"], data={"code": code, "detail": detail[:1000]})
+    return event_writes(event_type, user_id=request.user_id, agent=request.agent,
+                        request_id=request.request_id, data={"code": code, "detail": detail[:1000]})
 
 
 def session_started(record: SessionRecord, queued: bool) -> list[Item]:

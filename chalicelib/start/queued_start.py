@@ -30,8 +30,8 @@ def finish(request: QueuedStart, state: str, code: str, detail: str, from_states
 def abandoned(request: QueuedStart, now: float, abandon_seconds: int) -> bool:
     """Queued, and its owner has not asked about it for `abandon_seconds` (requests without `seen_at`,
     recorded before abandonment existed, never are)."""
-    return bool(abandon_seconds) and request["state"] == queued_starts.QUEUED and "seen_at" in request \
-        and now - float(request["seen_at"]) > abandon_seconds
+    return bool(abandon_seconds) and request.state == queued_starts.QUEUED and request.seen_at is not None \
+        and now - float(request.seen_at) > abandon_seconds
 
 
 def abandon(request: QueuedStart, now: float, abandon_seconds: int) -> bool:
@@ -41,36 +41,35 @@ def abandon(request: QueuedStart, now: float, abandon_seconds: int) -> bool:
               abandoned_before=now - abandon_seconds):
         left_queue(request)
         count("QueuedStartsAbandoned")
-        logger.info("queued start abandoned", extra={"request_id": request["request_id"]})
+        logger.info("queued start abandoned", extra={"request_id": request.request_id})
         return True
     return False
 
 
-def abandoned_head(settings: Settings, request: QueuedStart) -> bool:
-    """True when the head was abandoned (nobody asked about it lately) and is now cancelled, not started.
-    The head is kept across retries without a re-read, so its `seen_at` may be stale: a fresh read decides,
-    and the cancel is conditional on it (an owner asking at that moment wins)."""
+def head_to_try(settings: Settings, request: QueuedStart) -> QueuedStart | None:
+    """The head as it stands: None when it was abandoned (nobody asked about it lately) and is now cancelled, not
+    started; else the head, read again when it looked abandoned. The head is kept across retries without a re-read,
+    so its `seen_at` may be stale: a fresh read decides, and the cancel is conditional on it (an owner asking at
+    that moment wins)."""
     limit, now = settings.queue.queued_abandon_seconds, time.time()
     if not abandoned(request, now, limit):
-        return False
-    fresh = queued_starts.get(request["request_id"])
+        return request
+    fresh = queued_starts.get(request.request_id)
     if fresh is None or not abandoned(fresh, now, limit):
-        request.update(fresh or {})
-        return False
+        return fresh or request
     if abandon(fresh, now, limit):  # its place is marked gone: the next loop folds the head past it
-        return True
-    request.update(queued_starts.get(request["request_id"]) or {})
-    return False
+        return None
+    return queued_starts.get(request.request_id) or request
 
 
 def expire_if_overdue(request: QueuedStart, now: float) -> QueuedStart:
-    if request["state"] in (queued_starts.QUEUED, queued_starts.STARTING) \
-            and now > request["deadline"] + SWEEP_GRACE_SECONDS \
-            and (request["state"] == queued_starts.QUEUED or request.get("lease_until", 0) < now):
+    if request.state in (queued_starts.QUEUED, queued_starts.STARTING) \
+            and now > request.deadline + SWEEP_GRACE_SECONDS \
+            and (request.state == queued_starts.QUEUED or (request.lease_until or 0) < now):
         if finish(request, queued_starts.FAILED, "deadline_exceeded", DEADLINE_DETAIL,
                   (queued_starts.QUEUED, queued_starts.STARTING)):
             left_queue(request)
-        return queued_starts.get(request["request_id"]) or request
+        return queued_starts.get(request.request_id) or request
     return request
 
 
@@ -78,17 +77,17 @@ def give_place_back(request: QueuedStart) -> bool:
     """A queued start whose place the queue has passed would never be tried (answered 202, served by nobody, failed
     only at its deadline). It must not happen; if it does, the start takes a new place at the tail. False when it
     had moved on meanwhile (the read was stale): the new number is marked gone, so the queue passes it."""
-    agent = request["agent"]
+    agent = request.agent
     seq = agent_queue.append(agent).tail
-    if queued_starts.move_place(request, seq, agent_queue.entry_put(agent, seq, request["request_id"])):
+    if queued_starts.move_place(request, seq, agent_queue.entry_put(agent, seq, request.request_id)):
         count("QueuedStartsStranded")
         logger.error("a queued start's place had been passed: it waits at the tail again",
-                     extra={"request_id": request["request_id"], "old_seq": request["seq"], "seq": seq})
+                     extra={"request_id": request.request_id, "old_seq": request.seq, "seq": seq})
         return True
     agent_queue.mark_gone(agent, seq)
     return False
 
 
 def left_queue(request: QueuedStart) -> None:
-    if "seq" in request:
-        agent_queue.mark_gone(request["agent"], int(request["seq"]))
+    if request.seq is not None:
+        agent_queue.mark_gone(request.agent, request.seq)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import TypedDict, cast
+from typing import Any
 
 from chalicelib.platform.dynamo import (
     cancellation_codes,
@@ -50,31 +52,42 @@ QUEUED, STARTING, STARTED = RequestState.QUEUED, RequestState.STARTING, RequestS
 FAILED, CANCELLED = RequestState.FAILED, RequestState.CANCELLED
 
 
-class QueuedStart(TypedDict, total=False):
-    """A queued start as stored (`REQUEST#{id}` / `META`), values plain."""
+@dataclass(frozen=True)
+class QueuedStart:
+    """A queued start as stored (`REQUEST#{id}` / `META`). Its transitions are chalicelib.start.queued_start's; a
+    changed copy is `replace(request, ...)`."""
 
-    PK: str
-    SK: str
     request_id: str
     user_id: str
     agent: str
     transport: str
-    state: str  # a RequestState value
-    seq: int
-    attempts: int
-    next_attempt: int
-    next_attempt_at: int
+    state: RequestState
     deadline: int
-    seen_at: int
     created_at: str
-    lease_until: int
-    session_id: str
-    result: str  # the JSON of the answer a direct start would have given
-    error_code: str
-    error_detail: str
-    pcc_request: str
-    pcc_request_chunks: int
-    ttl: int
+    seq: int | None = None  # its place in the agent's queue
+    attempts: int = 0
+    next_attempt: int = 1
+    next_attempt_at: int = 0
+    seen_at: int | None = None  # when its owner last asked about it (None: recorded before abandonment existed)
+    lease_until: int = 0  # an attempt's claim
+    session_id: str | None = None
+    result: str | None = None  # the JSON of the answer a direct start would have given
+    error_code: str | None = None
+    error_detail: str | None = None
+    pcc_request: str | None = None  # inline, else in `pcc_request_chunks` BODY#nnn items
+    pcc_request_chunks: int = 0
+    crashes: int = 0  # attempts that died before an outcome
+    last_error: str | None = None  # why the last attempt was put back
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> QueuedStart:
+        values = plain(item)
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in values.items() if k in known and v is not None}
+        ints = ("deadline", "seq", "attempts", "next_attempt", "next_attempt_at", "seen_at", "lease_until",
+                "pcc_request_chunks", "crashes")
+        kept.update({k: int(kept[k]) for k in ints if k in kept})
+        return cls(**{**kept, "state": RequestState(values["state"])})
 # The Pipecat Cloud request is kept inline up to this size; larger ones (the body may be 1 MB, a DynamoDB
 # item at most 400 KB) go into BODY#nnn items of CHUNK_BYTES each, written in the same transaction.
 INLINE_REQUEST_BYTES = 64 * 1024
@@ -153,7 +166,7 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
         if conditional_failed(exc):
             raise RecordRefused(refused_writes(exc, names), cancellation_codes(exc)) from None
         raise
-    return cast(QueuedStart, item)
+    return QueuedStart.from_item(item)
 
 
 def _chunk_key(index: int) -> str:
@@ -162,18 +175,18 @@ def _chunk_key(index: int) -> str:
 
 def pcc_request(request: QueuedStart) -> JsonObject:
     """The Pipecat Cloud request of a queued start, inline or reassembled from its chunks."""
-    if "pcc_request" in request:
-        return dict(json.loads(request["pcc_request"]))
+    if request.pcc_request is not None:
+        return dict(json.loads(request.pcc_request))
     parts = []
-    for index in range(int(request["pcc_request_chunks"])):
-        chunk = table().get_item(Key={"PK": request["PK"], "SK": _chunk_key(index)}, ConsistentRead=True)["Item"]
+    for index in range(int(request.pcc_request_chunks)):
+        chunk = table().get_item(Key={**_key(request.request_id), "SK": _chunk_key(index)}, ConsistentRead=True)["Item"]
         parts.append(bytes(chunk["data"].value if hasattr(chunk["data"], "value") else chunk["data"]))
     return dict(json.loads(b"".join(parts)))
 
 
 def get(request_id: str, consistent: bool = True) -> QueuedStart | None:
     item = table().get_item(Key=_key(request_id), ConsistentRead=consistent).get("Item")
-    return cast(QueuedStart, plain(item)) if item else None
+    return QueuedStart.from_item(item) if item else None
 
 
 def claim(request_id: str, attempt: int, lease_seconds: int, now: float) -> bool:
@@ -209,9 +222,9 @@ def move_place(request: QueuedStart, seq: int, entry: Item) -> bool:
     """The queued request takes place `seq` (`entry`: that place's queue entry `Put`) in one transaction, if it is
     still queued at the place it had; False otherwise (it moved on meanwhile)."""
     return transact_if([
-        {"Update": {"Key": _key(request["request_id"]), "UpdateExpression": "SET seq = :new",
+        {"Update": {"Key": _key(request.request_id), "UpdateExpression": "SET seq = :new",
                     "ConditionExpression": "#s = :queued AND seq = :old", "ExpressionAttributeNames": {"#s": "state"},
-                    "ExpressionAttributeValues": {":new": seq, ":old": int(request["seq"]), ":queued": QUEUED}}},
+                    "ExpressionAttributeValues": {":new": seq, ":old": request.seq, ":queued": QUEUED}}},
         {"Put": entry},
     ])
 
@@ -223,7 +236,7 @@ def complete(request: QueuedStart, attempt: int, session: SessionRecord, result:
     return transact_if([
         {"Put": {"Item": session.to_item(), "ConditionExpression": "attribute_not_exists(PK)"}},
         {"Update": {
-            "Key": _key(request["request_id"]),
+            "Key": _key(request.request_id),
             "UpdateExpression": "SET #s = :started, session_id = :sid, #r = :result, finished_at = :now "
                                 "REMOVE GSI2PK, GSI2SK, lease_until",
             "ConditionExpression": "#s = :starting AND next_attempt = :attempt",
@@ -255,12 +268,12 @@ def finish_without_session(request: QueuedStart, state: str, code: str, detail: 
         values[":cutoff"] = int(abandoned_before)
     update = ("SET #s = :new, error_code = :code, error_detail = :detail, finished_at = :now "
               "REMOVE GSI2PK, GSI2SK, lease_until")
-    request_update = {"Key": _key(request["request_id"]), "UpdateExpression": update,
+    request_update = {"Key": _key(request.request_id), "UpdateExpression": update,
                       "ConditionExpression": condition, "ExpressionAttributeNames": {"#s": "state"},
                       "ExpressionAttributeValues": values}
     for _ in range(FINISH_ATTEMPTS):
         try:  # (not transact_if: which condition refused it decides what happens next)
-            transact([{"Update": request_update}, {"Update": release_slot_update(request["user_id"])}, *events])
+            transact([{"Update": request_update}, {"Update": release_slot_update(request.user_id)}, *events])
             return True
         except Exception as exc:
             refused = cancellation_codes(exc)
@@ -272,9 +285,9 @@ def finish_without_session(request: QueuedStart, state: str, code: str, detail: 
                 return True
         elif refused[0] not in ("ConditionalCheckFailed", "Unknown"):
             continue  # a conflicting transaction in flight: try again
-        current = get(request["request_id"])  # the request moved: did it come back?
-        if current is None or current["state"] not in from_states or (
-                abandoned_before is not None and current.get("seen_at", 0) >= int(abandoned_before)):
+        current = get(request.request_id)  # the request moved: did it come back?
+        if current is None or current.state not in from_states or (
+                abandoned_before is not None and (current.seen_at or 0) >= int(abandoned_before)):
             return False
     return False
 
@@ -296,9 +309,9 @@ def user_pending(user_id: str, since_iso: str, limit: int = 50) -> list[QueuedSt
         ExpressionAttributeValues={":pk": f"USER#{user_id}#REQUESTS", ":since": since_iso, ":queued": QUEUED,
                                    ":starting": STARTING},
         ScanIndexForward=False, Limit=limit)
-    return [cast(QueuedStart, plain(item)) for item in page.get("Items", [])]
+    return [QueuedStart.from_item(item) for item in page.get("Items", [])]
 
 
 def pending(limit: int = 500) -> list[QueuedStart]:
     """Queued or starting requests, oldest first (for the sweeper)."""
-    return cast(list[QueuedStart], query_index_partition(PENDING_INDEX_KEY, limit))  # whole items
+    return [QueuedStart.from_item(item) for item in query_index_partition(PENDING_INDEX_KEY, limit)]

@@ -25,23 +25,23 @@ def sweep(now: float | None = None) -> dict[str, int]:
     states: dict[str, agent_queue.QueueState] = {}
     for request in queued_starts.pending():
         summary["pending"] += 1
-        if request["state"] not in (queued_starts.QUEUED, queued_starts.STARTING):
+        if request.state not in (queued_starts.QUEUED, queued_starts.STARTING):
             continue
-        before = request["state"]
-        if queued_start.expire_if_overdue(request, now)["state"] != before:
+        before = request.state
+        if queued_start.expire_if_overdue(request, now).state != before:
             summary["expired"] += 1
             continue
         if queued_start.abandoned(request, now, settings.queue.queued_abandon_seconds) \
                 and queued_start.abandon(request, now, settings.queue.queued_abandon_seconds):
             summary["abandoned"] += 1
             continue
-        agents.add(request["agent"])
-        if request["state"] == queued_starts.QUEUED:
-            if request["agent"] not in states:  # one read per agent, not per request
-                states[request["agent"]] = agent_queue.read(request["agent"])
-            state = states[request["agent"]]
-            seq = int(request["seq"])
-            if (seq < state.head or seq in state.gone) and queued_start.give_place_back(request):
+        agents.add(request.agent)
+        if request.state == queued_starts.QUEUED:
+            if request.agent not in states:  # one read per agent, not per request
+                states[request.agent] = agent_queue.read(request.agent)
+            state = states[request.agent]
+            seq = request.seq
+            if seq is not None and (seq < state.head or seq in state.gone) and queued_start.give_place_back(request):
                 summary["stranded"] += 1
     for agent in sorted(agents):
         state = agent_queue.read(agent)

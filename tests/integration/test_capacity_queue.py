@@ -74,7 +74,7 @@ def at_capacity(emulator: EmulatorServer, gateway: Gateway, user: str) -> dict[s
 def state(request_id: str) -> str:
     record = queued_starts.get(request_id)
     assert record is not None
-    return str(record["state"])
+    return str(record.state)
 
 
 def test_429_answers_202_with_status_url_and_records_the_request(
@@ -101,7 +101,7 @@ def test_429_answers_202_with_status_url_and_records_the_request(
 def test_queued_start_is_served_when_capacity_frees(gateway: Gateway, emulator: EmulatorServer,
                                                     queue: dict[str, Any], user: str) -> None:
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
-    drain(gateway, queue, until=lambda: queued_starts.get(rid)["attempts"] >= 1, timeout=10)  # type: ignore[index]
+    drain(gateway, queue, until=lambda: queued_starts.get(rid).attempts >= 1, timeout=10)  # type: ignore[union-attr]
     assert state(rid) == "queued"  # still at capacity: backed off and re-queued
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     drain(gateway, queue, until=lambda: state(rid) == "started")
@@ -207,7 +207,7 @@ def test_a_poison_request_fails_and_a_malformed_message_reaches_the_dlq(
         secrets.put_secret_value(SecretId=name, SecretString=original)
     data = assert_error(gateway.request("GET", f"/start/{rid}", user=user), 410, "start_failed")
     assert "worker_error" in data["detail"]
-    assert queued_starts.get(rid)["crashes"] == 5  # type: ignore[index]
+    assert queued_starts.get(rid).crashes == 5  # type: ignore[union-attr]
     assert slots.active_slots(user) == 0
     behind_id = body(behind)["requestId"]
     queue_sweep.sweep()  # restarts the queue if its last run ended while the secret was broken
@@ -376,8 +376,8 @@ def test_429_storm_nothing_lost_nothing_started_twice(
     places = []
     for user, rid in queued.items():
         record = queued_starts.get(rid)
-        if record and record["state"] == "started":
-            places.append((int(record["seq"]), emulator.org.sessions[str(record["session_id"])].created_at, user))
+        if record and record.state == "started":
+            places.append((int(record.seq), emulator.org.sessions[str(record.session_id)].created_at, user))
     assert len(places) == len(started_via_queue)
     assert len({a.marker for a in attempts.attempts if a.status == 200}) == len(direct) + len(started_via_queue)
     outside = unexplained_inversions(places, attempts)
@@ -402,7 +402,7 @@ def test_a_cancel_that_meets_an_attempt_in_flight_waits_for_its_refusal_and_canc
     rid = at_capacity(emulator, gateway, user)["body"]["requestId"]
     request = queued_starts.get(rid)
     assert request is not None
-    attempt = int(request["next_attempt"])
+    attempt = int(request.next_attempt)
     assert queued_starts.claim(rid, attempt, 70, time.time())  # the dispatcher's attempt is in flight
     claimed = threading.Event()
 
@@ -433,9 +433,9 @@ def test_a_cancel_that_loses_its_write_to_an_attempt_then_refused_still_cancels(
     real, raced = queued_starts.finish_without_session, []
 
     def finish(request: Any, *args: Any, **kwargs: Any) -> bool:
-        if request["request_id"] == rid and not raced:
+        if request.request_id == rid and not raced:
             raced.append(1)
-            attempt = int(queued_starts.get(rid)["next_attempt"])  # type: ignore[index]
+            attempt = int(queued_starts.get(rid).next_attempt)  # type: ignore[union-attr]
             assert queued_starts.claim(rid, attempt, 70, time.time())
             refused = real(request, *args, **kwargs)
             assert queued_starts.requeue(rid, attempt, time.time() + 1, "pcc_at_capacity")

@@ -39,7 +39,9 @@ def queued(gateway: Gateway, user: str) -> dict[str, Any]:
 
 
 def state(request_id: str) -> str:
-    return str((queued_starts.get(request_id) or {})["state"])
+    record = queued_starts.get(request_id)
+    assert record is not None, request_id
+    return str(record.state)
 
 
 def test_a_late_arrival_cannot_overtake_a_queued_start(gateway: Gateway, emulator: EmulatorServer,
@@ -57,7 +59,7 @@ def test_a_late_arrival_cannot_overtake_a_queued_start(gateway: Gateway, emulato
     assert bot_owners(emulator) == [first]
     status = body(gateway.request("GET", behind["statusUrl"], user=late))
     assert status["position"] == 1  # it is the head now
-    first_session = str(queued_starts.get(waiting["requestId"])["session_id"])  # type: ignore[index]
+    first_session = str(queued_starts.get(waiting["requestId"]).session_id)  # type: ignore[union-attr]
     assert gateway.request("DELETE", f"/sessions/{first_session}", user=first).status_code == 200
     drain(gateway, queue, until=lambda: state(behind["requestId"]) == "started", timeout=15)
     assert bot_owners(emulator) == [first, late]
@@ -104,19 +106,19 @@ def test_a_stop_through_the_api_wakes_the_dispatcher_at_once(
     worker.start()
     def waiting_after_a_try() -> bool:  # tried once (429) and requeued: the dispatcher sits in its 10 s wait
         record = queued_starts.get(request_id)
-        return record is not None and int(record["attempts"]) >= 1 and record["state"] == "queued"
+        return record is not None and int(record.attempts) >= 1 and record.state == "queued"
 
     deadline = time.monotonic() + 30
     while not waiting_after_a_try() and time.monotonic() < deadline:
         time.sleep(0.05)
     head = queued_starts.get(request_id)
-    assert head is not None and head["state"] == "queued"
-    retry_due = float(head["next_attempt_at"])  # when the head would be tried again without a wake-up
+    assert head is not None and head.state == "queued"
+    retry_due = float(head.next_attempt_at)  # when the head would be tried again without a wake-up
     assert gateway.request("DELETE", f"/sessions/{body(running)['sessionId']}", user=holder).status_code == 200
     worker.join()
     served = queued_starts.get(request_id)
-    assert served is not None and served["state"] == "started"
-    started_at = emulator.org.sessions[served["session_id"]].created_at
+    assert served is not None and served.state == "started"
+    started_at = emulator.org.sessions[served.session_id].created_at
     assert started_at < retry_due, (started_at, retry_due)  # woken: served before its own retry was due
     assert bot_owners(emulator) == [holder, waiter]
 
@@ -146,7 +148,7 @@ def test_pcc_is_asked_at_most_dispatch_calls_per_second(
     assert len(sent) >= 6 and min(gaps) >= 1 / 4 - 1e-6, gaps
     calls = emulator.org.start_calls - calls_before
     assert calls == len(sent)  # every call the emulator saw was one the dispatcher paced
-    assert state(request_id) == "queued" and int(queued_starts.get(request_id)["attempts"]) == calls  # type: ignore[index]
+    assert state(request_id) == "queued" and int(queued_starts.get(request_id).attempts) == calls  # type: ignore[union-attr]
 
 
 def test_the_queue_cap_answers_503_queue_full_and_frees_the_slot(
@@ -170,7 +172,7 @@ def test_the_queue_cap_answers_503_queue_full_and_frees_the_slot(
 def second_user(answer: dict[str, Any]) -> str:
     record = queued_starts.get(answer["requestId"])
     assert record is not None
-    return str(record["user_id"])
+    return str(record.user_id)
 
 
 def test_work_arriving_after_a_run_ended_starts_a_new_run_at_once(
@@ -233,9 +235,9 @@ def test_a_place_whose_enqueue_died_is_given_up_and_the_queue_moves_on(
     assert late.status_code == 202, late.body
     assert handed[0] == dead and handed[1] > dead and len(handed) == 2
     request = queued_starts.get(body(late)["requestId"])
-    assert request is not None and int(request["seq"]) == handed[1] and request["state"] == "queued"
+    assert request is not None and int(request.seq) == handed[1] and request.state == "queued"
     assert (agent_queue.entry("my-agent", dead) or {}).get("abandoned") is True  # never overwritten
-    assert (agent_queue.entry("my-agent", handed[1]) or {}).get("request_id") == request["request_id"]
+    assert (agent_queue.entry("my-agent", handed[1]) or {}).get("request_id") == request.request_id
     assert slots.active_slots(late_user) == 1  # the queued start holds its slot
     # A Lambda that keeps stalling past the grace gives up after PLACE_TRIES places: 503, nothing recorded.
     stalled_user = new_user()

@@ -136,14 +136,14 @@ def test_worker_killed_after_pcc_created_the_bot(app_env: Gateway, emulator: Emu
     for message in receive_all(queue, 1):  # one wake-up: the first start found no dispatcher running
         deliver(app_env, queue, message)
     for run in range(3):
-        assert queued_starts.get(ids[0])["state"] == "starting"  # type: ignore[index]
-        assert all(queued_starts.get(r)["state"] == "queued" for r in ids[1:])  # type: ignore[index]
+        assert queued_starts.get(ids[0]).state == "starting"  # type: ignore[union-attr]
+        assert all(queued_starts.get(r).state == "queued" for r in ids[1:])  # type: ignore[union-attr]
         assert len(emulator.org.active_session_ids()) == run + 1  # the killed attempts' bots
         expire_leases("my-agent", ids[0])  # the one thing simulated: time
         assert queue_sweep.sweep()["woken"] == 1
         for message in receive_all(queue, 1):
             deliver(app_env, queue, message)
-    drain(app_env, queue, until=lambda: all(queued_starts.get(r)["state"] == "started" for r in ids))  # type: ignore[index]
+    drain(app_env, queue, until=lambda: all(queued_starts.get(r).state == "started" for r in ids))  # type: ignore[union-attr]
     assert bot_order(emulator, users) == users  # served in queue order, the killed head first
     assert len(emulator.org.active_session_ids()) == 9  # 6 served + 3 orphans
     one_sweep()
@@ -167,10 +167,10 @@ def test_a_killed_dispatcher_is_replaced_when_its_lease_runs_out(
     killed_inside_call(1)
     for message in receive_all(queue, 1):
         deliver(app_env, queue, message)
-    assert queued_starts.get(ids[0])["state"] == "starting"  # type: ignore[index]
+    assert queued_starts.get(ids[0]).state == "starting"  # type: ignore[union-attr]
     # Without the watchdog the next dispatcher would come with the message's visibility timeout (360 s): the
     # drain would give up first. Judged by what happened, not how fast.
-    drain(app_env, queue, until=lambda: all(queued_starts.get(r)["state"] == "started" for r in ids),  # type: ignore[index]
+    drain(app_env, queue, until=lambda: all(queued_starts.get(r).state == "started" for r in ids),  # type: ignore[union-attr]
           timeout=90)
     assert bot_order(emulator, users) == users
     one_sweep()
@@ -217,12 +217,12 @@ def test_answer_lost_after_the_bot_exists_queued(app_env: Gateway, emulator: Emu
     request_id = json.loads(app_env.start(user, {"transport": "daily"}).body)["requestId"]
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     emulator_admin(emulator, "faults", {"start": [fault]})
-    drain(app_env, queue, until=lambda: queued_starts.get(request_id)["state"] in queued_starts.TERMINAL,  # type: ignore[index]
+    drain(app_env, queue, until=lambda: queued_starts.get(request_id).state in queued_starts.TERMINAL,  # type: ignore[union-attr]
           timeout=40)
     request = queued_starts.get(request_id)
-    assert request is not None and request["state"] == "started"
+    assert request is not None and request.state == "started"
     one_sweep()
-    assert live_bots(emulator, user) == {request["session_id"]}  # served by exactly one bot
+    assert live_bots(emulator, user) == {request.session_id}  # served by exactly one bot
     assert_settled(emulator, [user])
 
 
@@ -274,11 +274,11 @@ def test_a_body_valid_direct_is_valid_queued(app_env: Gateway, emulator: Emulato
     assert queued.status_code == 202, queued.body  # a 500 before
     request_id = json.loads(queued.body)["requestId"]
     record = queued_starts.get(request_id)
-    assert record is not None and record["pcc_request_chunks"] == 2 and "pcc_request" not in record
+    assert record is not None and record.pcc_request_chunks == 2 and record.pcc_request is None
     message = queue["sqs"].receive_message(QueueUrl=queue["url"], WaitTimeSeconds=5, VisibilityTimeout=0)
     assert len(message["Messages"][0]["Body"]) < 1024  # the message carries ids, not the body
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
-    drain(app_env, queue, until=lambda: queued_starts.get(request_id)["state"] == "started")  # type: ignore[index]
+    drain(app_env, queue, until=lambda: queued_starts.get(request_id).state == "started")  # type: ignore[union-attr]
     [session] = emulator.org.sessions.values()
     assert session.body == {**big, "user": {"id": user}}
     one_sweep()

@@ -79,8 +79,8 @@ def test_a_direct_start_and_a_served_queued_start_keep_their_bots(app_env: Gatew
     served = queued_starts.get(rid)
     assert served is not None
     # was: the dispatcher took the retry's refusal for a lost claim and stopped the bot it had just recorded
-    assert served["session_id"] in emulator.org.active_session_ids()
-    assert session_records.get_session(served["session_id"]) is not None
+    assert served.session_id in emulator.org.active_session_ids()
+    assert session_records.get_session(served.session_id) is not None
 
 
 @pytest.fixture()
@@ -105,7 +105,7 @@ def test_a_queued_start_recorded_though_every_answer_was_lost_is_a_202_and_is_se
     assert slots.active_slots(user) == 1
     state_now = agent_queue.read("my-agent")
     record = queued_starts.get(rid)
-    assert record is not None and int(record["seq"]) >= state_now.head and int(record["seq"]) not in state_now.gone
+    assert record is not None and int(record.seq) >= state_now.head and int(record.seq) not in state_now.gone
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     drain(gateway, queue, until=lambda: state(rid) == "started")
     assert slots.active_slots(user) == 1
@@ -130,4 +130,4 @@ def test_a_place_whose_answer_was_lost_is_taken_once(gateway: Gateway, emulator:
     assert response.status_code == 202, response.body
     record = queued_starts.get(body(response)["requestId"])
     after = agent_queue.read("my-agent")
-    assert record is not None and after.tail == before + 1 == int(record["seq"]) and after.waiting() == 1
+    assert record is not None and after.tail == before + 1 == int(record.seq) and after.waiting() == 1

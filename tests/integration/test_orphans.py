@@ -61,8 +61,8 @@ def test_a_queued_start_whose_attempt_lost_its_answer_ends_with_one_bot(
     request_id = json.loads(queued.body)["requestId"]
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     emulator_admin(emulator, "faults", {"start": [{"when": "after", "kind": "502"}]})
-    drain(app_env, queue, until=lambda: queued_starts.get(request_id)["state"] == "started")  # type: ignore[index]
-    served_by = queued_starts.get(request_id)["session_id"]  # type: ignore[index]
+    drain(app_env, queue, until=lambda: queued_starts.get(request_id).state == "started")  # type: ignore[union-attr]
+    served_by = queued_starts.get(request_id).session_id  # type: ignore[union-attr]
     assert len(emulator.org.active_session_ids()) == 2  # the lost attempt's bot and the served one
     orphans.sweep(now=later())
     assert emulator.org.active_session_ids() == {served_by}  # the request is served by exactly one bot

@@ -131,7 +131,7 @@ def test_deadline_and_dispatcher_failures_release_the_slot_once_under_the_same_r
             finally:  # ... and comes back before the re-read
                 table.update_item(Key={"PK": f"REQUEST#{rid}", "SK": "META"}, UpdateExpression="SET #s = :x",
                                   ExpressionAttributeNames={"#s": "state"},
-                                  ExpressionAttributeValues={":x": request["state"]})
+                                  ExpressionAttributeValues={":x": request.state})
         return real_transact(**kwargs)
 
     monkeypatch.setattr(client, "transact_write_items", transact)
@@ -166,7 +166,7 @@ def test_an_abandoned_queued_start_is_cancelled_not_started(gateway: Gateway, em
     drain(gateway, queue, until=lambda: state(waiting_rid) == "started")
     assert state(gone_rid) == "cancelled"
     record = queued_starts.get(gone_rid)
-    assert record is not None and record["error_code"] == "abandoned"
+    assert record is not None and record.error_code == "abandoned"
     assert bots_of(emulator, gone) == 0 and bots_of(emulator, waiting) == 1
     assert slots.active_slots(gone) == 0
     answer = gateway.request("GET", f"/start/{gone_rid}", user=gone)
@@ -182,7 +182,7 @@ def test_a_start_whose_owner_polls_is_served(gateway: Gateway, emulator: Emulato
     polled = int(time.time())
     assert gateway.request("GET", f"/start/{rid}", user=user).status_code == 202  # the poll counts
     record = queued_starts.get(rid)
-    assert record is not None and record["seen_at"] >= polled
+    assert record is not None and record.seen_at >= polled
     emulator_admin(emulator, "agents/my-agent", {"max_agents": 5})
     drain(gateway, queue, until=lambda: state(rid) == "started")
     assert bots_of(emulator, user) == 1
@@ -197,7 +197,7 @@ def test_a_long_poll_keeps_its_start_alive_until_it_ends(gateway: Gateway, emula
     response = gateway.request("POST", "/start?wait=1", user=user, json_body={"transport": "daily"})
     assert response.status_code == 202
     record = queued_starts.get(body(response)["requestId"])
-    assert record is not None and record["seen_at"] >= int(before + 1)
+    assert record is not None and record.seen_at >= int(before + 1)
 
 
 def test_the_owner_asking_at_the_last_moment_wins(gateway: Gateway, emulator: EmulatorServer,
@@ -265,7 +265,7 @@ def test_get_start_lists_the_callers_pending_starts(gateway: Gateway, emulator: 
     before = queued_starts.get(rid)
     assert gateway.request("DELETE", listed[0]["statusUrl"], user=user).status_code == 200
     assert body(gateway.request("GET", "/start", user=user))["starts"] == []
-    assert before is not None and "seen_at" in before
+    assert before is not None and before.seen_at is not None
     assert_error(gateway.request("GET", "/start"), 401, "unauthorized")
 
 

@@ -29,9 +29,9 @@ def stranded() -> list[str]:
     state = agent_queue.read(AGENT)
     found = []
     for request in queued_starts.pending():
-        if request["state"] in (queued_starts.QUEUED, queued_starts.STARTING) and (
-                int(request["seq"]) < state.head or int(request["seq"]) in state.gone):
-            found.append(request["request_id"])
+        if request.state in (queued_starts.QUEUED, queued_starts.STARTING) and (
+                int(request.seq or 0) < state.head or request.seq in state.gone):
+            found.append(request.request_id)
     return found
 
 
@@ -45,7 +45,7 @@ def dispatch_until(done: Callable[[], bool], per_run: float = 2, runs: int = 30)
 
 
 def states(waiting: list[tuple[str, str]]) -> list[str]:
-    return [str(queued_starts.get(r)["state"]) for _, r in waiting]  # type: ignore[index]
+    return [str(queued_starts.get(r).state) for _, r in waiting]  # type: ignore[union-attr]
 
 
 def queue_of(gateway: Gateway, emulator: EmulatorServer, count: int) -> list[tuple[str, str]]:
@@ -66,7 +66,7 @@ def test_a_place_is_never_passed_while_its_request_still_waits(
     real, refused = queued_starts.finish_without_session, []
 
     def finish(request: Any, *args: Any, **kwargs: Any) -> bool:
-        if request["request_id"] == head:
+        if request.request_id == head:
             refused.append(1)
             return False
         return bool(real(request, *args, **kwargs))
@@ -75,12 +75,12 @@ def test_a_place_is_never_passed_while_its_request_still_waits(
     emulator_admin(emulator, f"agents/{AGENT}", {"max_agents": 5})
     dispatch_until(lambda: bool(refused), per_run=1.5)
     assert refused and stranded() == []
-    assert queued_starts.get(head)["state"] == "queued"  # type: ignore[index]
-    assert queued_starts.get(behind)["state"] == "queued"  # type: ignore[index]  # the order rule: not around it
+    assert queued_starts.get(head).state == "queued"  # type: ignore[union-attr]
+    assert queued_starts.get(behind).state == "queued"  # type: ignore[union-attr]  # the order rule: not around it
     monkeypatch.undo()
     dispatch_until(lambda: states([("", head), ("", behind)]) == ["failed", "started"])
-    assert queued_starts.get(head)["state"] == "failed"  # type: ignore[index]
-    assert queued_starts.get(behind)["state"] == "started"  # type: ignore[index]
+    assert queued_starts.get(head).state == "failed"  # type: ignore[union-attr]
+    assert queued_starts.get(behind).state == "started"  # type: ignore[union-attr]
     assert stranded() == [] and agent_queue.read(AGENT).waiting() == 0
 
 
@@ -113,7 +113,7 @@ def test_a_lost_record_while_others_are_in_flight_costs_no_duplicate_and_no_stra
     real, failed = queued_starts.complete, []
 
     def complete(request: Any, *args: Any, **kwargs: Any) -> bool:
-        if request["request_id"] == third and not failed:
+        if request.request_id == third and not failed:
             failed.append(1)
             raise RuntimeError("DynamoDB refused the transaction")
         return bool(real(request, *args, **kwargs))
@@ -124,9 +124,9 @@ def test_a_lost_record_while_others_are_in_flight_costs_no_duplicate_and_no_stra
     dispatch_until(lambda: states(waiting) == ["started"] * 5, per_run=6)
     assert failed == [1]
     records = [queued_starts.get(r) for _, r in waiting]
-    assert [r["state"] for r in records] == ["started"] * 5  # type: ignore[index]
+    assert [r.state for r in records] == ["started"] * 5  # type: ignore[union-attr]
     running = emulator.org.active_session_ids(AGENT)
-    assert {str(r["session_id"]) for r in records} == running  # type: ignore[index]  # the stopped one is gone
+    assert {str(r.session_id) for r in records} == running  # type: ignore[union-attr]  # the stopped one is gone
     assert len(running) == 5 and sorted(bot_owners(emulator)).count(waiting[2][0]) == 2  # started twice, one stopped
     assert all(slots.active_slots(u) == 1 for u, _ in waiting)
     assert stranded() == [] and agent_queue.read(AGENT).waiting() == 0
@@ -213,7 +213,7 @@ def test_starts_slow_for_another_reason_are_foreseen_a_bounded_number_of_times(
         end_run()
         runner.join()
     assert dispatcher.FORESEEN_MAX <= while_hung <= dispatcher.FORESEEN_MAX + 8, while_hung
-    assert {queued_starts.get(r)["state"] for _, r in waiting} == {"queued"}  # type: ignore[index]
+    assert {queued_starts.get(r).state for _, r in waiting} == {"queued"}  # type: ignore[union-attr]
     assert emulator.org.started == 0 and stranded() == []
 
 
@@ -224,16 +224,16 @@ def test_a_queued_start_whose_place_was_passed_gets_a_place_back_and_is_served(
     dispatcher, which serves it: one bot, its slot still held once, nothing stranded. Before, it waited unserved
     until its deadline (the queue looked empty, so nothing woke a dispatcher for it)."""
     (first_user, first), (second_user, second) = queue_of(gateway, emulator, 2)
-    agent_queue.mark_gone(AGENT, int(queued_starts.get(first)["seq"]))  # type: ignore[index]  # the fault
+    agent_queue.mark_gone(AGENT, int(queued_starts.get(first).seq))  # type: ignore[union-attr]  # the fault
     emulator_admin(emulator, f"agents/{AGENT}", {"max_agents": 5})
     dispatch_until(lambda: states([("", second)]) == ["started"])
-    assert queued_starts.get(second)["state"] == "started"  # type: ignore[index]
+    assert queued_starts.get(second).state == "started"  # type: ignore[union-attr]
     assert stranded() == [first] and agent_queue.read(AGENT).waiting() == 0
     summary = queue_sweep.sweep()
     assert summary["stranded"] == 1 and summary["woken"] == 1 and stranded() == []
     assert agent_queue.read(AGENT).waiting() == 1
     dispatch_until(lambda: states([("", first)]) == ["started"])
-    assert queued_starts.get(first)["state"] == "started"  # type: ignore[index]
+    assert queued_starts.get(first).state == "started"  # type: ignore[union-attr]
     assert bot_owners(emulator) == [second_user, first_user]
     assert slots.active_slots(first_user) == slots.active_slots(second_user) == 1
     assert queue_sweep.sweep()["stranded"] == 0 and agent_queue.read(AGENT).waiting() == 0
@@ -247,7 +247,7 @@ def test_a_stale_read_of_a_served_start_gives_no_place_back(
     stale = queued_starts.get(rid)
     emulator_admin(emulator, f"agents/{AGENT}", {"max_agents": 5})
     dispatch_until(lambda: states([("", rid)]) == ["started"])
-    assert queued_starts.get(rid)["state"] == "started"  # type: ignore[index]
+    assert queued_starts.get(rid).state == "started"  # type: ignore[union-attr]
     assert queued_start.give_place_back(stale) is False  # type: ignore[arg-type]
     state = agent_queue.read(AGENT)
-    assert state.waiting() == 0 and int(queued_starts.get(rid)["seq"]) == int(stale["seq"])  # type: ignore[index]
+    assert state.waiting() == 0 and int(queued_starts.get(rid).seq) == int(stale.seq)  # type: ignore[union-attr]
