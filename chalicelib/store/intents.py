@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TypedDict, cast
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
-from chalicelib.platform.dynamo import now_iso, transact_if, update_if
+from chalicelib.platform.dynamo import now_iso, plain, transact_if, update_if
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.shapes import Item
 from chalicelib.store.index import query_index_partition
@@ -31,28 +34,34 @@ from chalicelib.store.session_records import SessionRecord
 from chalicelib.store.slots import release_slot_update, reserve_slot_update
 
 INTENTS_INDEX_KEY = "INTENTS"
-CALLING, UNKNOWN = "calling", "unknown"
 LEASE_MARGIN_SECONDS = 10
 
 
-class StartIntent(TypedDict, total=False):
+class IntentState(StrEnum):
+    """calling (its Pipecat Cloud call is leased) -> unknown (the answer did not prove that no bot exists)."""
+
+    CALLING = "calling"
+    UNKNOWN = "unknown"
+
+
+CALLING, UNKNOWN = IntentState.CALLING, IntentState.UNKNOWN
+
+
+@dataclass(frozen=True)
+class StartIntent:
     """A start on record before Pipecat Cloud is called (`INTENT#{id}` / `META`): it holds the user's slot."""
 
-    PK: str
-    SK: str
     intent_id: str
     user_id: str
     agent: str
-    state: str  # CALLING | UNKNOWN
-    created_at: str
-    created_epoch: int
+    state: IntentState
     lease_until: int
-    reason: str
-    GSI1PK: str
-    GSI1SK: str
-    GSI2PK: str
-    GSI2SK: str
-    ttl: int
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> StartIntent:
+        values = plain(item)
+        return cls(intent_id=str(values["intent_id"]), user_id=str(values["user_id"]), agent=str(values["agent"]),
+                   state=IntentState(values["state"]), lease_until=int(values["lease_until"]))
 
 
 def _key(intent_id: str) -> dict[str, str]:
@@ -62,7 +71,7 @@ def _key(intent_id: str) -> dict[str, str]:
 def delete_update(intent: StartIntent, state: str = CALLING) -> Item:
     """Deleting the intent as a TransactWriteItems `Delete` (for chalicelib.platform.dynamo.transact_if),
     conditional on its state."""
-    return {"Key": _key(intent["intent_id"]), "ConditionExpression": "#s = :s",
+    return {"Key": _key(intent.intent_id), "ConditionExpression": "#s = :s",
             "ExpressionAttributeNames": {"#s": "state"}, "ExpressionAttributeValues": {":s": state}}
 
 
@@ -80,7 +89,7 @@ def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float) -> S
     }
     taken = transact_if([{"Update": reserve_slot_update(user_id, limit)},
                          {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}])
-    return cast(StartIntent, item) if taken else None
+    return StartIntent.from_item(item) if taken else None
 
 
 def settle_started(intent: StartIntent, session: SessionRecord, events: list[Item]) -> bool:
@@ -92,11 +101,11 @@ def settle_started(intent: StartIntent, session: SessionRecord, events: list[Ite
 
 def settle_not_started(intent: StartIntent, state: str = CALLING) -> bool:
     """Retire the intent and free its slot, once."""
-    return transact_if([{"Delete": delete_update(intent, state)}, {"Update": release_slot_update(intent["user_id"])}])
+    return transact_if([{"Delete": delete_update(intent, state)}, {"Update": release_slot_update(intent.user_id)}])
 
 
 def mark_unknown(intent: StartIntent, reason: str) -> None:
-    update_if(_key(intent["intent_id"]), "SET #s = :u, reason = :r", condition="#s = :c", names={"#s": "state"},
+    update_if(_key(intent.intent_id), "SET #s = :u, reason = :r", condition="#s = :c", names={"#s": "state"},
               values={":u": UNKNOWN, ":r": reason, ":c": CALLING})
     count("StartsUnknown")
 
@@ -105,12 +114,11 @@ def recover(grace_seconds: int, now: float | None = None) -> int:
     """Free the slots of starts that died or ended unknown, once any bot of theirs had time to be swept."""
     now = time.time() if now is None else now
     freed = 0
-    for intent in query_index_partition(INTENTS_INDEX_KEY, limit=10_000):  # plain values already
-        stale = intent["state"] == UNKNOWN or (intent["state"] == CALLING and intent["lease_until"] < now)
-        settled_upstream = now > int(intent["lease_until"]) + grace_seconds
-        if stale and settled_upstream and settle_not_started(cast(StartIntent, intent), intent["state"]):
+    for intent in map(StartIntent.from_item, query_index_partition(INTENTS_INDEX_KEY, limit=10_000)):
+        stale = intent.state == UNKNOWN or (intent.state == CALLING and intent.lease_until < now)
+        settled_upstream = now > intent.lease_until + grace_seconds
+        if stale and settled_upstream and settle_not_started(intent, intent.state):
             freed += 1
-            logger.warning("start intent recovered", extra={"intent_id": intent["intent_id"],
-                                                            "state": intent["state"]})
+            logger.warning("start intent recovered", extra={"intent_id": intent.intent_id, "state": intent.state})
     count("StartsRecovered", freed)
     return freed
