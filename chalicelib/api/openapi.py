@@ -4,99 +4,21 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-from chalicelib.api import models
+from chalicelib.api import answers, models
 from chalicelib.api.events import LifecycleEvent
 from chalicelib.platform.shapes import JsonObject
 
 REF = "#/components/schemas/{model}"
 
 
-class QueuedStart(BaseModel):
-    requestId: str
-    status: str = Field(description="queued")
-    statusUrl: str
-    retryAfter: int = Field(description="seconds until the next poll is worth it (the ETA, 1-30)")
-    attempts: int
-    position: int = Field(description="1-based place in the agent's queue (1: the head), exact")
-    etaSeconds: int = Field(description="position x the measured interval at which capacity frees")
-    nextAttemptAt: str = Field(description="now + the ETA")
-
-
-class UsageWindow(BaseModel):
-    window: str = Field(description="the UTC day (2026-12-06) or calendar month (2026-12)")
-    usedSeconds: int = Field(description="endedSeconds + runningSeconds")
-    endedSeconds: int = Field(description="billed seconds of the sessions that ended in this window")
-    runningSeconds: int = Field(description="how long the active sessions have run so far")
-    limitSeconds: int | None = Field(description="the budget; null: unlimited")
-    remainingSeconds: int | None
-    resetsAt: str
-    resetsInSeconds: int
-
-
-class ActiveUsage(BaseModel):
-    sessionId: str
-    runningSeconds: int
-
-
-class Usage(BaseModel):
-    userId: str
-    day: UsageWindow
-    month: UsageWindow
-    activeSessions: list[ActiveUsage]
-
-
-class SessionRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    sessionId: str
-    agent: str
-    transport: str
-    status: str = Field(description="active | ended | stopped")
-    createdAt: str
-    endedAt: str | None = None
-    endReason: str | None = None
-
-
-class SessionList(BaseModel):
-    sessions: list[SessionRecord]
-    nextCursor: str | None
-
-
-class SessionDetails(SessionRecord):
-    pipecat: JsonObject | None = Field(description="Pipecat Cloud's view (private API), when available")
-
-
-class CancelResult(BaseModel):
-    requestId: str
-    status: str
-
-
-class PendingStart(BaseModel):
-    requestId: str
-    status: str
-    agent: str
-    createdAt: str
-    statusUrl: str
-
-
-class PendingStarts(BaseModel):
-    """The caller's queued and starting requests (listing them does not count as asking about them)."""
-
-    starts: list[PendingStart]
-
-
-class DialinAnswer(BaseModel):
-    status: str
-    sessionId: str | None = None
-
-
 SCHEMAS: list[type[BaseModel]] = [
     models.StartRequest, models.ErrorResponse, models.DailyStartResponse, models.WebRTCStartResponse,
-    models.WebSocketStartResponse, models.HealthResponse, QueuedStart, SessionRecord, SessionList, SessionDetails,
-    CancelResult, PendingStart, PendingStarts, DialinAnswer, models.DialoutRequest,
-    Usage, LifecycleEvent,  # LifecycleEvent is answered by no route: what the event sinks receive (docs/events.md)
+    models.WebSocketStartResponse, models.HealthResponse, answers.QueuedStart, answers.SessionRecord,
+    answers.SessionList, answers.SessionDetails, answers.CancelResult, answers.PendingStart, answers.PendingStarts,
+    answers.DialinAnswer, models.DialoutRequest, answers.Usage,
+    LifecycleEvent,  # answered by no route: what the event sinks receive (docs/events.md)
 ]
 
 

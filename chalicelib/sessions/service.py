@@ -5,6 +5,7 @@ Another user's session id is answered exactly like an unknown one (404): existen
 
 from __future__ import annotations
 
+from chalicelib.api import answers
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
 from chalicelib.pcc.responses import map_pcc_error
@@ -50,7 +51,8 @@ def list_sessions(user_id: str, params: dict[str, str]) -> JsonObject:
         raise query_error("limit", "must be between 1 and 100")
     start_key = session_records.decode_cursor(user_id, params["cursor"]) if params.get("cursor") else None
     items, next_key = session_records.list_user_sessions(user_id, limit=limit, status=status, start_key=start_key)
-    return {"sessions": [r.public() for r in items], "nextCursor": session_records.encode_cursor(next_key)}
+    cursor = session_records.encode_cursor(next_key)
+    return answers.SessionList(sessions=[_answer(r) for r in items], nextCursor=cursor).model_dump(exclude_unset=True)
 
 
 # ------------------------------------------------------------------ details
@@ -65,7 +67,8 @@ def session_details(user_id: str, session_id: str) -> JsonObject:
         if end_session(record, session_records.ENDED, str(details.get("completionStatus") or "ended"), details,
                        freed="session_seen_ended"):
             record = session_records.get_session(session_id) or record
-    return {**record.public(), "pipecat": details}
+    shown = answers.SessionDetails(**_answer(record).model_dump(exclude_unset=True), pipecat=details)
+    return shown.model_dump(exclude_unset=True)
 
 
 def pipecat_details(record: session_records.SessionRecord) -> JsonObject | None:
@@ -117,5 +120,13 @@ def stop_session(user_id: str, session_id: str) -> JsonObject:
         # counts from our record, to now)
         end_session(record, session_records.STOPPED, "stopped_by_user", pipecat_details(record))
         record = session_records.get_session(session_id) or record
-    return record.public()
+    return _answer(record).model_dump(exclude_unset=True)
+
+
+def _answer(record: session_records.SessionRecord) -> answers.SessionRecord:
+    """The record as the API shows it (answers.SessionRecord): what it holds, nothing it lacks."""
+    shown = {"sessionId": record.session_id, "agent": record.agent, "transport": record.transport,
+             "status": str(record.status), "createdAt": record.created_at, "endedAt": record.ended_at,
+             "endReason": record.end_reason, "callId": record.call_id, "provider": record.provider}
+    return answers.SessionRecord(**{k: v for k, v in shown.items() if v is not None})
 

@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import dataclass
 
+from chalicelib.api import answers
 from chalicelib.platform.dynamo import iso_at, iso_epoch
 from chalicelib.platform.errors import TryLater
 from chalicelib.platform.observability import count
@@ -124,8 +125,10 @@ def report(user_id: str, names: frozenset[str], now: float | None = None) -> Jso
     limits = limits_for(settings, names)
     active = running_seconds(_active(user_id), now)
     windows = _windows(_used(user_id, now), sum(s for _, s in active), limits, now)
-    return {"userId": user_id, **windows,
-            "activeSessions": [{"sessionId": sid, "runningSeconds": seconds} for sid, seconds in active]}
+    return answers.Usage(userId=user_id, day=answers.UsageWindow(**windows["day"]),
+                         month=answers.UsageWindow(**windows["month"]),
+                         activeSessions=[answers.ActiveUsage(sessionId=sid, runningSeconds=seconds)
+                                         for sid, seconds in active]).model_dump()
 
 
 def over_budget(records_by_user: dict[str, list[SessionRecord]], now: float) -> dict[str, str]:

@@ -16,6 +16,7 @@ import json
 import math
 import time
 
+from chalicelib.api import answers
 from chalicelib.platform import rate_limits
 from chalicelib.platform.dynamo import iso_at
 from chalicelib.platform.errors import Refused, TryLater
@@ -152,16 +153,9 @@ def pending_response(request: QueuedStart, status_base: str, now: float,
     position = state.position(request.seq) if request.seq is not None else state.waiting()
     eta = state.eta_seconds(position, settings.queue.retry_cap_seconds)
     retry_after = max(1, min(retry_after_cap(settings.queue.queued_abandon_seconds), math.ceil(eta)))
-    body = {
-        "requestId": request.request_id,
-        "status": "queued",
-        "statusUrl": status_url,
-        "retryAfter": retry_after,
-        "attempts": int(request.attempts),
-        "position": position,
-        "etaSeconds": math.ceil(eta),
-        "nextAttemptAt": iso_at(now + eta),
-    }
+    body = answers.QueuedStart(requestId=request.request_id, status="queued", statusUrl=status_url,
+                               retryAfter=retry_after, attempts=request.attempts, position=position,
+                               etaSeconds=math.ceil(eta), nextAttemptAt=iso_at(now + eta)).model_dump()
     return HttpResult(202, body, {"Location": status_url, "Retry-After": str(retry_after)})
 
 
@@ -238,8 +232,9 @@ def list_pending(user_id: str, status_base: str) -> JsonObject:
     since = iso_at(time.time() - settings.queue.start_deadline_seconds - queued_start.SWEEP_GRACE_SECONDS)
     found = queued_starts.user_pending(user_id, since)
     base = status_base.rstrip("/")
-    return {"starts": [{"requestId": r.request_id, "status": r.state, "agent": r.agent, "createdAt": r.created_at,
-                        "statusUrl": f"{base}/{r.request_id}"} for r in found]}
+    return answers.PendingStarts(starts=[
+        answers.PendingStart(requestId=r.request_id, status=str(r.state), agent=r.agent, createdAt=r.created_at,
+                             statusUrl=f"{base}/{r.request_id}") for r in found]).model_dump()
 
 
 def cancel(user_id: str, request_id: str) -> HttpResult:
@@ -260,7 +255,7 @@ def cancel(user_id: str, request_id: str) -> HttpResult:
         time.sleep(CANCEL_POLL_SECONDS)  # an attempt in flight, or one that took it back from under our write
     if request.state in (queued_starts.QUEUED, queued_starts.STARTING, queued_starts.STARTED):
         raise Refused("not_cancellable", "The session is already starting or running; stop it instead")
-    return HttpResult(200, {"requestId": request_id, "status": request.state})
+    return HttpResult(200, answers.CancelResult(requestId=request_id, status=str(request.state)).model_dump())
 
 
 def parse_wait(raw: str | None) -> int:

@@ -31,7 +31,7 @@ from chalicelib.platform.dynamo import (
     transact,
 )
 from chalicelib.platform.errors import DomainError
-from chalicelib.platform.shapes import Item, JsonObject
+from chalicelib.platform.shapes import Item
 from chalicelib.store.index import query_index_partition
 from chalicelib.store.slots import release_slot_update
 
@@ -45,7 +45,6 @@ class SessionStatus(StrEnum):
 
 
 ACTIVE, ENDED, STOPPED = SessionStatus.ACTIVE, SessionStatus.ENDED, SessionStatus.STOPPED
-PUBLIC_FIELDS = ("agent", "transport", "status", "created_at", "ended_at", "end_reason", "call_id", "provider")
 
 
 @dataclass(frozen=True)
@@ -91,19 +90,9 @@ class SessionRecord:
             item.update(GSI2PK="ACTIVE", GSI2SK=self.created_at)
         return item
 
-    def public(self) -> JsonObject:
-        """The record as the API shows it (docs/api.md: SessionRecord)."""
-        values = asdict(self)
-        return {"sessionId": self.session_id,
-                **{_camel(k): str(values[k]) for k in PUBLIC_FIELDS if values[k] is not None}}
 
 
 # ---------------------------------------------------------------- records
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
 
 
 def get_session(session_id: str) -> SessionRecord | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from chalicelib.api import answers
 from chalicelib.platform.errors import Refused, TryLater
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.idempotency import run_once
@@ -59,4 +60,5 @@ def daily_dialin(headers: dict[str, str], raw_body: bytes) -> HttpResult:
         count("CallsRejectedAtCapacity", provider="daily")
         raise Refused("call_at_capacity", "The agent is at capacity", retry_after=5) from None
     result = HttpResult.from_dict(stored)
-    return HttpResult(200, {"status": "started", "sessionId": result.body["sessionId"]}, result.headers)
+    answer = answers.DialinAnswer(status="started", sessionId=str(result.body["sessionId"]))
+    return HttpResult(200, answer.model_dump(), result.headers)
