@@ -26,7 +26,7 @@ from chalicelib.platform.settings import get_settings
 from chalicelib.sessions import service as sessions_service
 from chalicelib.sessions.proxy import MAX_PROXY_DEPTH, PROXY_CONTENT_TYPES, PROXY_METHODS, forward, is_preflight
 from chalicelib.sessions.proxy_headers import forwarded_to_bot
-from chalicelib.start import budgets, capacity_queue, dispatcher
+from chalicelib.start import budgets, capacity_queue, worker
 from chalicelib.start import service as start_service
 from chalicelib.upkeep import reconcile, schedule
 
@@ -246,7 +246,7 @@ def daily_dialout() -> Response:
                     name="retry_worker", maximum_concurrency=WORKER_MAX_CONCURRENCY)
 def retry_worker(event: Any) -> None:
     for record in event:  # batch_size=1: one record; raising leaves it for redelivery / the DLQ
-        dispatcher.handle_message(record.body)
+        worker.handle_message(record.body)
 
 
 @app.schedule(Rate(reconcile.END_DETECTION_SECONDS // 60, unit=Rate.MINUTES), name="detect_ended")

@@ -19,7 +19,7 @@ The stored interval is also the queue's ETA (position x interval). Measured in b
 
 A place is passed only once its request is known to have left the queue (a successful conditional write of ours,
 or a read showing it terminal). A killed run (no except or finally of ours runs) is replaced by the watchdog
-message it armed when it took the lease, delivered just after the lease would expire. Every request transition
+message it armed when it took the lease (`arm_watchdog`). Every request transition
 stays conditional (chalicelib.store.queued_starts), so a second dispatcher (one that took over an expired lease)
 can never start a request twice; a bot whose answer was lost is stopped by the orphan sweeper (no record claims
 it). One attempt (claim, call, outcome) is chalicelib.start.attempt; the abandonment rule,
@@ -28,14 +28,12 @@ chalicelib.start.queued_start.
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from chalicelib.platform.observability import logger, untag_request
-from chalicelib.platform.settings import Settings, get_settings
+from chalicelib.platform.observability import logger
+from chalicelib.platform.settings import Settings
 from chalicelib.start import attempt as attempts
 from chalicelib.start import queued_start
 from chalicelib.start.attempt import CallClock, Outcome
@@ -66,37 +64,7 @@ class Flight:
     clock: CallClock = field(default_factory=CallClock)
 
 
-def run(agent: str, budget_seconds: float | None = None, *, freed: bool = False) -> dict[str, int]:
-    """One dispatcher run for `agent` (a worker invocation; `freed`: started because the gateway freed
-    capacity, so the head is tried at once). Returns what it did."""
-    settings = get_settings()
-    owner = uuid.uuid4().hex
-    summary = {"started": 0, "retried": 0, "failed": 0, "skipped": 0, "abandoned": 0}
-    state = agent_queue.acquire(agent, owner, attempts.LEASE_SECONDS)
-    if state is None:
-        return {**summary, "busy": 1}  # another dispatcher serves this agent
-    if state.waiting():
-        _arm_watchdog(agent)
-    try:
-        with ThreadPoolExecutor(max_workers=settings.queue.dispatch_max_in_flight,
-                                thread_name_prefix="dispatch") as pool:
-            Run(settings, agent, owner, state, pool, summary).loop(
-                budget_seconds or settings.queue.dispatch_run_seconds, freed)
-    except Exception:
-        agent_queue.release(agent, owner)
-        try:
-            agent_queue.send_wake(agent, delay_seconds=5)  # resume soon, not after the message's visibility
-        except Exception:  # noqa: BLE001 - the reconcile schedule restarts idle queues
-            logger.warning("could not schedule the dispatcher's resumption", extra={"agent": agent})
-        raise
-    agent_queue.release(agent, owner)
-    after = agent_queue.read(agent)
-    if after.waiting() and not after.leased(time.time()):
-        agent_queue.send_wake(agent)  # run time spent, or work arrived as the lease was let go: hand over
-    return summary
-
-
-def _arm_watchdog(agent: str) -> None:
+def arm_watchdog(agent: str) -> None:
     """A wake-up due just after this run's lease (and its attempts' claims) would run out. If this invocation
     is killed (no except or finally of ours runs), the next dispatcher starts then: recovery takes
     WATCHDOG_DELAY_SECONDS, not the message's visibility timeout (360 s) or the next reconcile run. A run
@@ -150,7 +118,7 @@ class Run:
                 logger.error("dispatcher lost its lease", extra={"agent": self.agent})
                 return False
             self.state, self.lease_until = renewed, time.time() + attempts.LEASE_SECONDS
-            _arm_watchdog(self.agent)
+            arm_watchdog(self.agent)
         else:
             self.state = agent_queue.read(self.agent)
             if self.state.lease_owner != self.owner:
@@ -321,20 +289,3 @@ class Run:
             agent_queue.mark_gone(self.agent, seq)
         self.state.gone.add(seq)
         self.known.pop(seq, None)
-
-def handle_message(body: str) -> dict[str, int]:
-    """One worker message, a wake-up: `{"agent": ..., "freed": bool}` (any other keys are ignored). Raises on a
-    malformed message (redelivered, then the DLQ)."""
-    try:
-        message = json.loads(body)
-    except ValueError:
-        message = None
-    if not isinstance(message, dict) or not isinstance(message.get("agent"), str):
-        logger.error("malformed queue message: left for the DLQ")
-        raise ValueError("a queue message names its agent")
-    untag_request("user_id")  # a dispatcher run serves many users (where a thread also served a request)
-    agent = message["agent"]
-    if agent not in get_settings().pcc.agents:
-        logger.error("queue message for an unknown agent: dropped", extra={"agent": agent[:100]})
-        return {}
-    return run(agent, freed=message.get("freed") is True)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chalicelib.platform import dynamo
-from chalicelib.start import dispatcher, queued_start
+from chalicelib.start import dispatcher, queued_start, worker
 from chalicelib.store import agent_queue, queued_starts, slots
 from chalicelib.upkeep import queue_sweep
 from infra.pcc_emulator import EmulatorServer
@@ -41,7 +41,7 @@ def dispatch_until(done: Callable[[], bool], per_run: float = 2, runs: int = 30)
     for _ in range(runs):
         if done():
             return
-        dispatcher.run(AGENT, budget_seconds=per_run)
+        worker.run(AGENT, budget_seconds=per_run)
 
 
 def states(waiting: list[tuple[str, str]]) -> list[str]:
@@ -148,7 +148,7 @@ def _refused_then(gateway: Gateway, emulator: EmulatorServer, count: int,
     waiting = queue_of(gateway, emulator, count)
     with emulator.org.lock:
         emulator.org.start_log.clear()
-    runner = threading.Thread(target=dispatcher.run, args=(AGENT,), kwargs={"budget_seconds": 120, "freed": True})
+    runner = threading.Thread(target=worker.run, args=(AGENT,), kwargs={"budget_seconds": 120, "freed": True})
     runner.start()
 
     def refusals() -> int:

@@ -99,7 +99,8 @@ def test_a_cold_start_imports_neither_telephony_nor_event_delivery() -> None:
 # The capacity queue's rooms inside start/ (lowest first): each may import only the rooms before it. The pacing
 # rule is pure (no AWS, no HTTP, no settings: a clock and the answers it is told).
 QUEUE_ROOMS = ["chalicelib.start.pacing", "chalicelib.start.lifecycle", "chalicelib.start.queued_start",
-               "chalicelib.start.attempt", "chalicelib.start.dispatcher", "chalicelib.start.capacity_queue"]
+               "chalicelib.start.attempt", "chalicelib.start.dispatcher", "chalicelib.start.worker",
+               "chalicelib.start.capacity_queue"]
 
 
 def test_the_queue_rooms_import_only_downwards_and_pacing_is_pure() -> None:
