@@ -30,7 +30,7 @@ from chalicelib.platform.dynamo import (
     update_if,
 )
 from chalicelib.platform.shapes import Item, JsonObject
-from chalicelib.store import intents
+from chalicelib.store import intents, request_bodies
 from chalicelib.store.index import query_index_partition
 from chalicelib.store.intents import StartIntent
 from chalicelib.store.session_records import SessionRecord
@@ -88,10 +88,8 @@ class QueuedStart:
                 "pcc_request_chunks", "crashes")
         kept.update({k: int(kept[k]) for k in ints if k in kept})
         return cls(**{**kept, "state": RequestState(values["state"])})
-# The Pipecat Cloud request is kept inline up to this size; larger ones (the body may be 1 MB, a DynamoDB
-# item at most 400 KB) go into BODY#nnn items of CHUNK_BYTES each, written in the same transaction.
-INLINE_REQUEST_BYTES = 64 * 1024
-CHUNK_BYTES = 300 * 1024
+
+
 TERMINAL = (STARTED, FAILED, CANCELLED)
 PENDING_INDEX_KEY = "PENDING"
 FINISH_ATTEMPTS = 5  # a request that keeps coming back between our reads and writes (never seen in practice)
@@ -122,8 +120,8 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
     """Record a queued start at its place `seq` in the agent's queue (`entry`: the queue entry's `Put`), and
     retire the start intent whose slot it takes over, in one transaction. Raises RecordRefused when a condition
     refused it (nothing written); any other error may have come after the commit (its answer lost)."""
-    created = now_iso()
-    item = {
+    created, ttl = now_iso(), int(deadline) + 86400
+    item: Item = {
         **_key(request_id),
         "GSI1PK": f"USER#{user_id}#REQUESTS",
         "GSI1SK": f"{created}#{request_id}",
@@ -142,20 +140,12 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
         "deadline": int(deadline),
         "seen_at": int(next_attempt_at),  # the 202 itself: its owner knows of it now
         "created_at": created,
-        "ttl": int(deadline) + 86400,
+        "ttl": ttl,
     }
-    # JSON text: DynamoDB cannot hold floats in a map, and the request is replayed verbatim.
-    text = json.dumps(pcc_request, separators=(",", ":"), ensure_ascii=False).encode()
-    writes: list[Item] = [{"Put": entry}]
-    names = ["request", "entry"]
-    if len(text) <= INLINE_REQUEST_BYTES:
-        item["pcc_request"] = text.decode()
-    else:
-        chunks = [text[i:i + CHUNK_BYTES] for i in range(0, len(text), CHUNK_BYTES)]
-        item["pcc_request_chunks"] = len(chunks)
-        writes += [{"Put": {"Item": {"PK": item["PK"], "SK": _chunk_key(i), "data": chunk, "ttl": item["ttl"]}}}
-                   for i, chunk in enumerate(chunks)]
-        names += [f"chunk {i}" for i in range(len(chunks))]
+    stored, chunks = request_bodies.stored(_key(request_id), pcc_request, ttl)
+    item.update(stored)
+    writes: list[Item] = [{"Put": entry}, *chunks]
+    names = ["request", "entry", *(f"chunk {i}" for i in range(len(chunks)))]
     if intent is not None:
         writes.append({"Delete": intents.delete_update(intent)})
         names.append("intent")
@@ -169,19 +159,9 @@ def create(*, request_id: str, user_id: str, agent: str, transport: str, pcc_req
     return QueuedStart.from_item(item)
 
 
-def _chunk_key(index: int) -> str:
-    return f"BODY#{index:03d}"
-
-
 def pcc_request(request: QueuedStart) -> JsonObject:
     """The Pipecat Cloud request of a queued start, inline or reassembled from its chunks."""
-    if request.pcc_request is not None:
-        return dict(json.loads(request.pcc_request))
-    parts = []
-    for index in range(int(request.pcc_request_chunks)):
-        chunk = table().get_item(Key={**_key(request.request_id), "SK": _chunk_key(index)}, ConsistentRead=True)["Item"]
-        parts.append(bytes(chunk["data"].value if hasattr(chunk["data"], "value") else chunk["data"]))
-    return dict(json.loads(b"".join(parts)))
+    return request_bodies.read(_key(request.request_id), request.pcc_request, request.pcc_request_chunks)
 
 
 def get(request_id: str, consistent: bool = True) -> QueuedStart | None:
