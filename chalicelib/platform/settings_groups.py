@@ -5,9 +5,9 @@ its prefix and the field's name, upper-cased."""
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 # The session proxy's header allow-lists by default (chalicelib.sessions.proxy_headers adds a fixed floor).
 DEFAULT_REQUEST_HEADERS = [
@@ -59,6 +59,9 @@ def split_list(value: Any, lower: bool = False) -> Any:
     if isinstance(value, str):
         return [p.strip().lower() if lower else p.strip() for p in value.split(",") if p.strip()]
     return value
+
+
+CommaList = Annotated[list[str], BeforeValidator(split_list)]  # a list field read from a comma-separated variable
 
 
 class PipecatCloud(Group):
@@ -237,9 +240,5 @@ class Orphans(Group):
     prefix: ClassVar[str] = "orphan_"
     sweep: Literal["stop", "report", "off"] = "stop"
     grace_seconds: int = Field(default=300, ge=60)
-    report_only_agents: list[str] = []
+    report_only_agents: CommaList = []
 
-    @field_validator("report_only_agents", mode="before")
-    @classmethod
-    def _split_agents(cls, value: Any) -> Any:
-        return split_list(value)

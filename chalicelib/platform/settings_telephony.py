@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from chalicelib.platform.settings_groups import Group, split_list
+from chalicelib.platform.settings_groups import CommaList, Group
 
 
 class Telephony(Group):
@@ -32,12 +32,7 @@ class Telephony(Group):
     retry_window_seconds: int = Field(default=60, ge=1, le=3600)
     daily_dialin_attempts: int = Field(default=3, ge=1, le=10)
     daily_dialin_retry_seconds: float = Field(default=1.0, ge=0, le=5)
-    exotel_allowed_ips: list[str] = []
-
-    @field_validator("exotel_allowed_ips", mode="before")
-    @classmethod
-    def _split_ips(cls, value: Any) -> Any:
-        return split_list(value)
+    exotel_allowed_ips: CommaList = []
 
     @field_validator("exotel_allowed_ips")
     @classmethod
@@ -62,18 +57,12 @@ class Dialout(Group):
     prefixes, SIP domains), as whom (caller ids), how often (per principal, per hour)."""
 
     prefix: ClassVar[str] = "dialout_"
-    allowed_groups: list[str] = []
-    allowed_scopes: list[str] = []
-    allowed_prefixes: list[str] = []
-    allowed_sip_domains: list[str] = []
-    caller_ids: list[str] = []
+    allowed_groups: CommaList = []
+    allowed_scopes: CommaList = []
+    allowed_prefixes: CommaList = []
+    allowed_sip_domains: CommaList = []
+    caller_ids: CommaList = []
     rate_per_hour: int = Field(default=20, ge=0)
-
-    @field_validator("allowed_groups", "allowed_scopes", "allowed_prefixes", "allowed_sip_domains", "caller_ids",
-                     mode="before")
-    @classmethod
-    def _split_list(cls, value: Any) -> Any:
-        return split_list(value)
 
     @field_validator("allowed_prefixes")
     @classmethod
