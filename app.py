@@ -105,6 +105,16 @@ def usage() -> Response:
     return json_response(200, budgets.report(principal.user_id, principal.groups | principal.scopes))
 
 
+@app.route("/guest", methods=["POST"], cors=CORS)
+def guest_token() -> Response:
+    from chalicelib.guests import service as guests  # noqa: PLC0415 - lazy: only public pages pay for it
+
+    request = _request()
+    source_ip = str(((request.context or {}).get("identity") or {}).get("sourceIp") or "")
+    result = guests.issue_token(request_headers(request), source_ip, _raw_body(request))
+    return json_response(result.status, result.body, result.headers)
+
+
 @app.route("/start", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
 def pending_starts() -> Response:
     request = _request()

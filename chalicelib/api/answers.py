@@ -108,3 +108,15 @@ class DialinAnswer(BaseModel):
 
     status: str
     sessionId: str | None = None
+
+
+class GuestTokenAnswer(BaseModel):
+    """A guest token: `Authorization: Bearer <token>` on the routes guests may use, until `expiresAt`."""
+
+    model_config = LAZY
+
+    token: str
+    tokenType: str = Field(description="Bearer")
+    guestId: str = Field(description="guest_...: the id the bot sees in body.user.id")
+    expiresAt: str
+    expiresIn: int = Field(description="seconds (GUEST_TOKEN_SECONDS)")

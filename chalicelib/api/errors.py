@@ -67,6 +67,15 @@ ERRORS: dict[str, tuple[int, str]] = {
     "telephony_not_configured": (503, "telephony_not_configured"),
     "upstream_timeout": (504, "upstream_timeout"),
 }
+ERRORS.update({  # guests (docs/guests.md)
+    "guest_access_disabled": (403, "guest_access_disabled"),
+    "origin_not_allowed": (403, "origin_not_allowed"),
+    "human_check_failed": (403, "human_check_failed"),
+    "human_check_replayed": (403, "human_check_replayed"),
+    "guest_tokens_rate_limited": (429, "guest_tokens_rate_limited"),
+    "human_check_unavailable": (503, "human_check_unavailable"),
+    "guest_access_misconfigured": (503, "guest_access_misconfigured"),
+})
 HEADERS: dict[str, dict[str, str]] = {"unauthorized": {"WWW-Authenticate": "Bearer"}}
 
 

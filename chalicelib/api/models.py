@@ -96,3 +96,12 @@ class DialoutRequest(BaseModel):
         if (self.phoneNumber is None) == (self.sipUri is None):
             raise ValueError("give exactly one of phoneNumber or sipUri")
         return self
+
+
+class GuestRequest(BaseModel):
+    """POST /guest: the human check widget's token (none on a stage whose check is `none`)."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    humanCheckToken: str | None = Field(default=None, min_length=1, max_length=4096,
+                                        description="The Turnstile / hCaptcha / reCAPTCHA widget's response token")

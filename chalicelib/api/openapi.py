@@ -17,7 +17,7 @@ SCHEMAS: list[type[BaseModel]] = [
     models.StartRequest, models.ErrorResponse, models.DailyStartResponse, models.WebRTCStartResponse,
     models.WebSocketStartResponse, models.HealthResponse, answers.QueuedStart, answers.SessionRecord,
     answers.SessionList, answers.SessionDetails, answers.CancelResult, answers.PendingStart, answers.PendingStarts,
-    answers.DialinAnswer, models.DialoutRequest, answers.Usage,
+    answers.DialinAnswer, models.DialoutRequest, answers.Usage, models.GuestRequest, answers.GuestTokenAnswer,
     LifecycleEvent,  # answered by no route: what the event sinks receive (docs/events.md)
 ]
 
@@ -86,6 +86,13 @@ def _start_paths() -> JsonObject:
 
 def _session_paths() -> JsonObject:
     return {
+        "/guest": {"post": {
+            "operationId": "guestToken", "security": [],
+            "description": "A guest token for a visitor of an allowed page who passed the human check "
+                           "(docs/guests.md); off unless GUEST_ACCESS.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("GuestRequest")}}},
+            "responses": {"200": _json(_ref("GuestTokenAnswer"), "A guest token"),
+                          **_errors(400, 403, 413, 415, 422, 429, 503)}}},
         "/sessions": {"get": {
             "operationId": "listSessions", "security": SECURED,
             "parameters": [

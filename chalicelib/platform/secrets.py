@@ -32,6 +32,10 @@ class GatewaySecrets(BaseModel):
     exotel_webhook_token: SecretStr | None = None  # the secret path segment of /telephony/exotel/{token}
     # lifecycle events: the Standard Webhooks signing secret (`whsec_` + base64) of EVENTS_WEBHOOK_URL
     events_webhook_secret: SecretStr | None = None
+    # guests (docs/guests.md): the human check provider's secret, and the keys guest tokens are signed with:
+    # "kid:base64key" entries, comma-separated, the first signs and every one verifies (rotation: add a new first)
+    human_check_secret: SecretStr | None = None
+    guest_token_keys: SecretStr | None = None
 
 
 @lru_cache(maxsize=1)

@@ -26,6 +26,7 @@ from chalicelib.platform.settings_groups import (
     Queue,
     Usage,
 )
+from chalicelib.platform.settings_guests import Guests
 from chalicelib.platform.settings_telephony import Dialout, Telephony
 
 
@@ -35,7 +36,7 @@ class SettingsError(RuntimeError):
 
 GROUPS: dict[str, type[Group]] = {"pcc": PipecatCloud, "auth": Auth, "proxy": Proxy, "queue": Queue,
                                    "limits": Limits, "telephony": Telephony, "dialout": Dialout, "events": Events,
-                                   "usage": Usage, "orphans": Orphans}
+                                   "usage": Usage, "orphans": Orphans, "guests": Guests}
 
 
 class Settings(BaseModel):
@@ -54,6 +55,7 @@ class Settings(BaseModel):
     events: Events = Events()
     usage: Usage = Usage()
     orphans: Orphans = Orphans()
+    guests: Guests = Guests()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -67,6 +69,12 @@ class Settings(BaseModel):
         if self.queue.dispatch_run_seconds + self.pcc.connect_timeout + self.pcc.read_timeout > 55:
             raise ValueError("DISPATCH_RUN_SECONDS + PCC_CONNECT_TIMEOUT + PCC_READ_TIMEOUT must be at most 55 "
                              "(the queue worker's 60 s Lambda timeout, less a margin)")
+        if self.guests.access and self.guests.human_check == "none" and self.stage != "local":
+            raise ValueError("GUEST_HUMAN_CHECK=none is only allowed on the 'local' stage")
+        if self.guests.access and self.guests.human_check != "none" and not self.guests.allowed_hostnames:
+            raise ValueError("GUEST_ACCESS needs GUEST_ALLOWED_HOSTNAMES (the pages' hostnames the human check names)")
+        if self.guests.access and not self.guests.allowed_origins:
+            raise ValueError("GUEST_ACCESS needs GUEST_ALLOWED_ORIGINS (the pages guests come from)")
         if self.auth.auth_mode == "jwt" and not (self.auth.oidc_issuer and self.auth.oidc_audience):
             raise ValueError("AUTH_MODE=jwt needs OIDC_ISSUER and OIDC_AUDIENCE")
         return self

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "chalicelib"
 # Lowest first: a package may import only packages before it (and itself).
-LAYERS = ["platform", "api", "pcc", "store", "start", "sessions", "upkeep", "telephony", "events"]
+LAYERS = ["platform", "api", "pcc", "store", "start", "sessions", "guests", "upkeep", "telephony", "events"]
 
 
 def modules() -> dict[str, Path]:
@@ -81,8 +81,8 @@ def test_dynamodb_keys_are_built_in_store_and_platform_only() -> None:
 
 
 def test_a_cold_start_imports_neither_telephony_nor_event_delivery() -> None:
-    """The API function's cold start (bench/cold_start.py) pays only for what /start needs: telephony routes and
-    the events function import their packages when first called."""
+    """The API function's cold start (bench/cold_start.py) pays only for what /start needs: telephony routes, the
+    guest route and the events function import their packages when first called."""
     import os
     import subprocess
     import sys
@@ -94,6 +94,7 @@ def test_a_cold_start_imports_neither_telephony_nor_event_delivery() -> None:
                             text=True).stdout
     assert "chalicelib.start.service" in loaded  # the probe sees what app imports
     assert "chalicelib.telephony" not in loaded and "chalicelib.events" not in loaded, loaded
+    assert "chalicelib.guests" not in loaded, loaded
 
 
 # The capacity queue's rooms inside start/ (lowest first): each may import only the rooms before it. The pacing

@@ -89,7 +89,8 @@ def test_every_setting_is_read_from_its_group_prefix_and_name_upper_cased_but_th
                if var == (place[0] if len(place) == 1 else GROUPS[place[0]].prefix + place[1]).upper()}
     assert set(ENV) - by_rule == set(ENV_EXCEPTIONS)
     assert ENV["PCC_AGENTS"] == ("pcc", "agents") and ENV["MAX_SESSION_SECONDS"] == ("limits", "max_session_seconds")
-    assert len(ENV) == 76  # the variables of the flat model this replaced, none renamed
+    assert len(ENV) == 76 + 11  # the flat model's variables (none renamed) and guest access's
+    assert ENV["GUEST_ACCESS"] == ("guests", "access")
 
 
 def test_each_group_holds_its_own_settings() -> None:
