@@ -115,6 +115,15 @@ def guest_token() -> Response:
     return json_response(result.status, result.body, result.headers)
 
 
+@app.route("/pcc/webhooks", methods=["POST"])
+def pcc_webhook() -> Response:
+    from chalicelib.operations import pcc_webhooks  # noqa: PLC0415 - lazy: only this route pays for it
+
+    request = _request()
+    result = pcc_webhooks.receive(request_headers(request), _raw_body(request))
+    return json_response(result.status, result.body, result.headers)
+
+
 @app.route("/start", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
 def pending_starts() -> Response:
     request = _request()

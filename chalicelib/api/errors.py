@@ -75,6 +75,7 @@ ERRORS.update({  # guests (docs/guests.md)
     "guest_tokens_rate_limited": (429, "guest_tokens_rate_limited"),
     "human_check_unavailable": (503, "human_check_unavailable"),
     "guest_access_misconfigured": (503, "guest_access_misconfigured"),
+    "pcc_webhook_unverified": (401, "invalid_signature"),  # Pipecat Cloud's webhooks (docs/operations.md)
 })
 HEADERS: dict[str, dict[str, str]] = {"unauthorized": {"WWW-Authenticate": "Bearer"}}
 

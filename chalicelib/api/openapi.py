@@ -119,6 +119,13 @@ def _session_paths() -> JsonObject:
 
 def _telephony_paths() -> JsonObject:
     return {
+        "/pcc/webhooks": {"post": {
+            "operationId": "pccWebhook", "security": [],
+            "description": "Pipecat Cloud's organisation webhooks, Standard Webhooks signed (docs/operations.md).",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": _json({"type": "object", "properties": {"status": {"type": "string"}}},
+                                       "Handled, ignored, or a duplicate delivery"),
+                          **_errors(400, 401, 413, 415)}}},
         "/telephony/twilio": {"post": _webhook("twilioWebhook")},
         "/telephony/telnyx": {"post": _webhook("telnyxWebhook")},
         "/telephony/plivo": {"get": _webhook("plivoWebhookGet", body=False), "post": _webhook("plivoWebhook")},

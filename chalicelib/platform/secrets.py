@@ -36,6 +36,8 @@ class GatewaySecrets(BaseModel):
     # "kid:base64key" entries, comma-separated, the first signs and every one verifies (rotation: add a new first)
     human_check_secret: SecretStr | None = None
     guest_token_keys: SecretStr | None = None
+    # Pipecat Cloud's organisation webhooks: the endpoint's Standard Webhooks signing secret (`whsec_...`)
+    pcc_webhook_secret: SecretStr | None = None
 
 
 @lru_cache(maxsize=1)

@@ -9,7 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "chalicelib"
 # Lowest first: a package may import only packages before it (and itself).
-LAYERS = ["platform", "api", "pcc", "store", "start", "sessions", "guests", "upkeep", "telephony", "events"]
+LAYERS = ["platform", "api", "pcc", "store", "start", "sessions", "guests", "operations", "upkeep", "telephony",
+          "events"]
 
 
 def modules() -> dict[str, Path]:
@@ -94,7 +95,7 @@ def test_a_cold_start_imports_neither_telephony_nor_event_delivery() -> None:
                             text=True).stdout
     assert "chalicelib.start.service" in loaded  # the probe sees what app imports
     assert "chalicelib.telephony" not in loaded and "chalicelib.events" not in loaded, loaded
-    assert "chalicelib.guests" not in loaded, loaded
+    assert "chalicelib.guests" not in loaded and "chalicelib.operations" not in loaded, loaded
 
 
 # The capacity queue's rooms inside start/ (lowest first): each may import only the rooms before it. The pacing

@@ -1,0 +1,94 @@
+"""POST /pcc/webhooks: Pipecat Cloud's organisation webhooks (docs/operations.md), verified fail-closed.
+
+Pipecat Cloud signs them the Standard Webhooks way (`webhook-id`, `webhook-timestamp`, `webhook-signature`; some
+deliveries carry the `svix-` spellings: both are read) with the endpoint's `whsec_` secret, kept here as
+`pcc_webhook_secret` in the gateway's secret. Refused, and nothing changes: no secret (every delivery is 401,
+counted), a bad or missing signature, a timestamp more than the library's 5 minutes away, a body over
+MAX_BODY_BYTES, a body that is not the documented envelope `{event_type, org, created_at, data}`. Deliveries come
+at least once: a `webhook-id` already handled is acknowledged and not handled again (remembered REMEMBER_SECONDS).
+An event type this gateway does not act on is acknowledged and ignored.
+
+Acted on so far: `api_key.rotated` / `api_key.deleted` drop this container's cached keys, so its next Pipecat
+Cloud call reads Secrets Manager again (other containers re-read within SECRET_CACHE_SECONDS).
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chalicelib.platform.errors import Refused
+from chalicelib.platform.http import HttpResult
+from chalicelib.platform.observability import count, logger
+from chalicelib.platform.secrets import get_secrets, reset_secret_cache
+from chalicelib.platform.shapes import JsonObject
+from chalicelib.store import webhook_deliveries
+
+MAX_BODY_BYTES = 64 * 1024
+REMEMBER_SECONDS = 7 * 86400  # longer than a sender's retries of one delivery
+HEADERS = ("id", "timestamp", "signature")
+KEY_EVENTS = frozenset({"api_key.rotated", "api_key.deleted"})
+
+
+class PccWebhook(BaseModel):
+    """The envelope Pipecat Cloud documents (snake_case; optional fields omitted)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    event_type: str = Field(min_length=1, max_length=128)
+    org: str | None = None
+    created_at: str | None = None
+    data: JsonObject = Field(default_factory=dict)
+
+
+def _unverified(reason: str) -> Refused:
+    count("PccWebhooksRefused", reason=reason)
+    logger.warning("Pipecat Cloud webhook refused", extra={"reason": reason})
+    return Refused("pcc_webhook_unverified", "The webhook's signature could not be verified")
+
+
+def verified(headers: dict[str, str], raw_body: bytes) -> tuple[str, PccWebhook]:
+    """The delivery's id and event, or Refused."""
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError  # noqa: PLC0415 - this route only
+
+    if len(raw_body) > MAX_BODY_BYTES:
+        count("PccWebhooksRefused", reason="too_large")
+        raise Refused("request_too_large", f"Request body exceeds {MAX_BODY_BYTES} bytes")
+    secret = get_secrets().pcc_webhook_secret
+    if secret is None:
+        raise _unverified("no_secret")
+    signed = {f"webhook-{name}": headers.get(f"webhook-{name}") or headers.get(f"svix-{name}") or ""
+              for name in HEADERS}
+    try:
+        Webhook(secret.get_secret_value()).verify(raw_body, signed, json_parse=False)
+    except (WebhookVerificationError, ValueError):
+        raise _unverified("signature") from None
+    try:
+        event = PccWebhook.model_validate_json(raw_body)
+    except ValidationError:
+        count("PccWebhooksRefused", reason="envelope")
+        raise Refused("invalid_webhook", "The webhook is not Pipecat Cloud's envelope") from None
+    return signed["webhook-id"][:256], event
+
+
+def receive(headers: dict[str, str], raw_body: bytes) -> HttpResult:
+    webhook_id, event = verified(headers, raw_body)
+    count("PccWebhooksReceived", type=event.event_type if "." in event.event_type else "other")
+    if webhook_deliveries.handled(webhook_id):
+        return HttpResult(200, {"status": "duplicate"})
+    acted = _act(event)
+    webhook_deliveries.mark_handled(webhook_id, event.event_type, int(time.time()) + REMEMBER_SECONDS)
+    return HttpResult(200, {"status": "handled" if acted else "ignored"})
+
+
+def _act(event: PccWebhook) -> bool:
+    """What an event changes here (each idempotent: a delivery handled twice does no harm); False: nothing."""
+    if event.event_type in KEY_EVENTS:
+        reset_secret_cache()
+        count("PccApiKeyChanged", change=event.event_type.removeprefix("api_key."))
+        logger.warning("Pipecat Cloud API key changed: cached keys dropped",
+                       extra={"event_type": event.event_type, "key_type": str(event.data.get("type", ""))[:16]})
+        return True
+    logger.info("Pipecat Cloud webhook ignored", extra={"event_type": event.event_type[:128]})
+    return False

@@ -1,0 +1,120 @@
+"""POST /pcc/webhooks (docs/operations.md): Pipecat Cloud's organisation webhooks, verified fail-closed, handled once
+per delivery id. The key-rotation loop runs end to end: the emulator's key changes, the gateway's cached key fails,
+the `api_key.rotated` webhook makes it read Secrets Manager again."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from infra.pcc_emulator import EmulatorServer
+from tests.conftest import Gateway
+from tests.integration.test_start import assert_error, body
+from tests.support import new_user
+
+SECRET = "whsec_" + base64.b64encode(b"pipecat cloud webhook secret 32b").decode()
+
+
+@pytest.fixture()
+def hooks(gateway: Gateway, configure_stage: Callable[..., None], stack: dict[str, Any]) -> Iterator[Gateway]:
+    secrets = boto3.client("secretsmanager")
+    name = stack["outputs"]["SecretName"]
+    original = secrets.get_secret_value(SecretId=name)["SecretString"]
+    secrets.put_secret_value(SecretId=name, SecretString=json.dumps({**json.loads(original),
+                                                                     "pcc_webhook_secret": SECRET}))
+    configure_stage()
+    try:
+        yield gateway
+    finally:
+        secrets.put_secret_value(SecretId=name, SecretString=original)
+
+
+def deliver(gateway: Gateway, event_type: str, data: Any = None, *, webhook_id: str | None = None,
+            secret: str = SECRET, at: datetime | None = None, prefix: str = "webhook",
+            body_bytes: bytes | None = None) -> Any:
+    payload = body_bytes if body_bytes is not None else json.dumps(
+        {"event_type": event_type, "org": "acme", "created_at": "2026-12-07T10:00:00Z", "data": data or {}}).encode()
+    msg_id = webhook_id or f"msg_{time.time_ns()}"
+    moment = at or datetime.now(UTC)
+    signature = Webhook(secret).sign(msg_id=msg_id, timestamp=moment, data=payload)
+    headers = {f"{prefix}-id": msg_id, f"{prefix}-timestamp": str(int(moment.timestamp())),
+               f"{prefix}-signature": signature}
+    return gateway.request("POST", "/pcc/webhooks", body=payload, headers=headers)
+
+
+def test_a_rotated_key_is_read_again_when_pipecat_cloud_says_so(hooks: Gateway, emulator: EmulatorServer,
+                                                                 stack: dict[str, Any]) -> None:
+    user = new_user()
+    first = hooks.start(user, {"transport": "daily"})
+    assert first.status_code == 200  # the key is cached now
+    hooks.request("DELETE", f"/sessions/{body(first)['sessionId']}", user=user)
+    secrets = boto3.client("secretsmanager")
+    name = stack["outputs"]["SecretName"]
+    current = json.loads(secrets.get_secret_value(SecretId=name)["SecretString"])
+    old_key, emulator.org.public_key = emulator.org.public_key, "pk_rotated_by_the_operator"
+    try:
+        secrets.put_secret_value(SecretId=name, SecretString=json.dumps({**current,
+                                                                         "public_key": emulator.org.public_key}))
+        assert_error(hooks.start(user, {"transport": "daily"}), 502, "upstream_auth_failed")  # the cached key
+        answer = deliver(hooks, "api_key.rotated", {"key_id": "k1", "name": "default", "type": "public"})
+        assert answer.status_code == 200 and body(answer) == {"status": "handled"}
+        assert hooks.start(user, {"transport": "daily"}).status_code == 200  # read again: the new key
+    finally:
+        emulator.org.public_key = old_key
+
+
+def test_forged_stale_unsigned_or_secretless_deliveries_change_nothing(hooks: Gateway, stack: dict[str, Any],
+                                                                       configure_stage: Callable[..., None],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.operations import pcc_webhooks
+
+    dropped: list[int] = []
+    monkeypatch.setattr(pcc_webhooks, "reset_secret_cache", lambda: dropped.append(1))
+    other = "whsec_" + base64.b64encode(b"another secret of thirty-two b..").decode()
+    refusals = [
+        deliver(hooks, "api_key.deleted", secret=other),  # another key
+        deliver(hooks, "api_key.deleted", at=datetime.now(UTC) - timedelta(minutes=10)),  # stale
+        deliver(hooks, "api_key.deleted", at=datetime.now(UTC) + timedelta(minutes=10)),  # from the future
+        hooks.request("POST", "/pcc/webhooks", json_body={"event_type": "api_key.deleted", "data": {}}),  # unsigned
+    ]
+    for answer in refusals:
+        assert_error(answer, 401, "invalid_signature")
+    assert_error(deliver(hooks, "api_key.deleted", body_bytes=b'{"event_type": "x", "pad": "' + b"x" * 70_000
+                         + b'"}'), 413, "request_too_large")
+    assert_error(deliver(hooks, "", body_bytes=b'{"no_event_type": true}'), 400, "invalid_webhook")
+    secrets = boto3.client("secretsmanager")
+    name = stack["outputs"]["SecretName"]
+    current = json.loads(secrets.get_secret_value(SecretId=name)["SecretString"])
+    secrets.put_secret_value(SecretId=name, SecretString=json.dumps(
+        {k: v for k, v in current.items() if k != "pcc_webhook_secret"}))
+    configure_stage()
+    assert_error(deliver(hooks, "api_key.deleted"), 401, "invalid_signature")  # no secret: nothing verifies
+    assert dropped == []
+
+
+def test_a_delivery_is_handled_once_and_both_header_spellings_verify(hooks: Gateway,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.operations import pcc_webhooks
+
+    dropped: list[int] = []
+    monkeypatch.setattr(pcc_webhooks, "reset_secret_cache", lambda: dropped.append(1))
+    webhook_id = f"msg_once_{time.time_ns()}"
+    first = deliver(hooks, "api_key.rotated", webhook_id=webhook_id)
+    again = deliver(hooks, "api_key.rotated", webhook_id=webhook_id, prefix="svix")  # retried, svix- headers
+    assert body(first) == {"status": "handled"} and body(again) == {"status": "duplicate"}
+    assert dropped == [1]
+    assert body(deliver(hooks, "api_key.deleted", prefix="svix")) == {"status": "handled"} and dropped == [1, 1]
+
+
+def test_an_event_type_not_acted_on_is_acknowledged_and_ignored(hooks: Gateway) -> None:
+    for event_type in ("deployment.updated", "org.trial_ended", "something.new"):
+        answer = deliver(hooks, event_type, {"service_name": "my-agent"})
+        assert answer.status_code == 200 and body(answer) == {"status": "ignored"}
