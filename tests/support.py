@@ -166,7 +166,8 @@ class LambdaContext:
 
 def clear_agent_queues(table: Any, agents: list[str]) -> None:
     """Empty the agents' start queues between tests (the table outlives each test): pending requests are
-    marked failed and the queue partitions deleted, so no test's leftovers make the next one's starts wait."""
+    marked failed and the queue partitions deleted, so no test's leftovers make the next one's starts wait; and open
+    the start gates (a test's closed gate would refuse the next one's starts)."""
     pending = table.query(IndexName="GSI2", KeyConditionExpression="GSI2PK = :pk",
                           ExpressionAttributeValues={":pk": "PENDING"})["Items"]
     for item in pending:
@@ -180,6 +181,8 @@ def clear_agent_queues(table: Any, agents: list[str]) -> None:
         with table.batch_writer() as batch:
             for item in items:
                 batch.delete_item(Key={"PK": item["PK"], "SK": item["SK"]})
+    for scope in ["org", *(f"agent#{agent}" for agent in agents)]:  # the start gates open again
+        table.delete_item(Key={"PK": f"GATE#{scope}", "SK": "META"})
 
 
 def wait_for(what: Callable[[], bool], timeout: float = 60) -> bool:

@@ -76,6 +76,10 @@ ERRORS.update({  # guests (docs/guests.md)
     "human_check_unavailable": (503, "human_check_unavailable"),
     "guest_access_misconfigured": (503, "guest_access_misconfigured"),
     "pcc_webhook_unverified": (401, "invalid_signature"),  # Pipecat Cloud's webhooks (docs/operations.md)
+    "spend_limit_reached": (503, "spend_limit_reached"),  # the start gates (docs/operations.md)
+    "billing_not_set": (503, "billing_not_set"),
+    "agent_suspended": (503, "agent_suspended"),
+    "starts_closed": (503, "starts_closed"),
 })
 HEADERS: dict[str, dict[str, str]] = {"unauthorized": {"WWW-Authenticate": "Bearer"}}
 

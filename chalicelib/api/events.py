@@ -20,6 +20,8 @@ EventType = Literal[
     "session.capped",  # stopped by the gateway's hard cap (SESSION_HARD_CAP_SECONDS)
     "session.orphan_stopped",  # a bot no record of ours claims, stopped by the orphan sweep
     "call.started",  # a telephony call's bot started (data: provider)
+    "gate.closed",  # new starts closed for a reason (data: scope, reason, message, by; agent "*": the organisation)
+    "gate.opened",  # a reason a gate was closed for was lifted (data: scope, reason, by)
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
@@ -33,8 +35,9 @@ class LifecycleEvent(BaseModel):
     id: str = Field(pattern=r"^evt_[0-9a-f]{32}$")
     type: EventType
     time: str = Field(description="When the state change was recorded (ISO 8601, UTC)")
-    userId: str | None = Field(description="The verified caller the start was made for; null only for "
-                                            "session.orphan_stopped (no record of ours claims the bot)")
+    userId: str | None = Field(description="The verified caller the start was made for; null for "
+                                            "session.orphan_stopped (no record of ours claims the bot) and for "
+                                            "the gates' events")
     agent: str
     sessionId: str | None = None
     requestId: str | None = None

@@ -8,8 +8,10 @@ MAX_BODY_BYTES, a body that is not the documented envelope `{event_type, org, cr
 at least once: a `webhook-id` already handled is acknowledged and not handled again (remembered REMEMBER_SECONDS).
 An event type this gateway does not act on is acknowledged and ignored.
 
-Acted on so far: `api_key.rotated` / `api_key.deleted` drop this container's cached keys, so its next Pipecat
-Cloud call reads Secrets Manager again (other containers re-read within SECRET_CACHE_SECONDS).
+Acted on: `spend.limit_reached` / `spend.limit_cleared` close and open the organisation's start gate,
+`service.suspended` / `service.resumed` an agent's (chalicelib.start.gates); `api_key.rotated` / `api_key.deleted`
+drop this container's cached keys, so its next Pipecat Cloud call reads Secrets Manager again (other containers
+re-read within SECRET_CACHE_SECONDS).
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from chalicelib.platform.errors import Refused
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.secrets import get_secrets, reset_secret_cache
+from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
+from chalicelib.start import gates
 from chalicelib.store import webhook_deliveries
+from chalicelib.store.gates import ORG_SCOPE, agent_scope
 
 MAX_BODY_BYTES = 64 * 1024
 REMEMBER_SECONDS = 7 * 86400  # longer than a sender's retries of one delivery
@@ -82,8 +87,30 @@ def receive(headers: dict[str, str], raw_body: bytes) -> HttpResult:
     return HttpResult(200, {"status": "handled" if acted else "ignored"})
 
 
+def _spend(data: JsonObject) -> str:
+    spent, limit = data.get("current_spend_cents"), data.get("limit_cents")
+    if isinstance(spent, int) and isinstance(limit, int):
+        return f"The organisation's Pipecat Cloud spend limit is reached ({spent / 100:.2f} of {limit / 100:.2f})"
+    return ""
+
+
 def _act(event: PccWebhook) -> bool:
     """What an event changes here (each idempotent: a delivery handled twice does no harm); False: nothing."""
+    agents = list(get_settings().pcc.agents)
+    if event.event_type == "spend.limit_reached":
+        gates.close(ORG_SCOPE, "spend_limit", _spend(event.data))
+        return True
+    if event.event_type == "spend.limit_cleared":
+        gates.reopen(ORG_SCOPE, "spend_limit", agents)
+        return True
+    service = str(event.data.get("service_name") or "")
+    if event.event_type in ("service.suspended", "service.resumed") and service in agents:
+        if event.event_type == "service.suspended":
+            why = str(event.data.get("reason") or "no reason given")[:64]
+            gates.close(agent_scope(service), "suspended", f"This agent is suspended at Pipecat Cloud ({why})")
+        else:
+            gates.reopen(agent_scope(service), "suspended", [service])
+        return True
     if event.event_type in KEY_EVENTS:
         reset_secret_cache()
         count("PccApiKeyChanged", change=event.event_type.removeprefix("api_key."))

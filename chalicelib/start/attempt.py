@@ -14,7 +14,7 @@ from chalicelib.pcc.responses import client_response, is_retryable, map_pcc_erro
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import Settings
-from chalicelib.start import lifecycle, queued_start
+from chalicelib.start import gates, lifecycle, queued_start
 from chalicelib.store import queued_starts
 from chalicelib.store.queued_starts import QueuedStart
 from chalicelib.store.session_records import SessionRecord
@@ -62,10 +62,12 @@ def _attempt_claimed(settings: Settings, agent: str, request: QueuedStart, attem
         finally:
             clock.answered = time.monotonic()
     except PccCallError as exc:
-        if not is_retryable(exc):
+        billing = gates.refused_for_billing(exc)  # the gate closes; the start keeps its place
+        if not is_retryable(exc) and not billing:
             error = map_pcc_error(exc)
             return failed_for_good(request, error.kind, str(error.detail), (queued_starts.STARTING,)), request
-        reason = "pcc_at_capacity" if exc.status == 429 else f"pcc_{exc.status or exc.kind}"
+        reason = "pcc_billing" if billing else "pcc_at_capacity" if exc.status == 429 \
+            else f"pcc_{exc.status or exc.kind}"
         if not queued_starts.requeue(request_id, attempt, time.time() + retry_wait, reason):
             return "skipped", request
         return "retry", replace(request, state=queued_starts.QUEUED, next_attempt=attempt + 1, attempts=attempt)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from chalicelib.platform.observability import logger
 from chalicelib.platform.settings import Settings
 from chalicelib.start import attempt as attempts
-from chalicelib.start import queued_start
+from chalicelib.start import gates, queued_start
 from chalicelib.start.attempt import CallClock, Outcome
 from chalicelib.start.pacing import Pacer
 from chalicelib.start.queued_start import DEADLINE_DETAIL
@@ -91,6 +91,7 @@ class Run:
         self.known: dict[int, QueuedStart] = {}  # places read and still waiting (kept across retries)
         self.flights: dict[int, Flight] = {}
         self.foresee_off = False
+        self.gated = False  # a start gate this agent depends on was seen closed
         self.lease_until = time.time() + attempts.LEASE_SECONDS
 
     def loop(self, budget: float, freed: bool) -> None:
@@ -104,6 +105,8 @@ class Run:
                     return
                 if self.state.waiting() == 0 and not self.flights:
                     return
+                if self.gated:
+                    return  # a gate closed: no more calls; opening it wakes a dispatcher (start.gates.reopen)
                 self._step(ends)
         finally:
             while self.flights:  # every attempt sent is seen to its outcome before the lease is let go
@@ -171,6 +174,10 @@ class Run:
             return  # decide again on a fresh read (a place cancelled meanwhile is skipped)
         if self._foresight_room() <= 0:  # as far ahead of the evidence as it may go: wait for answers
             self._settle(block=WAKE_POLL_SECONDS)
+            return
+        if not gates.is_open(self.agent):  # read before every call: a gate closes within one attempt
+            self.gated = True
+            self.summary["gated"] = 1
             return
         head = queued_start.head_to_try(self.settings, request)
         if head is None:

@@ -21,7 +21,7 @@ from chalicelib.platform.request_parsing import parse_json_object, validation_er
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
-from chalicelib.start import budgets, capacity_queue, lifecycle
+from chalicelib.start import budgets, capacity_queue, gates, lifecycle
 from chalicelib.start.policy import PlannedStart, plan_start
 from chalicelib.store import agent_queue, intents, queued_starts
 from chalicelib.store.intents import StartIntent
@@ -62,6 +62,7 @@ def execute_start(user_id: str, plan: PlannedStart, status_base: str = "/start",
     is off (telephony holds the caller instead). A Lambda that dies mid-call leaves the intent `calling`
     for recovery."""
     settings = get_settings()
+    gates.check(plan.agent)  # closed: refused before anything is taken or called
     limit = terms.limit or settings.limits.user_session_limit
     lease = settings.pcc.connect_timeout + (terms.read_timeout or settings.pcc.read_timeout)
     intent = intents.open_intent(user_id, plan.agent, limit, lease)
@@ -96,6 +97,9 @@ def execute_start(user_id: str, plan: PlannedStart, status_base: str = "/start",
 def _refused_by_pcc(exc: PccCallError, intent: StartIntent) -> Refused:
     """Pipecat Cloud refused the start (or its answer was lost): the slot is freed when no bot can exist, kept
     for recovery (intent `unknown`) when one might."""
+    if gates.refused_for_billing(exc):  # no bot: the slot is freed, and the caller told why
+        intents.settle_not_started(intent)
+        gates.check(intent.agent)
     error = map_pcc_error(exc)
     if might_have_started(exc):
         intents.mark_unknown(intent, error.kind)

@@ -42,7 +42,7 @@ def run(agent: str, budget_seconds: float | None = None, *, freed: bool = False)
         raise
     agent_queue.release(agent, owner)
     after = agent_queue.read(agent)
-    if after.waiting() and not after.leased(time.time()):
+    if after.waiting() and not after.leased(time.time()) and not summary.get("gated"):
         agent_queue.send_wake(agent)  # run time spent, or work arrived as the lease was let go: hand over
     return summary
 

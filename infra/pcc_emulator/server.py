@@ -220,6 +220,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if "start_latency_ms" in data:
                     org.start_latency_seconds = float(data["start_latency_ms"]) / 1000
             self._json(200, {"latency_ms": org.latency_seconds * 1000})
+        elif parts == ["org"] and self.command == "POST":  # {"spend_limited": true}: starts refused (PCC-1004)
+            with org.lock:
+                org.spend_limited = data.get("spend_limited") is True
+            self._json(200, {"spend_limited": org.spend_limited})
         elif parts == ["hold"] and self.command == "POST":  # {"held": true}: answers wait; false: they go
             if data.get("held") is True:
                 org.answers_open.clear()

@@ -163,6 +163,9 @@ class Organisation:
         self.started = 0
         self.rejected_capacity = 0
         self.connections = 0
+        # Spend-limited, the organisation's starts are refused as billing refusals (PCC-1004, the code Pipecat
+        # Cloud documents for billing; what it answers at a spend limit is not documented: docs/operations.md).
+        self.spend_limited = False
         self.latency_seconds = 0.0
         self.cold_start_seconds = 0.0
         self.start_latency_seconds = 0.0  # a successful start answers this late (the bot exists meanwhile)
@@ -185,6 +188,7 @@ class Organisation:
             names = list(self.agents) or ["my-agent"]
             self.agents = {name: Agent(name=name) for name in names}
             self.sessions.clear()
+            self.spend_limited = False
             self.proxy_calls.clear()
             self.start_faults.clear()
             self.start_log.clear()
@@ -326,6 +330,8 @@ class Organisation:
         with self.lock:
             self.start_calls += 1
             self._expire()
+            if self.spend_limited:
+                raise _error(400, "Billing is not set up for this organization", "PCC-1004")
             agent = self._ready_agent(agent_name)
             if not isinstance(payload, dict):
                 raise _error(400, "Request body must be a JSON object", "400")
