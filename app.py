@@ -26,9 +26,9 @@ from chalicelib.platform.settings import get_settings
 from chalicelib.sessions import service as sessions_service
 from chalicelib.sessions.proxy import MAX_PROXY_DEPTH, PROXY_CONTENT_TYPES, PROXY_METHODS, forward, is_preflight
 from chalicelib.sessions.proxy_headers import forwarded_to_bot
-from chalicelib.start import budgets, capacity_queue, worker
+from chalicelib.start import budgets, capacity_queue
 from chalicelib.start import service as start_service
-from chalicelib.upkeep import reconcile, schedule
+from chalicelib.upkeep import messages, reconcile, schedule
 
 app = Chalice(app_name=SERVICE, configure_logs=False)
 LOCAL_EVENTS_STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/pipecat-gateway-local-events/stream/local"
@@ -265,7 +265,7 @@ def daily_dialout() -> Response:
                     name="retry_worker", maximum_concurrency=WORKER_MAX_CONCURRENCY)
 def retry_worker(event: Any) -> None:
     for record in event:  # batch_size=1: one record; raising leaves it for redelivery / the DLQ
-        worker.handle_message(record.body)
+        messages.handle(record.body)
 
 
 @app.schedule(Rate(reconcile.END_DETECTION_SECONDS // 60, unit=Rate.MINUTES), name="detect_ended")

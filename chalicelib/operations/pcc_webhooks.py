@@ -20,6 +20,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from chalicelib.platform.dynamo import iso_epoch, now_iso
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import count, logger
@@ -27,7 +28,7 @@ from chalicelib.platform.secrets import get_secrets, reset_secret_cache
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
 from chalicelib.start import gates
-from chalicelib.store import webhook_deliveries
+from chalicelib.store import session_checks, session_records, webhook_deliveries
 from chalicelib.store.gates import ORG_SCOPE, agent_scope
 
 MAX_BODY_BYTES = 64 * 1024
@@ -87,6 +88,23 @@ def receive(headers: dict[str, str], raw_body: bytes) -> HttpResult:
     return HttpResult(200, {"status": "handled" if acted else "ignored"})
 
 
+def _session_started(event: PccWebhook, agents: list[str]) -> bool:
+    """A session of ours is confirmed (its record notes when); one no record claims is checked again once past the
+    orphan grace, counted from when Pipecat Cloud says it started (chalicelib.upkeep.orphans.check_unclaimed)."""
+    session_id, service = str(event.data.get("session_id") or ""), str(event.data.get("service") or "")
+    if not session_id or service not in agents:
+        return False
+    if session_records.confirm(session_id, event.created_at or now_iso()):
+        return True
+    if session_records.get_session(session_id) is not None:
+        return False  # confirmed before: a delivery of it again
+    now = time.time()
+    started = iso_epoch(event.created_at) or now
+    session_checks.send(service, session_id, int(started) + get_settings().orphans.grace_seconds, now)
+    count("SessionsAnnouncedUnclaimed")
+    return True
+
+
 def _spend(data: JsonObject) -> str:
     spent, limit = data.get("current_spend_cents"), data.get("limit_cents")
     if isinstance(spent, int) and isinstance(limit, int):
@@ -111,6 +129,8 @@ def _act(event: PccWebhook) -> bool:
         else:
             gates.reopen(agent_scope(service), "suspended", [service])
         return True
+    if event.event_type == "session.started":
+        return _session_started(event, agents)
     if event.event_type in KEY_EVENTS:
         reset_secret_cache()
         count("PccApiKeyChanged", change=event.event_type.removeprefix("api_key."))

@@ -29,6 +29,7 @@ from chalicelib.platform.dynamo import (
     plain,
     table,
     transact,
+    update_if,
 )
 from chalicelib.platform.errors import DomainError
 from chalicelib.platform.shapes import Item
@@ -93,6 +94,14 @@ class SessionRecord:
 
 
 # ---------------------------------------------------------------- records
+
+
+def confirm(session_id: str, at: str) -> bool:
+    """Note when Pipecat Cloud confirmed the session (its `session.started`), once; False when there is no record
+    or it was already noted."""
+    return update_if({"PK": f"SESSION#{session_id}", "SK": "META"}, "SET pcc_confirmed_at = :at",
+                     condition="attribute_exists(PK) AND attribute_not_exists(pcc_confirmed_at)",
+                     values={":at": at}) is not None
 
 
 def get_session(session_id: str) -> SessionRecord | None:

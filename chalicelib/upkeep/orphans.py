@@ -23,7 +23,7 @@ from chalicelib.platform.dynamo import iso_epoch
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import Settings, get_settings
-from chalicelib.store import agent_queue, session_records
+from chalicelib.store import agent_queue, session_checks, session_records
 from chalicelib.store.outbox import record_event
 
 
@@ -33,6 +33,30 @@ def report_only_agents(settings: Settings) -> set[str]:
     if static_telephony and settings.resolved_telephony_agent:
         agents.add(settings.resolved_telephony_agent)
     return agents
+
+
+def check_unclaimed(agent: str, session_id: str, due: int, now: float | None = None) -> str:
+    """A session Pipecat Cloud announced that no record claimed (chalicelib.store.session_checks), at its due time:
+    stopped if still unclaimed, as the sweep would, without waiting for the sweep. Returns what happened."""
+    settings = get_settings()
+    now = time.time() if now is None else now
+    if now < due:
+        session_checks.send(agent, session_id, due, now)  # SQS delays 15 minutes at most: wait on
+        return "not_due"
+    if session_records.get_session(session_id) is not None:
+        return "claimed"
+    if settings.orphans.sweep != "stop" or agent in report_only_agents(settings):
+        logger.warning("orphan found (report only)", extra={"agent": agent, "session_id": session_id})
+        return "reported"
+    if not pcc_client.stop_if_running(agent, session_id, private_key()):
+        return "not_stopped"  # gone already, or the stop failed: the sweep looks again
+    count("OrphansStoppedEarly")
+    logger.warning("orphan stopped on Pipecat Cloud's session.started", extra={"agent": agent,
+                                                                              "session_id": session_id})
+    record_event("session.orphan_stopped", user_id=None, agent=agent, session_id=session_id,
+                 data={"announced": True})
+    agent_queue.capacity_freed(agent, "orphan_stopped")
+    return "stopped"
 
 
 def sweep(now: float | None = None) -> dict[str, int]:

@@ -16,7 +16,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from infra.pcc_emulator import EmulatorServer
-from tests.conftest import Gateway
+from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body
 from tests.support import new_user
 
@@ -118,3 +118,31 @@ def test_an_event_type_not_acted_on_is_acknowledged_and_ignored(hooks: Gateway) 
     for event_type in ("deployment.updated", "org.trial_ended", "something.new"):
         answer = deliver(hooks, event_type, {"service_name": "my-agent"})
         assert answer.status_code == 200 and body(answer) == {"status": "ignored"}
+
+
+def test_a_bot_no_record_claims_is_stopped_once_past_the_grace_without_waiting_for_the_sweep(
+        hooks: Gateway, emulator: EmulatorServer, queue: dict[str, Any]) -> None:
+    """Pipecat Cloud announces two bots started outside our records (the emulator's prefilled sessions) and one
+    we started: ours is confirmed; the one past the grace is stopped at once (its check is due: no delay); the young
+    one's check waits, and is not stopped when handled early. Counted at the emulator."""
+    from chalicelib.store import session_records
+    from chalicelib.upkeep import messages
+    from tests.integration.test_capacity_queue import drain
+
+    user = new_user()
+    ours = body(hooks.start(user, {"transport": "daily"}))["sessionId"]
+    old, young = emulator_admin(emulator, "agents/my-agent/prefill", {"ends_in": [3600, 3600]})["sessions"]
+    long_ago = datetime.now(UTC) - timedelta(minutes=30)
+    for session_id, started in ((ours, datetime.now(UTC)), (old, long_ago), (young, datetime.now(UTC))):
+        envelope = {"event_type": "session.started", "org": "acme", "created_at": started.isoformat(),
+                    "data": {"session_id": session_id, "service": "my-agent", "transport": "daily"}}
+        answer = deliver(hooks, "session.started", body_bytes=json.dumps(envelope).encode())
+        assert body(answer) == {"status": "handled"}
+    drain(hooks, queue, until=lambda: old not in emulator.org.active_session_ids(), timeout=60)
+    assert old not in emulator.org.active_session_ids()  # stopped: due at once (30 minutes past the grace)
+    assert {ours, young} <= emulator.org.active_session_ids()
+    record = session_records.get_session(ours)
+    assert record is not None  # ours was confirmed, not checked
+    young_check = json.dumps({"agent": "my-agent", "check_session": young, "due": int(time.time()) + 300})
+    assert messages.handle(young_check) == {"session_check": "not_due"}  # its delayed check, handled early
+    assert young in emulator.org.active_session_ids()
