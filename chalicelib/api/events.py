@@ -22,6 +22,7 @@ EventType = Literal[
     "call.started",  # a telephony call's bot started (data: provider)
     "gate.closed",  # new starts closed for a reason (data: scope, reason, message, by; agent "*": the organisation)
     "gate.opened",  # a reason a gate was closed for was lifted (data: scope, reason, by)
+    "account.spend_threshold",  # Pipecat Cloud: spend passed 80% / 90% of the limit (data: percent, ...; agent "*")
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 

@@ -30,6 +30,7 @@ from chalicelib.platform.shapes import JsonObject
 from chalicelib.start import gates
 from chalicelib.store import session_checks, session_records, webhook_deliveries
 from chalicelib.store.gates import ORG_SCOPE, agent_scope
+from chalicelib.store.outbox import record_event
 
 MAX_BODY_BYTES = 64 * 1024
 REMEMBER_SECONDS = 7 * 86400  # longer than a sender's retries of one delivery
@@ -129,11 +130,19 @@ def _act(event: PccWebhook) -> bool:
         else:
             gates.reopen(agent_scope(service), "suspended", [service])
         return True
+    if event.event_type == "spend.threshold_reached":
+        data = event.data
+        record_event("account.spend_threshold", user_id=None, agent="*", data={
+            "percent": data.get("percent"), "currentSpendCents": data.get("current_spend_cents"),
+            "limitCents": data.get("limit_cents")})
+        count("SpendThresholdReached")  # the alarm's metric (infra/template.yaml)
+        logger.warning("Pipecat Cloud spend threshold reached", extra={"percent": str(data.get("percent"))[:8]})
+        return True
     if event.event_type == "session.started":
         return _session_started(event, agents)
     if event.event_type in KEY_EVENTS:
         reset_secret_cache()
-        count("PccApiKeyChanged", change=event.event_type.removeprefix("api_key."))
+        count("PccApiKeyChanged")  # the alarm's metric (infra/template.yaml)
         logger.warning("Pipecat Cloud API key changed: cached keys dropped",
                        extra={"event_type": event.event_type, "key_type": str(event.data.get("type", ""))[:16]})
         return True

@@ -55,6 +55,7 @@ def close(scope: str, reason: str, message: str = "", *, by: str = "pipecat-clou
     changed = gates.close(scope, reason, message, events)
     if changed:
         count("GateChanges", change="closed", reason=reason)
+        count("StartGatesClosed")  # the alarm's metric (infra/template.yaml)
         logger.warning("start gate closed", extra={"scope": scope, "reason": reason, "by": by})
     return changed
 

@@ -25,7 +25,8 @@ OUTBOX_TTL_SECONDS = 7 * 86400
 # misspelt type fails the change in tests instead of reaching the stream
 EVENT_TYPE_NAMES = frozenset({
     "start.queued", "start.failed", "start.cancelled", "start.abandoned", "session.started", "session.stopped",
-    "session.ended", "session.capped", "session.orphan_stopped", "call.started", "gate.closed", "gate.opened"})
+    "session.ended", "session.capped", "session.orphan_stopped", "call.started", "gate.closed", "gate.opened",
+    "account.spend_threshold"})
 
 
 def event_writes(event_type: str, *, user_id: str | None, agent: str, session_id: str | None = None,

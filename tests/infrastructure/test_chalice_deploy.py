@@ -225,6 +225,11 @@ def test_dlq_alarm_mails_the_operator_and_the_dashboard_shows_the_app(aws: dict[
     assert {d["Name"]: d["Value"] for d in orphans["Dimensions"]} == {"service": "pipecat-gateway", "stage": "dev"}
     stranded = cloudwatch.describe_alarms(AlarmNames=["pipecat-gateway-dev-queued-start-stranded"])["MetricAlarms"][0]
     assert stranded["MetricName"] == "QueuedStartsStranded" and stranded["AlarmActions"] == [topic]
+    for name, metric in (("spend-threshold", "SpendThresholdReached"), ("start-gate-closed", "StartGatesClosed"),
+                         ("pcc-api-key-changed", "PccApiKeyChanged")):  # the operator's side (docs/operations.md)
+        found = cloudwatch.describe_alarms(AlarmNames=[f"pipecat-gateway-dev-{name}"])["MetricAlarms"][0]
+        assert found["MetricName"] == metric and found["AlarmActions"] == [topic], name
+        assert {d["Name"]: d["Value"] for d in found["Dimensions"]} == {"service": "pipecat-gateway", "stage": "dev"}
     body = json.loads(cloudwatch.get_dashboard(DashboardName="pipecat-gateway-dev")["DashboardBody"])
     metrics = {m[1] for widget in body["widgets"] for m in widget["properties"]["metrics"]}
     # the app's own EMF metrics (every name must be one the code emits) and AWS's queue / API metrics

@@ -146,3 +146,22 @@ def test_a_bot_no_record_claims_is_stopped_once_past_the_grace_without_waiting_f
     young_check = json.dumps({"agent": "my-agent", "check_session": young, "due": int(time.time()) + 300})
     assert messages.handle(young_check) == {"session_check": "not_due"}  # its delayed check, handled early
     assert young in emulator.org.active_session_ids()
+
+
+def test_a_spend_threshold_becomes_a_lifecycle_event(hooks: Gateway, stack: dict[str, Any]) -> None:
+    from boto3.dynamodb.conditions import Key
+
+    table = boto3.resource("dynamodb").Table(stack["outputs"]["EventsTableName"])
+
+    def thresholds() -> list[Any]:
+        items = table.query(KeyConditionExpression=Key("PK").eq("EVENTS#-"))["Items"]
+        return [json.loads(str(i["event"])) for i in items if i["event_type"] == "account.spend_threshold"]
+
+    before = len(thresholds())
+    webhook_id = f"msg_threshold_{time.time_ns()}"
+    data = {"percent": 90, "current_spend_cents": 9000, "limit_cents": 10000}
+    assert body(deliver(hooks, "spend.threshold_reached", data, webhook_id=webhook_id)) == {"status": "handled"}
+    assert body(deliver(hooks, "spend.threshold_reached", data, webhook_id=webhook_id)) == {"status": "duplicate"}
+    found = thresholds()[before:]
+    assert len(found) == 1 and found[0]["agent"] == "*" and found[0]["userId"] is None
+    assert found[0]["data"] == {"percent": 90, "currentSpendCents": 9000, "limitCents": 10000}
