@@ -124,6 +124,28 @@ def pcc_webhook() -> Response:
     return json_response(result.status, result.body, result.headers)
 
 
+@app.route("/admin/agents/{agent}", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
+def admin_agent(agent: str) -> Response:
+    from chalicelib.operations import admin  # noqa: PLC0415 - lazy: only operators pay for it
+
+    return json_response(200, admin.agent_view(_principal(_request()), agent))
+
+
+@app.route("/admin/gates", methods=["POST"], cors=CORS, authorizer=AUTHORIZER)
+def admin_gates() -> Response:
+    from chalicelib.operations import admin  # noqa: PLC0415 - lazy: only operators pay for it
+
+    request = _request()
+    return json_response(200, admin.change_gate(_principal(request), _raw_body(request)))
+
+
+@app.route("/admin/sessions/{session_id}", methods=["DELETE"], cors=CORS, authorizer=AUTHORIZER)
+def admin_stop_session(session_id: str) -> Response:
+    from chalicelib.operations import admin  # noqa: PLC0415 - lazy: only operators pay for it
+
+    return json_response(200, admin.stop_any_session(_principal(_request()), session_id))
+
+
 @app.route("/start", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
 def pending_starts() -> Response:
     request = _request()

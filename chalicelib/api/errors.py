@@ -80,6 +80,7 @@ ERRORS.update({  # guests (docs/guests.md)
     "billing_not_set": (503, "billing_not_set"),
     "agent_suspended": (503, "agent_suspended"),
     "starts_closed": (503, "starts_closed"),
+    "admin_only": (403, "admin_only"),  # the admin API (docs/operations.md)
 })
 HEADERS: dict[str, dict[str, str]] = {"unauthorized": {"WWW-Authenticate": "Bearer"}}
 

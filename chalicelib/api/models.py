@@ -98,6 +98,17 @@ class DialoutRequest(BaseModel):
         return self
 
 
+class AdminGateRequest(BaseModel):
+    """POST /admin/gates: close or open new starts for maintenance."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    scope: Literal["organisation", "agent"]
+    agent: str | None = Field(default=None, min_length=1, max_length=128, description="for scope agent")
+    action: Literal["close", "open"]
+    message: str = Field(default="", max_length=500, description="what callers are told while it is closed")
+
+
 class GuestRequest(BaseModel):
     """POST /guest: the human check widget's token (none on a stage whose check is `none`)."""
 

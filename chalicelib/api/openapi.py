@@ -18,6 +18,7 @@ SCHEMAS: list[type[BaseModel]] = [
     models.WebSocketStartResponse, models.HealthResponse, answers.QueuedStart, answers.SessionRecord,
     answers.SessionList, answers.SessionDetails, answers.CancelResult, answers.PendingStart, answers.PendingStarts,
     answers.DialinAnswer, models.DialoutRequest, answers.Usage, models.GuestRequest, answers.GuestTokenAnswer,
+    models.AdminGateRequest,
     LifecycleEvent,  # answered by no route: what the event sinks receive (docs/events.md)
 ]
 
@@ -50,7 +51,26 @@ UPSTREAM = (502, 503, 504)
 
 
 def _paths(proxy_depth: int) -> JsonObject:
-    return {**_start_paths(), **_session_paths(), **_telephony_paths(), **_proxy_paths(proxy_depth)}
+    return {**_start_paths(), **_session_paths(), **_telephony_paths(), **_admin_paths(),
+            **_proxy_paths(proxy_depth)}
+
+
+def _admin_paths() -> JsonObject:
+    """The admin API (docs/operations.md): callers whose token carries ADMIN_GROUP only."""
+    agent = {"name": "agent", "in": "path", "required": True, "schema": ID_SCHEMA}
+    free_form = _json({"type": "object"}, "See docs/operations.md")
+    return {
+        "/admin/agents/{agent}": {"get": {"operationId": "adminAgentView", "security": SECURED,
+                                          "parameters": [agent],
+                                          "responses": {"200": free_form, **_errors(403, 404, *AUTH_ERRORS)}}},
+        "/admin/gates": {"post": {
+            "operationId": "adminGate", "security": SECURED,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("AdminGateRequest")}}},
+            "responses": {"200": free_form, **_errors(400, 403, 404, 413, 415, 422, *AUTH_ERRORS)}}},
+        "/admin/sessions/{sessionId}": {"delete": {
+            "operationId": "adminStopSession", "security": SECURED, "parameters": [SESSION_ID],
+            "responses": {"200": free_form, **_errors(403, 404, *AUTH_ERRORS, *UPSTREAM)}}},
+    }
 
 
 def _start_paths() -> JsonObject:

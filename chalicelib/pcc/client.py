@@ -151,6 +151,11 @@ def stop_if_running(agent: str, session_id: str, private_key: str | None = None)
     return True
 
 
+def agent_details(agent: str, private_key: str) -> JsonObject:
+    """The agent as Pipecat Cloud sees it (private API): `activeSessionCount`, `autoScaling`, ..."""
+    return dict(_request("GET", f"/v1/agents/{quote(agent, safe='')}", private_key) or {})
+
+
 def list_sessions(agent: str, private_key: str, **params: Any) -> JsonObject:
     path = f"/v1/agents/{quote(agent, safe='')}/sessions"
     return dict(_request("GET", path, private_key, params=params) or {})

@@ -103,7 +103,11 @@ class PipecatCloud(Group):
 
 
 class Auth(Group):
+    """How callers are verified (docs/security.md); `admin_group`: the token group that may use /admin/ (empty:
+    nobody; docs/operations.md)."""
+
     auth_mode: Literal["jwt", "cognito", "insecure-dev"] = "jwt"
+    admin_group: str = ""
     oidc_issuer: str = ""
     oidc_audience: str = ""
     oidc_jwks_url: str = ""

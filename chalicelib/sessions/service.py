@@ -109,17 +109,25 @@ def end_session(record: session_records.SessionRecord, status: str, reason: str,
 
 def stop_session(user_id: str, session_id: str) -> JsonObject:
     """Stop via PCC's private API. Idempotent: stopping an ended session is not an error."""
-    record = owned_session(user_id, session_id)
+    return answer_of(stop_record(owned_session(user_id, session_id), "stopped_by_user"))
+
+
+def stop_record(record: session_records.SessionRecord, reason: str) -> session_records.SessionRecord:
+    """Stop the session at Pipecat Cloud and record it stopped for `reason` (idempotent); the record as it is now."""
     if record.status == session_records.ACTIVE:
         try:
-            pcc_client.stop_session(record.agent, session_id, private_key())
+            pcc_client.stop_session(record.agent, record.session_id, private_key())
         except PccCallError as exc:
             if exc.status != 404:  # 404: already gone at Pipecat Cloud, which is what we want
                 raise map_pcc_error(exc) from None
         # Pipecat Cloud's createdAt / endedAt, read after the stop: the user's usage to the second (without them it
         # counts from our record, to now)
-        end_session(record, session_records.STOPPED, "stopped_by_user", pipecat_details(record))
-        record = session_records.get_session(session_id) or record
+        end_session(record, session_records.STOPPED, reason, pipecat_details(record))
+        record = session_records.get_session(record.session_id) or record
+    return record
+
+
+def answer_of(record: session_records.SessionRecord) -> JsonObject:
     return _answer(record).model_dump(exclude_unset=True)
 
 

@@ -1,0 +1,110 @@
+"""The admin API (docs/operations.md): for callers whose token carries the `ADMIN_GROUP` group (locally:
+`X-Dev-Groups`), nobody else (403 `admin_only`, before anything is read). Each action is logged with the admin's id
+and recorded as a lifecycle event: a gate's change carries `by: admin:<id>`; a session an admin stopped is
+`session.stopped` with reason `stopped_by_admin` (the log names the admin).
+
+- an agent's view: its gates, its queue (depth, the head's age, attempts in flight), our active records, and Pipecat
+  Cloud's own `activeSessionCount` and autoscaling limits, side by side;
+- close / open a gate for maintenance, with a message callers see;
+- stop any session.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import ValidationError
+
+from chalicelib.api.models import AdminGateRequest
+from chalicelib.pcc import client as pcc_client
+from chalicelib.pcc.client import PccCallError
+from chalicelib.platform.auth import Principal
+from chalicelib.platform.dynamo import iso_epoch
+from chalicelib.platform.errors import Refused
+from chalicelib.platform.observability import count, logger
+from chalicelib.platform.request_parsing import parse_json_object, validation_error
+from chalicelib.platform.secrets import private_key
+from chalicelib.platform.settings import get_settings
+from chalicelib.platform.shapes import JsonObject
+from chalicelib.sessions import service as sessions_service
+from chalicelib.start import gates
+from chalicelib.store import agent_queue, queued_starts, session_records
+from chalicelib.store import gates as gate_store
+from chalicelib.store.gates import ORG_SCOPE, agent_scope
+
+VIEW_RECORDS_LIMIT = 500  # active records and pending starts one view reads at most (its cost is bounded)
+MAINTENANCE = "maintenance"
+
+
+def require_admin(principal: Principal) -> str:
+    """The admin's id, or Refused (403): the admin group is not set, or the caller's token does not carry it."""
+    group = get_settings().auth.admin_group
+    if not group or group not in principal.groups or principal.service:
+        count("AdminRefused")
+        raise Refused("admin_only", "This route is for operators (the admin group) only")
+    return principal.user_id
+
+
+def _known_agent(agent: str) -> str:
+    if agent not in get_settings().pcc.agents:
+        raise Refused("unknown_agent", f"Agent {agent[:128]!r} is not available")
+    return agent
+
+
+def agent_view(principal: Principal, agent: str) -> JsonObject:
+    require_admin(principal)
+    agent, now = _known_agent(agent), time.time()
+    org_gate, agent_gate = gate_store.read([ORG_SCOPE, agent_scope(agent)])
+    state = agent_queue.read(agent)
+    pending = [r for r in queued_starts.pending(VIEW_RECORDS_LIMIT) if r.agent == agent]
+    head = min(pending, key=lambda r: r.seq if r.seq is not None else 1 << 62, default=None)
+    records = [r for r in session_records.active_sessions(VIEW_RECORDS_LIMIT) if r.agent == agent]
+    try:
+        details = pcc_client.agent_details(agent, private_key())
+        pipecat: JsonObject | None = {"activeSessionCount": details.get("activeSessionCount"),
+                                      "autoScaling": details.get("autoScaling")}
+    except PccCallError as exc:
+        logger.warning("admin view: Pipecat Cloud's agent details unavailable", extra={"status": exc.status})
+        pipecat = None
+    created = iso_epoch(head.created_at) if head is not None else None
+    return {
+        "agent": agent,
+        "gates": {"organisation": {"closed": org_gate.closed, "reasons": org_gate.messages},
+                  "agent": {"closed": agent_gate.closed, "reasons": agent_gate.messages}},
+        "queue": {"depth": state.waiting(), "headAgeSeconds": None if created is None else int(now - created),
+                  "startingNow": sum(1 for r in pending if r.state == queued_starts.STARTING),
+                  "dispatcherRunning": state.leased(now)},
+        "ourActiveSessions": len(records),
+        "pipecat": pipecat,
+    }
+
+
+def change_gate(principal: Principal, raw_body: bytes | None) -> JsonObject:
+    """Close or open a gate for maintenance (AdminGateRequest)."""
+    admin = require_admin(principal)
+    try:
+        change = AdminGateRequest.model_validate(parse_json_object(raw_body, max_bytes=4096))
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    scope, agent, action, message = change.scope, change.agent, change.action, change.message
+    target = ORG_SCOPE if scope == "organisation" else agent_scope(_known_agent(agent or ""))
+    by = f"admin:{admin}"
+    if action == "close":
+        changed = gates.close(target, MAINTENANCE, message[:500], by=by)
+    else:
+        agents = list(get_settings().pcc.agents) if target == ORG_SCOPE else [str(agent)]
+        changed = gates.reopen(target, MAINTENANCE, agents, by=by)
+    logger.warning("admin changed a start gate", extra={"admin": admin, "scope": target, "action": action,
+                                                         "changed": changed})
+    return {"scope": target, "action": action, "changed": changed}
+
+
+def stop_any_session(principal: Principal, session_id: str) -> JsonObject:
+    admin = require_admin(principal)
+    record = session_records.get_session(session_id)
+    if record is None:
+        raise Refused("session_not_found", "No such session")
+    stopped = sessions_service.stop_record(record, "stopped_by_admin")
+    logger.warning("admin stopped a session", extra={"admin": admin, "session_id": session_id,
+                                                      "user_id": record.user_id})
+    return {**sessions_service.answer_of(stopped), "userId": record.user_id}

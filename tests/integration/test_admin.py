@@ -1,0 +1,101 @@
+"""The admin API (docs/operations.md): operators only, by the ADMIN_GROUP token group. Every admin route refuses
+everyone else before it reads anything (IDOR probes included); the agent view's counts equal the emulator's; a
+maintenance gate closes and opens starts with the operator's message; an admin stops anyone's session."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from infra.pcc_emulator import EmulatorServer
+from tests.conftest import Gateway, emulator_admin
+from tests.integration.test_start import assert_error, body
+from tests.support import new_user
+
+ADMINS = "gateway-admins"
+
+
+@pytest.fixture()
+def ops(gateway: Gateway, configure_stage: Callable[..., None]) -> Gateway:
+    configure_stage(ADMIN_GROUP=ADMINS)
+    return gateway
+
+
+def as_admin(gateway: Gateway, method: str, path: str, payload: Any = None, groups: list[str] | None = None,
+             user: str = "operator-1") -> Any:
+    token = gateway.oidc.token(user, groups=groups if groups is not None else [ADMINS])
+    return gateway.request(method, path, json_body=payload, headers={"Authorization": f"Bearer {token}"})
+
+
+ROUTES = [("GET", "/admin/agents/my-agent", None), ("POST", "/admin/gates",
+                                                    {"scope": "organisation", "action": "close"}),
+          ("DELETE", "/admin/sessions/{sid}", None)]
+
+
+def test_everyone_but_an_admin_is_refused_on_every_admin_route(ops: Gateway, emulator: EmulatorServer,
+                                                               configure_stage: Callable[..., None]) -> None:
+    victim = new_user()
+    sid = body(ops.start(victim, {"transport": "daily"}))["sessionId"]
+    for method, path, payload in ROUTES:
+        path = path.format(sid=sid)
+        for groups in ([], ["users"], ["gateway-admins-not"], ["GATEWAY-ADMINS"]):
+            assert_error(as_admin(ops, method, path, payload, groups=groups, user=victim), 403, "admin_only")
+        assert_error(ops.request(method, path, json_body=payload), 401, "unauthorized")  # no token at all
+    assert sid in emulator.org.active_session_ids()  # the owner could not stop it through /admin either
+    assert ops.start(new_user(), {"transport": "daily"}).status_code == 200  # no gate was closed
+    configure_stage(ADMIN_GROUP="")  # no admin group: nobody is an admin, whatever the token says
+    assert_error(as_admin(ops, "GET", "/admin/agents/my-agent"), 403, "admin_only")
+
+
+def test_the_agent_view_puts_our_counts_beside_pipecat_clouds(ops: Gateway, emulator: EmulatorServer,
+                                                              queue: dict[str, Any]) -> None:
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 2})
+    before = body(as_admin(ops, "GET", "/admin/agents/my-agent"))["ourActiveSessions"]  # earlier tests' records
+    for _ in range(2):
+        assert ops.start(new_user(), {"transport": "daily"}).status_code == 200
+    queued = [ops.start(new_user(), {"transport": "daily"}) for _ in range(3)]
+    assert [q.status_code for q in queued] == [202] * 3
+    view = body(as_admin(ops, "GET", "/admin/agents/my-agent"))
+    ours = len(emulator.org.active_session_ids("my-agent"))
+    assert view["ourActiveSessions"] - before == ours == view["pipecat"]["activeSessionCount"] == 2
+    assert view["pipecat"]["autoScaling"]["maxAgents"] == 2
+    assert view["queue"]["depth"] == 3 and view["queue"]["headAgeSeconds"] >= 0
+    assert view["gates"]["organisation"] == {"closed": False, "reasons": {}}
+    assert_error(as_admin(ops, "GET", "/admin/agents/not-ours"), 404, "unknown_agent")
+
+
+def test_a_maintenance_gate_closes_and_opens_starts_with_the_operators_message(ops: Gateway,
+                                                                              emulator: EmulatorServer) -> None:
+    close = {"scope": "agent", "agent": "my-agent", "action": "close", "message": "Back at 14:00 UTC"}
+    assert body(as_admin(ops, "POST", "/admin/gates", close))["changed"] is True
+    assert body(as_admin(ops, "POST", "/admin/gates", close))["changed"] is False  # already closed for it
+    calls = emulator.org.start_calls
+    refused = ops.start(new_user(), {"transport": "daily"})
+    assert_error(refused, 503, "starts_closed")
+    assert body(refused)["detail"] == "Back at 14:00 UTC" and emulator.org.start_calls == calls
+    assert ops.start(new_user(), {"agent": "open-ws", "transport": "websocket"}).status_code == 200
+    view = body(as_admin(ops, "GET", "/admin/agents/my-agent"))
+    assert view["gates"]["agent"] == {"closed": True, "reasons": {"maintenance": "Back at 14:00 UTC"}}
+    assert body(as_admin(ops, "POST", "/admin/gates", {**close, "action": "open"}))["changed"] is True
+    assert ops.start(new_user(), {"transport": "daily"}).status_code == 200
+    for bad in ({"scope": "agent", "action": "close"}, {"scope": "world", "action": "close"},
+                {"scope": "organisation", "action": "smash"}, {"scope": "organisation", "action": "close", "x": 1}):
+        answer = as_admin(ops, "POST", "/admin/gates", bad)
+        assert answer.status_code in (404, 422), (bad, answer.status_code)
+
+
+def test_an_admin_stops_anyones_session(ops: Gateway, emulator: EmulatorServer) -> None:
+    user = new_user()
+    sid = body(ops.start(user, {"transport": "daily"}))["sessionId"]
+    answer = as_admin(ops, "DELETE", f"/admin/sessions/{sid}")
+    assert answer.status_code == 200
+    data = body(answer)
+    assert data["status"] == "stopped" and data["endReason"] == "stopped_by_admin" and data["userId"] == user
+    assert sid not in emulator.org.active_session_ids()
+    assert body(as_admin(ops, "DELETE", f"/admin/sessions/{sid}"))["status"] == "stopped"  # idempotent
+    assert_error(as_admin(ops, "DELETE", "/admin/sessions/no-such-session"), 404, "session_not_found")
+    listed = body(ops.request("GET", "/sessions", user=user))["sessions"]
+    assert json.dumps(listed).count("stopped_by_admin") == 1  # the owner sees why
