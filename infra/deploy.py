@@ -62,7 +62,8 @@ FUNCTION_PERMISSIONS: dict[str, dict[str, Any]] = {
     },
     "retry_worker": {
         "outbox": True,
-        "dynamodb": ["GetItem", "PutItem", "UpdateItem"],
+        # BatchGetItem: the start gates, read before every attempt (chalicelib/start/gates.py)
+        "dynamodb": ["GetItem", "BatchGetItem", "PutItem", "UpdateItem"],
         # SendMessage: a dispatcher run hands over to the next. The rest is what Lambda's SQS event source
         # mapping needs on the function's own role to poll the queue for it (AWS Lambda developer guide,
         # "Execution role permissions" for SQS); the code itself never receives or deletes.
