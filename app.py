@@ -23,6 +23,7 @@ from chalicelib.platform.idempotency import use_lambda_context
 from chalicelib.platform.observability import SERVICE, tag_request
 from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import get_settings
+from chalicelib.sessions import access
 from chalicelib.sessions import service as sessions_service
 from chalicelib.sessions.proxy import MAX_PROXY_DEPTH, PROXY_CONTENT_TYPES, PROXY_METHODS, forward, is_preflight
 from chalicelib.sessions.proxy_headers import forwarded_to_bot
@@ -62,6 +63,7 @@ def _user(request: Request) -> str:
 def _principal(request: Request) -> Principal:
     principal = authenticate_principal(request)
     tag_request(user_id=principal.user_id)
+    access.refuse_if_blocked(principal.user_id)  # an operator's block: 403 on every route
     return principal
 
 
@@ -144,6 +146,16 @@ def admin_stop_session(session_id: str) -> Response:
     from chalicelib.operations import admin  # noqa: PLC0415 - lazy: only operators pay for it
 
     return json_response(200, admin.stop_any_session(_principal(_request()), session_id))
+
+
+@app.route("/admin/users/{user_id}/block", methods=["POST", "DELETE"], cors=CORS, authorizer=AUTHORIZER)
+def admin_block(user_id: str) -> Response:
+    from chalicelib.operations import admin  # noqa: PLC0415 - lazy: only operators pay for it
+
+    request = _request()
+    if request.method == "DELETE":
+        return json_response(200, admin.unblock_user(_principal(request), user_id))
+    return json_response(200, admin.block_user(_principal(request), user_id, _raw_body(request)))
 
 
 @app.route("/start", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)

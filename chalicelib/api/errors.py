@@ -81,6 +81,7 @@ ERRORS.update({  # guests (docs/guests.md)
     "agent_suspended": (503, "agent_suspended"),
     "starts_closed": (503, "starts_closed"),
     "admin_only": (403, "admin_only"),  # the admin API (docs/operations.md)
+    "user_blocked": (403, "user_blocked"),
 })
 HEADERS: dict[str, dict[str, str]] = {"unauthorized": {"WWW-Authenticate": "Bearer"}}
 

@@ -67,6 +67,12 @@ def _admin_paths() -> JsonObject:
             "operationId": "adminGate", "security": SECURED,
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("AdminGateRequest")}}},
             "responses": {"200": free_form, **_errors(400, 403, 404, 413, 415, 422, *AUTH_ERRORS)}}},
+        "/admin/users/{user_id}/block": {m: {
+            "operationId": f"adminUser{'Block' if m == 'post' else 'Unblock'}", "security": SECURED,
+            "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            **({"requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"reason": {"type": "string"}}}}}}} if m == "post" else {}),
+            "responses": {"200": free_form, **_errors(400, 403, 413, 415, *AUTH_ERRORS)}} for m in ("post", "delete")},
         "/admin/sessions/{sessionId}": {"delete": {
             "operationId": "adminStopSession", "security": SECURED, "parameters": [SESSION_ID],
             "responses": {"200": free_form, **_errors(403, 404, *AUTH_ERRORS, *UPSTREAM)}}},

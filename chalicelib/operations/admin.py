@@ -6,7 +6,8 @@ and recorded as a lifecycle event: a gate's change carries `by: admin:<id>`; a s
 - an agent's view: its gates, its queue (depth, the head's age, attempts in flight), our active records, and Pipecat
   Cloud's own `activeSessionCount` and autoscaling limits, side by side;
 - close / open a gate for maintenance, with a message callers see;
-- stop any session.
+- stop any session;
+- block / unblock a user.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from chalicelib.api.models import AdminGateRequest
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
 from chalicelib.platform.auth import Principal
-from chalicelib.platform.dynamo import iso_epoch
+from chalicelib.platform.dynamo import iso_at, iso_epoch
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import parse_json_object, validation_error
@@ -27,8 +28,9 @@ from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
 from chalicelib.sessions import service as sessions_service
-from chalicelib.start import gates
-from chalicelib.store import agent_queue, queued_starts, session_records
+from chalicelib.start import capacity_queue, gates
+from chalicelib.start.queued_start import SWEEP_GRACE_SECONDS
+from chalicelib.store import agent_queue, blocks, queued_starts, session_records
 from chalicelib.store import gates as gate_store
 from chalicelib.store.gates import ORG_SCOPE, agent_scope
 
@@ -108,3 +110,45 @@ def stop_any_session(principal: Principal, session_id: str) -> JsonObject:
     logger.warning("admin stopped a session", extra={"admin": admin, "session_id": session_id,
                                                       "user_id": record.user_id})
     return {**sessions_service.answer_of(stopped), "userId": record.user_id}
+
+
+BLOCK_PAGES = 5  # pages of 100 active sessions one block stops at the most (a user holds USER_SESSION_LIMIT)
+
+
+def block_user(principal: Principal, user_id: str, raw_body: bytes | None) -> JsonObject:
+    """Block a user: every route refuses them from now on (403 `user_blocked`), their running sessions are stopped
+    (reason `user_blocked`) and their queued starts cancelled, each exactly once (each change
+    is conditional: blocking again finds nothing left to do)."""
+    admin = require_admin(principal)
+    reason = str(parse_json_object(raw_body, max_bytes=4096).get("reason") or "")[:500] if raw_body else ""
+    changed = blocks.block(user_id, f"admin:{admin}", reason)
+    cancelled = 0
+    since = iso_at(time.time() - get_settings().queue.start_deadline_seconds - SWEEP_GRACE_SECONDS)
+    for request in queued_starts.user_pending(user_id, since):
+        try:
+            capacity_queue.cancel(user_id, request.request_id)  # waits for an attempt in flight, as a user's would
+            cancelled += 1
+        except Refused as refusal:
+            if refusal.kind != "not_cancellable":
+                raise  # it started meanwhile: its session is stopped below
+    stopped, start_key = 0, None
+    for _ in range(BLOCK_PAGES):
+        records, start_key = session_records.list_user_sessions(user_id, limit=100, status=session_records.ACTIVE,
+                                                                start_key=start_key)
+        for record in records:
+            if sessions_service.stop_record(record, "user_blocked").status == session_records.STOPPED:
+                stopped += 1
+        if not start_key:
+            break
+    count("UsersBlocked")
+    logger.warning("admin blocked a user", extra={"admin": admin, "user_id": user_id, "changed": changed,
+                                                   "sessions_stopped": stopped, "starts_cancelled": cancelled})
+    return {"userId": user_id, "blocked": True, "changed": changed, "sessionsStopped": stopped,
+            "startsCancelled": cancelled}
+
+
+def unblock_user(principal: Principal, user_id: str) -> JsonObject:
+    admin = require_admin(principal)
+    changed = blocks.unblock(user_id)
+    logger.warning("admin unblocked a user", extra={"admin": admin, "user_id": user_id, "changed": changed})
+    return {"userId": user_id, "blocked": False, "changed": changed}

@@ -99,3 +99,30 @@ def test_an_admin_stops_anyones_session(ops: Gateway, emulator: EmulatorServer) 
     assert_error(as_admin(ops, "DELETE", "/admin/sessions/no-such-session"), 404, "session_not_found")
     listed = body(ops.request("GET", "/sessions", user=user))["sessions"]
     assert json.dumps(listed).count("stopped_by_admin") == 1  # the owner sees why
+
+
+def test_a_blocked_user_can_do_nothing_and_their_bots_are_gone(ops: Gateway, emulator: EmulatorServer,
+                                                               queue: dict[str, Any]) -> None:
+    from chalicelib.store import queued_starts
+
+    user, other = new_user(), new_user()
+    emulator_admin(emulator, "agents/my-agent", {"max_agents": 1})
+    running = body(ops.start(user, {"transport": "daily"}))["sessionId"]
+    queued = ops.start(user, {"transport": "daily"})
+    assert queued.status_code == 202
+    request_id = body(queued)["requestId"]
+    first = as_admin(ops, "POST", f"/admin/users/{user}/block", {"reason": "abuse"})
+    assert body(first) == {"userId": user, "blocked": True, "changed": True, "sessionsStopped": 1,
+                           "startsCancelled": 1}
+    assert running not in emulator.org.active_session_ids()
+    assert queued_starts.get(request_id).state == "cancelled"  # type: ignore[union-attr]
+    for method, path in (("POST", "/start"), ("GET", "/sessions"), ("GET", f"/sessions/{running}"),
+                         ("DELETE", f"/sessions/{running}"), ("GET", f"/start/{request_id}"), ("GET", "/usage"),
+                         ("GET", "/start"), ("POST", f"/sessions/{running}/api/offer")):
+        answer = ops.request(method, path, user=user, json_body={} if method == "POST" else None)
+        assert_error(answer, 403, "user_blocked")
+    again = body(as_admin(ops, "POST", f"/admin/users/{user}/block"))
+    assert again["changed"] is False and again["sessionsStopped"] == again["startsCancelled"] == 0  # exactly once
+    assert ops.start(other, {"transport": "daily"}).status_code == 200  # nobody else is affected
+    assert body(as_admin(ops, "DELETE", f"/admin/users/{user}/block"))["changed"] is True
+    assert ops.request("GET", "/sessions", user=user).status_code == 200
