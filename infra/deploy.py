@@ -192,7 +192,10 @@ def ensure_local_extras(outputs: dict[str, str], endpoint_url: str, region: str,
             Statistic="Maximum", Period=60))
     app_metric = {"Name": "service", "Value": "pipecat-gateway"}, {"Name": "stage", "Value": stage}
     for output, suffix, metric in (("OrphanAlarmName", "orphans-found", "OrphansFound"),
-                                   ("StrandedStartAlarmName", "queued-start-stranded", "QueuedStartsStranded")):
+                                   ("StrandedStartAlarmName", "queued-start-stranded", "QueuedStartsStranded"),
+                                   ("SpendThresholdAlarmName", "spend-threshold", "SpendThresholdReached"),
+                                   ("StartGateClosedAlarmName", "start-gate-closed", "StartGatesClosed"),
+                                   ("ApiKeyChangedAlarmName", "pcc-api-key-changed", "PccApiKeyChanged")):
         outputs.setdefault(output, ensure_alarm(f"{prefix}-{suffix}", Namespace="PipecatGateway", MetricName=metric,
                                                 Dimensions=list(app_metric), Statistic="Sum", Period=300))
     return outputs
