@@ -158,6 +158,23 @@ def admin_block(user_id: str) -> Response:
     return json_response(200, admin.block_user(_principal(request), user_id, _raw_body(request)))
 
 
+@app.route("/admin/users/{user_id}", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
+def admin_user(user_id: str) -> Response:
+    from chalicelib.operations import admin  # noqa: PLC0415 - lazy: only operators pay for it
+
+    return json_response(200, admin.user_view(_principal(_request()), user_id))
+
+
+@app.route("/admin/users/{user_id}/budget", methods=["PUT", "DELETE"], cors=CORS, authorizer=AUTHORIZER)
+def admin_budget(user_id: str) -> Response:
+    from chalicelib.operations import admin  # noqa: PLC0415 - lazy: only operators pay for it
+
+    request = _request()
+    if request.method == "DELETE":
+        return json_response(200, admin.clear_budget(_principal(request), user_id))
+    return json_response(200, admin.set_budget(_principal(request), user_id, _raw_body(request)))
+
+
 @app.route("/start", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
 def pending_starts() -> Response:
     request = _request()

@@ -109,6 +109,15 @@ class AdminGateRequest(BaseModel):
     message: str = Field(default="", max_length=500, description="what callers are told while it is closed")
 
 
+class BudgetOverride(BaseModel):
+    """PUT /admin/users/{id}/budget: the user's billed seconds per UTC day and calendar month (0: unlimited)."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    day: int = Field(ge=0, le=31 * 86400)
+    month: int = Field(ge=0, le=31 * 86400)
+
+
 class GuestRequest(BaseModel):
     """POST /guest: the human check widget's token (none on a stage whose check is `none`)."""
 

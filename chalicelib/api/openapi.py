@@ -18,7 +18,7 @@ SCHEMAS: list[type[BaseModel]] = [
     models.WebSocketStartResponse, models.HealthResponse, answers.QueuedStart, answers.SessionRecord,
     answers.SessionList, answers.SessionDetails, answers.CancelResult, answers.PendingStart, answers.PendingStarts,
     answers.DialinAnswer, models.DialoutRequest, answers.Usage, models.GuestRequest, answers.GuestTokenAnswer,
-    models.AdminGateRequest,
+    models.AdminGateRequest, models.BudgetOverride,
     LifecycleEvent,  # answered by no route: what the event sinks receive (docs/events.md)
 ]
 
@@ -73,6 +73,17 @@ def _admin_paths() -> JsonObject:
             **({"requestBody": {"required": False, "content": {"application/json": {"schema": {
                 "type": "object", "properties": {"reason": {"type": "string"}}}}}}} if m == "post" else {}),
             "responses": {"200": free_form, **_errors(400, 403, 413, 415, *AUTH_ERRORS)}} for m in ("post", "delete")},
+        "/admin/users/{user_id}": {"get": {
+            "operationId": "adminUserView", "security": SECURED,
+            "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": free_form, **_errors(403, *AUTH_ERRORS)}}},
+        "/admin/users/{user_id}/budget": {m: {
+            "operationId": f"adminBudget{'Set' if m == 'put' else 'Clear'}", "security": SECURED,
+            "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            **({"requestBody": {"required": True, "content": {"application/json": {
+                "schema": _ref("BudgetOverride")}}}} if m == "put" else {}),
+            "responses": {"200": free_form, **_errors(400, 403, 413, 415, 422, *AUTH_ERRORS)}}
+            for m in ("put", "delete")},
         "/admin/sessions/{sessionId}": {"delete": {
             "operationId": "adminStopSession", "security": SECURED, "parameters": [SESSION_ID],
             "responses": {"200": free_form, **_errors(403, 404, *AUTH_ERRORS, *UPSTREAM)}}},

@@ -7,7 +7,7 @@ and recorded as a lifecycle event: a gate's change carries `by: admin:<id>`; a s
   Cloud's own `activeSessionCount` and autoscaling limits, side by side;
 - close / open a gate for maintenance, with a message callers see;
 - stop any session;
-- block / unblock a user.
+- a user's view; block / unblock them; set or clear their budget override.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 
 from pydantic import ValidationError
 
-from chalicelib.api.models import AdminGateRequest
+from chalicelib.api.models import AdminGateRequest, BudgetOverride
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
 from chalicelib.platform.auth import Principal
@@ -28,9 +28,9 @@ from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
 from chalicelib.sessions import service as sessions_service
-from chalicelib.start import capacity_queue, gates
+from chalicelib.start import billing, budgets, capacity_queue, gates
 from chalicelib.start.queued_start import SWEEP_GRACE_SECONDS
-from chalicelib.store import agent_queue, blocks, queued_starts, session_records
+from chalicelib.store import agent_queue, blocks, queued_starts, session_records, usage
 from chalicelib.store import gates as gate_store
 from chalicelib.store.gates import ORG_SCOPE, agent_scope
 
@@ -152,3 +152,45 @@ def unblock_user(principal: Principal, user_id: str) -> JsonObject:
     changed = blocks.unblock(user_id)
     logger.warning("admin unblocked a user", extra={"admin": admin, "user_id": user_id, "changed": changed})
     return {"userId": user_id, "blocked": False, "changed": changed}
+
+
+USER_VIEW_SESSIONS = 20  # the user's newest sessions one view lists
+
+
+def user_view(principal: Principal, user_id: str) -> JsonObject:
+    """A user as the operator sees them: blocked or not, their newest sessions, their pending starts, their usage and
+    budget windows (with the override, if any)."""
+    require_admin(principal)
+    records, _ = session_records.list_user_sessions(user_id, limit=USER_VIEW_SESSIONS)
+    since = iso_at(time.time() - get_settings().queue.start_deadline_seconds - SWEEP_GRACE_SECONDS)
+    now = time.time()
+    used = usage.read(user_id, billing.day_window(now), billing.month_window(now))
+    return {
+        "userId": user_id,
+        "blocked": blocks.is_blocked(user_id),
+        "sessions": [sessions_service.answer_of(r) for r in records],
+        "pendingStarts": [{"requestId": r.request_id, "status": str(r.state), "agent": r.agent,
+                           "createdAt": r.created_at} for r in queued_starts.user_pending(user_id, since)],
+        "usage": budgets.report(user_id, frozenset(), now),
+        "budgetOverride": None if used.override is None else {"day": used.override[0], "month": used.override[1]},
+    }
+
+
+def set_budget(principal: Principal, user_id: str, raw_body: bytes | None) -> JsonObject:
+    """`{"day": seconds, "month": seconds}` (0: unlimited) replaces the user's budget until cleared."""
+    admin = require_admin(principal)
+    try:
+        override = BudgetOverride.model_validate(parse_json_object(raw_body, max_bytes=1024))
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    usage.set_override(user_id, override.day, override.month, f"admin:{admin}")
+    logger.warning("admin set a budget override", extra={"admin": admin, "user_id": user_id,
+                                                          "day": override.day, "month": override.month})
+    return {"userId": user_id, "budgetOverride": override.model_dump()}
+
+
+def clear_budget(principal: Principal, user_id: str) -> JsonObject:
+    admin = require_admin(principal)
+    changed = usage.clear_override(user_id)
+    logger.warning("admin cleared a budget override", extra={"admin": admin, "user_id": user_id})
+    return {"userId": user_id, "budgetOverride": None, "changed": changed}

@@ -7,6 +7,7 @@ month, against USER_SECONDS_PER_DAY / USER_SECONDS_PER_MONTH or the caller's tie
 - A running session that exhausts the budget is stopped by the detect_ended schedule (every minute): `over_budget`
   names the users.
 - GET /usage: `report`.
+- An operator's override (chalicelib.operations.admin) replaces the user's limits, where budgets are configured.
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ def check_start(user_id: str, names: frozenset[str], now: float | None = None) -
     if not budgets_configured(settings):
         return
     now = time.time() if now is None else now
-    limits = limits_for(settings, names)
     used = _used(user_id, now)
+    limits = Limits(*used.override) if used.override else limits_for(settings, names)
     if used.limits != (limits.day, limits.month):
         usage.record_limits(user_id, limits.day, limits.month)
     if not limits.any:
@@ -122,9 +123,10 @@ def report(user_id: str, names: frozenset[str], now: float | None = None) -> Jso
     """GET /usage: used / limit / reset for each window, and the running seconds of each active session."""
     settings = get_settings()
     now = time.time() if now is None else now
-    limits = limits_for(settings, names)
+    used = _used(user_id, now)
+    limits = Limits(*used.override) if used.override else limits_for(settings, names)
     active = running_seconds(_active(user_id), now)
-    windows = _windows(_used(user_id, now), sum(s for _, s in active), limits, now)
+    windows = _windows(used, sum(s for _, s in active), limits, now)
     return answers.Usage(userId=user_id, day=answers.UsageWindow(**windows["day"]),
                          month=answers.UsageWindow(**windows["month"]),
                          activeSessions=[answers.ActiveUsage(sessionId=sid, runningSeconds=seconds)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from chalicelib.platform.dynamo import batch_get, plain, table
+from chalicelib.platform.dynamo import batch_get, delete_if, plain, table
 from chalicelib.platform.shapes import Item
 
 DAY_TTL_SECONDS = 3 * 86400
@@ -42,18 +42,30 @@ class UserUsage:
     day_seconds: int
     month_seconds: int
     limits: tuple[int, int] | None  # (day, month) as /start last recorded them; None: never
+    override: tuple[int, int] | None = None  # (day, month) an operator set for this user; None: none
 
 
 def read(user_id: str, day: str, month: str) -> UserUsage:
-    """The user's seconds of one UTC day and month (their labels: chalicelib.start.billing) and their recorded
-    limits (one BatchGetItem)."""
-    keys = [_key(user_id, f"DAY#{day}"), _key(user_id, f"MONTH#{month}"), _key(user_id, "LIMITS")]
+    """The user's seconds of one UTC day and month (their labels: chalicelib.start.billing), their recorded
+    limits and an operator's override (one BatchGetItem)."""
+    keys = [_key(user_id, f"DAY#{day}"), _key(user_id, f"MONTH#{month}"), _key(user_id, "LIMITS"),
+            _key(user_id, "OVERRIDE")]
     items = {str(i["SK"]): plain(i) for i in batch_get(keys)}
-    limits = items.get("LIMITS")
+    limits, override = items.get("LIMITS"), items.get("OVERRIDE")
     return UserUsage(
         day_seconds=int(items.get(f"DAY#{day}", {}).get("seconds", 0)),
         month_seconds=int(items.get(f"MONTH#{month}", {}).get("seconds", 0)),
-        limits=(int(limits["day"]), int(limits["month"])) if limits else None)
+        limits=(int(limits["day"]), int(limits["month"])) if limits else None,
+        override=(int(override["day"]), int(override["month"])) if override else None)
+
+
+def set_override(user_id: str, day: int, month: int, by: str) -> None:
+    """An operator's budget for this user (seconds per UTC day / month, 0: unlimited), until cleared."""
+    table().put_item(Item={**_key(user_id, "OVERRIDE"), "day": day, "month": month, "by": by})
+
+
+def clear_override(user_id: str) -> bool:
+    return delete_if(_key(user_id, "OVERRIDE"), "attribute_exists(PK)")
 
 
 def record_limits(user_id: str, day: int, month: int) -> None:

@@ -126,3 +126,27 @@ def test_a_blocked_user_can_do_nothing_and_their_bots_are_gone(ops: Gateway, emu
     assert ops.start(other, {"transport": "daily"}).status_code == 200  # nobody else is affected
     assert body(as_admin(ops, "DELETE", f"/admin/users/{user}/block"))["changed"] is True
     assert ops.request("GET", "/sessions", user=user).status_code == 200
+
+
+def test_an_operators_budget_override_replaces_the_users_limits_until_cleared(
+        ops: Gateway, configure_stage: Callable[..., None]) -> None:
+    from tests.integration.test_usage import used_before
+
+    configure_stage(ADMIN_GROUP=ADMINS, USER_SECONDS_PER_DAY="100")
+    user = new_user()
+    used_before(user, 150)
+    assert_error(ops.start(user, {"transport": "daily"}), 429, "usage_budget_exceeded")
+    assert body(as_admin(ops, "PUT", f"/admin/users/{user}/budget", {"day": 3600, "month": 0}))[
+        "budgetOverride"] == {"day": 3600, "month": 0}
+    started = ops.start(user, {"transport": "daily"})
+    assert started.status_code == 200  # the override lifted this user's day budget
+    view = body(as_admin(ops, "GET", f"/admin/users/{user}"))
+    assert view["blocked"] is False and view["budgetOverride"] == {"day": 3600, "month": 0}
+    assert view["usage"]["day"]["limitSeconds"] == 3600 and view["usage"]["day"]["endedSeconds"] == 150
+    assert [s["sessionId"] for s in view["sessions"]] == [body(started)["sessionId"]]
+    assert body(as_admin(ops, "DELETE", f"/admin/users/{user}/budget"))["changed"] is True
+    assert_error(ops.start(user, {"transport": "daily"}), 429, "usage_budget_exceeded")  # the default again
+    for bad in ({"day": -1, "month": 0}, {"day": 10}, {"day": 1, "month": 1, "extra": 1}):
+        assert_error(as_admin(ops, "PUT", f"/admin/users/{user}/budget", bad), 422, "validation_error")
+    assert_error(ops.request("PUT", f"/admin/users/{user}/budget", user=user, json_body={"day": 0, "month": 0}),
+                 403, "admin_only")  # a user cannot lift their own budget
