@@ -150,12 +150,7 @@ def admin_stop_session(session_id: str) -> Response:
 
 @app.route("/admin/users/{user_id}/block", methods=["POST", "DELETE"], cors=CORS, authorizer=AUTHORIZER)
 def admin_block(user_id: str) -> Response:
-    from chalicelib.operations import admin  # noqa: PLC0415 - lazy: only operators pay for it
-
-    request = _request()
-    if request.method == "DELETE":
-        return json_response(200, admin.unblock_user(_principal(request), user_id))
-    return json_response(200, admin.block_user(_principal(request), user_id, _raw_body(request)))
+    return _admin_user_change(user_id, "block")
 
 
 @app.route("/admin/users/{user_id}", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
@@ -167,12 +162,15 @@ def admin_user(user_id: str) -> Response:
 
 @app.route("/admin/users/{user_id}/budget", methods=["PUT", "DELETE"], cors=CORS, authorizer=AUTHORIZER)
 def admin_budget(user_id: str) -> Response:
+    return _admin_user_change(user_id, "budget")
+
+
+def _admin_user_change(user_id: str, change: str) -> Response:
     from chalicelib.operations import admin  # noqa: PLC0415 - lazy: only operators pay for it
 
     request = _request()
-    if request.method == "DELETE":
-        return json_response(200, admin.clear_budget(_principal(request), user_id))
-    return json_response(200, admin.set_budget(_principal(request), user_id, _raw_body(request)))
+    return json_response(200, admin.change_user(_principal(request), user_id, change, request.method == "DELETE",
+                                                _raw_body(request)))
 
 
 @app.route("/start", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)

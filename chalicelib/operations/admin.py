@@ -194,3 +194,10 @@ def clear_budget(principal: Principal, user_id: str) -> JsonObject:
     changed = usage.clear_override(user_id)
     logger.warning("admin cleared a budget override", extra={"admin": admin, "user_id": user_id})
     return {"userId": user_id, "budgetOverride": None, "changed": changed}
+
+
+def change_user(principal: Principal, user_id: str, change: str, undo: bool, raw_body: bytes | None) -> JsonObject:
+    """`block` / `budget` set (`undo`: cleared) for a user."""
+    if change == "block":
+        return unblock_user(principal, user_id) if undo else block_user(principal, user_id, raw_body)
+    return clear_budget(principal, user_id) if undo else set_budget(principal, user_id, raw_body)
