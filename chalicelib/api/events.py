@@ -23,6 +23,7 @@ EventType = Literal[
     "gate.closed",  # new starts closed for a reason (data: scope, reason, message, by; agent "*": the organisation)
     "gate.opened",  # a reason a gate was closed for was lifted (data: scope, reason, by)
     "account.spend_threshold",  # Pipecat Cloud: spend passed 80% / 90% of the limit (data: percent, ...; agent "*")
+    "admin.action",  # an operator acted through the admin API (data: action, admin, and what it acted on)
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
@@ -37,8 +38,8 @@ class LifecycleEvent(BaseModel):
     type: EventType
     time: str = Field(description="When the state change was recorded (ISO 8601, UTC)")
     userId: str | None = Field(description="The verified caller the start was made for; null for "
-                                            "session.orphan_stopped (no record of ours claims the bot) and for "
-                                            "the gates' events")
+                                            "session.orphan_stopped (no record of ours claims the bot), the gates' "
+                                            "and the account's events; an admin.action's is the user acted on")
     agent: str
     sessionId: str | None = None
     requestId: str | None = None

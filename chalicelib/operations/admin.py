@@ -1,7 +1,7 @@
 """The admin API (docs/operations.md): for callers whose token carries the `ADMIN_GROUP` group (locally:
 `X-Dev-Groups`), nobody else (403 `admin_only`, before anything is read). Each action is logged with the admin's id
-and recorded as a lifecycle event: a gate's change carries `by: admin:<id>`; a session an admin stopped is
-`session.stopped` with reason `stopped_by_admin` (the log names the admin).
+and recorded as a lifecycle event `admin.action` (`data.action`, `data.admin`, what it acted on), besides the
+events of what changed (a gate's `by: admin:<id>`, `session.stopped` with reason `stopped_by_admin`).
 
 - an agent's view: its gates, its queue (depth, the head's age, attempts in flight), our active records, and Pipecat
   Cloud's own `activeSessionCount` and autoscaling limits, side by side;
@@ -33,9 +33,16 @@ from chalicelib.start.queued_start import SWEEP_GRACE_SECONDS
 from chalicelib.store import agent_queue, blocks, queued_starts, session_records, usage
 from chalicelib.store import gates as gate_store
 from chalicelib.store.gates import ORG_SCOPE, agent_scope
+from chalicelib.store.outbox import record_event
 
 VIEW_RECORDS_LIMIT = 500  # active records and pending starts one view reads at most (its cost is bounded)
 MAINTENANCE = "maintenance"
+
+
+def _audit(admin: str, action: str, *, user_id: str | None = None, agent: str = "*", **data: object) -> None:
+    """The admin action as a lifecycle event (`admin.action`), besides the log line."""
+    record_event("admin.action", user_id=user_id, agent=agent, data={"action": action, "admin": admin, **data})
+    logger.warning("admin action", extra={"admin": admin, "action": action, "user_id": user_id, "agent": agent})
 
 
 def require_admin(principal: Principal) -> str:
@@ -96,8 +103,8 @@ def change_gate(principal: Principal, raw_body: bytes | None) -> JsonObject:
     else:
         agents = list(get_settings().pcc.agents) if target == ORG_SCOPE else [str(agent)]
         changed = gates.reopen(target, MAINTENANCE, agents, by=by)
-    logger.warning("admin changed a start gate", extra={"admin": admin, "scope": target, "action": action,
-                                                         "changed": changed})
+    _audit(admin, f"gate.{action}", agent=str(agent) if target != ORG_SCOPE else "*", scope=target,
+           changed=changed, message=message or None)
     return {"scope": target, "action": action, "changed": changed}
 
 
@@ -107,8 +114,7 @@ def stop_any_session(principal: Principal, session_id: str) -> JsonObject:
     if record is None:
         raise Refused("session_not_found", "No such session")
     stopped = sessions_service.stop_record(record, "stopped_by_admin")
-    logger.warning("admin stopped a session", extra={"admin": admin, "session_id": session_id,
-                                                      "user_id": record.user_id})
+    _audit(admin, "session.stop", user_id=record.user_id, agent=record.agent, sessionId=session_id)
     return {**sessions_service.answer_of(stopped), "userId": record.user_id}
 
 
@@ -141,8 +147,8 @@ def block_user(principal: Principal, user_id: str, raw_body: bytes | None) -> Js
         if not start_key:
             break
     count("UsersBlocked")
-    logger.warning("admin blocked a user", extra={"admin": admin, "user_id": user_id, "changed": changed,
-                                                   "sessions_stopped": stopped, "starts_cancelled": cancelled})
+    _audit(admin, "user.block", user_id=user_id, changed=changed, reason=reason or None,
+           sessionsStopped=stopped, startsCancelled=cancelled)
     return {"userId": user_id, "blocked": True, "changed": changed, "sessionsStopped": stopped,
             "startsCancelled": cancelled}
 
@@ -150,7 +156,7 @@ def block_user(principal: Principal, user_id: str, raw_body: bytes | None) -> Js
 def unblock_user(principal: Principal, user_id: str) -> JsonObject:
     admin = require_admin(principal)
     changed = blocks.unblock(user_id)
-    logger.warning("admin unblocked a user", extra={"admin": admin, "user_id": user_id, "changed": changed})
+    _audit(admin, "user.unblock", user_id=user_id, changed=changed)
     return {"userId": user_id, "blocked": False, "changed": changed}
 
 
@@ -184,15 +190,14 @@ def set_budget(principal: Principal, user_id: str, raw_body: bytes | None) -> Js
     except ValidationError as exc:
         raise validation_error(exc) from None
     usage.set_override(user_id, override.day, override.month, f"admin:{admin}")
-    logger.warning("admin set a budget override", extra={"admin": admin, "user_id": user_id,
-                                                          "day": override.day, "month": override.month})
+    _audit(admin, "user.budget_set", user_id=user_id, day=override.day, month=override.month)
     return {"userId": user_id, "budgetOverride": override.model_dump()}
 
 
 def clear_budget(principal: Principal, user_id: str) -> JsonObject:
     admin = require_admin(principal)
     changed = usage.clear_override(user_id)
-    logger.warning("admin cleared a budget override", extra={"admin": admin, "user_id": user_id})
+    _audit(admin, "user.budget_clear", user_id=user_id, changed=changed)
     return {"userId": user_id, "budgetOverride": None, "changed": changed}
 
 

@@ -26,7 +26,7 @@ OUTBOX_TTL_SECONDS = 7 * 86400
 EVENT_TYPE_NAMES = frozenset({
     "start.queued", "start.failed", "start.cancelled", "start.abandoned", "session.started", "session.stopped",
     "session.ended", "session.capped", "session.orphan_stopped", "call.started", "gate.closed", "gate.opened",
-    "account.spend_threshold"})
+    "account.spend_threshold", "admin.action"})
 
 
 def event_writes(event_type: str, *, user_id: str | None, agent: str, session_id: str | None = None,
