@@ -141,6 +141,14 @@ def admin_gates() -> Response:
     return json_response(200, admin.change_gate(_principal(request), _raw_body(request)))
 
 
+@app.route("/admin/sessions", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
+def admin_sessions() -> Response:
+    from chalicelib.operations import admin  # noqa: PLC0415 - lazy: only operators pay for it
+
+    request = _request()
+    return json_response(200, admin.list_sessions(_principal(request), _query(request)))
+
+
 @app.route("/admin/sessions/{session_id}", methods=["DELETE"], cors=CORS, authorizer=AUTHORIZER)
 def admin_stop_session(session_id: str) -> Response:
     from chalicelib.operations import admin  # noqa: PLC0415 - lazy: only operators pay for it

@@ -84,6 +84,11 @@ def _admin_paths() -> JsonObject:
                 "schema": _ref("BudgetOverride")}}}} if m == "put" else {}),
             "responses": {"200": free_form, **_errors(400, 403, 413, 415, 422, *AUTH_ERRORS)}}
             for m in ("put", "delete")},
+        "/admin/sessions": {"get": {
+            "operationId": "adminListSessions", "security": SECURED,
+            "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
+                           for n in ("user", "agent", "status", "limit", "cursor")],
+            "responses": {"200": free_form, **_errors(400, 403, 422, *AUTH_ERRORS)}}},
         "/admin/sessions/{sessionId}": {"delete": {
             "operationId": "adminStopSession", "security": SECURED, "parameters": [SESSION_ID],
             "responses": {"200": free_form, **_errors(403, 404, *AUTH_ERRORS, *UPSTREAM)}}},

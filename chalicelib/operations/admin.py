@@ -7,7 +7,8 @@ events of what changed (a gate's `by: admin:<id>`, `session.stopped` with reason
   Cloud's own `activeSessionCount` and autoscaling limits, side by side;
 - close / open a gate for maintenance, with a message callers see;
 - stop any session;
-- a user's view; block / unblock them; set or clear their budget override.
+- a user's view; block / unblock them; set or clear their budget override;
+- list sessions across users.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from chalicelib.platform.auth import Principal
 from chalicelib.platform.dynamo import iso_at, iso_epoch
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.observability import count, logger
-from chalicelib.platform.request_parsing import parse_json_object, validation_error
+from chalicelib.platform.request_parsing import parse_json_object, query_error, validation_error
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
@@ -206,3 +207,31 @@ def change_user(principal: Principal, user_id: str, change: str, undo: bool, raw
     if change == "block":
         return unblock_user(principal, user_id) if undo else block_user(principal, user_id, raw_body)
     return clear_budget(principal, user_id) if undo else set_budget(principal, user_id, raw_body)
+
+
+def list_sessions(principal: Principal, params: dict[str, str]) -> JsonObject:
+    """Sessions across users: `user` (their listing, any status, newest first) or all users' active ones (oldest
+    first), filtered by `agent`; `limit` 1-100 (50), `cursor` to go on. A page costs at most a few queries whatever
+    the history: one filtered by agent may hold fewer than `limit` with a `nextCursor` to go on from."""
+    require_admin(principal)
+    user, agent, status = params.get("user") or None, params.get("agent") or None, params.get("status") or None
+    try:
+        limit = int(params.get("limit", "50"))
+    except ValueError:
+        raise query_error("limit", "must be an integer") from None
+    if not 1 <= limit <= 100:
+        raise query_error("limit", "must be between 1 and 100")
+    if status not in (None, "active", "ended", "stopped"):
+        raise query_error("status", "must be one of ['active', 'ended', 'stopped']")
+    cursor = params.get("cursor")
+    if user is not None:
+        start = session_records.decode_cursor(user, cursor) if cursor else None
+        records, next_key = session_records.list_user_sessions(user, limit=limit, status=status, start_key=start)
+    elif status in (None, "active"):
+        start = session_records.decode_active_cursor(cursor) if cursor else None
+        records, next_key = session_records.active_page(limit, start)
+    else:
+        raise query_error("user", "is required to list ended or stopped sessions (only active ones are indexed "
+                                  "across users)")
+    shown = [{**sessions_service.answer_of(r), "userId": r.user_id} for r in records if agent in (None, r.agent)]
+    return {"sessions": shown, "nextCursor": session_records.encode_cursor(next_key)}

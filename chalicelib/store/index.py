@@ -7,6 +7,20 @@ from chalicelib.platform.dynamo import BATCH_GET, batch_get, plain, table
 from chalicelib.platform.shapes import Item
 
 
+def index_page(partition: str, limit: int, start_key: Item | None = None) -> tuple[list[Item], Item | None]:
+    """One page of a partition (at most `limit` <= BATCH_GET items, oldest first) and the key to continue from."""
+    kwargs: Item = {"IndexName": "GSI2", "KeyConditionExpression": "GSI2PK = :pk", "Limit": min(limit, BATCH_GET),
+                    "ExpressionAttributeValues": {":pk": partition}, "ScanIndexForward": True}
+    if start_key:
+        kwargs["ExclusiveStartKey"] = start_key
+    page = table().query(**kwargs)
+    keys = [{"PK": i["PK"], "SK": i["SK"]} for i in page.get("Items", [])]
+    found = {(str(i["PK"]), str(i["SK"])): i for i in batch_get(keys)} if keys else {}
+    ordered = [found.get((str(k["PK"]), str(k["SK"]))) for k in keys]
+    items = [plain(i) for i in ordered if i is not None and i.get("GSI2PK") == partition]
+    return items, page.get("LastEvaluatedKey")
+
+
 def query_index_partition(partition: str, limit: int = 500) -> list[Item]:
     """Items of one GSI2 (sparse index) partition, oldest first, up to `limit`.
 

@@ -33,7 +33,7 @@ from chalicelib.platform.dynamo import (
 )
 from chalicelib.platform.errors import DomainError
 from chalicelib.platform.shapes import Item
-from chalicelib.store.index import query_index_partition
+from chalicelib.store.index import index_page, query_index_partition
 from chalicelib.store.slots import release_slot_update
 
 
@@ -156,19 +156,35 @@ class InvalidCursor(DomainError):
 
 def decode_cursor(user_id: str, cursor: str) -> Item:
     """A client's `cursor` back into a key of its own listing; InvalidCursor for anything else."""
+    return _decoded(cursor, "GSI1", f"USER#{user_id}#SESSIONS")
+
+
+def decode_active_cursor(cursor: str) -> Item:
+    """An operator's `cursor` back into a key of the active sessions' listing (active_page)."""
+    return _decoded(cursor, "GSI2", "ACTIVE")
+
+
+def _decoded(cursor: str, index: str, partition: str) -> Item:
     if len(cursor) > 8 * MAX_CURSOR_KEY_BYTES:
         raise InvalidCursor("cursor is not valid")
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor("cursor is not valid") from None
-    expected = {"PK", "SK", "GSI1PK", "GSI1SK"}
-    if not isinstance(key, dict) or set(key) != expected or key.get("GSI1PK") != f"USER#{user_id}#SESSIONS" \
+    expected = {"PK", "SK", f"{index}PK", f"{index}SK"}
+    if not isinstance(key, dict) or set(key) != expected or key.get(f"{index}PK") != partition \
             or key.get("SK") != "META" or not str(key.get("PK", "")).startswith("SESSION#") \
             or not all(isinstance(v, str) and 0 < len(v.encode("utf-8", "surrogatepass")) <= MAX_CURSOR_KEY_BYTES
                        for v in key.values()):
         raise InvalidCursor("cursor is not valid")
     return key
+
+
+def active_page(limit: int, start_key: Item | None = None) -> tuple[list[SessionRecord], Item | None]:
+    """Up to `limit` active records across all users, oldest first (the sparse `ACTIVE` index: one query and one
+    BatchGetItem), and the key to continue from."""
+    items, next_key = index_page("ACTIVE", limit, start_key)
+    return [SessionRecord.from_item(i) for i in items], next_key
 
 
 LIST_PAGES_PER_CALL = 3  # DynamoDB queries one GET /sessions makes at the most

@@ -167,3 +167,29 @@ def test_an_operators_budget_override_replaces_the_users_limits_until_cleared(
         assert_error(as_admin(ops, "PUT", f"/admin/users/{user}/budget", bad), 422, "validation_error")
     assert_error(ops.request("PUT", f"/admin/users/{user}/budget", user=user, json_body={"day": 0, "month": 0}),
                  403, "admin_only")  # a user cannot lift their own budget
+
+
+def test_sessions_across_users_page_by_cursor_and_filter_by_agent_and_user(ops: Gateway,
+                                                                          emulator: EmulatorServer) -> None:
+    users = [new_user() for _ in range(3)]
+    mine = {body(ops.start(u, {"transport": "daily"}))["sessionId"]: u for u in users}
+    assert ops.start(users[0], {"agent": "open-ws", "transport": "websocket"}).status_code == 200
+    seen: dict[str, str] = {}
+    cursor: str | None = None
+    for _ in range(100):  # pages of 2 through every active session (earlier tests' records included)
+        query = "/admin/sessions?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = body(as_admin(ops, "GET", query))
+        assert len(page["sessions"]) <= 2
+        seen.update({s["sessionId"]: s["userId"] for s in page["sessions"]})
+        cursor = page["nextCursor"]
+        if not cursor:
+            break
+    assert all(seen.get(sid) == user for sid, user in mine.items())  # every active one, with its owner
+    by_agent = body(as_admin(ops, "GET", "/admin/sessions?agent=open-ws&limit=100"))["sessions"]
+    assert all(s["agent"] == "open-ws" for s in by_agent)
+    by_user = body(as_admin(ops, "GET", f"/admin/sessions?user={users[0]}&status=active"))["sessions"]
+    assert len(by_user) == 2 and all(s["userId"] == users[0] for s in by_user)
+    assert set(mine) <= emulator.org.active_session_ids()
+    assert_error(as_admin(ops, "GET", "/admin/sessions?status=ended"), 422, "validation_error")  # needs a user
+    assert_error(as_admin(ops, "GET", "/admin/sessions?cursor=bm90IGEgY3Vyc29y"), 400, "invalid_cursor")
+    assert_error(as_admin(ops, "GET", "/admin/sessions?limit=0"), 422, "validation_error")
