@@ -24,7 +24,7 @@ from chalicelib.platform.auth import Principal
 from chalicelib.platform.dynamo import iso_at, iso_epoch
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.observability import count, logger
-from chalicelib.platform.request_parsing import parse_json_object, query_error, validation_error
+from chalicelib.platform.request_parsing import parse_json_object, query_error, query_int, validation_error
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
@@ -215,12 +215,7 @@ def list_sessions(principal: Principal, params: dict[str, str]) -> JsonObject:
     the history: one filtered by agent may hold fewer than `limit` with a `nextCursor` to go on from."""
     require_admin(principal)
     user, agent, status = params.get("user") or None, params.get("agent") or None, params.get("status") or None
-    try:
-        limit = int(params.get("limit", "50"))
-    except ValueError:
-        raise query_error("limit", "must be an integer") from None
-    if not 1 <= limit <= 100:
-        raise query_error("limit", "must be between 1 and 100")
+    limit = query_int(params, "limit", 50, 1, 100)
     if status not in (None, "active", "ended", "stopped"):
         raise query_error("status", "must be one of ['active', 'ended', 'stopped']")
     cursor = params.get("cursor")

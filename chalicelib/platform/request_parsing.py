@@ -99,3 +99,14 @@ def query_error(name: str, message: str) -> Refused:
     """422 `validation_error` for a query parameter, in the same shape as a body's (`errors` included)."""
     return Refused("validation_error", f"Invalid request: {name}: {message}",
                     extra={"errors": [{"loc": ["query", name], "msg": message, "type": "value_error"}]})
+
+
+def query_int(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter between `low` and `high` (`default` when absent), else 422 naming it."""
+    try:
+        value = int(params.get(name, str(default)))
+    except ValueError:
+        raise query_error(name, "must be an integer") from None
+    if not low <= value <= high:
+        raise query_error(name, f"must be between {low} and {high}")
+    return value

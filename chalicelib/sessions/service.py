@@ -12,7 +12,7 @@ from chalicelib.pcc.responses import map_pcc_error
 from chalicelib.platform import rate_limits
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.observability import count, logger
-from chalicelib.platform.request_parsing import query_error
+from chalicelib.platform.request_parsing import query_error, query_int
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
@@ -43,12 +43,7 @@ def list_sessions(user_id: str, params: dict[str, str]) -> JsonObject:
     status = params.get("status") or None
     if status is not None and status not in STATUSES:
         raise query_error("status", f"must be one of {list(STATUSES)}")
-    try:
-        limit = int(params.get("limit", "20"))
-    except ValueError:
-        raise query_error("limit", "must be an integer") from None
-    if not 1 <= limit <= 100:
-        raise query_error("limit", "must be between 1 and 100")
+    limit = query_int(params, "limit", 20, 1, 100)
     start_key = session_records.decode_cursor(user_id, params["cursor"]) if params.get("cursor") else None
     items, next_key = session_records.list_user_sessions(user_id, limit=limit, status=status, start_key=start_key)
     cursor = session_records.encode_cursor(next_key)
