@@ -36,7 +36,7 @@ from chalicelib.store import gates as gate_store
 from chalicelib.store.gates import ORG_SCOPE, agent_scope
 from chalicelib.store.outbox import record_event
 
-VIEW_RECORDS_LIMIT = 500  # active records and pending starts one view reads at most (its cost is bounded)
+VIEW_RECORDS_LIMIT = 2000  # active records and pending starts one view reads at most (its cost is bounded)
 MAINTENANCE = "maintenance"
 
 
