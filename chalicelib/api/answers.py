@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chalicelib.api.models import LAZY
 from chalicelib.platform.shapes import JsonObject
-
-LAZY = ConfigDict(defer_build=True)
 
 
 class QueuedStart(BaseModel):
