@@ -24,12 +24,15 @@ def _key(scope: str) -> Item:
 @dataclass(frozen=True)
 class Gate:
     scope: str
-    reasons: frozenset[str]
-    messages: dict[str, str]
+    messages: dict[str, str]  # reason -> its message: the reasons the gate is closed for
+
+    @property
+    def reasons(self) -> frozenset[str]:
+        return frozenset(self.messages)
 
     @property
     def closed(self) -> bool:
-        return bool(self.reasons)
+        return bool(self.messages)
 
 
 def read(scopes: list[str]) -> list[Gate]:
@@ -38,8 +41,7 @@ def read(scopes: list[str]) -> list[Gate]:
     gates = []
     for scope in scopes:
         item = found.get(scope, {})
-        reasons = frozenset(str(r) for r in item.get("reasons", ()))
-        gates.append(Gate(scope, reasons, {r: str(item.get(f"message_{r}", "")) for r in reasons}))
+        gates.append(Gate(scope, {str(r): str(item.get(f"message_{r}", "")) for r in item.get("reasons", ())}))
     return gates
 
 
