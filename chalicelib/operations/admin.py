@@ -24,7 +24,13 @@ from chalicelib.platform.auth import Principal
 from chalicelib.platform.dynamo import iso_at, iso_epoch
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.observability import count, logger
-from chalicelib.platform.request_parsing import parse_json_object, query_error, query_int, validation_error
+from chalicelib.platform.request_parsing import (
+    parse_json_object,
+    query_choice,
+    query_error,
+    query_int,
+    validation_error,
+)
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
@@ -178,7 +184,7 @@ def user_view(principal: Principal, user_id: str) -> JsonObject:
         "sessions": [sessions_service.answer_of(r) for r in records],
         "pendingStarts": [{"requestId": r.request_id, "status": str(r.state), "agent": r.agent,
                            "createdAt": r.created_at} for r in queued_starts.user_pending(user_id, since)],
-        "usage": budgets.report(user_id, frozenset(), now),
+        "usage": budgets.report(user_id, frozenset(), now, used),
         "budgetOverride": None if used.override is None else {"day": used.override[0], "month": used.override[1]},
     }
 
@@ -214,10 +220,9 @@ def list_sessions(principal: Principal, params: dict[str, str]) -> JsonObject:
     first), filtered by `agent`; `limit` 1-100 (50), `cursor` to go on. A page costs at most a few queries whatever
     the history: one filtered by agent may hold fewer than `limit` with a `nextCursor` to go on from."""
     require_admin(principal)
-    user, agent, status = params.get("user") or None, params.get("agent") or None, params.get("status") or None
+    user, agent = params.get("user") or None, params.get("agent") or None
+    status = query_choice(params, "status", sessions_service.STATUSES)
     limit = query_int(params, "limit", 50, 1, 100)
-    if status not in (None, "active", "ended", "stopped"):
-        raise query_error("status", "must be one of ['active', 'ended', 'stopped']")
     cursor = params.get("cursor")
     if user is not None:
         start = session_records.decode_cursor(user, cursor) if cursor else None

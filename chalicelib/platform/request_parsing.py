@@ -110,3 +110,11 @@ def query_int(params: dict[str, str], name: str, default: int, low: int, high: i
     if not low <= value <= high:
         raise query_error(name, f"must be between {low} and {high}")
     return value
+
+
+def query_choice(params: dict[str, str], name: str, choices: tuple[str, ...]) -> str | None:
+    """A query parameter that is one of `choices` (None when absent or empty), else 422 naming them."""
+    value = params.get(name) or None
+    if value is not None and value not in choices:
+        raise query_error(name, f"must be one of {[str(c) for c in choices]}")
+    return value

@@ -12,7 +12,7 @@ from chalicelib.pcc.responses import map_pcc_error
 from chalicelib.platform import rate_limits
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.observability import count, logger
-from chalicelib.platform.request_parsing import query_error, query_int
+from chalicelib.platform.request_parsing import query_choice, query_int
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import get_settings
 from chalicelib.platform.shapes import JsonObject
@@ -40,9 +40,7 @@ def owned_session(user_id: str, session_id: str) -> session_records.SessionRecor
 
 # ------------------------------------------------------------------ list
 def list_sessions(user_id: str, params: dict[str, str]) -> JsonObject:
-    status = params.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise query_error("status", f"must be one of {list(STATUSES)}")
+    status = query_choice(params, "status", STATUSES)
     limit = query_int(params, "limit", 20, 1, 100)
     start_key = session_records.decode_cursor(user_id, params["cursor"]) if params.get("cursor") else None
     items, next_key = session_records.list_user_sessions(user_id, limit=limit, status=status, start_key=start_key)

@@ -119,11 +119,13 @@ def check_start(user_id: str, names: frozenset[str], now: float | None = None) -
                               "limitSeconds": window["limitSeconds"], "resetsAt": window["resetsAt"]})
 
 
-def report(user_id: str, names: frozenset[str], now: float | None = None) -> JsonObject:
-    """GET /usage: used / limit / reset for each window, and the running seconds of each active session."""
+def report(user_id: str, names: frozenset[str], now: float | None = None,
+           used: usage.UserUsage | None = None) -> JsonObject:
+    """GET /usage: used / limit / reset for each window, and the running seconds of each active session (`used`:
+    the user's usage as the caller has just read it for `now`, else it is read)."""
     settings = get_settings()
     now = time.time() if now is None else now
-    used = _used(user_id, now)
+    used = used or _used(user_id, now)
     limits = Limits(*used.override) if used.override else limits_for(settings, names)
     active = running_seconds(_active(user_id), now)
     windows = _windows(used, sum(s for _, s in active), limits, now)

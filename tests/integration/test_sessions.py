@@ -53,7 +53,9 @@ def test_list_is_newest_first_paginated_and_filtered(gateway: Gateway, user: str
 
 
 def test_list_rejects_bad_parameters_and_foreign_cursors(gateway: Gateway, user: str) -> None:
-    assert_error(gateway.request("GET", "/sessions?status=weird", user=user), 422, "validation_error")
+    weird = gateway.request("GET", "/sessions?status=weird", user=user)
+    assert_error(weird, 422, "validation_error")
+    assert "must be one of ['active', 'ended', 'stopped']" in body(weird)["detail"]  # the values, not enum reprs
     assert_error(gateway.request("GET", "/sessions?limit=0", user=user), 422, "validation_error")
     assert_error(gateway.request("GET", "/sessions?cursor=%%%", user=user), 400, "invalid_cursor")
     other = new_user()
