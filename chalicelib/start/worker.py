@@ -5,7 +5,6 @@ and its watchdog: chalicelib.start.dispatcher."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -47,13 +46,9 @@ def run(agent: str, budget_seconds: float | None = None, *, freed: bool = False)
     return summary
 
 
-def handle_message(body: str) -> dict[str, int]:
-    """One worker message, a wake-up: `{"agent": ..., "freed": bool}` (any other keys are ignored). Raises on a
-    malformed message (redelivered, then the DLQ)."""
-    try:
-        message = json.loads(body)
-    except ValueError:
-        message = None
+def handle_wake(message: object) -> dict[str, int]:
+    """One wake-up, as the worker queue's message parsed (chalicelib.upkeep.messages): `{"agent": ..., "freed": bool}`
+    (any other keys are ignored). Raises on a malformed one (redelivered, then the DLQ)."""
     if not isinstance(message, dict) or not isinstance(message.get("agent"), str):
         logger.error("malformed queue message: left for the DLQ")
         raise ValueError("a queue message names its agent")

@@ -21,4 +21,4 @@ def handle(body: str) -> Any:
         if not (isinstance(agent, str) and isinstance(session_id, str) and isinstance(due, int)):
             raise ValueError("a session check names its agent, session and due time")
         return {"session_check": orphans.check_unclaimed(agent, session_id, due)}
-    return worker.handle_message(body)
+    return worker.handle_wake(message)
