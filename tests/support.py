@@ -192,3 +192,16 @@ def wait_for(what: Callable[[], bool], timeout: float = 60) -> bool:
     while time.monotonic() < deadline and not what():
         time.sleep(0.02)
     return what()
+
+
+def outbox_events(user_id: str | None) -> list[dict[str, Any]]:
+    """The lifecycle events the outbox holds for `user_id` (None: the events with no user, `EVENTS#-`), oldest
+    first, as every sink gets them (the stage's environment must be in os.environ)."""
+    import boto3
+
+    from chalicelib.platform.dynamo import events_table_name
+
+    table = boto3.resource("dynamodb").Table(events_table_name())
+    items = table.query(KeyConditionExpression="PK = :pk",
+                        ExpressionAttributeValues={":pk": f"EVENTS#{user_id or '-'}"})["Items"]
+    return [json.loads(str(item["event"])) for item in items]

@@ -13,21 +13,10 @@ import pytest
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body
-from tests.support import new_user
+from tests.support import new_user, outbox_events
 
 ADMINS = "gateway-admins"
 
-
-def events_of(user: str) -> list[Any]:
-    """The user's lifecycle events as recorded in the outbox, oldest first."""
-    import boto3
-    from boto3.dynamodb.conditions import Key
-
-    from chalicelib.platform.dynamo import events_table_name
-
-    table = boto3.resource("dynamodb").Table(events_table_name())
-    items = table.query(KeyConditionExpression=Key("PK").eq(f"EVENTS#{user}"))["Items"]
-    return [json.loads(str(i["event"])) for i in items]
 
 
 @pytest.fixture()
@@ -138,11 +127,11 @@ def test_a_blocked_user_can_do_nothing_and_their_bots_are_gone(ops: Gateway, emu
     assert ops.start(other, {"transport": "daily"}).status_code == 200  # nobody else is affected
     assert body(as_admin(ops, "DELETE", f"/admin/users/{user}/block"))["changed"] is True
     assert ops.request("GET", "/sessions", user=user).status_code == 200
-    audit = [(e["data"]["action"], e["data"]["admin"], e["data"].get("changed")) for e in events_of(user)
+    audit = [(e["data"]["action"], e["data"]["admin"], e["data"].get("changed")) for e in outbox_events(user)
              if e["type"] == "admin.action"]
     assert audit == [("user.block", "operator-1", True), ("user.block", "operator-1", False),
                      ("user.unblock", "operator-1", True)]
-    assert [e["data"]["reason"] for e in events_of(user) if e["type"] == "session.stopped"] == ["user_blocked"]
+    assert [e["data"]["reason"] for e in outbox_events(user) if e["type"] == "session.stopped"] == ["user_blocked"]
 
 
 def test_an_operators_budget_override_replaces_the_users_limits_until_cleared(

@@ -29,7 +29,7 @@ from infra.pcc_emulator import EmulatorServer
 from infra.sqs_poller import StreamPoller, scheduled_event
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import body
-from tests.support import new_user
+from tests.support import new_user, outbox_events
 
 
 class Receiver:
@@ -92,9 +92,7 @@ class Events:
 
     def recorded(self, user: str) -> list[dict[str, Any]]:
         """The events the outbox holds for `user`, in the order they were written."""
-        items = self.table.query(KeyConditionExpression="PK = :pk",
-                                 ExpressionAttributeValues={":pk": f"EVENTS#{user}"})["Items"]
-        return [json.loads(str(item["event"])) for item in items]
+        return outbox_events(user)
 
     def from_bus(self) -> list[dict[str, Any]]:
         found = []

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-
 from chalicelib.start import worker
 from chalicelib.store import queued_starts
 from infra.pcc_emulator import EmulatorServer
@@ -15,15 +13,11 @@ from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_capacity_queue import drain, state
 from tests.integration.test_pcc_webhooks import deliver
 from tests.integration.test_start import assert_error, body
-from tests.support import new_user
+from tests.support import new_user, outbox_events
 
 
-def gate_events(stack: dict[str, Any]) -> list[str]:
-    from boto3.dynamodb.conditions import Key
-
-    table = boto3.resource("dynamodb").Table(stack["outputs"]["EventsTableName"])
-    items = table.query(KeyConditionExpression=Key("PK").eq("EVENTS#-"))["Items"]
-    return [str(i["event_type"]) for i in items if str(i["event_type"]).startswith("gate.")]
+def gate_events() -> list[str]:
+    return [str(e["type"]) for e in outbox_events(None) if str(e["type"]).startswith("gate.")]
 
 
 def test_a_spend_limit_closes_starts_within_one_request_and_queued_starts_keep_their_places(
@@ -54,10 +48,9 @@ def test_a_spend_limit_closes_starts_within_one_request_and_queued_starts_keep_t
     assert hooks.start(late, {"transport": "daily"}).status_code in (200, 202)
 
 
-def test_a_suspended_agent_is_refused_while_another_agent_is_not(hooks: Gateway, emulator: EmulatorServer,
-                                                                 stack: dict[str, Any]) -> None:
+def test_a_suspended_agent_is_refused_while_another_agent_is_not(hooks: Gateway, emulator: EmulatorServer) -> None:
     user = new_user()
-    before = gate_events(stack)
+    before = gate_events()
     suspended = {"service_id": "svc_1", "service_name": "my-agent", "region": "us-west",
                  "reason": "trial_exhausted"}
     deliver(hooks, "service.suspended", suspended)
@@ -70,7 +63,7 @@ def test_a_suspended_agent_is_refused_while_another_agent_is_not(hooks: Gateway,
     deliver(hooks, "service.suspended", {**suspended, "service_name": "not-ours"})  # not an agent of ours
     deliver(hooks, "service.resumed", {"service_id": "svc_1", "service_name": "my-agent"})
     assert hooks.start(new_user(), {"transport": "daily"}).status_code == 200
-    assert gate_events(stack)[len(before):] == ["gate.closed", "gate.opened"]
+    assert gate_events()[len(before):] == ["gate.closed", "gate.opened"]
 
 
 def test_a_billing_refusal_closes_the_gate_without_any_webhook(hooks: Gateway, emulator: EmulatorServer) -> None:

@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import Webhook
 from infra.pcc_emulator import EmulatorServer
 from tests.conftest import Gateway, emulator_admin
 from tests.integration.test_start import assert_error, body
-from tests.support import new_user
+from tests.support import new_user, outbox_events
 
 SECRET = "whsec_" + base64.b64encode(b"pipecat cloud webhook secret 32b").decode()
 
@@ -148,14 +148,9 @@ def test_a_bot_no_record_claims_is_stopped_once_past_the_grace_without_waiting_f
     assert young in emulator.org.active_session_ids()
 
 
-def test_a_spend_threshold_becomes_a_lifecycle_event(hooks: Gateway, stack: dict[str, Any]) -> None:
-    from boto3.dynamodb.conditions import Key
-
-    table = boto3.resource("dynamodb").Table(stack["outputs"]["EventsTableName"])
-
+def test_a_spend_threshold_becomes_a_lifecycle_event(hooks: Gateway) -> None:
     def thresholds() -> list[Any]:
-        items = table.query(KeyConditionExpression=Key("PK").eq("EVENTS#-"))["Items"]
-        return [json.loads(str(i["event"])) for i in items if i["event_type"] == "account.spend_threshold"]
+        return [e for e in outbox_events(None) if e["type"] == "account.spend_threshold"]
 
     before = len(thresholds())
     webhook_id = f"msg_threshold_{time.time_ns()}"
