@@ -8,8 +8,8 @@ from typing import Any
 from chalice.app import Chalice, Rate, Request, Response
 
 from chalicelib.api.errors import to_api_error
-from chalicelib.platform.auth import Principal, authenticate_principal, route_authorizer
-from chalicelib.platform.errors import ApiError
+from chalicelib.platform.auth import Principal, authenticate_principal, bearer_is_guest_token, route_authorizer
+from chalicelib.platform.errors import ApiError, Refused
 from chalicelib.platform.http import (
     HttpResult,
     cors_config,
@@ -56,15 +56,35 @@ def _raw_body(request: Request) -> bytes:
     return raw.encode() if isinstance(raw, str) else (raw or b"")
 
 
-def _user(request: Request) -> str:
-    return _principal(request).user_id
+def _source_ip(request: Request) -> str:
+    return str(((request.context or {}).get("identity") or {}).get("sourceIp") or "")
 
 
 def _principal(request: Request) -> Principal:
+    """A user (routes for users only: a guest token is 403 `guest_not_allowed`)."""
+    if bearer_is_guest_token(request):
+        raise Refused("guest_not_allowed", "Guests may not use this route")
     principal = authenticate_principal(request)
     tag_request(user_id=principal.user_id)
     access.refuse_if_blocked(principal.user_id)  # an operator's block: 403 on every route
     return principal
+
+
+def _caller(request: Request) -> Principal:
+    """A user, or a guest with a guest token (the routes guests may use: docs/guests.md)."""
+    if not bearer_is_guest_token(request):
+        return _principal(request)
+    from chalicelib.guests import access as guest_access  # noqa: PLC0415 - lazy: only guests pay for it
+
+    principal = guest_access.authenticate(str(request.headers.get("authorization") or ""), _source_ip(request))
+    tag_request(user_id=principal.user_id)
+    access.refuse_if_blocked(principal.user_id)
+    return principal
+
+
+def _user(request: Request) -> str:
+    """The id of the caller, a user's or a guest's (on the routes guests may use)."""
+    return _caller(request).user_id
 
 
 def _query(request: Request) -> dict[str, str]:
@@ -93,17 +113,22 @@ def openapi_document() -> Response:
 @app.route("/start", methods=["POST"], cors=CORS, authorizer=AUTHORIZER)
 def start() -> Response:
     request = _request()
-    principal = _principal(request)
-    result = start_service.start(
-        principal.user_id, _raw_body(request), request.headers.get("idempotency-key"),
-        status_base=_start_base(request), wait=capacity_queue.parse_wait(_query(request).get("wait")),
-        tiers=principal.groups | principal.scopes)
+    principal, wait = _caller(request), capacity_queue.parse_wait(_query(request).get("wait"))
+    if principal.guest:
+        from chalicelib.guests import starts as guest_starts  # noqa: PLC0415 - lazy: only guests pay for it
+
+        result = guest_starts.start(principal, _raw_body(request), request.headers.get("idempotency-key"),
+                                    status_base=_start_base(request), wait=wait)
+    else:
+        result = start_service.start(principal.user_id, _raw_body(request), request.headers.get("idempotency-key"),
+                                     status_base=_start_base(request), wait=wait,
+                                     tiers=principal.groups | principal.scopes)
     return json_response(result.status, result.body, result.headers)
 
 
 @app.route("/usage", methods=["GET"], cors=CORS, authorizer=AUTHORIZER)
 def usage() -> Response:
-    principal = _principal(_request())
+    principal = _caller(_request())
     return json_response(200, budgets.report(principal.user_id, principal.groups | principal.scopes))
 
 
@@ -112,8 +137,7 @@ def guest_token() -> Response:
     from chalicelib.guests import service as guests  # noqa: PLC0415 - lazy: only public pages pay for it
 
     request = _request()
-    source_ip = str(((request.context or {}).get("identity") or {}).get("sourceIp") or "")
-    result = guests.issue_token(request_headers(request), source_ip, _raw_body(request))
+    result = guests.issue_token(request_headers(request), _source_ip(request), _raw_body(request))
     return json_response(result.status, result.body, result.headers)
 
 
@@ -302,9 +326,8 @@ def exotel_webhook(token: str) -> Response:
     from chalicelib.telephony import webhooks  # noqa: PLC0415 - lazy (see FORM)
 
     request = _request()
-    source_ip = str(((request.context or {}).get("identity") or {}).get("sourceIp") or "")
     return _xml_or_json(webhooks.exotel(token, request.method, _pairs(request), _raw_body(request),
-                                        source_ip))
+                                        _source_ip(request)))
 
 
 @app.route("/telephony/daily/dialout", methods=["POST"], cors=CORS)

@@ -72,7 +72,11 @@ ERRORS.update({  # guests (docs/guests.md)
     "origin_not_allowed": (403, "origin_not_allowed"),
     "human_check_failed": (403, "human_check_failed"),
     "human_check_replayed": (403, "human_check_replayed"),
+    "guest_not_allowed": (403, "guest_not_allowed"),
     "guest_tokens_rate_limited": (429, "guest_tokens_rate_limited"),
+    "guest_starts_rate_limited": (429, "guest_starts_rate_limited"),
+    "guest_budget_exceeded": (429, "guest_budget_exceeded"),
+    "guest_capacity_reached": (429, "guest_capacity_reached"),
     "human_check_unavailable": (503, "human_check_unavailable"),
     "guest_access_misconfigured": (503, "guest_access_misconfigured"),
     "pcc_webhook_unverified": (401, "invalid_signature"),  # Pipecat Cloud's webhooks (docs/operations.md)

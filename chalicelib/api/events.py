@@ -41,6 +41,8 @@ class LifecycleEvent(BaseModel):
                                             "session.orphan_stopped (no record of ours claims the bot), the gates' "
                                             "and the account's events; an admin.action's is the user acted on")
     agent: str
+    guest: bool | None = Field(default=None, description="true when `userId` is a guest's (docs/guests.md); "
+                                                         "absent otherwise")
     sessionId: str | None = None
     requestId: str | None = None
     callId: str | None = None

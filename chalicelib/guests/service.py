@@ -8,44 +8,20 @@ IPv6 address by its /64), the request's shape, the human check (chalicelib.guest
 
 from __future__ import annotations
 
-import ipaddress
-
 from pydantic import ValidationError
 
 from chalicelib.api import answers
 from chalicelib.api.models import GuestRequest
-from chalicelib.guests import human_check, tokens
+from chalicelib.guests import budget, human_check, tokens
+from chalicelib.guests.access import issuer, signing_keys, source_key
 from chalicelib.platform import rate_limits
 from chalicelib.platform.dynamo import iso_at
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import count
 from chalicelib.platform.request_parsing import parse_json_object, validation_error
-from chalicelib.platform.secrets import GatewaySecrets, get_secrets
+from chalicelib.platform.secrets import get_secrets
 from chalicelib.platform.settings import Settings, get_settings
-
-
-def source_key(source_ip: str) -> str:
-    """Whom the per-address limits count: an IPv4 address, an IPv6 address's /64 (one subscriber's usual share)."""
-    try:
-        address = ipaddress.ip_address(source_ip)
-    except ValueError:
-        return "unknown"
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
-
-
-def issuer(settings: Settings) -> str:
-    return f"pipecat-gateway/{settings.stage}"
-
-
-def signing_keys(secrets: GatewaySecrets) -> tokens.SigningKeys:
-    value = secrets.guest_token_keys.get_secret_value() if secrets.guest_token_keys is not None else ""
-    try:
-        return tokens.SigningKeys.from_secret(value)
-    except ValueError:
-        raise Refused("guest_access_misconfigured", "Guest access is not configured") from None
 
 
 def check_origin(settings: Settings, origin: str) -> None:
@@ -62,6 +38,7 @@ def issue_token(headers: dict[str, str], source_ip: str, raw_body: bytes | None)
     check_origin(settings, headers.get("origin", ""))
     rate_limits.take(f"guesttoken#{source_key(source_ip)}", guests.tokens_per_address_per_hour, 3600,
                      kind="guest_tokens_rate_limited", what="Guest tokens from this address")
+    budget.check()  # the guests' day used up: no token either
     try:
         request = GuestRequest.model_validate(parse_json_object(raw_body, max_bytes=8 * 1024))
     except ValidationError as exc:

@@ -12,6 +12,9 @@ Every failure is a 401 JSON error (503 only when the issuer's keys cannot be fet
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,6 +32,7 @@ _USER_ID = re.compile(r"[A-Za-z0-9@._:|+\-]{1,128}")  # always fullmatch: `$` wo
 _ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 # What a key of each JWK type can verify (RFC 7518): a token may only use one of these for its key.
 _KEY_FAMILIES = {"RSA": {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}, "EC": {"ES256", "ES384", "ES512"}}
+GUEST_PREFIX = "guest_"  # a guest's id (chalicelib.guests); no user id may begin with it
 _warned_insecure = False
 
 
@@ -40,6 +44,27 @@ class Principal:
     groups: frozenset[str] = field(default_factory=frozenset)
     scopes: frozenset[str] = field(default_factory=frozenset)
     service: bool = False  # a server-to-server caller (an API key), not a person
+    guest: bool = False  # a visitor of a public page with a guest token (chalicelib.guests), not a user
+    address: str = ""  # a guest's source address as the per-address limits count it
+
+
+def is_guest_id(user_id: str | None) -> bool:
+    """Whether an id is a guest's (ids of users never begin with GUEST_PREFIX: `authenticate` refuses them)."""
+    return bool(user_id) and str(user_id).startswith(GUEST_PREFIX)
+
+
+def bearer_is_guest_token(request: Request) -> bool:
+    """Whether the bearer token claims to be a guest token (HS256, which no identity provider's token may use);
+    a cheap look at its header, before anything is verified (chalicelib.guests verifies it)."""
+    token = _bearer_or_none(request)
+    if token is None:
+        return False
+    encoded = token.split(".", 1)[0][:512]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    except (binascii.Error, ValueError):
+        return False
+    return isinstance(header, dict) and header.get("alg") == "HS256"
 
 
 def _names(value: Any) -> frozenset[str]:
@@ -108,17 +133,22 @@ def _verify_jwt(token: str, settings: Settings) -> Principal:
 
 
 def _checked_user_id(value: Any) -> str:
-    if not isinstance(value, str) or not _USER_ID.fullmatch(value):
+    if not isinstance(value, str) or not _USER_ID.fullmatch(value) or is_guest_id(value):
         raise _unauthorized("Token has no usable subject")
     return value
 
 
-def _bearer(request: Request) -> str:
+def _bearer_or_none(request: Request) -> str | None:
     header = request.headers.get("authorization") or ""
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _bearer(request: Request) -> str:
+    token = _bearer_or_none(request)
+    if token is None:
         raise _unauthorized("Missing bearer token")
-    return token.strip()
+    return token
 
 
 def authenticate(request: Request) -> str:
@@ -139,8 +169,9 @@ def authenticate_principal(request: Request) -> Principal:
         if not dev_user:
             raise _unauthorized("Missing X-Dev-User header: the local stage uses insecure dev auth, "
                                 "send `X-Dev-User: <any user id>`")
-        if not _USER_ID.fullmatch(dev_user):
-            raise _unauthorized("X-Dev-User must be 1-128 characters of A-Z a-z 0-9 @ . _ : | + -")
+        if not _USER_ID.fullmatch(dev_user) or is_guest_id(dev_user):
+            raise _unauthorized("X-Dev-User must be 1-128 characters of A-Z a-z 0-9 @ . _ : | + -, "
+                                f"not beginning with {GUEST_PREFIX} (guests' ids)")
         return Principal(dev_user, _names(str(request.headers.get("x-dev-groups") or "")))
     if settings.auth.auth_mode == "cognito":
         context = request.context or {}

@@ -73,6 +73,9 @@ class Settings(BaseModel):
             raise ValueError("GUEST_HUMAN_CHECK=none is only allowed on the 'local' stage")
         if self.guests.access and self.guests.human_check != "none" and not self.guests.allowed_hostnames:
             raise ValueError("GUEST_ACCESS needs GUEST_ALLOWED_HOSTNAMES (the pages' hostnames the human check names)")
+        if self.guests.access and self.auth.auth_mode == "cognito":
+            raise ValueError("GUEST_ACCESS needs AUTH_MODE=jwt or insecure-dev: API Gateway's Cognito authorizer "
+                             "would refuse guest tokens before the gateway sees them")
         if self.guests.access and not self.guests.allowed_origins:
             raise ValueError("GUEST_ACCESS needs GUEST_ALLOWED_ORIGINS (the pages guests come from)")
         if self.auth.auth_mode == "jwt" and not (self.auth.oidc_issuer and self.auth.oidc_audience):

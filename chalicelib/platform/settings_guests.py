@@ -25,7 +25,12 @@ class Guests(Group):
     action `action` when set, its score at least `min_score` when it has one, its challenge at most
     `challenge_max_age_seconds` old) for a guest token valid `token_seconds`, from a page whose Origin is one of
     `allowed_origins`; one source address (an IPv6 one by its /64) takes at most `tokens_per_address_per_hour`.
-    `none` checks nothing and exists for the local stage only."""
+    `none` checks nothing and exists for the local stage only.
+
+    What guests may cost: one active session per guest, each at most `session_max_seconds`; `starts_per_hour` per
+    guest and `starts_per_address_per_minute` per source address; at most `max_active` guest sessions per agent
+    (queued guest starts included, so guests never hold the capacity users need); `seconds_per_day` for all guests
+    together (0: no daily total). At capacity a guest is refused (429 `at_capacity`) unless `queue`."""
 
     prefix: ClassVar[str] = "guest_"
     access: bool = False
@@ -39,6 +44,12 @@ class Guests(Group):
     allowed_origins: CommaList = []
     token_seconds: int = Field(default=900, ge=60, le=3600)
     tokens_per_address_per_hour: int = Field(default=10, ge=0, le=1000)
+    session_max_seconds: int = Field(default=300, ge=30, le=7200)
+    starts_per_hour: int = Field(default=3, ge=0, le=100)
+    starts_per_address_per_minute: int = Field(default=2, ge=0, le=100)
+    max_active: int = Field(default=2, ge=0, le=1000)
+    seconds_per_day: int = Field(default=3600, ge=0, le=10_000_000)
+    queue: bool = False
 
     @field_validator("allowed_origins")
     @classmethod

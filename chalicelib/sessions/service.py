@@ -10,6 +10,7 @@ from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
 from chalicelib.pcc.responses import map_pcc_error
 from chalicelib.platform import rate_limits
+from chalicelib.platform.auth import is_guest_id
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.request_parsing import query_choice, query_int
@@ -89,8 +90,10 @@ def end_session(record: session_records.SessionRecord, status: str, reason: str,
     `reason`). False when it had already ended: nothing changes. The seconds it ran (chalicelib.start.billing:
     Pipecat Cloud's `createdAt` to `endedAt` where its `details` give them) go to its user's usage."""
     ran = billing.ran_between(record.created_at, details)
-    recorded = lifecycle.session_left(record, status, reason, details) \
-        + usage.usage_updates(record.user_id, *billing.split_seconds(*ran))
+    seconds = billing.split_seconds(*ran)
+    recorded = lifecycle.session_left(record, status, reason, details) + usage.usage_updates(record.user_id, *seconds)
+    if is_guest_id(record.user_id):  # all guests' seconds together, for GUEST_SECONDS_PER_DAY
+        recorded += usage.usage_updates(usage.GUESTS_TOTAL, *seconds)
     if not session_records.mark_ended(record, status, reason, recorded):
         return False
     count("SecondsUsed", billing.billed_seconds(*ran))

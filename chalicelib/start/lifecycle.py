@@ -15,7 +15,8 @@ from chalicelib.store.queued_starts import FAILED, QueuedStart
 from chalicelib.store.session_records import STOPPED, SessionRecord
 
 # A session we stopped, by the reason we stopped it; anything else we stopped is `session.stopped`.
-END_EVENTS = {"stopped_by_user": "session.stopped", "hard_cap": "session.capped", "usage_budget": "session.capped"}
+END_EVENTS = {"stopped_by_user": "session.stopped", "hard_cap": "session.capped", "usage_budget": "session.capped",
+              "guest_session_max": "session.capped", "guest_budget": "session.capped"}
 DETAIL_FIELDS = ("createdAt", "endedAt", "completionStatus", "botStartSeconds", "coldStart")
 
 

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 
 from chalicelib.api.models import StartRequest, Transport
+from chalicelib.platform.auth import is_guest_id
 from chalicelib.platform.errors import Refused
 from chalicelib.platform.settings import AgentPolicy, Settings
 from chalicelib.platform.shapes import JsonObject
@@ -60,9 +61,10 @@ def refuse_reserved_keys(body: JsonObject) -> None:
 
 
 def with_identity(body: JsonObject, user_id: str, transport: Transport) -> JsonObject:
-    """`body` plus the verified identity, checked against Pipecat Cloud's size limit for the transport."""
+    """`body` plus the verified identity (a guest's with `"guest": true`, so bot code can tell), checked against
+    Pipecat Cloud's size limit for the transport."""
     out = dict(body)
-    out[IDENTITY_KEY] = {"id": user_id}
+    out[IDENTITY_KEY] = {"id": user_id, "guest": True} if is_guest_id(user_id) else {"id": user_id}
     size = body_size(out)
     if size > BODY_LIMIT:
         raise Refused("body_too_large", f"body is {size} bytes; the limit is {BODY_LIMIT} bytes")

@@ -39,10 +39,13 @@ def parse_start_request(raw_body: bytes | None) -> StartRequest:
 @dataclass(frozen=True)
 class StartTerms:
     """What a start may differ in from the web's: a phone call's start (telephony) cannot wait in the queue, has its
-    own session cap and timeout, and shapes its own answer."""
+    own session cap and timeout, and shapes its own answer; a guest's (chalicelib.guests) has a cap of its own, a
+    place in its agent's guest pool, and waits behind queued starts rather than going past them."""
 
     limit: int | None = None  # the caller's active-session cap (None: USER_SESSION_LIMIT)
     queue_on_capacity: bool = True
+    pool_limit: int | None = None  # a guest's: at most this many guests' sessions and starts per agent
+    behind_queue: bool = False  # not queueable, yet refused (at capacity) while starts wait in the queue
     read_timeout: float | None = None  # Pipecat Cloud's answer (None: PCC_READ_TIMEOUT)
     shape: Callable[[str, JsonObject], HttpResult] = client_response  # the success answer from PCC's
 
@@ -65,20 +68,20 @@ def execute_start(user_id: str, plan: PlannedStart, status_base: str = "/start",
     gates.check(plan.agent)  # closed: refused before anything is taken or called
     limit = terms.limit or settings.limits.user_session_limit
     lease = settings.pcc.connect_timeout + (terms.read_timeout or settings.pcc.read_timeout)
-    intent = intents.open_intent(user_id, plan.agent, limit, lease)
-    if intent is None:
-        count("StartRejected", code="user_session_limit")
-        raise TryLater("user_session_limit", f"You already have {limit} active sessions; stop one first")
+    intent = _open_intent(user_id, plan.agent, limit, lease, terms.pool_limit)
     queueable = terms.queue_on_capacity and capacity_queue.enabled()
-    if queueable:
+    if queueable or terms.behind_queue:
         try:
             queue = agent_queue.read(plan.agent)
         except Exception:
             intents.settle_not_started(intent)
             raise
-        if queue.waiting() > 0:
+        if queue.waiting() > 0 and queueable:
             count("StartsJoinedQueue")
             return capacity_queue.enqueue(user_id, plan, status_base, intent, queue)
+        if queue.waiting() > 0:  # the capacity that frees is theirs: no call is made
+            intents.settle_not_started(intent)
+            raise TryLater("pcc_at_capacity", "The agent is at capacity; try again shortly", retry_after=5)
     try:
         keys = get_secrets()
         result = pcc_client.start(plan.agent, plan.pcc_request, keys.public_key.get_secret_value(),
@@ -92,6 +95,18 @@ def execute_start(user_id: str, plan: PlannedStart, status_base: str = "/start",
         raise
     _record(user_id, plan, intent, str(result["sessionId"]), settings.limits.session_ttl_seconds)
     return terms.shape(plan.transport, result)
+
+
+def _open_intent(user_id: str, agent: str, limit: int, lease: float, pool_limit: int | None) -> StartIntent:
+    try:
+        return intents.open_intent(user_id, agent, limit, lease, pool_limit)
+    except intents.NoSlot as full:
+        if full.pool:
+            count("StartRejected", code="guest_capacity_reached")
+            raise TryLater("guest_capacity_reached", "Guests are using all the places this agent has for them; "
+                           "try again shortly", retry_after=30) from None
+        count("StartRejected", code="user_session_limit")
+        raise TryLater("user_session_limit", f"You already have {limit} active sessions; stop one first") from None
 
 
 def _refused_by_pcc(exc: PccCallError, intent: StartIntent) -> Refused:
@@ -127,10 +142,12 @@ def _record(user_id: str, plan: PlannedStart, intent: StartIntent, session_id: s
 
 
 def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,
-          status_base: str = "/start", wait: int = 0, tiers: frozenset[str] = frozenset()) -> HttpResult:
+          status_base: str = "/start", wait: int = 0, tiers: frozenset[str] = frozenset(),
+          terms: StartTerms = WEB_START) -> HttpResult:
     """POST /start. With `wait` > 0 a queued start is long-polled for up to `wait` seconds. `tiers`: the caller's
     token groups and scopes (their usage budget's tier). A start over budget is refused before anything is
-    taken; the replay of an idempotent start that was made is answered as it was."""
+    taken; the replay of an idempotent start that was made is answered as it was. `terms`: a guest's
+    (chalicelib.guests)."""
     settings = get_settings()
     rate_limits.take(f"start#{user_id}", settings.limits.start_rate_per_minute, 60, kind="start_rate_limited",
                      what="Starts")
@@ -139,7 +156,7 @@ def start(user_id: str, raw_body: bytes | None, idempotency_key: str | None, *,
 
     def fresh() -> HttpResult:
         budgets.check_start(user_id, tiers)
-        return execute_start(user_id, plan, status_base)
+        return execute_start(user_id, plan, status_base, terms)
 
     if not idempotency_key:
         result = fresh()

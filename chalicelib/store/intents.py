@@ -26,12 +26,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from chalicelib.platform.dynamo import now_iso, plain, transact_if, update_if
+from chalicelib.platform.dynamo import cancellation_codes, now_iso, plain, transact, transact_if, update_if
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.shapes import Item
 from chalicelib.store.index import query_index_partition
 from chalicelib.store.session_records import SessionRecord
-from chalicelib.store.slots import release_slot_update, reserve_slot_update
+from chalicelib.store.slots import (
+    release_pool_updates,
+    release_slot_update,
+    reserve_pool_updates,
+    reserve_slot_update,
+)
 
 INTENTS_INDEX_KEY = "INTENTS"
 LEASE_MARGIN_SECONDS = 10
@@ -75,8 +80,18 @@ def delete_update(intent: StartIntent, state: str = CALLING) -> Item:
             "ExpressionAttributeNames": {"#s": "state"}, "ExpressionAttributeValues": {":s": state}}
 
 
-def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float) -> StartIntent | None:
-    """Take a slot and record the intent, together; None when all of the user's slots are taken."""
+class NoSlot(Exception):
+    """No slot was taken: `pool` when the agent's guest pool is full, else the caller's own slots are all taken."""
+
+    def __init__(self, pool: bool) -> None:
+        super().__init__("guest pool full" if pool else "no slot left")
+        self.pool = pool
+
+
+def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float,
+                pool_limit: int | None = None) -> StartIntent:
+    """Take a slot (and a guest's place in its agent's pool, `pool_limit`) and record the intent, together; NoSlot
+    when one of them is full."""
     now = time.time()
     created = now_iso()
     intent_id = uuid.uuid4().hex
@@ -87,9 +102,16 @@ def open_intent(user_id: str, agent: str, limit: int, lease_seconds: float) -> S
         "GSI1PK": f"USER#{user_id}#INTENTS", "GSI1SK": f"{created}#{intent_id}",
         "GSI2PK": INTENTS_INDEX_KEY, "GSI2SK": created, "ttl": int(now) + 7 * 86400,
     }
-    taken = transact_if([{"Update": reserve_slot_update(user_id, limit)},
-                         {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}])
-    return StartIntent.from_item(item) if taken else None
+    try:
+        transact([{"Update": reserve_slot_update(user_id, limit)},
+                  {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(PK)"}},
+                  *reserve_pool_updates(user_id, agent, pool_limit)])
+    except Exception as exc:
+        refused = cancellation_codes(exc)
+        if "ConditionalCheckFailed" not in refused:
+            raise
+        raise NoSlot(pool=refused[0] != "ConditionalCheckFailed") from None
+    return StartIntent.from_item(item)
 
 
 def settle_started(intent: StartIntent, session: SessionRecord, events: list[Item]) -> bool:
@@ -101,7 +123,8 @@ def settle_started(intent: StartIntent, session: SessionRecord, events: list[Ite
 
 def settle_not_started(intent: StartIntent, state: str = CALLING) -> bool:
     """Retire the intent and free its slot, once."""
-    return transact_if([{"Delete": delete_update(intent, state)}, {"Update": release_slot_update(intent.user_id)}])
+    return transact_if([{"Delete": delete_update(intent, state)}, {"Update": release_slot_update(intent.user_id)},
+                        *release_pool_updates(intent.user_id, intent.agent)])
 
 
 def mark_unknown(intent: StartIntent, reason: str) -> None:

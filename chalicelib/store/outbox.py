@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+from chalicelib.platform.auth import is_guest_id
 from chalicelib.platform.dynamo import events_table_name, now_iso, transact
 from chalicelib.platform.shapes import Item, JsonObject
 
@@ -42,6 +43,7 @@ def event_writes(event_type: str, *, user_id: str | None, agent: str, session_id
         return []
     event_id, occurred = f"evt_{uuid.uuid4().hex}", now_iso()
     envelope = {"id": event_id, "type": event_type, "time": occurred, "userId": user_id, "agent": agent,
+                **({"guest": True} if is_guest_id(user_id) else {}),
                 **{k: v for k, v in (("sessionId", session_id), ("requestId", request_id), ("callId", call_id)) if v},
                 "data": {k: v for k, v in (data or {}).items() if v is not None}}
     item = {"PK": f"EVENTS#{user_id or '-'}", "SK": f"{occurred}#{event_id}", "type": "event",

@@ -34,7 +34,7 @@ from chalicelib.store import intents, request_bodies
 from chalicelib.store.index import query_index_partition
 from chalicelib.store.intents import StartIntent
 from chalicelib.store.session_records import SessionRecord
-from chalicelib.store.slots import release_slot_update
+from chalicelib.store.slots import release_pool_updates, release_slot_update
 
 
 class RequestState(StrEnum):
@@ -253,7 +253,8 @@ def finish_without_session(request: QueuedStart, state: str, code: str, detail: 
                       "ExpressionAttributeValues": values}
     for _ in range(FINISH_ATTEMPTS):
         try:  # (not transact_if: which condition refused it decides what happens next)
-            transact([{"Update": request_update}, {"Update": release_slot_update(request.user_id)}, *events])
+            transact([{"Update": request_update}, {"Update": release_slot_update(request.user_id)}, *events,
+                      *release_pool_updates(request.user_id, request.agent)])
             return True
         except Exception as exc:
             refused = cancellation_codes(exc)
@@ -261,7 +262,8 @@ def finish_without_session(request: QueuedStart, state: str, code: str, detail: 
                 raise
         if refused[1:2] == ["ConditionalCheckFailed"] and refused[0] == "None":
             # The request could move but the counter is already at zero (drift): nothing to give back.
-            if transact_if([{"Update": request_update}, *events]):
+            if transact_if([{"Update": request_update}, *events, *release_pool_updates(request.user_id,
+                                                                                      request.agent)]):
                 return True
         elif refused[0] not in ("ConditionalCheckFailed", "Unknown"):
             continue  # a conflicting transaction in flight: try again

@@ -34,7 +34,7 @@ from chalicelib.platform.dynamo import (
 from chalicelib.platform.errors import DomainError
 from chalicelib.platform.shapes import Item
 from chalicelib.store.index import index_page, query_index_partition
-from chalicelib.store.slots import release_slot_update
+from chalicelib.store.slots import release_pool_updates, release_slot_update
 
 
 class SessionStatus(StrEnum):
@@ -121,8 +121,9 @@ def mark_ended(record: SessionRecord, status: str, reason: str, recorded: list[I
     values = {":new": status, ":now": now_iso(), ":reason": reason, ":active": ACTIVE}
     change = {"Update": {"Key": key, "UpdateExpression": update, "ConditionExpression": "#s = :active",
                          "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}}
+    pool = release_pool_updates(record.user_id, record.agent)
     try:  # (not transact_if: which condition refused it decides what happens next)
-        transact([change, {"Update": release_slot_update(record.user_id)}, *recorded])
+        transact([change, {"Update": release_slot_update(record.user_id)}, *recorded, *pool])
         return True
     except Exception as exc:
         reasons = cancellation_codes(exc)
@@ -132,7 +133,7 @@ def mark_ended(record: SessionRecord, status: str, reason: str, recorded: list[I
             return False  # already ended
     # The counter was already at zero (drift): end the record alone (with what it records).
     try:
-        transact([change, *recorded])
+        transact([change, *recorded, *pool])
     except Exception as exc:
         if cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
             return False

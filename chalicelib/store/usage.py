@@ -4,6 +4,10 @@ budget limits last seen for the user (what the schedule caps running sessions ag
 Items (main table): PK `USAGE#{userId}`; SK `DAY#{yyyy-mm-dd}` / `MONTH#{yyyy-mm}` with `seconds` (ADD, in the
 transaction that records the session's end: reading a user's usage is two GetItems, whatever their history), `ttl`;
 SK `LIMITS` with `day`, `month` (0: none), written by /start when they change.
+
+All guests together count as one more "user", GUESTS_TOTAL (no user's or guest's id can be it: `#` is in neither):
+its `DAY#` counters add every guest session's seconds, and SK `RUNNING#{yyyy-mm-dd}` holds the running guest
+sessions' seconds as end detection last measured them (`seconds`, `measured_at`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from chalicelib.platform.dynamo import batch_get, delete_if, plain, table
 from chalicelib.platform.shapes import Item
 
+GUESTS_TOTAL = "#guests"
 DAY_TTL_SECONDS = 3 * 86400
 MONTH_TTL_SECONDS = 70 * 86400
 LIMITS_TTL_SECONDS = 70 * 86400
@@ -71,3 +76,17 @@ def clear_override(user_id: str) -> bool:
 def record_limits(user_id: str, day: int, month: int) -> None:
     table().put_item(Item={**_key(user_id, "LIMITS"), "day": day, "month": month,
                            "ttl": int(time.time()) + LIMITS_TTL_SECONDS})
+
+
+def read_day(user_id: str, day: str) -> tuple[int, int, float]:
+    """One UTC day's ended seconds, and the running seconds last measured with when they were (one BatchGetItem)."""
+    items = {str(i["SK"]): plain(i) for i in batch_get([_key(user_id, f"DAY#{day}"), _key(user_id, f"RUNNING#{day}")])}
+    running = items.get(f"RUNNING#{day}", {})
+    return (int(items.get(f"DAY#{day}", {}).get("seconds", 0)), int(running.get("seconds", 0)),
+            float(running.get("measured_at", 0)))
+
+
+def record_running(user_id: str, day: str, seconds: int, measured_at: float) -> None:
+    """The running seconds measured now (chalicelib.upkeep.reconcile), for the starts until the next measure."""
+    table().put_item(Item={**_key(user_id, f"RUNNING#{day}"), "seconds": seconds, "measured_at": int(measured_at),
+                           "ttl": int(measured_at) + DAY_TTL_SECONDS})

@@ -2,7 +2,9 @@
 (its own schedule), `run` (the same plus slot healing) every 5 minutes.
 
 - records whose session Pipecat Cloud no longer lists as active are marked ended (slot freed);
-- sessions older than the hard cap are stopped at Pipecat Cloud and marked stopped;
+- sessions older than the hard cap (a guest's: GUEST_SESSION_MAX_SECONDS) are stopped at Pipecat Cloud and marked
+  stopped; so are a user's when their budget is used up, and every guest's when the guests' day is
+  (chalicelib.guests.budget);
 - anything it cannot check now is left for the next run (stale records expire by TTL).
 """
 
@@ -11,9 +13,11 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
+from chalicelib.platform.auth import is_guest_id
 from chalicelib.platform.dynamo import iso_epoch
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.secrets import private_key
@@ -35,7 +39,7 @@ def run(now: float | None = None) -> dict[str, int]:
     """The 5-minute schedule's step: end detection (as `detect_ended` runs it every minute) and slot healing."""
     now = now or time.time()
     summary = detect_ended(now)
-    summary["slots_healed"] = slots.heal_slot_counters(now)
+    summary["slots_healed"] = slots.heal_slot_counters(now) + slots.heal_guest_pools(now)
     count("SlotCountersHealed", summary["slots_healed"])
     logger.info("reconciliation done", extra=summary)
     return summary
@@ -52,6 +56,8 @@ def detect_ended(now: float | None = None) -> dict[str, int]:
     records = session_records.active_sessions()
     if records:
         _reconcile_records(records, settings.limits.hard_cap_seconds, now, summary)
+    elif settings.guests.access:
+        _guest_budget().measure([], now)  # no guest runs: the measure says so
     count("ReconciledEnded", summary["ended"])
     count("ReconciledStopped", summary["stopped"])
     return summary
@@ -78,7 +84,7 @@ def _reconcile_records(records: list[SessionRecord], hard_cap_seconds: int, now:
             session_id = record.session_id
             if session_id not in active:
                 gone.append(record)
-            elif _age_seconds(record, now) > hard_cap_seconds:
+            elif _age_seconds(record, now) > _cap(record, hard_cap_seconds):
                 capped.append(record)
             else:
                 running[record.user_id].append(record)
@@ -88,17 +94,33 @@ def _reconcile_records(records: list[SessionRecord], hard_cap_seconds: int, now:
         logger.info("usage budget used up: sessions stopped", extra={"user_id": user_id, "window": window,
                                                                       "sessions": len(running[user_id])})
     spent = [r for user_id in over for r in running[user_id]]
+    guests_spent = _guest_budget().measure([r for records in running.values() for r in records], now)
     # The Pipecat Cloud calls, DETAILS_CONCURRENCY at a time: at 1.5 s a call, 200 ends a minute take ~20 s, not
     # 300 s one after the other (past the function's timeout); a stop is a stop and a details call.
     with ThreadPoolExecutor(max_workers=DETAILS_CONCURRENCY) as pool:
         ended = pool.map(_record_end, gone)
-        hard = pool.map(lambda r: _stop(r, "hard_cap", key), capped)
+        hard = pool.map(lambda r: _stop(r, "guest_session_max" if is_guest_id(r.user_id) else "hard_cap", key),
+                        capped)
         budget = pool.map(lambda r: _stop(r, "usage_budget", key), spent)
+        guest_day = pool.map(lambda r: _stop(r, "guest_budget", key), [r for r in guests_spent if r not in spent])
         summary["ended"] += sum(ended)
         for stopped in hard:
             summary["stopped" if stopped else "errors"] += 1
-        for stopped in budget:
+        for stopped in [*budget, *guest_day]:
             summary["capped" if stopped else "errors"] += 1
+
+
+def _guest_budget() -> ModuleType:
+    from chalicelib.guests import budget  # noqa: PLC0415 - lazy: `import app` loads no guest code (cold starts)
+
+    return budget
+
+
+def _cap(record: SessionRecord, hard_cap_seconds: int) -> int:
+    """How long the session may run: a guest's at most GUEST_SESSION_MAX_SECONDS."""
+    if is_guest_id(record.user_id):
+        return min(hard_cap_seconds, get_settings().guests.session_max_seconds)
+    return hard_cap_seconds
 
 
 def _stop(record: SessionRecord, reason: str, key: str) -> bool:

@@ -129,12 +129,20 @@ def test_without_keys_no_token_is_issued(guests: Gateway, stack: dict[str, Any],
         assert siteverify.provider.calls == calls  # refused before the human check was spent
 
 
-def test_a_guest_token_opens_no_user_route(guests: Gateway, emulator: Any) -> None:
-    """Until guests may use them, every user route answers a guest token as any stranger's: 401, no bot."""
+def test_a_guest_token_opens_no_user_route_and_no_user_is_a_guest(guests: Gateway, emulator: Any,
+                                                                    oidc: Any) -> None:
+    """Routes for users only (dial-out, the admin API) answer a guest token 403 `guest_not_allowed`, and make no call;
+    a user's token whose subject looks like a guest's is refused, so no user can act as a guest."""
     token = body(ask(guests, "pass-user-routes"))["token"]
     started = emulator.org.start_calls
-    for method, path in (("POST", "/start"), ("GET", "/sessions"), ("GET", "/usage"), ("GET", "/start")):
+    for method, path in (("POST", "/telephony/daily/dialout"), ("GET", "/admin/sessions"),
+                         ("POST", "/admin/gates"), ("GET", "/admin/users/u1")):
         answer = guests.request(method, path, json_body={} if method == "POST" else None,
                                 headers={"Authorization": f"Bearer {token}"})
+        assert_error(answer, 403, "guest_not_allowed")
+    posing = oidc.token("guest_0123456789abcdef01234567")
+    for method, path in (("POST", "/start"), ("GET", "/sessions")):
+        answer = guests.request(method, path, json_body={} if method == "POST" else None,
+                                headers={"Authorization": f"Bearer {posing}"})
         assert_error(answer, 401, "unauthorized")
     assert emulator.org.start_calls == started

@@ -250,8 +250,14 @@ def test_per_user_cap(gateway: Gateway, emulator: EmulatorServer, user: str) -> 
 def test_slot_reservation_is_atomic_under_races(app_env: Gateway, user: str) -> None:
     from chalicelib.store import intents
 
+    def take(_: int) -> intents.StartIntent | None:
+        try:
+            return intents.open_intent(user, "my-agent", 3, 20)
+        except intents.NoSlot:
+            return None
+
     with ThreadPoolExecutor(max_workers=20) as pool:
-        results = list(pool.map(lambda _: intents.open_intent(user, "my-agent", 3, 20), range(20)))
+        results = list(pool.map(take, range(20)))
     assert slots.active_slots(user) == 3  # never more than the cap
     written = dynamo.table().query(IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
                                           ExpressionAttributeValues={":pk": f"USER#{user}#INTENTS"})["Items"]

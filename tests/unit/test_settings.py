@@ -89,7 +89,7 @@ def test_every_setting_is_read_from_its_group_prefix_and_name_upper_cased_but_th
                if var == (place[0] if len(place) == 1 else GROUPS[place[0]].prefix + place[1]).upper()}
     assert set(ENV) - by_rule == set(ENV_EXCEPTIONS)
     assert ENV["PCC_AGENTS"] == ("pcc", "agents") and ENV["MAX_SESSION_SECONDS"] == ("limits", "max_session_seconds")
-    assert len(ENV) == 76 + 11 + 1  # the flat model's variables (none renamed), guest access's, ADMIN_GROUP
+    assert len(ENV) == 76 + 17 + 1  # the flat model's variables (none renamed), guest access's, ADMIN_GROUP
     assert ENV["GUEST_ACCESS"] == ("guests", "access")
 
 

@@ -1,0 +1,47 @@
+"""Who a guest is: the guest token of a request verified (chalicelib.guests.tokens), on the routes guests may use
+(POST /start, the session proxy, their own sessions and pending starts, GET /usage; never telephony, dial-out or
+the admin API, which take users only)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from chalicelib.guests import tokens
+from chalicelib.platform.auth import Principal
+from chalicelib.platform.errors import Refused
+from chalicelib.platform.secrets import GatewaySecrets, get_secrets
+from chalicelib.platform.settings import Settings, get_settings
+
+
+def source_key(source_ip: str) -> str:
+    """Whom the per-address limits count: an IPv4 address, an IPv6 address's /64 (one subscriber's usual share)."""
+    try:
+        address = ipaddress.ip_address(source_ip)
+    except ValueError:
+        return "unknown"
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def issuer(settings: Settings) -> str:
+    return f"pipecat-gateway/{settings.stage}"
+
+
+def signing_keys(secrets: GatewaySecrets) -> tokens.SigningKeys:
+    value = secrets.guest_token_keys.get_secret_value() if secrets.guest_token_keys is not None else ""
+    try:
+        return tokens.SigningKeys.from_secret(value)
+    except ValueError:
+        raise Refused("guest_access_misconfigured", "Guest access is not configured") from None
+
+
+def authenticate(authorization: str, source_ip: str) -> Principal:
+    """The guest a bearer token names (403 `guest_access_disabled` while guest access is off, else 401 for any
+    token that is not a valid guest token of ours)."""
+    settings = get_settings()
+    if not settings.guests.access:
+        raise Refused("guest_access_disabled", "Guest access is off")
+    token = authorization.partition(" ")[2].strip()
+    guest = tokens.verify(token, signing_keys(get_secrets()), issuer(settings))
+    return Principal(guest.guest_id, guest=True, address=source_key(source_ip))
