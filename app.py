@@ -60,9 +60,14 @@ def _source_ip(request: Request) -> str:
     return str(((request.context or {}).get("identity") or {}).get("sourceIp") or "")
 
 
+def _guest_token(request: Request) -> bool:
+    """Whether the caller presents a guest token while guest access is on (off, it is any stranger's token: 401)."""
+    return bearer_is_guest_token(request) and get_settings().guests.access
+
+
 def _principal(request: Request) -> Principal:
     """A user (routes for users only: a guest token is 403 `guest_not_allowed`)."""
-    if bearer_is_guest_token(request):
+    if _guest_token(request):
         raise Refused("guest_not_allowed", "Guests may not use this route")
     principal = authenticate_principal(request)
     tag_request(user_id=principal.user_id)
@@ -72,7 +77,7 @@ def _principal(request: Request) -> Principal:
 
 def _caller(request: Request) -> Principal:
     """A user, or a guest with a guest token (the routes guests may use: docs/guests.md)."""
-    if not bearer_is_guest_token(request):
+    if not _guest_token(request):
         return _principal(request)
     from chalicelib.guests import access as guest_access  # noqa: PLC0415 - lazy: only guests pay for it
 

@@ -175,11 +175,11 @@ def ensure_local_extras(outputs: dict[str, str], endpoint_url: str, region: str,
     cloudwatch = session.client("cloudwatch", endpoint_url=endpoint_url)
     actions = [outputs["AlarmTopicArn"]] if outputs.get("AlarmTopicArn") else []
 
-    def ensure_alarm(name: str, **metric: Any) -> str:
-        """An alarm as template.yaml defines it: above 0, missing data is fine."""
+    def ensure_alarm(name: str, threshold: float = 0, comparison: str = "GreaterThanThreshold", **metric: Any) -> str:
+        """An alarm as template.yaml defines it (by default above 0), missing data is fine."""
         if not cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"]:
-            cloudwatch.put_metric_alarm(AlarmName=name, EvaluationPeriods=1, Threshold=0,
-                                        ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching",
+            cloudwatch.put_metric_alarm(AlarmName=name, EvaluationPeriods=1, Threshold=threshold,
+                                        ComparisonOperator=comparison, TreatMissingData="notBreaching",
                                         AlarmActions=actions, **metric)
         return name
 
@@ -198,6 +198,10 @@ def ensure_local_extras(outputs: dict[str, str], endpoint_url: str, region: str,
                                    ("ApiKeyChangedAlarmName", "pcc-api-key-changed", "PccApiKeyChanged")):
         outputs.setdefault(output, ensure_alarm(f"{prefix}-{suffix}", Namespace="PipecatGateway", MetricName=metric,
                                                 Dimensions=list(app_metric), Statistic="Sum", Period=300))
+    outputs.setdefault("GuestBudgetAlarmName", ensure_alarm(
+        f"{prefix}-guest-budget-80", threshold=80, comparison="GreaterThanOrEqualToThreshold",
+        Namespace="PipecatGateway", MetricName="GuestBudgetUsedPercent", Dimensions=list(app_metric),
+        Statistic="Maximum", Period=300))
     return outputs
 
 

@@ -4,7 +4,11 @@ Starts a moto server (local AWS), the Pipecat Cloud emulator, deploys infra/ int
 secret with the emulator's keys, then runs `chalice local --stage local`, the local event sources (the
 SQS poller and the reconcile schedule, which `chalice local` does not run) and the demo page server.
 
-Each server is started on the port asked for (API_PORT, MOTO_PORT, EMULATOR_PORT, DEMO_PORT; 0: any free one) and
+Guest access is on (docs/guests.md): a fake human-check provider (infra/fake_siteverify.py) answers the siteverify
+calls, pages from the demo server's origin may ask for guest tokens, and the guest token key is new each run.
+
+Each server is started on the port asked for (API_PORT, MOTO_PORT, EMULATOR_PORT, DEMO_PORT, SITEVERIFY_PORT; 0: any
+free one) and
 announces the port it got once it listens (infra/port_file.py); the launcher prints them and writes them to
 `ports.json` in the log dir. With EVENTS_WEBHOOK_URL set, lifecycle events are signed (EVENTS_WEBHOOK_SECRET, else
 LOCAL_EVENTS_SECRET) and sent there.
@@ -22,9 +26,11 @@ instead of the emulator (the emulator is not started).
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -39,6 +45,7 @@ from types import FrameType
 from typing import Any
 
 from infra.deploy import DEFAULT_CONFIG, deploy
+from infra.fake_siteverify import ACTION, HOSTNAME, SECRET
 from infra.port_file import read_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -299,12 +306,14 @@ class Ports:
     moto: int
     emulator: int
     demo: int
+    siteverify: int = 0
 
     @classmethod
     def from_env(cls) -> Ports:
         return cls(api=int(os.environ.get("API_PORT", "8000")), moto=int(os.environ.get("MOTO_PORT", "5000")),
                    emulator=int(os.environ.get("EMULATOR_PORT", "8790")),
-                   demo=int(os.environ.get("DEMO_PORT", "8080")))
+                   demo=int(os.environ.get("DEMO_PORT", "8080")),
+                   siteverify=int(os.environ.get("SITEVERIFY_PORT", "8791")))
 
 
 def start_server(stack: Stack, ports_dir: Path, key: str, name: str, cmd: list[str], *, log: str,
@@ -332,6 +341,7 @@ def main() -> int:
         wanted["EMULATOR_PORT"] = (asked.emulator, "Pipecat Cloud emulator")
     if demo_built:
         wanted["DEMO_PORT"] = (asked.demo, "demo page server")
+    wanted["SITEVERIFY_PORT"] = (asked.siteverify, "fake human-check siteverify")
     problems = taken_ports({var: (port, what) for var, (port, what) in wanted.items() if port})
     if problems:
         for line in problems:
@@ -346,7 +356,7 @@ def main() -> int:
         project = generated_project(run_dir)
         ports_dir = run_dir / "ports"
         ports_dir.mkdir()
-        got = Ports(api=0, moto=0, emulator=0, demo=0)
+        got = Ports(api=0, moto=0, emulator=0, demo=0, siteverify=0)
         # moto with DynamoDB's atomic conditional writes (infra/moto_atomic.py), as the tests and benchmarks run it
         got.moto = start_server(stack, ports_dir, "moto", "moto server",
                                 [PYTHON, "-m", "infra.moto_atomic", "-H", "127.0.0.1", "-p", str(asked.moto)],
@@ -354,6 +364,13 @@ def main() -> int:
         moto_url = f"http://127.0.0.1:{got.moto}"
         wait_http(f"{moto_url}/moto-api/", stack, "moto server")
         extra_env, secret = backend(stack, ports_dir, asked, got, real_keys)
+        if demo_built:  # before the gateway: guest access allows the demo page's origin
+            got.demo = start_server(stack, ports_dir, "demo", "demo page server",
+                                    [PYTHON, "-m", "infra.demo_server", "--port", str(asked.demo), "--bind",
+                                     "127.0.0.1", "--directory", str(demo_dir)], log="demo")
+        guest_env, guest_secret = guest_access(stack, ports_dir, asked, got)
+        extra_env.update(guest_env)
+        secret.update(guest_secret)
         outputs = deploy("local", endpoint_url=moto_url, secret=secret, extra_env={"AWS_ENDPOINT_URL": moto_url,
                                                                                    **extra_env},
                          config_path=project / ".chalice" / "config.json")
@@ -367,9 +384,6 @@ def main() -> int:
                     [PYTHON, "-m", "infra.sqs_poller", "--stage", "local", "--project-dir", str(project)],
                     log="events", console=True)
         if demo_built:
-            got.demo = start_server(stack, ports_dir, "demo", "demo page server",
-                                    [PYTHON, "-m", "infra.demo_server", "--port", str(asked.demo), "--bind",
-                                     "127.0.0.1", "--directory", str(demo_dir)], log="demo")
             print(f"[make dev] demo page: http://127.0.0.1:{got.demo}/index.html?api=http://127.0.0.1:{got.api}",
                   flush=True)
         else:
@@ -378,7 +392,8 @@ def main() -> int:
         LOGS.mkdir(parents=True, exist_ok=True)
         (LOGS / "ports.json").write_text(json.dumps(asdict(got)))
         print(f"[make dev] ports: api={got.api} moto={got.moto} emulator={got.emulator or '-'} "
-              f"demo={got.demo or '-'} (also in {_shown(LOGS / 'ports.json')})", flush=True)
+              f"demo={got.demo or '-'} siteverify={got.siteverify} (also in {_shown(LOGS / 'ports.json')})",
+              flush=True)
         print(f"[make dev] ready: http://127.0.0.1:{got.api}/health  (Ctrl-C to stop)", flush=True)
         while True:
             stack.check_alive()
@@ -397,6 +412,21 @@ def main() -> int:
         if killed:
             print(f"[make dev] killed after {STOP_GRACE_SECONDS:.0f} s: {', '.join(killed)}", flush=True)
         print("[make dev] stopped", flush=True)
+
+
+def guest_access(stack: Stack, ports_dir: Path, asked: Ports, got: Ports) -> tuple[dict[str, str], dict[str, str]]:
+    """Guest access for the local stage: the fake siteverify started, the demo page's origin allowed, a guest token
+    key made for this run (stage environment, secret fields)."""
+    got.siteverify = start_server(stack, ports_dir, "siteverify", "fake human-check siteverify",
+                                  [PYTHON, "-m", "infra.fake_siteverify", "--port", str(asked.siteverify)],
+                                  log="siteverify")
+    origins = [f"http://{host}:{got.demo}" for host in ("127.0.0.1", "localhost")] if got.demo else []
+    env = {"GUEST_ACCESS": "true", "GUEST_HUMAN_CHECK": "turnstile",
+           "GUEST_SITEVERIFY_URL": f"http://127.0.0.1:{got.siteverify}/siteverify",
+           "GUEST_ALLOWED_HOSTNAMES": HOSTNAME, "GUEST_ACTION": ACTION,
+           "GUEST_ALLOWED_ORIGINS": ",".join(origins or ["http://127.0.0.1:8080"])}
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    return env, {"human_check_secret": SECRET, "guest_token_keys": f"local:{key}"}
 
 
 def backend(stack: Stack, ports_dir: Path, asked: Ports, got: Ports,

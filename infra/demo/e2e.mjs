@@ -116,6 +116,21 @@ try {
   await page.waitForSelector('#sessions[data-state="error"]', { state: "attached", timeout: 20000 });
   result.unauthorizedText = await page.textContent("#status");
   await page.fill("#token", "");
+
+  // 7b. a guest: the fake widget's token for a guest token, then a Daily start with it, seen by the bot as a guest
+  await page.uncheck("#mic");
+  await page.selectOption("#transport", "daily");
+  await page.click("#guest");
+  result.guest = await started();
+  await connectionSettled();
+  result.guestBot = (await emulatorGet("sessions")).sessions
+    .find((s) => s.sessionId === result.guest.sessionId)?.body?.user ?? null;
+  await page.waitForSelector(`li[data-session-id="${result.guest.sessionId}"]`);
+  result.guestListed = await page.$$eval("#sessions li", (items) => items.map((li) => li.dataset.sessionId));
+  await hangUp();
+  result.guestHungUp = await page.textContent("#status");
+  await page.fill("#token", "");
+  await page.check("#mic");
   await page.screenshot({ path: screenshot, fullPage: true });
 
   // 8. a narrow screen: nothing wider than the viewport

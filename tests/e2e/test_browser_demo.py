@@ -1,6 +1,7 @@
 """The demo page, built on the real @pipecat-ai/client-js, driven in headless Debian Chromium against the
 local stack: each transport started and connected through the gateway as far as the emulator lets it, a queued
-start polled to success and one cancelled, a double click, a 401, local times, the favicon, a narrow screen."""
+start polled to success and one cancelled, a double click, a 401, a guest's start, local times, the favicon, a
+narrow screen."""
 
 from __future__ import annotations
 
@@ -69,6 +70,12 @@ def test_demo_page_starts_queues_lists_and_stops(local_stack: LocalStack, tmp_pa
     # a 401 is said, not shown as an empty list
     assert result["unauthorizedText"].startswith("error: could not list your sessions (401)"), \
         result["unauthorizedText"]
+    # a guest: a token from the fake human check, a start the bot sees as a guest's, only its own session listed
+    guest = result["guest"]
+    assert guest["guestId"].startswith("guest_") and guest["keys"] == "dailyRoom,dailyToken,sessionId"
+    assert result["guestBot"] == {"id": guest["guestId"], "guest": True}
+    assert result["guestListed"] == [guest["sessionId"]]
+    assert result["guestHungUp"] == f"stopped: {guest['sessionId']}"
     assert result["narrowOverflow"] <= 0
     stats = httpx.get(f"{local_stack.emulator_url}/_emulator/stats").json()
     assert stats["started"] >= 4

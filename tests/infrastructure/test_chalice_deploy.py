@@ -230,6 +230,10 @@ def test_dlq_alarm_mails_the_operator_and_the_dashboard_shows_the_app(aws: dict[
         found = cloudwatch.describe_alarms(AlarmNames=[f"pipecat-gateway-dev-{name}"])["MetricAlarms"][0]
         assert found["MetricName"] == metric and found["AlarmActions"] == [topic], name
         assert {d["Name"]: d["Value"] for d in found["Dimensions"]} == {"service": "pipecat-gateway", "stage": "dev"}
+    guests = cloudwatch.describe_alarms(AlarmNames=["pipecat-gateway-dev-guest-budget-80"])["MetricAlarms"][0]
+    assert (guests["MetricName"], guests["Threshold"], guests["ComparisonOperator"]) == (
+        "GuestBudgetUsedPercent", 80, "GreaterThanOrEqualToThreshold")  # docs/guests.md
+    assert guests["AlarmActions"] == [topic]
     body = json.loads(cloudwatch.get_dashboard(DashboardName="pipecat-gateway-dev")["DashboardBody"])
     metrics = {m[1] for widget in body["widgets"] for m in widget["properties"]["metrics"]}
     # the app's own EMF metrics (every name must be one the code emits) and AWS's queue / API metrics

@@ -239,7 +239,26 @@ async function stopSession(sessionId) {
   await listSessions();
 }
 
+// A public page's visitor: the human-check widget's token (Turnstile's, hCaptcha's or reCAPTCHA's on a real page;
+// make dev's fake siteverify passes any `pass-...` token) traded for a short-lived guest token, then the same start
+// with it as the bearer token (docs/guests.md). The bot sees body.user = {id: "guest_...", guest: true}.
+async function talkAsGuest() {
+  const humanCheckToken = params.get("humanCheck") ?? `pass-${crypto.randomUUID()}`;
+  const answer = await fetch(`${$("api").value}/guest`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ humanCheckToken }),
+  });
+  const data = await answer.json().catch(() => ({}));
+  if (!answer.ok) {
+    setStatus(`error: no guest token (${answer.status}): ${data.detail ?? answer.statusText}`, "error");
+    return;
+  }
+  $("token").value = data.token;
+  $("status").dataset.guestId = data.guestId;
+  await talk();
+}
+
 $("talk").onclick = busy($("talk"), talk);
+$("guest").onclick = busy($("guest"), talkAsGuest);
 $("hang-up").onclick = busy($("hang-up"), hangUp);
 $("cancel").onclick = () => giveUp?.abort();
 $("start-invalid").onclick = busy($("start-invalid"), startInvalid);
