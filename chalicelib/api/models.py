@@ -107,6 +107,9 @@ class AdminGateRequest(BaseModel):
     agent: str | None = Field(default=None, min_length=1, max_length=128, description="for scope agent")
     action: Literal["close", "open"]
     message: str = Field(default="", max_length=500, description="what callers are told while it is closed")
+    reason: Literal["maintenance", "billing", "spend_limit", "suspended"] = Field(
+        default="maintenance", description="open: the reason lifted (a close is always `maintenance`): e.g. "
+                                           "`billing` once the organisation's billing is set at Pipecat Cloud")
 
 
 class BudgetOverride(BaseModel):

@@ -1,12 +1,13 @@
 """POST /start for a guest (docs/guests.md): the guests' bounds first, each a refusal that takes nothing and calls
 no one, then the ordinary start (chalicelib.start.service) on a guest's terms.
 
-In this order: guest access on (app.py routes a guest token here only then; off, it is a stranger's token: 401), the
-source address's starts this minute and the guest's starts this hour (429 `guest_starts_rate_limited`), the guests' day (429 `guest_budget_exceeded`); then, in
-the start's own transaction, the guest's one active session (429 `user_session_limit`) and its agent's guest pool
-(429 `guest_capacity_reached`). At capacity a guest is refused (429 `pcc_at_capacity`), also while starts wait in
-the agent's queue (the capacity that frees is theirs), unless GUEST_QUEUE: then it joins the same queue, its place in
-the pool held while it waits, so guests never hold more than GUEST_MAX_ACTIVE places of an agent.
+In this order: guest access on (app.py routes a guest token here only then; off, it is a stranger's token: 401),
+the source address's starts this minute and the guest's starts this hour (429 `guest_starts_rate_limited`), the
+guests' day (429 `guest_budget_exceeded`); then, in the start's own transaction, the guest's one active session
+(429 `user_session_limit`) and its agent's guest pool (429 `guest_capacity_reached`). At capacity a guest is refused
+(429 `pcc_at_capacity`), also while starts wait in the agent's queue (the capacity that frees is theirs), unless
+GUEST_QUEUE: then it joins the same queue, its place in the pool held while it waits, so guests never hold more than
+GUEST_MAX_ACTIVE places of an agent.
 """
 
 from __future__ import annotations

@@ -105,13 +105,15 @@ def change_gate(principal: Principal, raw_body: bytes | None) -> JsonObject:
     scope, agent, action, message = change.scope, change.agent, change.action, change.message
     target = ORG_SCOPE if scope == "organisation" else agent_scope(_known_agent(agent or ""))
     by = f"admin:{admin}"
+    if action == "close" and change.reason != MAINTENANCE:
+        raise Refused("validation_error", "An operator closes a gate for `maintenance` only")
     if action == "close":
         changed = gates.close(target, MAINTENANCE, message[:500], by=by)
     else:
         agents = list(get_settings().pcc.agents) if target == ORG_SCOPE else [str(agent)]
-        changed = gates.reopen(target, MAINTENANCE, agents, by=by)
+        changed = gates.reopen(target, change.reason, agents, by=by)
     _audit(admin, f"gate.{action}", agent=str(agent) if target != ORG_SCOPE else "*", scope=target,
-           changed=changed, message=message or None)
+           changed=changed, message=message or None, reason=change.reason)
     return {"scope": target, "action": action, "changed": changed}
 
 

@@ -120,7 +120,11 @@ def _act(event: PccWebhook) -> bool:
         gates.close(ORG_SCOPE, "spend_limit", _spend(event.data))
         return True
     if event.event_type == "spend.limit_cleared":
+        # Pipecat Cloud takes new sessions again. Its answer to a start at the limit is not documented: a billing
+        # refusal (PCC-1004) may have closed the gate for `billing` meanwhile, so that reason is lifted too; if
+        # billing is truly not set, the next start's refusal closes the gate again (one call).
         gates.reopen(ORG_SCOPE, "spend_limit", agents)
+        gates.reopen(ORG_SCOPE, "billing", agents)
         return True
     service = str(event.data.get("service_name") or "")
     if event.event_type in ("service.suspended", "service.resumed") and service in agents:
