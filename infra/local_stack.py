@@ -389,6 +389,9 @@ def main() -> int:
         else:
             print("[make dev] demo page not built (make demo)", flush=True)
         wait_http(f"http://127.0.0.1:{got.api}/health", stack, "chalice local", timeout=90)
+        if got.emulator:  # the emulator's organisation webhooks go to the gateway, signed with the run's secret
+            send_webhooks(f"http://127.0.0.1:{got.emulator}", f"http://127.0.0.1:{got.api}/pcc/webhooks",
+                          secret["pcc_webhook_secret"])
         LOGS.mkdir(parents=True, exist_ok=True)
         (LOGS / "ports.json").write_text(json.dumps(asdict(got)))
         print(f"[make dev] ports: api={got.api} moto={got.moto} emulator={got.emulator or '-'} "
@@ -429,6 +432,16 @@ def guest_access(stack: Stack, ports_dir: Path, asked: Ports, got: Ports) -> tup
     return env, {"human_check_secret": SECRET, "guest_token_keys": f"local:{key}"}
 
 
+def send_webhooks(emulator_url: str, url: str, secret: str) -> None:
+    """Point the emulator's organisation webhooks (session.started, spend, suspension) at the gateway."""
+    request = urllib.request.Request(f"{emulator_url}/_emulator/webhooks", method="POST",
+                                     data=json.dumps({"url": url, "secret": secret}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    print(f"[make dev] the emulator's webhooks go to {url}", flush=True)
+
+
 def backend(stack: Stack, ports_dir: Path, asked: Ports, got: Ports,
             real_keys: bool) -> tuple[dict[str, str], dict[str, str]]:
     """The Pipecat Cloud the gateway talks to (the emulator, started here, or the real one with the keys in the
@@ -451,6 +464,7 @@ def backend(stack: Stack, ports_dir: Path, asked: Ports, got: Ports,
         with urllib.request.urlopen(f"{emulator_url}/_emulator/keys") as response:
             secret = json.loads(response.read())
         extra_env["PCC_API_URL"] = emulator_url
+        secret["pcc_webhook_secret"] = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     if os.environ.get("EVENTS_WEBHOOK_URL"):  # lifecycle events to a local receiver, signed (docs/events.md)
         extra_env["EVENTS_WEBHOOK_URL"] = os.environ["EVENTS_WEBHOOK_URL"]
         yours = os.environ.get("EVENTS_WEBHOOK_SECRET")

@@ -221,9 +221,17 @@ class _Handler(BaseHTTPRequestHandler):
                     org.start_latency_seconds = float(data["start_latency_ms"]) / 1000
             self._json(200, {"latency_ms": org.latency_seconds * 1000})
         elif parts == ["org"] and self.command == "POST":  # {"spend_limited": true}: starts refused (PCC-1004)
-            with org.lock:
-                org.spend_limited = data.get("spend_limited") is True
+            org.set_spend_limited(data.get("spend_limited") is True)  # and spend.limit_reached / _cleared sent
             self._json(200, {"spend_limited": org.spend_limited})
+        elif parts == ["webhooks"] and self.command == "POST":  # {"url", "secret"}: where webhooks go
+            try:
+                org.webhooks.configure(data.get("url"), data.get("secret"))
+            except ValueError as exc:
+                self._json(400, {"error": str(exc), "code": "400"})
+                return
+            self._json(200, {"url": org.webhooks.url})
+        elif parts == ["webhooks"]:
+            self._json(200, org.webhooks.state())
         elif parts == ["hold"] and self.command == "POST":  # {"held": true}: answers wait; false: they go
             if data.get("held") is True:
                 org.answers_open.clear()

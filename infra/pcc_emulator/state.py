@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from .webhooks import WebhookSender
+
 BODY_LIMIT = 1024 * 1024  # 1 MB of JSON across all transports (the API guide)
 WS_TOKEN_TTL_SECONDS = 300
+REGION = "us-west"
+SPEND_LIMIT_CENTS = 10_000  # the limit the emulated organisation's spend webhooks report
 WARM_IDLE_SECONDS = 300
 
 UNAUTHORIZED = {"error": "Unauthorized / token expired", "code": "401"}
@@ -51,6 +55,9 @@ class Agent:
     websocket_auth: str = "token"  # "token" | "none"
     max_session_seconds: float = 7200.0
     capacity_error_style: str = "rate_limit"  # "rate_limit" | "pcc_code"
+    # Suspended (its reason: "trial_exhausted" | "account_suspended"): starts refused. What Pipecat Cloud answers a
+    # start of a suspended service is not documented; the emulator answers as for a deployment that is not ready.
+    suspended: str | None = None
     warm_instances: list[float] = field(default_factory=list)  # idle-since timestamps
 
     def public(self, active: int) -> dict[str, Any]:
@@ -177,6 +184,7 @@ class Organisation:
         self.start_log: list[dict[str, Any]] = []
         # how long the session of the start whose body's `n` is the key lives (benchmarks with varied lengths)
         self.session_lengths: dict[str, float] = {}
+        self.webhooks = WebhookSender(org)  # its organisation webhooks (infra/pcc_emulator/webhooks.py)
         self._token_secret = secrets.token_bytes(32)
         self._used_tokens: set[str] = set()
         for name in agents or ["my-agent"]:
@@ -201,12 +209,31 @@ class Organisation:
     def configure_agent(self, name: str, **changes: Any) -> Agent:
         with self.lock:
             agent = self.agents.get(name) or Agent(name=name)
+            was_suspended = agent.suspended
             for key, value in changes.items():
                 if not hasattr(agent, key) or key == "name":
                     raise ValueError(f"unknown agent setting {key!r}")
                 setattr(agent, key, value)
             self.agents[name] = agent
+            if agent.suspended != was_suspended:
+                service = {"service_id": f"svc-{name}", "service_name": name, "region": REGION}
+                if agent.suspended:
+                    self.webhooks.emit("service.suspended", {**service, "reason": agent.suspended})
+                else:
+                    self.webhooks.emit("service.resumed", service)
             return agent
+
+    def set_spend_limited(self, limited: bool) -> None:
+        """At the spend limit new sessions are refused; Pipecat Cloud says so with its webhooks."""
+        with self.lock:
+            if limited == self.spend_limited:
+                return
+            self.spend_limited = limited
+            if limited:
+                self.webhooks.emit("spend.limit_reached", {"current_spend_cents": SPEND_LIMIT_CENTS,
+                                                           "limit_cents": SPEND_LIMIT_CENTS})
+            else:
+                self.webhooks.emit("spend.limit_cleared", {"previous_limit_cents": SPEND_LIMIT_CENTS})
 
     def end_session(self, session_id: str, status: str = "HTTP_COMPLETED") -> bool:
         with self.lock:
@@ -299,7 +326,7 @@ class Organisation:
 
     def _ready_agent(self, name: str) -> Agent:
         agent = self._agent(name)
-        if not agent.ready:
+        if not agent.ready or agent.suspended:
             raise _error(400, "Deployment is not ready", "PCC-1001")
         return agent
 
@@ -378,6 +405,8 @@ class Organisation:
                 lifetime=self.session_lengths.get(str(body.get("n"))) if body else None,
             )
             self.sessions[session.session_id] = session
+            self.webhooks.emit("session.started", {"session_id": session.session_id, "service": agent.name,
+                                                   "region": REGION, "transport": session.transport})
             if connected:
                 self.started += 1
             response: dict[str, Any] = {"sessionId": session.session_id}

@@ -30,7 +30,7 @@ class LocalStack:
         self.log_dir = Path(tempfile.mkdtemp(prefix="make-dev-logs-"))  # its own: stacks may run side by side
         full_env = {**os.environ, "DEV_LOG_DIR": str(self.log_dir), "API_PORT": str(self.api),
                     "MOTO_PORT": str(self.moto), "EMULATOR_PORT": str(self.emu), "DEMO_PORT": str(self.demo),
-                    "CHALICE_AUTORELOAD": "0", **env}
+                    "SITEVERIFY_PORT": "0", "CHALICE_AUTORELOAD": "0", **env}
         for key in ("PCC_PUBLIC_KEY", "AWS_ENDPOINT_URL"):
             full_env.pop(key, None)
         # output goes to a file: an unread pipe would fill up and block every process of the stack

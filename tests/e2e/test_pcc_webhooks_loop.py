@@ -1,0 +1,95 @@
+"""The whole loop of Pipecat Cloud's organisation webhooks under `make dev` (docs/operations.md): the emulator signs
+and sends them to the gateway (`chalice local`, over HTTP), which acts on them. Counted at the emulator: what it
+sent and how the gateway answered, and every start call it had."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from tests.e2e.conftest import LocalStack
+
+
+@pytest.fixture(scope="module")
+def stack(local_stack: LocalStack) -> Iterator[LocalStack]:
+    yield local_stack
+    admin(local_stack, "org", {"spend_limited": False})
+    admin(local_stack, "agents/my-agent", {"suspended": None})
+
+
+def admin(stack: LocalStack, path: str, body: Any) -> Any:
+    return httpx.post(f"{stack.emulator_url}/_emulator/{path}", json=body, timeout=10).raise_for_status().json()
+
+
+def delivered(stack: LocalStack, event_type: str, seen: int) -> dict[str, Any]:
+    """The next delivery of `event_type` after the first `seen` (waits for the emulator's sender: no time is
+    asserted, only that it arrives and how the gateway answered it)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = [d for d in httpx.get(f"{stack.emulator_url}/_emulator/webhooks").json()["deliveries"]
+                 if d["event_type"] == event_type]
+        if len(found) > seen:
+            return dict(found[seen])
+        time.sleep(0.2)
+    raise AssertionError(f"the emulator sent no {event_type}")
+
+
+def count(stack: LocalStack, event_type: str) -> int:
+    return sum(1 for d in httpx.get(f"{stack.emulator_url}/_emulator/webhooks").json()["deliveries"]
+               if d["event_type"] == event_type)
+
+
+def start(stack: LocalStack, user: str) -> httpx.Response:
+    return httpx.post(f"{stack.api_url}/start", json={"transport": "daily"}, headers={"X-Dev-User": user},
+                      timeout=30)
+
+
+def start_calls(stack: LocalStack) -> int:
+    return int(httpx.get(f"{stack.emulator_url}/_emulator/stats").json()["startCalls"])
+
+
+@pytest.mark.timeout(240)
+def test_the_emulator_tells_the_gateway_and_the_gateway_acts(stack: LocalStack) -> None:
+    hooks = httpx.get(f"{stack.emulator_url}/_emulator/webhooks").json()
+    assert hooks["url"] == f"{stack.api_url}/pcc/webhooks"  # make dev wired it
+    # a session we started: Pipecat Cloud's session.started confirms our record
+    seen = count(stack, "session.started")
+    started = start(stack, "webhook-user")
+    assert started.status_code == 200, started.text
+    session_id = started.json()["sessionId"]
+    confirmation = delivered(stack, "session.started", seen)
+    assert confirmation["status"] == 200 and confirmation["attempts"] == 1
+    table = boto3.resource("dynamodb", endpoint_url=f"http://127.0.0.1:{stack.moto}", region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    record = table.Table("pipecat-gateway-local-sessions").get_item(
+        Key={"PK": f"SESSION#{session_id}", "SK": "META"})["Item"]
+    assert record.get("pcc_confirmed_at")
+    # the spend limit: the webhook closes the gate, and no start reaches Pipecat Cloud until it is cleared
+    seen = count(stack, "spend.limit_reached")
+    admin(stack, "org", {"spend_limited": True})
+    assert delivered(stack, "spend.limit_reached", seen)["status"] == 200
+    calls = start_calls(stack)
+    refused = start(stack, "webhook-user-2")
+    assert refused.status_code == 503 and refused.json()["code"] == "spend_limit_reached", refused.text
+    assert start_calls(stack) == calls
+    seen = count(stack, "spend.limit_cleared")
+    admin(stack, "org", {"spend_limited": False})
+    assert delivered(stack, "spend.limit_cleared", seen)["status"] == 200
+    assert start(stack, "webhook-user-2").status_code == 200
+    # a suspended agent: its gate closes with Pipecat Cloud's reason, and opens on service.resumed
+    seen = count(stack, "service.suspended")
+    admin(stack, "agents/my-agent", {"suspended": "trial_exhausted"})
+    assert delivered(stack, "service.suspended", seen)["status"] == 200
+    calls = start_calls(stack)
+    refused = start(stack, "webhook-user-3")
+    assert refused.status_code == 503 and refused.json()["code"] == "agent_suspended", refused.text
+    assert start_calls(stack) == calls
+    seen = count(stack, "service.resumed")
+    admin(stack, "agents/my-agent", {"suspended": None})
+    assert delivered(stack, "service.resumed", seen)["status"] == 200
+    assert start(stack, "webhook-user-3").status_code == 200
