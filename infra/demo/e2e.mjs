@@ -131,6 +131,39 @@ try {
   result.guestHungUp = await page.textContent("#status");
   await page.fill("#token", "");
   await page.check("#mic");
+
+  // 7c. the operator view: our counts beside the emulator's, a user blocked (their bot gone), the gate closed and
+  // opened from the page
+  const victim = `victim-${Date.now()}`;
+  const startAs = (who) => fetch(`${apiUrl}/start`, {
+    method: "POST", headers: { "Content-Type": "application/json", "X-Dev-User": who },
+    body: JSON.stringify({ transport: "daily" }),
+  });
+  const victimSession = (await (await startAs(victim)).json()).sessionId;
+  await page.check("#operator-on");
+  await page.waitForSelector(`#admin-sessions li[data-session-id="${victimSession}"]`, { timeout: 20000 });
+  result.operatorView = await page.$eval("#agent-view", (el) => ({ ...el.dataset, text: el.textContent }));
+  result.emulatorActive = (await emulatorGet("sessions")).sessions
+    .filter((s) => s.agent === "my-agent" && s.active && s.connected).length;
+  await page.click(`#admin-sessions li[data-session-id="${victimSession}"] button.admin-block`);
+  await page.waitForSelector(`#admin-sessions li[data-session-id="${victimSession}"]`,
+                             { state: "detached", timeout: 20000 });
+  result.victimBotActive = (await emulatorGet("sessions")).sessions
+    .find((s) => s.sessionId === victimSession)?.active ?? null;
+  const victimList = await fetch(`${apiUrl}/sessions`, { headers: { "X-Dev-User": victim } });
+  result.victimListed = { status: victimList.status, code: (await victimList.json()).code };
+  await page.click("#gate-close");
+  await page.waitForSelector('#agent-view[data-gate="closed"]', { timeout: 20000 });
+  result.closedView = await page.textContent("#agent-view");
+  const whileClosed = await startAs(`${user}-gate`);
+  result.startWhileClosed = { status: whileClosed.status, code: (await whileClosed.json()).code };
+  await page.click("#gate-open");
+  await page.waitForSelector('#agent-view[data-gate="open"]', { timeout: 20000 });
+  const afterOpen = await startAs(`${user}-gate`);
+  result.startAfterOpen = afterOpen.status;
+  await fetch(`${apiUrl}/sessions/${(await afterOpen.json()).sessionId}`,
+              { method: "DELETE", headers: { "X-Dev-User": `${user}-gate` } });
+  await page.uncheck("#operator-on");
   await page.screenshot({ path: screenshot, fullPage: true });
 
   // 8. a narrow screen: nothing wider than the viewport

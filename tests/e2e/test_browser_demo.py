@@ -76,6 +76,15 @@ def test_demo_page_starts_queues_lists_and_stops(local_stack: LocalStack, tmp_pa
     assert result["guestBot"] == {"id": guest["guestId"], "guest": True}
     assert result["guestListed"] == [guest["sessionId"]]
     assert result["guestHungUp"] == f"stopped: {guest['sessionId']}"
+    # the operator view: our active sessions and Pipecat Cloud's count as the emulator has them; a block ends the
+    # user's bot and every route refuses them; the gate closes and opens from the page
+    view = result["operatorView"]
+    assert view["gate"] == "open" and int(view["ours"]) == int(view["pipecat"]) == result["emulatorActive"] >= 1, view
+    assert result["victimBotActive"] is False
+    assert result["victimListed"] == {"status": 403, "code": "user_blocked"}
+    assert "closed (maintenance: Closed from the demo's operator view)" in result["closedView"]
+    assert result["startWhileClosed"] == {"status": 503, "code": "starts_closed"}
+    assert result["startAfterOpen"] == 200
     assert result["narrowOverflow"] <= 0
     stats = httpx.get(f"{local_stack.emulator_url}/_emulator/stats").json()
     assert stats["started"] >= 4

@@ -257,6 +257,97 @@ async function talkAsGuest() {
   await talk();
 }
 
+// The operator view: one agent's gates, queue and sessions beside Pipecat Cloud's own count, with stop, block and
+// gate buttons, through the admin API (an admin's token, or locally X-Dev-Groups with the dev user).
+const AGENT = params.get("agent") || "my-agent";
+let operatorTimer = null;
+
+function adminHeaders() {
+  const headers = authHeaders();
+  if (!$("token").value.trim()) headers.set("X-Dev-Groups", $("admin-group").value.trim());
+  return headers;
+}
+
+async function admin(method, path, body) {
+  const response = await fetch(`${$("api").value}${path}`, {
+    method, headers: adminHeaders(), body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(`${response.status}: ${data.detail ?? response.statusText}`);
+  return data;
+}
+
+function showAgent(view) {
+  const gates = [view.gates.organisation, view.gates.agent];
+  const closed = gates.some((gate) => gate.closed);
+  const reasons = gates.flatMap((gate) => Object.entries(gate.reasons)).map(([r, m]) => `${r}: ${m}`).join("; ");
+  const head = view.queue.headAgeSeconds == null ? "" : ` (the head has waited ${view.queue.headAgeSeconds} s)`;
+  const box = $("agent-view");
+  Object.assign(box.dataset, { state: closed ? "error" : "listed", gate: closed ? "closed" : "open",
+                               depth: view.queue.depth, ours: view.ourActiveSessions,
+                               pipecat: view.pipecat?.activeSessionCount ?? "" });
+  box.textContent = `${view.agent}: new starts ${closed ? `closed (${reasons})` : "open"} · queue ${view.queue.depth}` +
+    `${head} · our active sessions ${view.ourActiveSessions} · Pipecat Cloud's ${view.pipecat?.activeSessionCount ?? "unknown"}`;
+}
+
+function showAdminSessions(sessions) {
+  const list = $("admin-sessions");
+  list.innerHTML = "";
+  for (const session of sessions) {
+    const item = document.createElement("li");
+    item.dataset.sessionId = session.sessionId;
+    item.dataset.userId = session.userId;
+    item.textContent = `${session.userId} · ${session.sessionId} · ${localTime(session.createdAt)} `;
+    const stop = document.createElement("button");
+    stop.textContent = "Stop";
+    stop.className = "admin-stop";
+    stop.onclick = busy(stop, () => operatorAct(() => admin("DELETE", `/admin/sessions/${session.sessionId}`)));
+    const block = document.createElement("button");
+    block.textContent = "Block user";
+    block.className = "admin-block";
+    block.onclick = busy(block, () => operatorAct(() => admin(
+      "POST", `/admin/users/${encodeURIComponent(session.userId)}/block`, { reason: "blocked from the demo" })));
+    item.append(stop, block);
+    list.appendChild(item);
+  }
+}
+
+async function refreshOperator() {
+  try {
+    showAgent(await admin("GET", `/admin/agents/${encodeURIComponent(AGENT)}`));
+    showAdminSessions((await admin("GET", `/admin/sessions?agent=${encodeURIComponent(AGENT)}&limit=50`)).sessions);
+  } catch (error) {
+    setBox("agent-view", `operator view: ${error.message}`, "error");
+  }
+}
+
+async function operatorAct(action) {
+  try {
+    await action();
+  } catch (error) {
+    setBox("agent-view", `operator view: ${error.message}`, "error");
+    return;
+  }
+  await refreshOperator();
+}
+
+function toggleOperator() {
+  $("operator").hidden = !$("operator-on").checked;
+  clearInterval(operatorTimer);
+  operatorTimer = null;
+  if ($("operator-on").checked) {
+    refreshOperator();
+    operatorTimer = setInterval(refreshOperator, 2000);
+  }
+}
+
+const gate = (action) => () => operatorAct(() => admin("POST", "/admin/gates", {
+  scope: "agent", agent: AGENT, action, message: action === "close" ? "Closed from the demo's operator view" : "",
+}));
+
+$("operator-on").onchange = toggleOperator;
+$("gate-close").onclick = busy($("gate-close"), gate("close"));
+$("gate-open").onclick = busy($("gate-open"), gate("open"));
 $("talk").onclick = busy($("talk"), talk);
 $("guest").onclick = busy($("guest"), talkAsGuest);
 $("hang-up").onclick = busy($("hang-up"), hangUp);
