@@ -81,7 +81,8 @@ def _caller(request: Request) -> Principal:
         return _principal(request)
     from chalicelib.guests import access as guest_access  # noqa: PLC0415 - lazy: only guests pay for it
 
-    principal = guest_access.authenticate(str(request.headers.get("authorization") or ""), _source_ip(request))
+    principal = guest_access.authenticate(str(request.headers.get("authorization") or ""),
+                                          str(request.headers.get("origin") or ""), _source_ip(request))
     tag_request(user_id=principal.user_id)
     access.refuse_if_blocked(principal.user_id)
     return principal

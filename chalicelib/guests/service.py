@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from chalicelib.api import answers
 from chalicelib.api.models import GuestRequest
 from chalicelib.guests import budget, human_check, tokens
-from chalicelib.guests.access import issuer, signing_keys, source_key
+from chalicelib.guests.access import check_origin, issuer, signing_keys, source_key
 from chalicelib.platform import rate_limits
 from chalicelib.platform.dynamo import iso_at
 from chalicelib.platform.errors import Refused
@@ -21,13 +21,7 @@ from chalicelib.platform.http import HttpResult
 from chalicelib.platform.observability import count
 from chalicelib.platform.request_parsing import parse_json_object, validation_error
 from chalicelib.platform.secrets import get_secrets
-from chalicelib.platform.settings import Settings, get_settings
-
-
-def check_origin(settings: Settings, origin: str) -> None:
-    if origin.lower() not in settings.guests.allowed_origins:
-        count("GuestTokensRefused", reason="origin_not_allowed")
-        raise Refused("origin_not_allowed", "This page's origin may not use guest access")
+from chalicelib.platform.settings import get_settings
 
 
 def issue_token(headers: dict[str, str], source_ip: str, raw_body: bytes | None) -> HttpResult:

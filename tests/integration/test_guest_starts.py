@@ -109,6 +109,10 @@ def test_guest_tokens_reach_only_the_guest_routes(open_limits: Gateway, emulator
         assert_error(as_guest(open_limits, token, method, path, {}), 403, "guest_not_allowed")
     assert_error(as_guest(open_limits, other, "GET", f"/sessions/{session_id}"), 404, "session_not_found")
     assert_error(as_guest(open_limits, other, "DELETE", f"/sessions/{session_id}"), 404, "session_not_found")
+    for origin in ({"Origin": "https://evil.example"}, {}):  # another page's browser, or no browser's Origin
+        answer = open_limits.request("POST", "/start", json_body={"transport": "daily"},
+                                     headers={"Authorization": f"Bearer {other}", **origin})
+        assert_error(answer, 403, "origin_not_allowed")
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     assert_error(guest_start(open_limits, forged), 401, "unauthorized")
     # nobody may pose as a guest with a user's credentials
