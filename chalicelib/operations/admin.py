@@ -37,7 +37,7 @@ from chalicelib.platform.shapes import JsonObject
 from chalicelib.sessions import service as sessions_service
 from chalicelib.start import billing, budgets, capacity_queue, gates
 from chalicelib.start.queued_start import SWEEP_GRACE_SECONDS
-from chalicelib.store import agent_queue, blocks, queued_starts, session_records, usage
+from chalicelib.store import agent_queue, blocks, queued_starts, session_records, slots, usage
 from chalicelib.store import gates as gate_store
 from chalicelib.store.gates import ORG_SCOPE, agent_scope
 from chalicelib.store.outbox import record_event
@@ -91,6 +91,8 @@ def agent_view(principal: Principal, agent: str) -> JsonObject:
                   "startingNow": sum(1 for r in pending if r.state == queued_starts.STARTING),
                   "dispatcherRunning": state.leased(now)},
         "ourActiveSessions": len(records),
+        "guests": {"held": slots.guest_pool(agent), "max": get_settings().guests.max_active,
+                   "access": get_settings().guests.access},
         "pipecat": pipecat,
     }
 

@@ -182,6 +182,10 @@ def test_guest_max_active_holds_under_concurrent_starts_and_leaves_users_their_c
         outcomes = list(pool_of_lambdas.map(one, range(24)))
     assert outcomes.count("200") == 3 and outcomes.count("guest_capacity_reached") == 21, outcomes
     assert len(bots(emulator)) == 3 and pool() == 3  # no overshoot: counted at the emulator
+    configure_stage(ADMIN_GROUP="gateway-admins")
+    operator = open_limits.oidc.token("operator-1", groups=["gateway-admins"])
+    view = open_limits.request("GET", "/admin/agents/my-agent", headers={"Authorization": f"Bearer {operator}"})
+    assert body(view)["guests"] == {"held": 3, "max": 3, "access": True}  # what the operator sees
     user = new_user()
     assert open_limits.start(user, {"transport": "daily"}).status_code == 200  # users are not held back
     token, _ = mint()
