@@ -51,7 +51,7 @@ class WebhookSender:
         self._queue.put((f"msg_{uuid.uuid4().hex}", event_type, json.dumps(envelope).encode(), url, secret))
 
     def _run(self) -> None:
-        with httpx.Client(timeout=5) as client:
+        with httpx.Client(timeout=15) as client:
             while True:
                 msg_id, event_type, body, url, secret = self._queue.get()
                 record: dict[str, Any] = {"id": msg_id, "event_type": event_type, "attempts": 0, "status": None}

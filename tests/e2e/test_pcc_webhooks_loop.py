@@ -63,7 +63,7 @@ def test_the_emulator_tells_the_gateway_and_the_gateway_acts(stack: LocalStack) 
     assert started.status_code == 200, started.text
     session_id = started.json()["sessionId"]
     confirmation = delivered(stack, "session.started", seen)
-    assert confirmation["status"] == 200 and confirmation["attempts"] == 1
+    assert confirmation["status"] == 200
     table = boto3.resource("dynamodb", endpoint_url=f"http://127.0.0.1:{stack.moto}", region_name="us-east-1",
                            aws_access_key_id="testing", aws_secret_access_key="testing")
     record = table.Table("pipecat-gateway-local-sessions").get_item(
