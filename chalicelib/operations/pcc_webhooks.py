@@ -36,6 +36,9 @@ MAX_BODY_BYTES = 64 * 1024
 REMEMBER_SECONDS = 7 * 86400  # longer than a sender's retries of one delivery
 HEADERS = ("id", "timestamp", "signature")
 KEY_EVENTS = frozenset({"api_key.rotated", "api_key.deleted"})
+# An announced session no record claims is looked at again this soon: Pipecat Cloud may announce it before its start's
+# answer reached us and the record was written; claimed by then, it is confirmed (chalicelib.upkeep.orphans).
+FIRST_LOOK_SECONDS = 5
 
 
 class PccWebhook(BaseModel):
@@ -101,7 +104,8 @@ def _session_started(event: PccWebhook, agents: list[str]) -> bool:
         return False  # confirmed before: a delivery of it again
     now = time.time()
     started = iso_epoch(event.created_at) or now
-    session_checks.send(service, session_id, int(started) + get_settings().orphans.grace_seconds, now)
+    session_checks.send(service, session_id, int(started) + get_settings().orphans.grace_seconds, now,
+                        announced=int(started), first_look=FIRST_LOOK_SECONDS)
     count("SessionsAnnouncedUnclaimed")
     return True
 

@@ -18,7 +18,9 @@ def handle(body: str) -> Any:
         message = None
     if isinstance(message, dict) and "check_session" in message:
         agent, session_id, due = message.get("agent"), message.get("check_session"), message.get("due")
-        if not (isinstance(agent, str) and isinstance(session_id, str) and isinstance(due, int)):
+        announced = message.get("announced")
+        if not (isinstance(agent, str) and isinstance(session_id, str) and isinstance(due, int)
+                and (announced is None or isinstance(announced, int))):
             raise ValueError("a session check names its agent, session and due time")
-        return {"session_check": orphans.check_unclaimed(agent, session_id, due)}
+        return {"session_check": orphans.check_unclaimed(agent, session_id, due, announced=announced)}
     return worker.handle_wake(message)

@@ -19,7 +19,7 @@ import time
 
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
-from chalicelib.platform.dynamo import iso_epoch
+from chalicelib.platform.dynamo import iso_at, iso_epoch
 from chalicelib.platform.observability import count, logger
 from chalicelib.platform.secrets import private_key
 from chalicelib.platform.settings import Settings, get_settings
@@ -35,16 +35,20 @@ def report_only_agents(settings: Settings) -> set[str]:
     return agents
 
 
-def check_unclaimed(agent: str, session_id: str, due: int, now: float | None = None) -> str:
-    """A session Pipecat Cloud announced that no record claimed (chalicelib.store.session_checks), at its due time:
+def check_unclaimed(agent: str, session_id: str, due: int, now: float | None = None,
+                    announced: int | None = None) -> str:
+    """A session Pipecat Cloud announced that no record claimed (chalicelib.store.session_checks): claimed since
+    (its start's answer came after the announcement), it is confirmed as of `announced`; else, at its due time,
     stopped if still unclaimed, as the sweep would, without waiting for the sweep. Returns what happened."""
     settings = get_settings()
     now = time.time() if now is None else now
-    if now < due:
-        session_checks.send(agent, session_id, due, now)  # SQS delays 15 minutes at most: wait on
-        return "not_due"
     if session_records.get_session(session_id) is not None:
+        at = announced if announced is not None else due - settings.orphans.grace_seconds
+        session_records.confirm(session_id, iso_at(at))
         return "claimed"
+    if now < due:
+        session_checks.send(agent, session_id, due, now, announced=announced)  # SQS delays 15 minutes at most
+        return "not_due"
     if settings.orphans.sweep != "stop" or agent in report_only_agents(settings):
         logger.warning("orphan found (report only)", extra={"agent": agent, "session_id": session_id})
         return "reported"

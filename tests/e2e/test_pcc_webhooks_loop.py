@@ -66,9 +66,12 @@ def test_the_emulator_tells_the_gateway_and_the_gateway_acts(stack: LocalStack) 
     assert confirmation["status"] == 200
     table = boto3.resource("dynamodb", endpoint_url=f"http://127.0.0.1:{stack.moto}", region_name="us-east-1",
                            aws_access_key_id="testing", aws_secret_access_key="testing")
-    record = table.Table("pipecat-gateway-local-sessions").get_item(
-        Key={"PK": f"SESSION#{session_id}", "SK": "META"})["Item"]
-    assert record.get("pcc_confirmed_at")
+    sessions = table.Table("pipecat-gateway-local-sessions")
+    deadline = time.monotonic() + 60  # confirmed at once, or by the first look if it beat the record (5 s)
+    while time.monotonic() < deadline and not sessions.get_item(
+            Key={"PK": f"SESSION#{session_id}", "SK": "META"})["Item"].get("pcc_confirmed_at"):
+        time.sleep(0.5)
+    assert sessions.get_item(Key={"PK": f"SESSION#{session_id}", "SK": "META"})["Item"].get("pcc_confirmed_at")
     # the spend limit: the webhook closes the gate, and no start reaches Pipecat Cloud until it is cleared
     seen = count(stack, "spend.limit_reached")
     admin(stack, "org", {"spend_limited": True})

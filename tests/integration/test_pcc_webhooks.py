@@ -160,3 +160,32 @@ def test_a_spend_threshold_becomes_a_lifecycle_event(hooks: Gateway) -> None:
     found = thresholds()[before:]
     assert len(found) == 1 and found[0]["agent"] == "*" and found[0]["userId"] is None
     assert found[0]["data"] == {"percent": 90, "currentSpendCents": 9000, "limitCents": 10000}
+
+
+def test_a_session_announced_before_its_start_was_recorded_is_confirmed_not_stopped(
+        hooks: Gateway, emulator: EmulatorServer, queue: dict[str, Any], table: Any) -> None:
+    """Pipecat Cloud may announce a session before its start's answer reaches us (the emulator does, from another
+    thread): the announcement finds no record, and the first look at it, seconds later, finds the record the start
+    wrote meanwhile and confirms it as of the announcement. The bot is never stopped."""
+    from chalicelib.store import session_records
+    from chalicelib.store.session_records import SessionRecord
+    from tests.integration.test_capacity_queue import drain
+
+    [early] = emulator_admin(emulator, "agents/my-agent/prefill", {"ends_in": [3600]})["sessions"]
+    announced = datetime.now(UTC).replace(microsecond=0)
+    envelope = {"event_type": "session.started", "org": "acme", "created_at": announced.isoformat(),
+                "data": {"session_id": early, "service": "my-agent", "transport": "daily"}}
+    assert body(deliver(hooks, "session.started", body_bytes=json.dumps(envelope).encode())) == {"status": "handled"}
+    record = session_records.get_session(early)
+    assert record is None  # the start's answer has not arrived yet
+    table.put_item(Item=SessionRecord.new(user_id=new_user(), session_id=early, agent="my-agent", transport="daily",
+                                          ttl_seconds=3600).to_item())  # ... now it has
+
+    def confirmed() -> bool:
+        item = table.get_item(Key={"PK": f"SESSION#{early}", "SK": "META"}).get("Item") or {}
+        return bool(item.get("pcc_confirmed_at"))
+
+    drain(hooks, queue, until=confirmed, timeout=60)
+    item = table.get_item(Key={"PK": f"SESSION#{early}", "SK": "META"})["Item"]
+    assert item["pcc_confirmed_at"] == announced.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert early in emulator.org.active_session_ids()  # claimed: never stopped
