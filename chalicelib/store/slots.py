@@ -80,24 +80,27 @@ def active_slots(user_id: str) -> int:
     return int(item.get("active", 0)) if item else 0
 
 
-def _count_in_states(index_pk: str, attribute: str, states: tuple[str, ...]) -> int:
-    """How many items of one GSI1 partition have `attribute` in `states`."""
-    values = {f":v{i}": state for i, state in enumerate(states)}
-    kwargs: Item = {
-        "IndexName": "GSI1",
-        "KeyConditionExpression": "GSI1PK = :pk",
-        "FilterExpression": f"#a IN ({', '.join(values)})",
-        "ExpressionAttributeNames": {"#a": attribute},
-        "ExpressionAttributeValues": {":pk": index_pk, **values},
-        "Select": "COUNT",
-    }
-    total = 0
-    while True:
-        page = table().query(**kwargs)
-        total += int(page.get("Count", 0))
-        if not page.get("LastEvaluatedKey"):
-            return total
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+def _holding_agents(user_id: str) -> list[str]:
+    """The agent of each record that holds one of the user's slots now (active sessions, pending starts, open
+    intents: ACTIVE_STATES), every page of their GSI1 listings read."""
+    agents: list[str] = []
+    for listing, (attribute, states) in ACTIVE_STATES.items():
+        values = {f":v{i}": state for i, state in enumerate(states)}
+        kwargs: Item = {
+            "IndexName": "GSI1",
+            "KeyConditionExpression": "GSI1PK = :pk",
+            "FilterExpression": f"#a IN ({', '.join(values)})",
+            "ProjectionExpression": "#g",
+            "ExpressionAttributeNames": {"#a": attribute, "#g": "agent"},
+            "ExpressionAttributeValues": {":pk": f"USER#{user_id}#{listing}", **values},
+        }
+        while True:
+            page = table().query(**kwargs)
+            agents += [str(item.get("agent")) for item in page.get("Items", [])]
+            if not page.get("LastEvaluatedKey"):
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return agents
 
 
 def heal_slot_counters(now: float, min_age_seconds: int = 600) -> int:
@@ -114,8 +117,7 @@ def heal_slot_counters(now: float, min_age_seconds: int = 600) -> int:
         if held <= 0 or str(counter.get("updated_at", "")) > cutoff:
             continue
         user_id = counter["GSI2SK"]
-        actual = sum(_count_in_states(f"USER#{user_id}#{listing}", attribute, states)
-                     for listing, (attribute, states) in ACTIVE_STATES.items())
+        actual = len(_holding_agents(user_id))
         if actual >= held:
             continue
         if update_if({"PK": f"USER#{user_id}", "SK": "ACTIVE_SESSIONS"}, "SET active = :actual",
@@ -132,15 +134,8 @@ def _held_by_guests() -> dict[str, int]:
         guest_id = str(counter.get("GSI2SK", ""))
         if not is_guest_id(guest_id) or int(counter.get("active", 0)) <= 0:
             continue
-        for listing, (attribute, states) in ACTIVE_STATES.items():
-            values = {f":v{i}": state for i, state in enumerate(states)}
-            page = table().query(
-                IndexName="GSI1", KeyConditionExpression="GSI1PK = :pk",
-                FilterExpression=f"#a IN ({', '.join(values)})", ProjectionExpression="#g",
-                ExpressionAttributeNames={"#a": attribute, "#g": "agent"},
-                ExpressionAttributeValues={":pk": f"USER#{guest_id}#{listing}", **values})
-            for item in page.get("Items", []):
-                held[str(item.get("agent"))] = held.get(str(item.get("agent")), 0) + 1
+        for agent in _holding_agents(guest_id):
+            held[agent] = held.get(agent, 0) + 1
     return held
 
 
