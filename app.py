@@ -65,27 +65,27 @@ def _guest_token(request: Request) -> bool:
     return bearer_is_guest_token(request) and get_settings().guests.access
 
 
-def _principal(request: Request) -> Principal:
-    """A user (routes for users only: a guest token is 403 `guest_not_allowed`)."""
-    if _guest_token(request):
-        raise Refused("guest_not_allowed", "Guests may not use this route")
-    principal = authenticate_principal(request)
+def _admitted(principal: Principal) -> Principal:
     tag_request(user_id=principal.user_id)
     access.refuse_if_blocked(principal.user_id)  # an operator's block: 403 on every route
     return principal
 
 
+def _principal(request: Request) -> Principal:
+    """A user (routes for users only: a guest token is 403 `guest_not_allowed`)."""
+    if _guest_token(request):
+        raise Refused("guest_not_allowed", "Guests may not use this route")
+    return _admitted(authenticate_principal(request))
+
+
 def _caller(request: Request) -> Principal:
     """A user, or a guest with a guest token (the routes guests may use: docs/guests.md)."""
     if not _guest_token(request):
-        return _principal(request)
+        return _admitted(authenticate_principal(request))
     from chalicelib.guests import access as guest_access  # noqa: PLC0415 - lazy: only guests pay for it
 
-    principal = guest_access.authenticate(str(request.headers.get("authorization") or ""),
-                                          str(request.headers.get("origin") or ""), _source_ip(request))
-    tag_request(user_id=principal.user_id)
-    access.refuse_if_blocked(principal.user_id)
-    return principal
+    return _admitted(guest_access.authenticate(str(request.headers.get("authorization") or ""),
+                                               str(request.headers.get("origin") or ""), _source_ip(request)))
 
 
 def _user(request: Request) -> str:
