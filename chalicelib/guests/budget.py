@@ -48,9 +48,10 @@ def measure(running: list[SessionRecord], now: float) -> list[SessionRecord]:
     """End detection's step: the running guest sessions' seconds recorded (and the metrics); the guest sessions to
     stop, all of them, once the day's total is used up."""
     guests = [record for record in running if is_guest_id(record.user_id)]
-    limit = get_settings().guests.seconds_per_day
-    if not guests and not get_settings().guests.access:
+    settings = get_settings().guests
+    if not guests and not settings.access:
         return []
+    limit = settings.seconds_per_day
     seconds = sum(s for _, s in budgets.running_seconds(guests, now))
     day = billing.day_window(now)
     usage.record_running(usage.GUESTS_TOTAL, day, seconds, now)

@@ -76,11 +76,11 @@ def execute_start(user_id: str, plan: PlannedStart, status_base: str = "/start",
         except Exception:
             intents.settle_not_started(intent)
             raise
-        if queue.waiting() > 0 and queueable:
-            count("StartsJoinedQueue")
-            return capacity_queue.enqueue(user_id, plan, status_base, intent, queue)
-        if queue.waiting() > 0:  # the capacity that frees is theirs: no call is made
-            intents.settle_not_started(intent)
+        if queue.waiting() > 0:
+            if queueable:
+                count("StartsJoinedQueue")
+                return capacity_queue.enqueue(user_id, plan, status_base, intent, queue)
+            intents.settle_not_started(intent)  # the capacity that frees is theirs: no call is made
             raise TryLater("pcc_at_capacity", "The agent is at capacity; try again shortly", retry_after=5)
     try:
         keys = get_secrets()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from types import ModuleType
 
 from chalicelib.pcc import client as pcc_client
 from chalicelib.pcc.client import PccCallError
@@ -57,7 +56,7 @@ def detect_ended(now: float | None = None) -> dict[str, int]:
     if records:
         _reconcile_records(records, settings.limits.hard_cap_seconds, now, summary)
     elif settings.guests.access:
-        _guest_budget().measure([], now)  # no guest runs: the measure says so
+        _measure_guests([], now)  # no guest runs: the measure says so
     count("ReconciledEnded", summary["ended"])
     count("ReconciledStopped", summary["stopped"])
     return summary
@@ -94,7 +93,7 @@ def _reconcile_records(records: list[SessionRecord], hard_cap_seconds: int, now:
         logger.info("usage budget used up: sessions stopped", extra={"user_id": user_id, "window": window,
                                                                       "sessions": len(running[user_id])})
     spent = [r for user_id in over for r in running[user_id]]
-    guests_spent = _guest_budget().measure([r for records in running.values() for r in records], now)
+    guests_spent = _measure_guests([r for records in running.values() for r in records], now)
     # The Pipecat Cloud calls, DETAILS_CONCURRENCY at a time: at 1.5 s a call, 200 ends a minute take ~20 s, not
     # 300 s one after the other (past the function's timeout); a stop is a stop and a details call.
     with ThreadPoolExecutor(max_workers=DETAILS_CONCURRENCY) as pool:
@@ -110,10 +109,11 @@ def _reconcile_records(records: list[SessionRecord], hard_cap_seconds: int, now:
             summary["capped" if stopped else "errors"] += 1
 
 
-def _guest_budget() -> ModuleType:
+def _measure_guests(running: list[SessionRecord], now: float) -> list[SessionRecord]:
+    """chalicelib.guests.budget.measure: the guest sessions to stop (the guests' day used up)."""
     from chalicelib.guests import budget  # noqa: PLC0415 - lazy: `import app` loads no guest code (cold starts)
 
-    return budget
+    return budget.measure(running, now)
 
 
 def _cap(record: SessionRecord, hard_cap_seconds: int) -> int:
