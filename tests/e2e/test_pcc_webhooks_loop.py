@@ -72,27 +72,25 @@ def test_the_emulator_tells_the_gateway_and_the_gateway_acts(stack: LocalStack) 
             Key={"PK": f"SESSION#{session_id}", "SK": "META"})["Item"].get("pcc_confirmed_at"):
         time.sleep(0.5)
     assert sessions.get_item(Key={"PK": f"SESSION#{session_id}", "SK": "META"})["Item"].get("pcc_confirmed_at")
-    # the spend limit: the webhook closes the gate, and no start reaches Pipecat Cloud until it is cleared
-    seen = count(stack, "spend.limit_reached")
-    admin(stack, "org", {"spend_limited": True})
-    assert delivered(stack, "spend.limit_reached", seen)["status"] == 200
+    # the spend limit, then a suspension: each webhook closes its gate (no start reaches Pipecat Cloud while it is
+    # closed), and the one that lifts it opens it again
+    closes_then_opens(stack, "org", {"spend_limited": True}, {"spend_limited": False},
+                      ("spend.limit_reached", "spend.limit_cleared"), "spend_limit_reached", "webhook-user-2")
+    closes_then_opens(stack, "agents/my-agent", {"suspended": "trial_exhausted"}, {"suspended": None},
+                      ("service.suspended", "service.resumed"), "agent_suspended", "webhook-user-3")
+
+
+def closes_then_opens(stack: LocalStack, path: str, close: Any, reopen: Any, events: tuple[str, str], code: str,
+                      user: str) -> None:
+    closed_by, opened_by = events
+    seen = count(stack, closed_by)
+    admin(stack, path, close)
+    assert delivered(stack, closed_by, seen)["status"] == 200
     calls = start_calls(stack)
-    refused = start(stack, "webhook-user-2")
-    assert refused.status_code == 503 and refused.json()["code"] == "spend_limit_reached", refused.text
+    refused = start(stack, user)
+    assert refused.status_code == 503 and refused.json()["code"] == code, refused.text
     assert start_calls(stack) == calls
-    seen = count(stack, "spend.limit_cleared")
-    admin(stack, "org", {"spend_limited": False})
-    assert delivered(stack, "spend.limit_cleared", seen)["status"] == 200
-    assert start(stack, "webhook-user-2").status_code == 200
-    # a suspended agent: its gate closes with Pipecat Cloud's reason, and opens on service.resumed
-    seen = count(stack, "service.suspended")
-    admin(stack, "agents/my-agent", {"suspended": "trial_exhausted"})
-    assert delivered(stack, "service.suspended", seen)["status"] == 200
-    calls = start_calls(stack)
-    refused = start(stack, "webhook-user-3")
-    assert refused.status_code == 503 and refused.json()["code"] == "agent_suspended", refused.text
-    assert start_calls(stack) == calls
-    seen = count(stack, "service.resumed")
-    admin(stack, "agents/my-agent", {"suspended": None})
-    assert delivered(stack, "service.resumed", seen)["status"] == 200
-    assert start(stack, "webhook-user-3").status_code == 200
+    seen = count(stack, opened_by)
+    admin(stack, path, reopen)
+    assert delivered(stack, opened_by, seen)["status"] == 200
+    assert start(stack, user).status_code == 200
